@@ -1,0 +1,42 @@
+"""Content-defined chunking of byte streams (FastCDC 2020, native via pyfastcdc).
+
+Boundaries depend only on content, so an edit or an insertion moves only the chunks around
+it, and everything after re-synchronises: that is what makes re-pushing a changed shard cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from pyfastcdc import FastCDC
+
+DEFAULT_MIN_SIZE = 256 * 1024
+DEFAULT_AVG_SIZE = 1024 * 1024
+DEFAULT_MAX_SIZE = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkingParams:
+    """Stored in the store's config: changing them would break deduplication, so they are fixed at init."""
+
+    min_size: int = DEFAULT_MIN_SIZE
+    avg_size: int = DEFAULT_AVG_SIZE
+    max_size: int = DEFAULT_MAX_SIZE
+    algorithm: str = "fastcdc2020"
+
+
+class Chunker:
+    def __init__(self, params: ChunkingParams = ChunkingParams()) -> None:
+        self.params = params
+        self._cdc = FastCDC(params.avg_size, min_size=params.min_size, max_size=params.max_size)
+
+    def chunks(self, stream: BinaryIO) -> Iterator[memoryview]:
+        """Yield chunk views of ``stream``; each view is valid only until the next one is requested."""
+        for chunk in self._cdc.cut_stream(stream):
+            yield chunk.data
+
+    def chunk_bytes(self, data: bytes | bytearray | memoryview) -> Iterator[memoryview]:
+        for chunk in self._cdc.cut_buf(data):
+            yield chunk.data

@@ -1,0 +1,160 @@
+"""The one error hierarchy of weightvault.
+
+Every error carries a stable machine ``code``. The CLI maps it to an exit code and the
+server (later) to an HTTP status through the single table ``ERROR_TABLE`` below, so the
+three interfaces never disagree. Each class also subclasses the closest standard exception
+so callers that only know the standard library still catch them sensibly.
+"""
+
+from __future__ import annotations
+
+
+class WeightvaultError(Exception):
+    """Base of every error weightvault raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NotFoundError(WeightvaultError, LookupError):
+    code = "not_found"
+
+
+class ModelNotFoundError(NotFoundError):
+    code = "model_not_found"
+
+
+class RevisionNotFoundError(NotFoundError):
+    code = "revision_not_found"
+
+
+class InvalidInputError(WeightvaultError, ValueError):
+    """The caller asked for something malformed; nothing was changed."""
+
+    code = "invalid_input"
+
+
+class InvalidNameError(InvalidInputError):
+    code = "invalid_name"
+
+
+class InvalidRevisionError(InvalidInputError):
+    code = "invalid_revision"
+
+
+class UnsafePathError(InvalidInputError):
+    """A path from a request, a manifest or a source tree would escape its root."""
+
+    code = "unsafe_path"
+
+
+class SourceNotFoundError(InvalidInputError, FileNotFoundError):
+    code = "source_not_found"
+
+
+class AmbiguousRevisionError(InvalidInputError):
+    code = "ambiguous_revision"
+
+
+class ConflictError(WeightvaultError):
+    """The request contradicts existing state (label taken, destination differs)."""
+
+    code = "conflict"
+
+
+class VersionExistsError(ConflictError):
+    code = "version_exists"
+
+
+class DestinationConflictError(ConflictError, FileExistsError):
+    code = "destination_conflict"
+
+
+class ObjectExistsError(ConflictError):
+    """A conditional write found the object already there."""
+
+    code = "object_exists"
+
+
+class IntegrityError(WeightvaultError):
+    """Stored bytes do not match their hash, or a needed object is missing."""
+
+    code = "integrity_error"
+
+
+class CorruptObjectError(IntegrityError):
+    code = "corrupt_object"
+
+
+class MissingObjectError(IntegrityError):
+    code = "missing_object"
+
+
+class FormatError(IntegrityError):
+    """An object is not in a format this version of weightvault can read."""
+
+    code = "format_error"
+
+
+class StorageError(WeightvaultError, OSError):
+    """The storage layer failed for a reason outside the caller's control."""
+
+    code = "storage_error"
+
+
+class BackendUnavailableError(StorageError):
+    code = "backend_unavailable"
+
+
+class CredentialsError(StorageError, PermissionError):
+    code = "credentials_error"
+
+
+class DiskFullError(StorageError):
+    code = "disk_full"
+
+
+class ConcurrentModificationError(WeightvaultError):
+    """Another process changed what this operation relied on; retrying is safe."""
+
+    code = "concurrent_modification"
+
+
+class ConfigError(WeightvaultError, ValueError):
+    code = "config_error"
+
+
+#: code -> (CLI exit code, HTTP status). Subclasses fall back to their nearest listed parent.
+ERROR_TABLE: dict[type[WeightvaultError], tuple[int, int]] = {
+    WeightvaultError: (1, 500),
+    NotFoundError: (3, 404),
+    InvalidInputError: (4, 400),
+    ConfigError: (4, 400),
+    ConflictError: (5, 409),
+    IntegrityError: (6, 500),
+    StorageError: (7, 503),
+    CredentialsError: (7, 401),
+    DiskFullError: (8, 507),
+    ConcurrentModificationError: (9, 409),
+}
+
+
+def _lookup(error: WeightvaultError) -> tuple[int, int]:
+    for cls in type(error).__mro__:
+        if cls in ERROR_TABLE:
+            return ERROR_TABLE[cls]  # type: ignore[index]
+    return ERROR_TABLE[WeightvaultError]
+
+
+def exit_code_for(error: WeightvaultError) -> int:
+    return _lookup(error)[0]
+
+
+def http_status_for(error: WeightvaultError) -> int:
+    return _lookup(error)[1]

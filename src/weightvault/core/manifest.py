@@ -1,0 +1,151 @@
+"""Manifests (what a version is) and recipes (how to rebuild a file), with canonical encodings.
+
+Both are stored as immutable objects and both encodings are canonical: sorted keys, no
+insignificant whitespace, UTF-8. The commit id of a version is derived from its canonical
+manifest, so the same tree, metadata and parent always give the same id. See docs/format.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from weightvault.core.errors import FormatError, InvalidInputError
+from weightvault.core.names import check_model_name, check_relative_path
+
+MANIFEST_FORMAT = 1
+RECIPE_FORMAT = 1
+_HEX64 = frozenset("0123456789abcdef")
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _is_hex(text: str, length: int) -> bool:
+    return len(text) == length and set(text) <= _HEX64
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    path: str
+    size: int
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256}
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """An immutable snapshot of a tree of files plus what is known about it."""
+
+    model: str
+    files: tuple[FileEntry, ...]
+    parent: str | None = None
+    message: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    #: Edges to what this version came from (base model, datasets, runs); free-form dicts with a ``kind``.
+    lineage: tuple[Mapping[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        check_model_name(self.model)
+        seen: set[str] = set()
+        for entry in self.files:
+            check_relative_path(entry.path)
+            if entry.path in seen:
+                raise FormatError(f"manifest lists {entry.path!r} twice")
+            seen.add(entry.path)
+            if entry.size < 0 or not _is_hex(entry.sha256, 64):
+                raise FormatError(f"manifest entry for {entry.path!r} is malformed")
+        if self.parent is not None and not _is_hex(self.parent, 40):
+            raise FormatError(f"manifest parent {self.parent!r} is not a commit id")
+
+    @property
+    def total_size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def to_bytes(self) -> bytes:
+        return canonical_json(
+            {
+                "format": MANIFEST_FORMAT,
+                "model": self.model,
+                "parent": self.parent,
+                "message": self.message,
+                "metadata": dict(self.metadata),
+                "lineage": [dict(x) for x in self.lineage],
+                "files": [f.to_json() for f in sorted(self.files, key=lambda f: f.path)],
+            }
+        )
+
+    def commit_id(self) -> str:
+        """40 hex characters: SHA-256 of the canonical manifest, truncated like a git/Hub revision."""
+        return hashlib.sha256(self.to_bytes()).hexdigest()[:40]
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Manifest:
+        try:
+            raw = json.loads(data)
+            if raw.get("format") != MANIFEST_FORMAT:
+                raise FormatError(f"unsupported manifest format {raw.get('format')!r}")
+            files = tuple(FileEntry(f["path"], int(f["size"]), f["sha256"]) for f in raw["files"])
+            return cls(
+                model=raw["model"],
+                files=files,
+                parent=raw.get("parent"),
+                message=raw.get("message", ""),
+                metadata={str(k): str(v) for k, v in raw.get("metadata", {}).items()},
+                lineage=tuple(raw.get("lineage", ())),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise FormatError(f"malformed manifest: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecipe:
+    """The ordered chunks (id, raw length) that rebuild one file, keyed by the file's SHA-256."""
+
+    sha256: str
+    size: int
+    chunks: tuple[tuple[bytes, int], ...]
+
+    def __post_init__(self) -> None:
+        if sum(n for _, n in self.chunks) != self.size:
+            raise FormatError(f"recipe {self.sha256} chunk lengths do not add up to {self.size}")
+
+    def to_bytes(self) -> bytes:
+        return canonical_json(
+            {
+                "format": RECIPE_FORMAT,
+                "sha256": self.sha256,
+                "size": self.size,
+                "chunks": [[cid.hex(), n] for cid, n in self.chunks],
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> FileRecipe:
+        try:
+            raw = json.loads(data)
+            if raw.get("format") != RECIPE_FORMAT:
+                raise FormatError(f"unsupported recipe format {raw.get('format')!r}")
+            chunks = tuple((bytes.fromhex(c), int(n)) for c, n in raw["chunks"])
+            if any(len(c) != 32 or n <= 0 for c, n in chunks):
+                raise FormatError("recipe has a malformed chunk entry")
+            return cls(raw["sha256"], int(raw["size"]), chunks)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise FormatError(f"malformed recipe: {exc}") from exc
+
+
+def parse_metadata(pairs: Sequence[str]) -> dict[str, str]:
+    """``key=value`` strings from the command line into a dict."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"metadata {pair!r} must be key=value")
+        out[key] = value
+    return out

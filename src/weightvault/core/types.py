@@ -1,0 +1,109 @@
+"""Domain objects the vault façade returns; every interface (SDK, CLI, server) speaks these."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from weightvault.core.manifest import FileEntry
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    model: str
+    label: str
+    commit: str
+    created: datetime
+    message: str
+    metadata: dict[str, str]
+    total_size: int
+    file_count: int
+    parent: str | None = None
+    aliases: tuple[str, ...] = ()
+    files: tuple[FileEntry, ...] = ()
+    lineage: tuple[dict[str, Any], ...] = ()
+
+    def to_json(self, with_files: bool = False) -> dict[str, Any]:
+        out = asdict(self)
+        out["created"] = self.created.isoformat()
+        out["aliases"] = list(self.aliases)
+        out["lineage"] = list(self.lineage)
+        if with_files:
+            out["files"] = [f.to_json() for f in self.files]
+        else:
+            out.pop("files")
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    name: str
+    created: datetime
+    versions: tuple[VersionInfo, ...] = ()
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "created": self.created.isoformat(),
+            "versions": [v.to_json() for v in self.versions],
+            "aliases": dict(self.aliases),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    version: VersionInfo
+    bytes_read: int
+    bytes_written: int  # stored bytes of new chunks (after any compression)
+    chunks_total: int
+    chunks_new: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class PullResult:
+    version: VersionInfo
+    files: tuple[str, ...]
+    bytes_total: int
+    bytes_from_cache: int
+    bytes_from_store: int
+    seconds: float
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    checked_versions: int = 0
+    checked_chunks: int = 0
+    checked_bytes: int = 0
+    problems: list[str] = field(default_factory=list)
+    #: "model@label" -> the problems that make it unreadable.
+    affected_versions: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checked_versions": self.checked_versions,
+            "checked_chunks": self.checked_chunks,
+            "checked_bytes": self.checked_bytes,
+            "problems": self.problems,
+            "affected_versions": self.affected_versions,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class GcReport:
+    packs_deleted: int
+    bytes_freed: int
+    packs_condemned: int
+    manifests_deleted: int
+    recipes_deleted: int
+    temp_files_deleted: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,553 @@
+"""The registry index: models, versions, aliases, and where every chunk lives.
+
+Rows are mapped to domain objects here, at the boundary; nothing above this module sees an
+ORM object. The index can always be rebuilt from the store (``Vault.recover``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from weightvault.cas.pack import PackEntry
+from weightvault.core.errors import (
+    AmbiguousRevisionError,
+    ConcurrentModificationError,
+    ConflictError,
+    ModelNotFoundError,
+    RevisionNotFoundError,
+    VersionExistsError,
+)
+from weightvault.core.revision import looks_like_commit
+from weightvault.registry.schema import (
+    AliasRow,
+    ChunkRow,
+    ManifestRow,
+    ModelRow,
+    PackRow,
+    RecipeRow,
+    VersionRow,
+)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+_BATCH = 500
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRecord:
+    """A version as the index knows it (the manifest body is fetched separately)."""
+
+    model: str
+    label: str
+    commit: str
+    parent: str | None
+    created: datetime
+    message: str
+    metadata: dict[str, str]
+    total_size: int
+    file_count: int
+    aliases: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkLocation:
+    pack_id: str
+    offset: int
+    stored_len: int
+    raw_len: int
+    codec: int
+    key_slot: int
+
+
+@dataclass(frozen=True, slots=True)
+class PackRecord:
+    id: str
+    size: int
+    created: datetime
+    condemned: datetime | None
+
+
+class RegistryIndex:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = create_engine(url, future=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._write_lock = threading.Lock()  # SQLite allows one writer; queue ours instead of spinning
+        self._local = threading.local()
+        self._raw: list[Any] = []
+        self._migrate()
+
+    @classmethod
+    def sqlite(cls, path: Path) -> RegistryIndex:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return cls(f"sqlite:///{path}")
+
+    def _migrate(self) -> None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        head = ScriptDirectory.from_config(cfg).get_current_head()
+        with self.engine.begin() as conn:
+            if MigrationContext.configure(conn).get_current_revision() == head:
+                return
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def close(self) -> None:
+        self.release_probes()
+        self.engine.dispose()
+
+    def release_probes(self) -> None:
+        """Return the per-thread probe connections to the pool (call when a push's threads are done)."""
+        for conn in self._raw:
+            conn.close()
+        self._raw.clear()
+        self._local = threading.local()
+
+    def has_chunk(self, chunk_id: bytes) -> bool:
+        """The per-chunk dedup probe of a push: one primary-key lookup on a per-thread connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self.engine.raw_connection()
+            self._local.conn = conn
+            self._raw.append(conn)
+        cur = conn.cursor()
+        try:
+            cur.execute("SELECT 1 FROM chunks WHERE id = ?" if self.engine.dialect.paramstyle == "qmark"
+                        else "SELECT 1 FROM chunks WHERE id = %s", (chunk_id,))
+            return cur.fetchone() is not None
+        finally:
+            cur.close()
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with self._sessions() as s:
+            yield s
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with self._write_lock, self._sessions() as s, s.begin():
+            yield s
+
+    # ---- models ---------------------------------------------------------------------------------
+
+    def _model_id(self, s: Session, name: str) -> int:
+        mid = s.scalar(select(ModelRow.id).where(ModelRow.name == name))
+        if mid is None:
+            raise ModelNotFoundError(f"model {name!r} not found")
+        return mid
+
+    def _ensure_model(self, s: Session, name: str, created: datetime | None = None) -> int:
+        mid = s.scalar(select(ModelRow.id).where(ModelRow.name == name))
+        if mid is None:
+            row = ModelRow(name=name, created_at=created or utcnow())
+            s.add(row)
+            s.flush()
+            mid = row.id
+        return mid
+
+    def list_model_names(self) -> list[str]:
+        with self._read() as s:
+            return list(s.scalars(select(ModelRow.name).order_by(ModelRow.name)))
+
+    def model_created(self, name: str) -> datetime:
+        with self._read() as s:
+            created = s.scalar(select(ModelRow.created_at).where(ModelRow.name == name))
+            if created is None:
+                raise ModelNotFoundError(f"model {name!r} not found")
+            return _aware(created)
+
+    # ---- versions -------------------------------------------------------------------------------
+
+    def _record(self, s: Session, model: str, row: VersionRow) -> VersionRecord:
+        aliases = tuple(
+            s.scalars(select(AliasRow.name).where(AliasRow.version_id == row.id).order_by(AliasRow.name))
+        )
+        return VersionRecord(
+            model=model,
+            label=row.label,
+            commit=row.commit_id,
+            parent=row.parent,
+            created=_aware(row.created_at),
+            message=row.message,
+            metadata=json.loads(row.metadata_json),
+            total_size=row.total_size,
+            file_count=row.file_count,
+            aliases=aliases,
+        )
+
+    def add_version(
+        self,
+        *,
+        model: str,
+        label: str,
+        commit: str,
+        parent: str | None,
+        created: datetime,
+        message: str,
+        metadata: dict[str, str],
+        total_size: int,
+        file_count: int,
+        manifest: bytes,
+        required_packs: Iterable[str] = (),
+        required_recipes: Iterable[str] = (),
+    ) -> VersionRecord:
+        """Make a version visible, in one transaction that also checks its packs still exist."""
+        packs = set(required_packs)
+        with self._write() as s:
+            if packs:
+                found: set[str] = set()
+                plist = list(packs)
+                for i in range(0, len(plist), _BATCH):
+                    found.update(s.scalars(select(PackRow.id).where(PackRow.id.in_(plist[i : i + _BATCH]))))
+                if found != packs:
+                    raise ConcurrentModificationError(
+                        f"{len(packs - found)} pack(s) this version needs were garbage-collected during the "
+                        "push; push again (only the missing data is written)"
+                    )
+            mid = self._ensure_model(s, model, created)
+            if s.scalar(select(VersionRow.id).where(VersionRow.model_id == mid, VersionRow.label == label)):
+                raise VersionExistsError(f"version {model}@{label} already exists")
+            if s.scalar(select(AliasRow.id).where(AliasRow.model_id == mid, AliasRow.name == label)):
+                raise ConflictError(f"{label!r} is an alias of {model}; choose another version label")
+            if required_recipes:
+                rlist = list(set(required_recipes))
+                have: set[str] = set()
+                for i in range(0, len(rlist), _BATCH):
+                    have.update(s.scalars(select(RecipeRow.sha256).where(RecipeRow.sha256.in_(rlist[i : i + _BATCH]))))
+                if len(have) != len(rlist):
+                    raise ConcurrentModificationError(
+                        "file recipes this version needs were garbage-collected during the push; push again"
+                    )
+            if s.get(ManifestRow, commit) is None:
+                s.add(ManifestRow(commit_id=commit, body=manifest, created_at=created))
+            row = VersionRow(
+                model_id=mid,
+                label=label,
+                commit_id=commit,
+                parent=parent,
+                created_at=created,
+                message=message,
+                metadata_json=json.dumps(metadata, sort_keys=True),
+                total_size=total_size,
+                file_count=file_count,
+            )
+            s.add(row)
+            try:
+                s.flush()
+            except SAIntegrityError:
+                raise VersionExistsError(f"version {model}@{label} already exists") from None
+            if packs:  # a pack this version uses is live again
+                plist = list(packs)
+                for i in range(0, len(plist), _BATCH):
+                    s.execute(
+                        update(PackRow).where(PackRow.id.in_(plist[i : i + _BATCH])).values(condemned_at=None)
+                    )
+            return self._record(s, model, row)
+
+    def list_versions(self, model: str) -> list[VersionRecord]:
+        """Newest first."""
+        with self._read() as s:
+            mid = self._model_id(s, model)
+            rows = s.scalars(
+                select(VersionRow)
+                .where(VersionRow.model_id == mid)
+                .order_by(VersionRow.created_at.desc(), VersionRow.id.desc())
+            )
+            return [self._record(s, model, r) for r in rows]
+
+    def label_exists(self, model: str, label: str) -> bool:
+        with self._read() as s:
+            mid = s.scalar(select(ModelRow.id).where(ModelRow.name == model))
+            if mid is None:
+                return False
+            return bool(
+                s.scalar(select(VersionRow.id).where(VersionRow.model_id == mid, VersionRow.label == label))
+            )
+
+    def resolve(self, model: str, revision: str | None) -> VersionRecord:
+        """Label, then alias, then full commit id, then a unique commit prefix; ``None`` is the latest."""
+        with self._read() as s:
+            mid = self._model_id(s, model)
+            base = select(VersionRow).where(VersionRow.model_id == mid)
+            if revision is None:
+                row = s.scalars(base.order_by(VersionRow.created_at.desc(), VersionRow.id.desc())).first()
+                if row is None:
+                    raise RevisionNotFoundError(f"model {model!r} has no versions")
+                return self._record(s, model, row)
+            row = s.scalars(base.where(VersionRow.label == revision)).first()
+            if row is None:
+                vid = s.scalar(select(AliasRow.version_id).where(AliasRow.model_id == mid, AliasRow.name == revision))
+                if vid is not None:
+                    row = s.get(VersionRow, vid)
+            if row is None and looks_like_commit(revision):
+                rows = list(
+                    s.scalars(
+                        base.where(VersionRow.commit_id.startswith(revision)).order_by(
+                            VersionRow.created_at.desc(), VersionRow.id.desc()
+                        )
+                    )
+                )
+                commits = {r.commit_id for r in rows}
+                if len(commits) > 1:
+                    raise AmbiguousRevisionError(
+                        f"commit prefix {revision!r} of {model} matches {len(commits)} versions; give more digits"
+                    )
+                row = rows[0] if rows else None
+            if row is None:
+                raise RevisionNotFoundError(f"revision {revision!r} of model {model!r} not found")
+            return self._record(s, model, row)
+
+    def delete_version(self, model: str, label: str) -> None:
+        with self._write() as s:
+            mid = self._model_id(s, model)
+            row = s.scalars(
+                select(VersionRow).where(VersionRow.model_id == mid, VersionRow.label == label)
+            ).first()
+            if row is None:
+                raise RevisionNotFoundError(f"version {model}@{label} not found")
+            s.execute(delete(AliasRow).where(AliasRow.version_id == row.id))
+            s.delete(row)
+            s.flush()
+            if not s.scalar(select(func.count()).select_from(VersionRow).where(VersionRow.model_id == mid)):
+                s.execute(delete(ModelRow).where(ModelRow.id == mid))
+
+    def live_commits(self) -> set[str]:
+        with self._read() as s:
+            return set(s.scalars(select(VersionRow.commit_id).distinct()))
+
+    # ---- aliases --------------------------------------------------------------------------------
+
+    def set_alias(self, model: str, alias: str, label: str) -> None:
+        with self._write() as s:
+            mid = self._model_id(s, model)
+            if s.scalar(select(VersionRow.id).where(VersionRow.model_id == mid, VersionRow.label == alias)):
+                raise ConflictError(f"{alias!r} is a version label of {model}; an alias cannot shadow it")
+            vid = s.scalar(select(VersionRow.id).where(VersionRow.model_id == mid, VersionRow.label == label))
+            if vid is None:
+                raise RevisionNotFoundError(f"version {model}@{label} not found")
+            existing = s.scalars(select(AliasRow).where(AliasRow.model_id == mid, AliasRow.name == alias)).first()
+            if existing is None:
+                s.add(AliasRow(model_id=mid, name=alias, version_id=vid))
+            else:
+                existing.version_id = vid
+
+    def remove_alias(self, model: str, alias: str) -> None:
+        with self._write() as s:
+            mid = self._model_id(s, model)
+            result = s.execute(delete(AliasRow).where(AliasRow.model_id == mid, AliasRow.name == alias))
+            if not getattr(result, "rowcount", 0):
+                raise RevisionNotFoundError(f"alias {alias!r} of model {model!r} not found")
+
+    def aliases(self, model: str) -> dict[str, str]:
+        """alias -> version label."""
+        with self._read() as s:
+            mid = self._model_id(s, model)
+            rows = s.execute(
+                select(AliasRow.name, VersionRow.label)
+                .join(VersionRow, VersionRow.id == AliasRow.version_id)
+                .where(AliasRow.model_id == mid)
+            )
+            return {name: label for name, label in rows}
+
+    # ---- manifests and recipes -----------------------------------------------------------------
+
+    def get_manifest(self, commit: str) -> bytes | None:
+        with self._read() as s:
+            row = s.get(ManifestRow, commit)
+            return None if row is None else row.body
+
+    def all_manifests(self) -> list[tuple[str, bytes]]:
+        with self._read() as s:
+            return [(r.commit_id, r.body) for r in s.scalars(select(ManifestRow))]
+
+    def put_recipe(self, sha256: str, size: int, body: bytes, created: datetime | None = None) -> None:
+        with self._write() as s:
+            row = s.get(RecipeRow, sha256)
+            if row is None:
+                s.add(RecipeRow(sha256=sha256, size=size, body=body, created_at=created or utcnow()))
+            else:  # in use again: restart its grace period
+                row.created_at = created or utcnow()
+
+    def get_recipe(self, sha256: str) -> bytes | None:
+        with self._read() as s:
+            row = s.get(RecipeRow, sha256)
+            return None if row is None else row.body
+
+    def recipe_hashes(self) -> set[str]:
+        with self._read() as s:
+            return set(s.scalars(select(RecipeRow.sha256)))
+
+
+    # ---- packs and chunks ----------------------------------------------------------------------
+
+    def add_pack(self, pack_id: str, size: int, entries: Sequence[PackEntry], created: datetime | None = None) -> None:
+        """Record a durable pack; a chunk already located elsewhere keeps its first location."""
+        with self._write() as s:
+            s.add(PackRow(id=pack_id, size=size, created_at=created or utcnow()))
+            s.flush()
+            ids = [e.chunk_id for e in entries]
+            known: set[bytes] = set()
+            for i in range(0, len(ids), _BATCH):
+                known.update(s.scalars(select(ChunkRow.id).where(ChunkRow.id.in_(ids[i : i + _BATCH]))))
+            rows = [
+                {
+                    "id": e.chunk_id,
+                    "pack_id": pack_id,
+                    "offset": e.offset,
+                    "stored_len": e.stored_len,
+                    "raw_len": e.raw_len,
+                    "codec": e.codec,
+                    "key_slot": e.key_slot,
+                }
+                for e in entries
+                if e.chunk_id not in known
+            ]
+            if rows:
+                s.execute(ChunkRow.__table__.insert(), rows)
+
+    def locate_chunks(self, ids: Sequence[bytes], include_condemned: bool = True) -> dict[bytes, ChunkLocation]:
+        out: dict[bytes, ChunkLocation] = {}
+        unique = list(dict.fromkeys(ids))
+        with self._read() as s:
+            for i in range(0, len(unique), _BATCH):
+                q = (
+                    select(ChunkRow, PackRow.condemned_at)
+                    .join(PackRow, PackRow.id == ChunkRow.pack_id)
+                    .where(ChunkRow.id.in_(unique[i : i + _BATCH]))
+                )
+                for row, condemned in s.execute(q):
+                    if condemned is not None and not include_condemned:
+                        continue
+                    out[row.id] = ChunkLocation(
+                        row.pack_id, row.offset, row.stored_len, row.raw_len, row.codec, row.key_slot
+                    )
+        return out
+
+    def chunks_in_pack(self, pack_id: str) -> list[tuple[bytes, ChunkLocation]]:
+        with self._read() as s:
+            rows = s.scalars(select(ChunkRow).where(ChunkRow.pack_id == pack_id).order_by(ChunkRow.offset))
+            return [
+                (r.id, ChunkLocation(r.pack_id, r.offset, r.stored_len, r.raw_len, r.codec, r.key_slot))
+                for r in rows
+            ]
+
+    def packs(self) -> list[PackRecord]:
+        with self._read() as s:
+            return [
+                PackRecord(r.id, r.size, _aware(r.created_at), _aware(r.condemned_at) if r.condemned_at else None)
+                for r in s.scalars(select(PackRow))
+            ]
+
+    def pack_ids_for_chunks(self, ids: Iterable[bytes]) -> set[str]:
+        return {loc.pack_id for loc in self.locate_chunks(list(ids)).values()}
+
+    def set_condemned(self, pack_ids: Iterable[str], when: datetime | None) -> None:
+        plist = list(pack_ids)
+        with self._write() as s:
+            for i in range(0, len(plist), _BATCH):
+                s.execute(update(PackRow).where(PackRow.id.in_(plist[i : i + _BATCH])).values(condemned_at=when))
+
+    def sweep(
+        self,
+        *,
+        mark_started: datetime,
+        cutoff: datetime,
+        live_commits: set[str],
+        live_recipes: set[str],
+        live_packs: set[str],
+    ) -> tuple[list[str], list[str], list[str]] | None:
+        """Delete rows of what the mark found dead, atomically with respect to pushes.
+
+        Returns (pack ids, commits, recipe hashes) whose objects may now be deleted, or None when
+        a version was committed after the mark started (its references were not marked).
+        """
+        with self._write() as s:
+            if s.scalar(select(func.count()).select_from(VersionRow).where(VersionRow.created_at >= mark_started)):
+                return None
+            packs = [
+                r.id
+                for r in s.scalars(select(PackRow).where(PackRow.condemned_at.is_not(None)))
+                if r.id not in live_packs
+                and _aware(r.condemned_at) <= cutoff  # type: ignore[arg-type]
+                and _aware(r.created_at) <= cutoff
+            ]
+            commits = [
+                r.commit_id
+                for r in s.scalars(select(ManifestRow))
+                if r.commit_id not in live_commits and _aware(r.created_at) <= cutoff
+            ]
+            recipes = [
+                sha
+                for sha, created in s.execute(select(RecipeRow.sha256, RecipeRow.created_at))
+                if sha not in live_recipes and _aware(created) <= cutoff
+            ]
+            for i in range(0, len(packs), _BATCH):
+                part = packs[i : i + _BATCH]
+                s.execute(delete(ChunkRow).where(ChunkRow.pack_id.in_(part)))
+                s.execute(delete(PackRow).where(PackRow.id.in_(part)))
+            for i in range(0, len(commits), _BATCH):
+                s.execute(delete(ManifestRow).where(ManifestRow.commit_id.in_(commits[i : i + _BATCH])))
+            for i in range(0, len(recipes), _BATCH):
+                s.execute(delete(RecipeRow).where(RecipeRow.sha256.in_(recipes[i : i + _BATCH])))
+            return packs, commits, recipes
+
+    def known_objects(self) -> tuple[set[str], set[str], set[str]]:
+        """(pack ids, manifest commits, recipe hashes) the index knows, for finding orphans."""
+        with self._read() as s:
+            return (
+                set(s.scalars(select(PackRow.id))),
+                set(s.scalars(select(ManifestRow.commit_id))),
+                set(s.scalars(select(RecipeRow.sha256))),
+            )
+
+    def stats(self) -> dict[str, Any]:
+        with self._read() as s:
+            return {
+                "models": s.scalar(select(func.count()).select_from(ModelRow)) or 0,
+                "versions": s.scalar(select(func.count()).select_from(VersionRow)) or 0,
+                "packs": s.scalar(select(func.count()).select_from(PackRow)) or 0,
+                "pack_bytes": s.scalar(select(func.coalesce(func.sum(PackRow.size), 0))) or 0,
+                "chunks": s.scalar(select(func.count()).select_from(ChunkRow)) or 0,
+                "chunk_raw_bytes": s.scalar(select(func.coalesce(func.sum(ChunkRow.raw_len), 0))) or 0,
+            }
+
+    # ---- recovery -------------------------------------------------------------------------------
+
+    def clear(self) -> None:
+        """Drop every row (recover rebuilds them from the store)."""
+        with self._write() as s:
+            for table in (AliasRow, VersionRow, ModelRow, ManifestRow, RecipeRow, ChunkRow, PackRow):
+                s.execute(delete(table))
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()

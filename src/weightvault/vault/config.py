@@ -1,0 +1,107 @@
+"""Settings: defaults < config file < ``WEIGHTVAULT_*`` environment < explicit arguments.
+
+The config file may use our flat keys or the seed's shape (a ``model_weights`` section with
+``cache_enabled``, ``cache_directory``, ``cache_max_size_gb``, ``checksum_algorithm``, …);
+other top-level sections (``aws``, ``gcp``, ``azure``, ``encryption``) are kept in ``sections``
+for the layers that read them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from weightvault.core.errors import ConfigError
+
+ENV_PREFIX = "WEIGHTVAULT_"
+DEFAULT_HOME = Path("~/.weightvault")
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    home: Path
+    store_url: str | None = None
+    database_url: str | None = None
+    cache_enabled: bool = True
+    cache_directory: Path | None = None
+    cache_max_size_gb: float = Field(20.0, ge=0)
+    checksum_algorithm: Literal["sha256"] = "sha256"
+    pack_size_mb: int = Field(64, ge=1, le=4096)
+    gc_grace_seconds: float = Field(3600.0, ge=0)
+    workers: int = Field(2, ge=1, le=64)
+    sections: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def store_path(self) -> Path:
+        return self.home / "store"
+
+    @property
+    def cache_path(self) -> Path:
+        path = self.cache_directory or Path("cache")
+        return path if path.is_absolute() else self.home / path
+
+    @property
+    def cache_max_bytes(self) -> int:
+        return int(self.cache_max_size_gb * (1 << 30))
+
+    @property
+    def pack_size(self) -> int:
+        return self.pack_size_mb << 20
+
+
+_FLAT_KEYS = set(Settings.model_fields) - {"home", "sections"}
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping")
+    values: dict[str, Any] = {}
+    sections: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "model_weights" and isinstance(value, dict):
+            for k, v in value.items():
+                if k in _FLAT_KEYS:
+                    values[k] = v
+            sections[key] = value
+        elif key in _FLAT_KEYS:
+            values[key] = value
+        else:
+            sections[key] = value
+    values["sections"] = sections
+    return values
+
+
+def load_settings(
+    home: Path | str | None = None, config_file: Path | str | None = None, **overrides: Any
+) -> Settings:
+    env = os.environ
+    home_path = Path(home or env.get(f"{ENV_PREFIX}HOME") or DEFAULT_HOME).expanduser().absolute()
+    cfg = config_file or env.get(f"{ENV_PREFIX}CONFIG")
+    values: dict[str, Any] = {}
+    if cfg:
+        cfg_path = Path(cfg).expanduser()
+        if not cfg_path.is_file():
+            raise ConfigError(f"config file {cfg_path} does not exist")
+        values.update(_from_file(cfg_path))
+    elif (home_path / "config.yaml").is_file():
+        values.update(_from_file(home_path / "config.yaml"))
+    for key in _FLAT_KEYS:
+        if (val := env.get(f"{ENV_PREFIX}{key.upper()}")) is not None:
+            values[key] = val
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["home"] = home_path
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None

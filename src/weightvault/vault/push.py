@@ -1,0 +1,189 @@
+"""The push pipeline: hash, chunk, deduplicate and pack a source tree on every core.
+
+Each large file is read twice, concurrently: one task computes its SHA-256, the other cuts
+it into chunks, names them with BLAKE3 and packs the new ones. Both run in native code that
+releases the GIL, so with two workers both cores stay busy; buffers are reused throughout.
+A file whose size, mtime or inode changes while it is read is refused rather than stored
+under a hash that does not describe it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+from weightvault.cas.chunker import Chunker
+from weightvault.cas.hashing import chunk_id
+from weightvault.core.errors import InvalidInputError, SourceNotFoundError, WeightvaultError
+from weightvault.core.manifest import FileRecipe
+from weightvault.registry.index import RegistryIndex
+from weightvault.storage.local import os_error
+from weightvault.vault.packer import PackSink
+from weightvault.vault.source import SourceFile
+
+SMALL_FILE = 8 << 20
+HASH_BLOCK = 8 << 20
+
+Progress = Callable[[int], None]
+#: (raw chunk, its id, its offset in the file, the file) -> (codec, stored bytes, key slot)
+ChunkEncoder = Callable[[memoryview, bytes, int, SourceFile], tuple[int, bytes | memoryview, int]]
+
+
+class FileChangedError(InvalidInputError):
+    code = "source_changed"
+
+
+@dataclass(slots=True)
+class _FileState:
+    source: SourceFile
+    sha256: str | None = None
+    chunks: list[tuple[bytes, int]] | None = None
+
+
+def _raw_encoder(view: memoryview, _cid: bytes, _offset: int, _src: SourceFile) -> tuple[int, memoryview, int]:
+    return 0, view, 0
+
+
+class PushPipeline:
+    def __init__(
+        self,
+        index: RegistryIndex,
+        sink: PackSink,
+        chunker: Chunker,
+        workers: int = 2,
+        progress: Progress | None = None,
+        encoder: ChunkEncoder | None = None,
+        chunk_id_fn: Callable[[memoryview | bytes], bytes] = chunk_id,
+    ) -> None:
+        self._index = index
+        self._sink = sink
+        self._chunker = chunker
+        self._workers = workers
+        self._progress = progress or (lambda n: None)
+        self._encode = encoder or _raw_encoder
+        self._chunk_id = chunk_id_fn
+        self._known: set[bytes] = set()
+        self._known_lock = threading.Lock()
+        self._stop = threading.Event()
+        self.chunks_total = 0
+        self.chunks_new = 0
+        self.bytes_read = 0
+
+    # ---- per-chunk work ----------------------------------------------------------------------
+
+    def _store_chunk(self, view: memoryview, offset: int, src: SourceFile) -> bytes:
+        cid = self._chunk_id(view)
+        if cid in self._known:
+            return cid
+        if self._index.has_chunk(cid):
+            with self._known_lock:
+                self._known.add(cid)
+            return cid
+        if self._sink.claim(cid):
+            codec, stored, slot = self._encode(view, cid, offset, src)
+            self._sink.add(cid, stored, len(view), codec, slot)
+            with self._known_lock:
+                self.chunks_new += 1
+        return cid
+
+    # ---- per-file tasks ----------------------------------------------------------------------
+
+    def _hash_file(self, st: _FileState) -> None:
+        h = hashlib.sha256()
+        buf = bytearray(HASH_BLOCK)
+        view = memoryview(buf)
+        total = 0
+        with open(st.source.abspath, "rb", buffering=0) as f:
+            while not self._stop.is_set():
+                n = f.readinto(buf)
+                if not n:
+                    break
+                h.update(view[:n])
+                total += n
+        if total != st.source.size and not self._stop.is_set():
+            raise FileChangedError(f"{st.source.path} changed size while being pushed")
+        st.sha256 = h.hexdigest()
+
+    def _chunk_file(self, st: _FileState) -> None:
+        chunks: list[tuple[bytes, int]] = []
+        offset = 0
+        with open(st.source.abspath, "rb", buffering=0) as f:
+            for view in self._chunker.chunks(f):
+                if self._stop.is_set():
+                    return
+                n = len(view)
+                chunks.append((self._store_chunk(view, offset, st.source), n))
+                offset += n
+                self._progress(n)
+        st.chunks = chunks
+
+    def _small_file(self, st: _FileState) -> None:
+        with open(st.source.abspath, "rb") as f:
+            data = f.read()
+        if len(data) != st.source.size:
+            raise FileChangedError(f"{st.source.path} changed size while being pushed")
+        st.sha256 = hashlib.sha256(data).hexdigest()
+        chunks: list[tuple[bytes, int]] = []
+        offset = 0
+        for view in self._chunker.chunk_bytes(data):
+            n = len(view)
+            chunks.append((self._store_chunk(view, offset, st.source), n))
+            offset += n
+        st.chunks = chunks
+        self._progress(len(data))
+
+    # ---- the whole tree ----------------------------------------------------------------------
+
+    def run(self, files: list[SourceFile]) -> list[FileRecipe]:
+        states = [_FileState(f) for f in files]
+        order = sorted(states, key=lambda s: -s.source.size)  # big files first balances the workers
+        try:
+            with ThreadPoolExecutor(self._workers, thread_name_prefix="wv-push") as pool:
+                futures: list[Future[None]] = []
+                for st in order:
+                    if st.source.size <= SMALL_FILE:
+                        futures.append(pool.submit(self._small_file, st))
+                    else:
+                        futures.append(pool.submit(self._chunk_file, st))
+                        futures.append(pool.submit(self._hash_file, st))
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                for fut in done:
+                    if fut.exception() is not None:
+                        self._stop.set()
+                        for other in futures:
+                            other.cancel()
+                        raise _translate(fut.exception())  # type: ignore[arg-type]
+            self._sink.flush()
+        except BaseException:
+            self._stop.set()
+            self._sink.abort()
+            raise
+        recipes = []
+        for st in states:
+            _check_unchanged(st.source)
+            assert st.sha256 is not None and st.chunks is not None
+            recipes.append(FileRecipe(st.sha256, st.source.size, tuple(st.chunks)))
+            self.chunks_total += len(st.chunks)
+            self.bytes_read += st.source.size
+        return recipes
+
+
+def _check_unchanged(src: SourceFile) -> None:
+    try:
+        st = os.stat(src.abspath)
+    except FileNotFoundError:
+        raise SourceNotFoundError(f"{src.path} was removed while being pushed") from None
+    if (st.st_size, st.st_mtime_ns, st.st_ino) != (src.size, src.mtime_ns, src.inode):
+        raise FileChangedError(f"{src.path} changed while being pushed; push again once it is stable")
+
+
+def _translate(exc: BaseException) -> BaseException:
+    if isinstance(exc, WeightvaultError) or not isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, FileNotFoundError):
+        return SourceNotFoundError(f"source file disappeared: {exc.filename}")
+    return os_error(exc, "pushing")

@@ -1,0 +1,80 @@
+"""Rebuilding the registry index from the store alone (any single replica and its keys).
+
+Order: packs (from their index objects, or from the table at the end of the pack when the
+index object is lost), recipes, then versions oldest first, then aliases.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from weightvault.cas.pack import FOOTER, decode_table, table_size
+from weightvault.core import layout
+from weightvault.core.errors import FormatError, IntegrityError, MissingObjectError, WeightvaultError
+from weightvault.core.manifest import FileRecipe
+
+if TYPE_CHECKING:
+    from weightvault.vault.vault import Vault
+
+
+def _when(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def rebuild_index(vault: Vault) -> dict[str, int]:
+    backend, index, store = vault.backend, vault.index, vault.store
+    counts = {"packs": 0, "recipes": 0, "versions": 0, "aliases": 0, "skipped": 0}
+    index.clear()
+
+    pack_infos = {layout.name_from_key(i.key): i for i in backend.list(layout.PACKS)}
+    tables = {layout.name_from_key(i.key): i.key for i in backend.list(layout.INDEX)}
+    for pack_id, info in pack_infos.items():
+        try:
+            if pack_id in tables:
+                entries = decode_table(backend.get(tables[pack_id]))
+            else:
+                tail = backend.get_range(info.key, max(0, info.size - FOOTER.size), FOOTER.size)
+                n = table_size(tail)
+                entries = decode_table(backend.get_range(info.key, info.size - n, n))
+        except (FormatError, MissingObjectError):
+            counts["skipped"] += 1
+            continue
+        index.add_pack(pack_id, info.size, entries, created=_when(info.mtime))
+        counts["packs"] += 1
+
+    for info in backend.list(layout.RECIPES):
+        try:
+            recipe = FileRecipe.from_bytes(backend.get(info.key))
+        except (FormatError, MissingObjectError):
+            counts["skipped"] += 1
+            continue
+        index.put_recipe(recipe.sha256, recipe.size, recipe.to_bytes(), created=_when(info.mtime))
+        counts["recipes"] += 1
+
+    versions: list[tuple[datetime, str, str, str]] = []
+    aliases: list[tuple[str, str, str]] = []
+    for model, kind, name, body in store.refs():
+        if kind == "version":
+            versions.append((datetime.fromisoformat(body["created"]), model, name, body["commit"]))
+        else:
+            aliases.append((model, name, body["label"]))
+    for created, model, label, commit in sorted(versions):
+        try:
+            manifest = store.get_manifest(commit)
+        except (MissingObjectError, IntegrityError):
+            counts["skipped"] += 1
+            continue
+        index.add_version(
+            model=model, label=label, commit=commit, parent=manifest.parent, created=created,
+            message=manifest.message, metadata=dict(manifest.metadata), total_size=manifest.total_size,
+            file_count=len(manifest.files), manifest=manifest.to_bytes(),
+        )
+        counts["versions"] += 1
+    for model, alias, label in aliases:
+        try:
+            index.set_alias(model, alias, label)
+            counts["aliases"] += 1
+        except WeightvaultError:
+            counts["skipped"] += 1
+    return counts
