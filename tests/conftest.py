@@ -1,0 +1,55 @@
+"""Shared fixtures: a fresh embedded vault and small model folders."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from weightvault.vault.vault import Vault
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key in list(os.environ):
+        if key.startswith("WEIGHTVAULT_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("WEIGHTVAULT_HOME", str(tmp_path / "default-home"))
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def vault(home: Path) -> Iterator[Vault]:
+    v = Vault.open(home)
+    yield v
+    v.close()
+
+
+def write_random(path: Path, size: int, seed: int = 0) -> Path:
+    import random
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    path.write_bytes(rng.randbytes(size))
+    return path
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    """A small model folder: two weight files, a config, a file in a subfolder."""
+    src = tmp_path / "model"
+    write_random(src / "model-00001-of-00002.safetensors", 3_000_000, seed=1)
+    write_random(src / "model-00002-of-00002.safetensors", 2_500_000, seed=2)
+    (src / "config.json").write_text('{"hidden_size": 64}')
+    write_random(src / "tokenizer" / "vocab.bin", 40_000, seed=3)
+    return src
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

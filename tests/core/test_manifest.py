@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from weightvault.core.errors import FormatError
+from weightvault.core.manifest import FileEntry, FileRecipe, Manifest
+
+_path_part = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_-.é", min_size=1, max_size=12).filter(
+    lambda s: s not in (".", "..")
+)
+_paths = st.lists(_path_part, min_size=1, max_size=3).map("/".join)
+_sha = st.binary(min_size=8, max_size=8).map(lambda b: hashlib.sha256(b).hexdigest())
+_entries = st.dictionaries(_paths, st.tuples(st.integers(0, 2**40), _sha), max_size=8)
+
+
+@given(_entries, st.dictionaries(st.text(min_size=1, max_size=5), st.text(max_size=10), max_size=3), st.text(max_size=20))
+def test_manifest_round_trip_and_stable_id(entries: dict[str, tuple[int, str]], meta: dict[str, str], msg: str) -> None:
+    files = tuple(FileEntry(p, size, sha) for p, (size, sha) in entries.items())
+    m = Manifest("org/model", files, parent=None, message=msg, metadata=meta)
+    again = Manifest.from_bytes(m.to_bytes())
+    assert again.to_bytes() == m.to_bytes()
+    assert again.commit_id() == m.commit_id()
+    # order of files does not matter; content does
+    shuffled = Manifest("org/model", tuple(reversed(files)), message=msg, metadata=meta)
+    assert shuffled.commit_id() == m.commit_id()
+    assert len(m.commit_id()) == 40
+
+
+def test_commit_id_depends_on_tree_metadata_and_parent() -> None:
+    f = (FileEntry("a.bin", 3, hashlib.sha256(b"abc").hexdigest()),)
+    base = Manifest("m", f)
+    assert Manifest("m", f).commit_id() == base.commit_id()
+    assert Manifest("m", f, metadata={"k": "v"}).commit_id() != base.commit_id()
+    assert Manifest("m", f, parent="0" * 40).commit_id() != base.commit_id()
+    assert Manifest("m", (FileEntry("b.bin", 3, f[0].sha256),)).commit_id() != base.commit_id()
+    assert Manifest("other", f).commit_id() != base.commit_id()
+
+
+def test_manifest_refuses_unsafe_or_duplicate_paths() -> None:
+    sha = hashlib.sha256(b"").hexdigest()
+    with pytest.raises(FormatError):
+        Manifest("m", (FileEntry("a", 0, sha), FileEntry("a", 0, sha)))
+    with pytest.raises(FormatError):
+        Manifest.from_bytes(b'{"format": 1, "model": "m", "files": [{"path": "../x", "size": 0, "sha256": "' +
+                            sha.encode() + b'"}]}')
+    with pytest.raises(FormatError):
+        Manifest.from_bytes(b"not json")
+    with pytest.raises(FormatError):
+        Manifest.from_bytes(b'{"format": 99}')
+
+
+@given(st.lists(st.tuples(st.binary(min_size=32, max_size=32), st.integers(1, 2**22)), max_size=20))
+def test_recipe_round_trip(chunks: list[tuple[bytes, int]]) -> None:
+    r = FileRecipe("ab" * 32, sum(n for _, n in chunks), tuple(chunks))
+    assert FileRecipe.from_bytes(r.to_bytes()) == r
+
+
+def test_recipe_sizes_must_add_up() -> None:
+    with pytest.raises(FormatError):
+        FileRecipe("ab" * 32, 10, ((b"x" * 32, 5),))
