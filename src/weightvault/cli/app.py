@@ -393,8 +393,10 @@ def cache_prune(
 
 
 def main() -> None:
+    code = 0
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # returns the code of a typer.Exit instead of raising it
+        code = rc if isinstance(rc, int) else 0
     except WeightvaultError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(exit_code_for(exc))
@@ -418,7 +420,7 @@ def main() -> None:
     finally:
         if STATE._vault is not None:
             STATE._vault.close()
-    sys.exit(0)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

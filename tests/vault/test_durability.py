@@ -1,0 +1,188 @@
+"""A push killed at any moment leaves nothing visible and resumes; gc never races a push."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from weightvault.core import layout
+from weightvault.core.errors import ConcurrentModificationError, DiskFullError, StorageError
+from weightvault.vault.vault import Vault
+
+from ..conftest import tree_bytes, write_random
+
+
+def _big_source(root: Path, files: int = 3, size: int = 160 << 20) -> Path:
+    for i in range(files):
+        write_random(root / f"shard-{i}.bin", size, seed=100 + i)
+    return root
+
+
+def test_push_killed_with_sigkill_leaves_nothing_visible_and_resumes(tmp_path: Path) -> None:
+    home, src = tmp_path / "home", _big_source(tmp_path / "src")
+    env = {**os.environ, "WEIGHTVAULT_PACK_SIZE_MB": "8"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "weightvault.cli.app", "--home", str(home), "push", "m", str(src), "-q"],
+        env=env,
+    )
+    packs_dir = home / "store" / "packs"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if packs_dir.is_dir() and sum(len(os.listdir(d)) for d in packs_dir.iterdir()) >= 3:
+            break
+        time.sleep(0.002)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the push finished before it could be killed"
+
+    total = sum(f.stat().st_size for f in src.iterdir())
+    with Vault.open(home, pack_size_mb=8) as v:
+        assert v.list_models() == []
+        assert not list(v.backend.list(layout.REFS))
+        assert not list(v.backend.list(layout.MANIFESTS))
+        recorded = v.stats()["chunk_raw_bytes"]
+        assert 0 < recorded < total
+        result = v.push("m", src)
+        # only what the killed push had not made durable is written again
+        assert result.bytes_written <= total - recorded
+        assert result.chunks_new < result.chunks_total
+        v.pull("m", tmp_path / "out")
+        assert v.verify(read_data=True).ok
+    assert tree_bytes(tmp_path / "out") == tree_bytes(src)
+
+
+class _Pauser:
+    """A progress callback that stops the push half-way until released."""
+
+    def __init__(self, after: int) -> None:
+        self.after, self.seen = after, 0
+        self.reached, self.release = threading.Event(), threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, n: int) -> None:
+        with self._lock:
+            self.seen += n
+            hit = self.seen >= self.after and not self.reached.is_set()
+        if hit:
+            self.reached.set()
+            assert self.release.wait(60)
+
+
+def _push_in_thread(vault: Vault, src: Path, pauser: _Pauser) -> tuple[threading.Thread, dict[str, object]]:
+    out: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            out["result"] = vault.push("m", src, progress=pauser)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            out["error"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, out
+
+
+def test_gc_during_push_keeps_what_the_push_needs(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    src = tmp_path / "src"
+    write_random(src / "a.bin", 60 << 20, seed=1)
+    base = tmp_path / "base"
+    write_random(base / "a.bin", 60 << 20, seed=1)  # the same bytes, pushed and then deleted
+    with Vault.open(home, pack_size_mb=4) as pusher, Vault.open(home, pack_size_mb=4) as collector:
+        pusher.push("old", base, version="v1")
+        pusher.delete("old@v1")  # its packs are now garbage the new push will want to reuse
+        pauser = _Pauser(after=30 << 20)
+        thread, out = _push_in_thread(pusher, src, pauser)
+        assert pauser.reached.wait(60)
+        packs_before = {i.key for i in collector.backend.list(layout.PACKS)}
+        report = collector.gc()  # default grace period
+        assert report.packs_deleted == 0
+        assert {i.key for i in collector.backend.list(layout.PACKS)} == packs_before
+        pauser.release.set()
+        thread.join(60)
+        assert "error" not in out, out.get("error")
+        assert collector.verify(read_data=True).ok
+        # the reused packs were un-condemned by the push: a later gc keeps them
+        assert collector.gc(grace_seconds=0).packs_deleted == 0
+        collector.pull("m", tmp_path / "out")
+    assert tree_bytes(tmp_path / "out") == tree_bytes(src)
+
+
+def test_gc_with_no_grace_during_push_fails_the_push_cleanly(tmp_path: Path) -> None:
+    home, src = tmp_path / "home", tmp_path / "src"
+    write_random(src / "a.bin", 40 << 20, seed=5)
+    with Vault.open(home, pack_size_mb=4) as pusher, Vault.open(home, pack_size_mb=4) as collector:
+        pauser = _Pauser(after=20 << 20)
+        thread, out = _push_in_thread(pusher, src, pauser)
+        assert pauser.reached.wait(60)
+        collector.gc(grace_seconds=0)  # the user asked for no grace: sealed packs of the push go
+        pauser.release.set()
+        thread.join(60)
+        # either its sealed packs or its half-written temp pack were collected: a typed error either way
+        assert isinstance(out.get("error"), ConcurrentModificationError | StorageError), out
+        assert collector.list_models() == []
+        result = pusher.push("m", src)  # a retry writes what is missing and succeeds
+        assert result.version.label
+        assert collector.verify(read_data=True).ok
+
+
+def test_gc_reclaims_deleted_versions_after_grace(vault: Vault, tmp_path: Path) -> None:
+    a = write_random(tmp_path / "a" / "w.bin", 8 << 20, seed=1).parent
+    b = write_random(tmp_path / "b" / "w.bin", 8 << 20, seed=2).parent
+    vault.push("m", a, version="v1")
+    vault.push("m", b, version="v2")
+    before = vault.stats()["pack_bytes"]
+    vault.delete("m@v1")
+    first = vault.gc()  # default grace: condemned, not deleted
+    assert first.packs_deleted == 0 and first.packs_condemned >= 1
+    assert vault.stats()["pack_bytes"] == before
+    second = vault.gc(grace_seconds=0)
+    assert second.packs_deleted >= 1 and second.manifests_deleted == 1 and second.recipes_deleted == 1
+    after = vault.stats()
+    assert after["pack_bytes"] <= before - (8 << 20) + (4 << 20)  # v1's unique bytes are gone
+    assert sum(i.size for i in vault.backend.list(layout.PACKS)) == after["pack_bytes"]
+    vault.pull("m@v2", tmp_path / "out")
+    assert (tmp_path / "out" / "w.bin").read_bytes() == (b / "w.bin").read_bytes()
+    assert vault.verify(read_data=True).ok
+
+
+def test_gc_removes_old_orphans_of_killed_pushes(vault: Vault) -> None:
+    vault.backend.put(layout.pack_key("ff" * 32), b"orphan pack of a killed push")
+    vault.backend.put(layout.recipe_key("ee" * 32), b"{}")
+    assert vault.gc().packs_deleted == 0  # young orphans may belong to a push in progress
+    assert vault.backend.exists(layout.pack_key("ff" * 32))
+    vault.gc(grace_seconds=0)
+    assert not vault.backend.exists(layout.pack_key("ff" * 32))
+    assert not vault.backend.exists(layout.recipe_key("ee" * 32))
+
+
+def test_disk_full_is_a_clear_error_and_nothing_is_visible(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this test mounts a small tmpfs and must run as root (CI does)")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)], check=True)
+    try:
+        src = write_random(tmp_path / "src" / "w.bin", 40 << 20).parent
+        home = mnt / "home"
+        with Vault.open(home, pack_size_mb=4, cache_enabled=False) as v:
+            with pytest.raises(DiskFullError):
+                v.push("m", src)
+            assert v.list_models() == []
+            assert not list(v.backend.list(layout.REFS))
+        proc = subprocess.run(
+            [sys.executable, "-m", "weightvault.cli.app", "--home", str(home), "push", "m", str(src), "-q"],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 8
+        assert proc.stderr.strip().startswith("error: disk full")
+        assert len(proc.stderr.strip().splitlines()) == 1
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
