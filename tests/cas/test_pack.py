@@ -10,8 +10,12 @@ from weightvault.cas.pack import FOOTER, PackEntry, PackWriter, decode_table, en
 from weightvault.core.errors import FormatError
 
 
-@given(st.lists(st.tuples(st.binary(min_size=32, max_size=32), st.binary(max_size=300), st.integers(0, 255)),
-                max_size=30))
+@given(
+    st.lists(
+        st.tuples(st.binary(min_size=32, max_size=32), st.binary(max_size=300), st.integers(0, 255)),
+        max_size=30,
+    )
+)
 def test_pack_round_trip(blobs: list[tuple[bytes, bytes, int]]) -> None:
     buf = io.BytesIO()
     w = PackWriter(buf)

@@ -17,8 +17,14 @@ _sha = st.binary(min_size=8, max_size=8).map(lambda b: hashlib.sha256(b).hexdige
 _entries = st.dictionaries(_paths, st.tuples(st.integers(0, 2**40), _sha), max_size=8)
 
 
-@given(_entries, st.dictionaries(st.text(min_size=1, max_size=5), st.text(max_size=10), max_size=3), st.text(max_size=20))
-def test_manifest_round_trip_and_stable_id(entries: dict[str, tuple[int, str]], meta: dict[str, str], msg: str) -> None:
+@given(
+    _entries,
+    st.dictionaries(st.text(min_size=1, max_size=5), st.text(max_size=10), max_size=3),
+    st.text(max_size=20),
+)
+def test_manifest_round_trip_and_stable_id(
+    entries: dict[str, tuple[int, str]], meta: dict[str, str], msg: str
+) -> None:
     files = tuple(FileEntry(p, size, sha) for p, (size, sha) in entries.items())
     m = Manifest("org/model", files, parent=None, message=msg, metadata=meta)
     again = Manifest.from_bytes(m.to_bytes())
@@ -45,8 +51,11 @@ def test_manifest_refuses_unsafe_or_duplicate_paths() -> None:
     with pytest.raises(FormatError):
         Manifest("m", (FileEntry("a", 0, sha), FileEntry("a", 0, sha)))
     with pytest.raises(FormatError):
-        Manifest.from_bytes(b'{"format": 1, "model": "m", "files": [{"path": "../x", "size": 0, "sha256": "' +
-                            sha.encode() + b'"}]}')
+        Manifest.from_bytes(
+            b'{"format": 1, "model": "m", "files": [{"path": "../x", "size": 0, "sha256": "'
+            + sha.encode()
+            + b'"}]}'
+        )
     with pytest.raises(FormatError):
         Manifest.from_bytes(b"not json")
     with pytest.raises(FormatError):

@@ -16,8 +16,24 @@ def test_valid_model_names(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["", "x" * 97, "a..b", "a--b", "-lead", "trail-", ".lead", "trail.", "model.git", "a/b/c", "sp ace",
-     "/abs", "a/", "../x", "a\\b", "na\x00me"],
+    [
+        "",
+        "x" * 97,
+        "a..b",
+        "a--b",
+        "-lead",
+        "trail-",
+        ".lead",
+        "trail.",
+        "model.git",
+        "a/b/c",
+        "sp ace",
+        "/abs",
+        "a/",
+        "../x",
+        "a\\b",
+        "na\x00me",
+    ],
 )
 def test_invalid_model_names(name: str) -> None:
     with pytest.raises(InvalidNameError):
@@ -38,7 +54,8 @@ def test_safe_relative_paths(path: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/etc/passwd", "../x", "a/../../x", "a/./b", "a//b", "C:evil", "c:\\x", "a\\b", "nul\x00", "", "a/\x01"]
+    "path",
+    ["/etc/passwd", "../x", "a/../../x", "a/./b", "a//b", "C:evil", "c:\\x", "a\\b", "nul\x00", "", "a/\x01"],
 )
 def test_unsafe_relative_paths(path: str) -> None:
     with pytest.raises(UnsafePathError):

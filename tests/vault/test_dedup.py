@@ -44,7 +44,9 @@ def test_one_percent_change_stores_a_small_multiple(vault: Vault, synthetic: Pat
     assert tree_bytes(tmp_path / "out") == tree_bytes(src)
 
 
-def test_inserted_tensor_shifts_bytes_but_stores_little(vault: Vault, synthetic: Path, tmp_path: Path) -> None:
+def test_inserted_tensor_shifts_bytes_but_stores_little(
+    vault: Vault, synthetic: Path, tmp_path: Path
+) -> None:
     import shutil
 
     src = tmp_path / "m"

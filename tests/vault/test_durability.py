@@ -80,7 +80,7 @@ def _push_in_thread(vault: Vault, src: Path, pauser: _Pauser) -> tuple[threading
     def run() -> None:
         try:
             out["result"] = vault.push("m", src, progress=pauser)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
+        except BaseException as exc:
             out["error"] = exc
 
     t = threading.Thread(target=run)

@@ -92,8 +92,16 @@ def test_ambiguous_commit_prefix(vault: Vault) -> None:
     now = datetime.now(UTC)
     for label, commit in (("a", "abcd1" + "0" * 35), ("b", "abcd2" + "0" * 35)):
         vault.index.add_version(
-            model="m", label=label, commit=commit, parent=None, created=now, message="", metadata={},
-            total_size=0, file_count=0, manifest=b"{}",
+            model="m",
+            label=label,
+            commit=commit,
+            parent=None,
+            created=now,
+            message="",
+            metadata={},
+            total_size=0,
+            file_count=0,
+            manifest=b"{}",
         )
     with pytest.raises(AmbiguousRevisionError):
         vault.resolve("m@abcd")
@@ -112,7 +120,9 @@ def test_include_exclude(vault: Vault, model_dir: Path, tmp_path: Path) -> None:
     vault.push("m", model_dir)
     vault.pull("m", tmp_path / "a", include=["*.safetensors"])
     assert sorted(tree_bytes(tmp_path / "a")) == [
-        "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ]
     vault.pull("m", tmp_path / "b", exclude=["*.safetensors", "tokenizer/*"])
     assert sorted(tree_bytes(tmp_path / "b")) == ["config.json"]
     vault.pull("m", tmp_path / "c", include=["tokenizer/*"])
@@ -150,7 +160,9 @@ def test_bad_source_and_names_change_nothing(vault: Vault, tmp_path: Path, model
     assert vault.stats()["packs"] == 0
 
 
-def test_corrupt_pack_is_detected_on_pull_and_nothing_is_left(vault: Vault, model_dir: Path, tmp_path: Path) -> None:
+def test_corrupt_pack_is_detected_on_pull_and_nothing_is_left(
+    vault: Vault, model_dir: Path, tmp_path: Path
+) -> None:
     vault.push("m", model_dir)
     packs = list(vault.backend.list(layout.PACKS))
     path = Path(vault.settings.store_path) / packs[0].key
@@ -160,7 +172,9 @@ def test_corrupt_pack_is_detected_on_pull_and_nothing_is_left(vault: Vault, mode
     dest = tmp_path / "out"
     with pytest.raises(CorruptObjectError) as exc:
         vault.pull("m", dest, include=["model-00001-of-00002.safetensors"])
-    assert "model-00001-of-00002.safetensors" in str(exc.value) and packs[0].key.rsplit("/", 1)[1] in str(exc.value)
+    assert "model-00001-of-00002.safetensors" in str(exc.value) and packs[0].key.rsplit("/", 1)[1] in str(
+        exc.value
+    )
     assert not (dest / "model-00001-of-00002.safetensors").exists()
     assert not [p for p in dest.rglob("*") if p.is_file()]
     assert not list(vault.cache.entries()) if vault.cache else True
@@ -170,7 +184,7 @@ def test_missing_pack_is_reported(vault: Vault, model_dir: Path, tmp_path: Path)
     vault.push("m", model_dir)
     for info in list(vault.backend.list(layout.PACKS)):
         vault.backend.delete(info.key)
-    with pytest.raises(MissingObjectError, match="pack .* needed by"):
+    with pytest.raises(MissingObjectError, match=r"pack .* needed by"):
         vault.pull("m", tmp_path / "out")
     assert not (tmp_path / "out" / "model-00001-of-00002.safetensors").exists()
 

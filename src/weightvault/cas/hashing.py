@@ -1,4 +1,4 @@
-"""The two hashes of the format: BLAKE3 names chunks (fast), SHA-256 names whole files (what clients expect)."""
+"""The two hashes of the format: BLAKE3 names chunks (fast), SHA-256 names whole files (clients expect it)."""
 
 from __future__ import annotations
 

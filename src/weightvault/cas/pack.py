@@ -3,7 +3,8 @@
 Byte layout (version 1, all integers little-endian; see docs/format.md):
 
     blob_0 | blob_1 | ... | blob_{n-1} | table | footer
-    table  = n entries of 56 bytes: chunk_id[32] offset:u64 stored_len:u32 raw_len:u32 codec:u8 key_slot:u8 pad[6]
+    table  = n entries of 56 bytes:
+             chunk_id[32] offset:u64 stored_len:u32 raw_len:u32 codec:u8 key_slot:u8 pad[6]
     footer = 32 bytes: magic b"WVPACK\\x00\\x01" entry_count:u32 table_len:u32 blake3(table)[:16]
 
 The ``index/`` object of a pack holds exactly ``table | footer``, so the index can be rebuilt
@@ -74,8 +75,14 @@ class PackWriter:
         self.entries: list[PackEntry] = []
         self.size = 0
 
-    def add(self, chunk_id: bytes, stored: bytes | bytearray | memoryview, raw_len: int, codec: int = 0,
-            key_slot: int = 0) -> None:
+    def add(
+        self,
+        chunk_id: bytes,
+        stored: bytes | bytearray | memoryview,
+        raw_len: int,
+        codec: int = 0,
+        key_slot: int = 0,
+    ) -> None:
         n = len(stored)
         self._file.write(stored)
         self.entries.append(PackEntry(chunk_id, self.size, n, raw_len, codec, key_slot))

@@ -39,7 +39,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-alias_app = typer.Typer(help="Movable names (production, staging, …) pointing at versions.", no_args_is_help=True)
+alias_app = typer.Typer(
+    help="Movable names (production, staging, …) pointing at versions.", no_args_is_help=True
+)
 cache_app = typer.Typer(help="The local file cache pulls are served from.", no_args_is_help=True)
 app.add_typer(alias_app, name="alias")
 app.add_typer(cache_app, name="cache")
@@ -66,8 +68,12 @@ STATE = State()
 
 @app.callback()
 def main_options(
-    home: Annotated[Path | None, typer.Option(help="Vault home (default $WEIGHTVAULT_HOME or ~/.weightvault).")] = None,
-    config: Annotated[Path | None, typer.Option(help="Config file (default $WEIGHTVAULT_CONFIG or HOME/config.yaml).")] = None,
+    home: Annotated[
+        Path | None, typer.Option(help="Vault home (default $WEIGHTVAULT_HOME or ~/.weightvault).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Config file (default $WEIGHTVAULT_CONFIG or HOME/config.yaml).")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or chatter.")] = False,
 ) -> None:
     STATE.home, STATE.config, STATE.quiet = home, config, quiet
@@ -133,7 +139,9 @@ def _version_row(v: VersionInfo) -> list[str]:
 def push(
     model: Annotated[str, typer.Argument(help="Model name, NAME or NAMESPACE/NAME.")],
     source: Annotated[Path, typer.Argument(help="Folder (or single file) of weights.")],
-    version: Annotated[str | None, typer.Option("--version", "-v", help="Version label (default: UTC timestamp).")] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", "-v", help="Version label (default: UTC timestamp).")
+    ] = None,
     message: Annotated[str, typer.Option("--message", "-m")] = "",
     meta: Annotated[list[str] | None, typer.Option("--meta", help="key=value, repeatable.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -143,7 +151,13 @@ def push(
     metadata = parse_metadata(meta or [])
     with _progress("push", quiet or as_json) as (start, advance):
         result = STATE.vault().push(
-            model, source, version=version, message=message, metadata=metadata, progress=advance, on_start=start
+            model,
+            source,
+            version=version,
+            message=message,
+            metadata=metadata,
+            progress=advance,
+            on_start=start,
         )
     if as_json:
         _emit_json(
@@ -167,10 +181,16 @@ def push(
 
 @app.command()
 def pull(
-    ref: Annotated[str, typer.Argument(help="MODEL[@REV]: REV is a label, alias or commit id; default latest.")],
+    ref: Annotated[
+        str, typer.Argument(help="MODEL[@REV]: REV is a label, alias or commit id; default latest.")
+    ],
     dest: Annotated[Path, typer.Argument(help="Destination folder.")],
-    include: Annotated[list[str] | None, typer.Option("--include", help="Glob of files to pull, repeatable.")] = None,
-    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Glob of files to skip, repeatable.")] = None,
+    include: Annotated[
+        list[str] | None, typer.Option("--include", help="Glob of files to pull, repeatable.")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="Glob of files to skip, repeatable.")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite destination files that differ.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
@@ -195,7 +215,8 @@ def pull(
         v = result.version
         err.print(
             f"pulled [bold]{v.model}@{v.label}[/] into {dest}: {len(result.files)} files, "
-            f"{_human(result.bytes_total)} ({_human(result.bytes_from_cache)} from cache) in {result.seconds:.1f}s"
+            f"{_human(result.bytes_total)} ({_human(result.bytes_from_cache)} from cache) "
+            f"in {result.seconds:.1f}s"
         )
 
 
@@ -247,7 +268,9 @@ def show(
         _emit_json(v.to_json(with_files=True))
         return
     out.print(f"[bold]{v.model}@{v.label}[/]  commit {v.commit}")
-    out.print(f"created {v.created.isoformat()}  parent {v.parent or '-'}  aliases {', '.join(v.aliases) or '-'}")
+    out.print(
+        f"created {v.created.isoformat()}  parent {v.parent or '-'}  aliases {', '.join(v.aliases) or '-'}"
+    )
     if v.message:
         out.print(f"message: {v.message}")
     for k, val in sorted(v.metadata.items()):
@@ -260,7 +283,9 @@ def show(
 
 
 @app.command("rm")
-def rm(ref: Annotated[str, typer.Argument(help="MODEL@VERSION to delete (data is reclaimed by gc).")]) -> None:
+def rm(
+    ref: Annotated[str, typer.Argument(help="MODEL@VERSION to delete (data is reclaimed by gc).")],
+) -> None:
     """Delete a version's label and aliases; `gc` reclaims its data."""
     v = STATE.vault().delete(ref)
     if not STATE.quiet:
@@ -291,7 +316,9 @@ def verify(
 
 @app.command()
 def gc(
-    grace: Annotated[float | None, typer.Option(help="Grace period in seconds (default from settings).")] = None,
+    grace: Annotated[
+        float | None, typer.Option(help="Grace period in seconds (default from settings).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Reclaim data no version references (mark and sweep, with a grace period)."""
@@ -380,7 +407,9 @@ def cache_ls(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 @cache_app.command("prune")
 def cache_prune(
-    max_size_gb: Annotated[float | None, typer.Option(help="Shrink to this size (default: the configured limit).")] = None,
+    max_size_gb: Annotated[
+        float | None, typer.Option(help="Shrink to this size (default: the configured limit).")
+    ] = None,
 ) -> None:
     """Evict least recently used files until the cache fits."""
     cache = STATE.vault().cache
@@ -405,7 +434,7 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into one line
+    except Exception as exc:
         import click
 
         if isinstance(exc, click.exceptions.ClickException):
@@ -415,7 +444,9 @@ def main() -> None:
             sys.exit(130)
         if os.environ.get("WEIGHTVAULT_DEBUG"):
             raise
-        err.print(f"internal error: {type(exc).__name__}: {exc}", markup=False, highlight=False, soft_wrap=True)
+        err.print(
+            f"internal error: {type(exc).__name__}: {exc}", markup=False, highlight=False, soft_wrap=True
+        )
         sys.exit(1)
     finally:
         if STATE._vault is not None:

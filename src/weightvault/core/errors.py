@@ -148,7 +148,7 @@ ERROR_TABLE: dict[type[WeightvaultError], tuple[int, int]] = {
 def _lookup(error: WeightvaultError) -> tuple[int, int]:
     for cls in type(error).__mro__:
         if cls in ERROR_TABLE:
-            return ERROR_TABLE[cls]  # type: ignore[index]
+            return ERROR_TABLE[cls]
     return ERROR_TABLE[WeightvaultError]
 
 

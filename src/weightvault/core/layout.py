@@ -51,7 +51,7 @@ def parse_ref_key(key: str) -> tuple[str, str, str] | None:
     """``refs/<model>/versions/<label>`` -> (model, "version", label); aliases likewise; else None."""
     if not key.startswith(REFS):
         return None
-    rest = key[len(REFS):]
+    rest = key[len(REFS) :]
     for segment, kind in ((VERSIONS_SEGMENT, "version"), (ALIASES_SEGMENT, "alias")):
         model, sep, name = rest.rpartition(segment)
         if sep and model and name and "/" not in name:

@@ -25,7 +25,9 @@ def _run(home: Path, *args: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", default="64MiB", help="model size to generate (default 64MiB)")
-    parser.add_argument("--workdir", type=Path, default=None, help="where to put the demo (default: a temp dir)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="where to put the demo (default: a temp dir)"
+    )
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="weightvault-demo-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -33,7 +35,18 @@ def main() -> int:
     shutil.rmtree(model, ignore_errors=True)
     print(f"generating a {args.size} model in {model}", flush=True)
     shards = generate_model(model, parse_size(args.size), shards=2)
-    _run(home, "push", "demo/tiny-llm", str(model), "--version", "v1.0.0", "--message", "first", "--meta", "team=demo")
+    _run(
+        home,
+        "push",
+        "demo/tiny-llm",
+        str(model),
+        "--version",
+        "v1.0.0",
+        "--message",
+        "first",
+        "--meta",
+        "team=demo",
+    )
     change_one_tensor(shards[0], fraction=0.01)
     _run(home, "push", "demo/tiny-llm", str(model), "--message", "one tensor changed")
     _run(home, "ls")

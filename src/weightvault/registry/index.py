@@ -19,7 +19,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -136,8 +136,12 @@ class RegistryIndex:
             self._raw.append(conn)
         cur = conn.cursor()
         try:
-            cur.execute("SELECT 1 FROM chunks WHERE id = ?" if self.engine.dialect.paramstyle == "qmark"
-                        else "SELECT 1 FROM chunks WHERE id = %s", (chunk_id,))
+            cur.execute(
+                "SELECT 1 FROM chunks WHERE id = ?"
+                if self.engine.dialect.paramstyle == "qmark"
+                else "SELECT 1 FROM chunks WHERE id = %s",
+                (chunk_id,),
+            )
             return cur.fetchone() is not None
         finally:
             cur.close()
@@ -237,7 +241,9 @@ class RegistryIndex:
                 rlist = list(set(required_recipes))
                 have: set[str] = set()
                 for i in range(0, len(rlist), _BATCH):
-                    have.update(s.scalars(select(RecipeRow.sha256).where(RecipeRow.sha256.in_(rlist[i : i + _BATCH]))))
+                    have.update(
+                        s.scalars(select(RecipeRow.sha256).where(RecipeRow.sha256.in_(rlist[i : i + _BATCH])))
+                    )
                 if len(have) != len(rlist):
                     raise ConcurrentModificationError(
                         "file recipes this version needs were garbage-collected during the push; push again"
@@ -300,7 +306,9 @@ class RegistryIndex:
                 return self._record(s, model, row)
             row = s.scalars(base.where(VersionRow.label == revision)).first()
             if row is None:
-                vid = s.scalar(select(AliasRow.version_id).where(AliasRow.model_id == mid, AliasRow.name == revision))
+                vid = s.scalar(
+                    select(AliasRow.version_id).where(AliasRow.model_id == mid, AliasRow.name == revision)
+                )
                 if vid is not None:
                     row = s.get(VersionRow, vid)
             if row is None and looks_like_commit(revision):
@@ -314,7 +322,8 @@ class RegistryIndex:
                 commits = {r.commit_id for r in rows}
                 if len(commits) > 1:
                     raise AmbiguousRevisionError(
-                        f"commit prefix {revision!r} of {model} matches {len(commits)} versions; give more digits"
+                        f"commit prefix {revision!r} of {model} matches {len(commits)} versions; "
+                        "give more digits"
                     )
                 row = rows[0] if rows else None
             if row is None:
@@ -349,7 +358,9 @@ class RegistryIndex:
             vid = s.scalar(select(VersionRow.id).where(VersionRow.model_id == mid, VersionRow.label == label))
             if vid is None:
                 raise RevisionNotFoundError(f"version {model}@{label} not found")
-            existing = s.scalars(select(AliasRow).where(AliasRow.model_id == mid, AliasRow.name == alias)).first()
+            existing = s.scalars(
+                select(AliasRow).where(AliasRow.model_id == mid, AliasRow.name == alias)
+            ).first()
             if existing is None:
                 s.add(AliasRow(model_id=mid, name=alias, version_id=vid))
             else:
@@ -401,10 +412,11 @@ class RegistryIndex:
         with self._read() as s:
             return set(s.scalars(select(RecipeRow.sha256)))
 
-
     # ---- packs and chunks ----------------------------------------------------------------------
 
-    def add_pack(self, pack_id: str, size: int, entries: Sequence[PackEntry], created: datetime | None = None) -> None:
+    def add_pack(
+        self, pack_id: str, size: int, entries: Sequence[PackEntry], created: datetime | None = None
+    ) -> None:
         """Record a durable pack; a chunk already located elsewhere keeps its first location."""
         with self._write() as s:
             s.add(PackRow(id=pack_id, size=size, created_at=created or utcnow()))
@@ -427,9 +439,11 @@ class RegistryIndex:
                 if e.chunk_id not in known
             ]
             if rows:
-                s.execute(ChunkRow.__table__.insert(), rows)
+                s.execute(insert(ChunkRow), rows)
 
-    def locate_chunks(self, ids: Sequence[bytes], include_condemned: bool = True) -> dict[bytes, ChunkLocation]:
+    def locate_chunks(
+        self, ids: Sequence[bytes], include_condemned: bool = True
+    ) -> dict[bytes, ChunkLocation]:
         out: dict[bytes, ChunkLocation] = {}
         unique = list(dict.fromkeys(ids))
         with self._read() as s:
@@ -458,7 +472,9 @@ class RegistryIndex:
     def packs(self) -> list[PackRecord]:
         with self._read() as s:
             return [
-                PackRecord(r.id, r.size, _aware(r.created_at), _aware(r.condemned_at) if r.condemned_at else None)
+                PackRecord(
+                    r.id, r.size, _aware(r.created_at), _aware(r.condemned_at) if r.condemned_at else None
+                )
                 for r in s.scalars(select(PackRow))
             ]
 
@@ -469,7 +485,9 @@ class RegistryIndex:
         plist = list(pack_ids)
         with self._write() as s:
             for i in range(0, len(plist), _BATCH):
-                s.execute(update(PackRow).where(PackRow.id.in_(plist[i : i + _BATCH])).values(condemned_at=when))
+                s.execute(
+                    update(PackRow).where(PackRow.id.in_(plist[i : i + _BATCH])).values(condemned_at=when)
+                )
 
     def sweep(
         self,
@@ -486,7 +504,9 @@ class RegistryIndex:
         a version was committed after the mark started (its references were not marked).
         """
         with self._write() as s:
-            if s.scalar(select(func.count()).select_from(VersionRow).where(VersionRow.created_at >= mark_started)):
+            if s.scalar(
+                select(func.count()).select_from(VersionRow).where(VersionRow.created_at >= mark_started)
+            ):
                 return None
             packs = [
                 r.id

@@ -61,7 +61,10 @@ def collect(vault: Vault, grace_seconds: float) -> GcReport:
         cutoff = datetime.now(UTC)
 
     swept = vault.index.sweep(
-        mark_started=started, cutoff=cutoff, live_commits=live_commits, live_recipes=live_recipes,
+        mark_started=started,
+        cutoff=cutoff,
+        live_commits=live_commits,
+        live_recipes=live_recipes,
         live_packs=live_packs,
     )
     packs, commits, recipes = swept if swept is not None else ([], [], [])

@@ -56,8 +56,14 @@ class PackSink:
             self._pending.add(chunk_id)
             return True
 
-    def add(self, chunk_id: bytes, stored: bytes | bytearray | memoryview, raw_len: int, codec: int = 0,
-            key_slot: int = 0) -> None:
+    def add(
+        self,
+        chunk_id: bytes,
+        stored: bytes | bytearray | memoryview,
+        raw_len: int,
+        codec: int = 0,
+        key_slot: int = 0,
+    ) -> None:
         full: _OpenPack | None = None
         with self._lock:
             if self._current is None:
@@ -107,4 +113,3 @@ def default_temp_factory(backend: Backend, fallback_dir: Path) -> Callable[[], P
         return temp_path  # type: ignore[no-any-return]
     fallback_dir.mkdir(parents=True, exist_ok=True)
     return lambda: fallback_dir / f"{uuid.uuid4().hex}.pack.tmp"
-

@@ -44,7 +44,9 @@ class _FileState:
     chunks: list[tuple[bytes, int]] | None = None
 
 
-def _raw_encoder(view: memoryview, _cid: bytes, _offset: int, _src: SourceFile) -> tuple[int, memoryview, int]:
+def _raw_encoder(
+    view: memoryview, _cid: bytes, _offset: int, _src: SourceFile
+) -> tuple[int, memoryview, int]:
     return 0, view, 0
 
 

@@ -127,7 +127,9 @@ class ChunkReader:
                     )
                 yield raw
 
-    def write_file(self, recipe: FileRecipe, out: BinaryIO, what: str, progress: Callable[[int], None]) -> None:
+    def write_file(
+        self, recipe: FileRecipe, out: BinaryIO, what: str, progress: Callable[[int], None]
+    ) -> None:
         """Write the file to ``out``; raises if any chunk or the whole-file SHA-256 does not match."""
         h = hashlib.sha256()
         for raw in self.chunks([c for c, _ in recipe.chunks], what):

@@ -66,9 +66,16 @@ def rebuild_index(vault: Vault) -> dict[str, int]:
             counts["skipped"] += 1
             continue
         index.add_version(
-            model=model, label=label, commit=commit, parent=manifest.parent, created=created,
-            message=manifest.message, metadata=dict(manifest.metadata), total_size=manifest.total_size,
-            file_count=len(manifest.files), manifest=manifest.to_bytes(),
+            model=model,
+            label=label,
+            commit=commit,
+            parent=manifest.parent,
+            created=created,
+            message=manifest.message,
+            metadata=dict(manifest.metadata),
+            total_size=manifest.total_size,
+            file_count=len(manifest.files),
+            manifest=manifest.to_bytes(),
         )
         counts["versions"] += 1
     for model, alias, label in aliases:

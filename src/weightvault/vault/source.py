@@ -45,7 +45,8 @@ def scan_source(source: Path | str) -> list[SourceFile]:
                 if target == root or target in full.parents:
                     raise UnsafePathError(f"symlink {full} makes a loop")
                 files.extend(
-                    _entry(f"{_rel(root, full)}/{sub.path}", sub.abspath) for sub in scan_source(full.resolve())
+                    _entry(f"{_rel(root, full)}/{sub.path}", sub.abspath)
+                    for sub in scan_source(full.resolve())
                 )
         for name in filenames:
             full = here / name

@@ -48,7 +48,9 @@ class StoreConfig:
             if raw["format"] != STORE_FORMAT:
                 raise FormatError(f"store format {raw['format']!r} is not supported by this weightvault")
             c = raw["chunking"]
-            params = ChunkingParams(int(c["min_size"]), int(c["avg_size"]), int(c["max_size"]), c["algorithm"])
+            params = ChunkingParams(
+                int(c["min_size"]), int(c["avg_size"]), int(c["max_size"]), c["algorithm"]
+            )
             return cls(raw["id"], params, raw["created"])
         except (ValueError, KeyError, TypeError) as exc:
             raise FormatError(f"malformed store config: {exc}") from exc
@@ -110,7 +112,9 @@ class Store:
 
     # refs: a version ref is created once (if_absent); an alias ref is replaced atomically
     def create_version_ref(self, model: str, label: str, commit: str, created: datetime) -> None:
-        body = canonical_json({"model": model, "label": label, "commit": commit, "created": created.isoformat()})
+        body = canonical_json(
+            {"model": model, "label": label, "commit": commit, "created": created.isoformat()}
+        )
         self.backend.put(layout.version_ref_key(model, label), body, if_absent=True)
 
     def delete_version_ref(self, model: str, label: str) -> None:

@@ -49,7 +49,9 @@ def timestamp_label(now: datetime) -> str:
 class Vault:
     """Push, pull, list, show, delete, verify, gc and recover model versions."""
 
-    def __init__(self, settings: Settings, backend: Backend | None = None, index: RegistryIndex | None = None) -> None:
+    def __init__(
+        self, settings: Settings, backend: Backend | None = None, index: RegistryIndex | None = None
+    ) -> None:
         self.settings = settings
         settings.home.mkdir(parents=True, exist_ok=True)
         self.backend: Backend = backend or LocalBackend(settings.store_path)
@@ -59,12 +61,16 @@ class Vault:
             if settings.database_url
             else RegistryIndex.sqlite(settings.home / "index.db")
         )
-        self.cache = FileCache(settings.cache_path, settings.cache_max_bytes) if settings.cache_enabled else None
+        self.cache = (
+            FileCache(settings.cache_path, settings.cache_max_bytes) if settings.cache_enabled else None
+        )
         self.chunker = Chunker(self.store.config.chunking)
         self.reader = ChunkReader(self.backend, self.index)
 
     @classmethod
-    def open(cls, path: Path | str | None = None, *, config: Path | str | None = None, **overrides: Any) -> Vault:
+    def open(
+        cls, path: Path | str | None = None, *, config: Path | str | None = None, **overrides: Any
+    ) -> Vault:
         """Open (creating if needed) the vault at ``path``, ``$WEIGHTVAULT_HOME`` or ``~/.weightvault``."""
         return cls(load_settings(path, config, **overrides))
 
@@ -165,7 +171,9 @@ class Vault:
             with contextlib.suppress(Exception):
                 parent = self.index.resolve(model, None).commit
         sink = PackSink(
-            self.backend, self.index, default_temp_factory(self.backend, self.settings.home / "tmp"),
+            self.backend,
+            self.index,
+            default_temp_factory(self.backend, self.settings.home / "tmp"),
             self.settings.pack_size,
         )
         pipeline = PushPipeline(self.index, sink, self.chunker, self.settings.workers, progress)
@@ -190,9 +198,17 @@ class Vault:
         all_chunks = {cid for r in recipes for cid, _ in r.chunks}
         try:
             rec = self.index.add_version(
-                model=model, label=label, commit=commit, parent=parent, created=created, message=message,
-                metadata=dict(metadata or {}), total_size=manifest.total_size, file_count=len(files),
-                manifest=body, required_packs=self.index.pack_ids_for_chunks(all_chunks),
+                model=model,
+                label=label,
+                commit=commit,
+                parent=parent,
+                created=created,
+                message=message,
+                metadata=dict(metadata or {}),
+                total_size=manifest.total_size,
+                file_count=len(files),
+                manifest=body,
+                required_packs=self.index.pack_ids_for_chunks(all_chunks),
                 required_recipes={r.sha256 for r in recipes},
             )
         except BaseException:
@@ -249,7 +265,12 @@ class Vault:
             on_start(sum(p.entry.size for p in planned))
         dest_path.mkdir(exist_ok=True)
         counters = materialise(
-            planned, self._recipe, self.reader, self.cache, self.settings.workers, progress or (lambda n: None)
+            planned,
+            self._recipe,
+            self.reader,
+            self.cache,
+            self.settings.workers,
+            progress or (lambda n: None),
         )
         if self.cache is not None:
             self.cache.prune(keep=frozenset(p.entry.sha256 for p in planned))
@@ -296,8 +317,9 @@ class Vault:
 
     # ---- maintenance ----------------------------------------------------------------------------
 
-    def verify(self, ref: str | Ref | None = None, *, read_data: bool = False,
-               progress: Progress | None = None) -> VerifyReport:
+    def verify(
+        self, ref: str | Ref | None = None, *, read_data: bool = False, progress: Progress | None = None
+    ) -> VerifyReport:
         return verify_module.verify(self, ref, read_data=read_data, progress=progress)
 
     def gc(self, *, grace_seconds: float | None = None) -> GcReport:
@@ -315,4 +337,3 @@ class Vault:
             out["cache_bytes"] = self.cache.total_bytes()
             out["cache_max_bytes"] = self.cache.max_bytes
         return out
-
