@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Protocol
 
 from blake3 import blake3
 
@@ -67,10 +67,14 @@ def table_size(tail: bytes) -> int:
     return int(table_len) + FOOTER.size
 
 
+class Writable(Protocol):
+    def write(self, data: bytes | bytearray | memoryview, /) -> int: ...
+
+
 class PackWriter:
     """Appends blobs to an open file; ``finish`` writes the table and returns it."""
 
-    def __init__(self, file: BinaryIO) -> None:
+    def __init__(self, file: Writable) -> None:
         self._file = file
         self.entries: list[PackEntry] = []
         self.size = 0

@@ -15,10 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -44,6 +40,9 @@ from weightvault.registry.schema import (
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: The newest migration; checked against Alembic's own head by a test. Knowing it here lets an
+#: up-to-date database open without importing Alembic (a third of the CLI's start-up time).
+SCHEMA_HEAD = "0001"
 _BATCH = 500
 
 
@@ -106,13 +105,21 @@ class RegistryIndex:
         path.parent.mkdir(parents=True, exist_ok=True)
         return cls(f"sqlite:///{path}")
 
+    def schema_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            if not self.engine.dialect.has_table(conn, "alembic_version"):
+                return None
+            return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+
     def _migrate(self) -> None:
+        if self.schema_revision() == SCHEMA_HEAD:
+            return
+        from alembic import command
+        from alembic.config import Config
+
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
-        head = ScriptDirectory.from_config(cfg).get_current_head()
         with self.engine.begin() as conn:
-            if MigrationContext.configure(conn).get_current_revision() == head:
-                return
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 

@@ -11,19 +11,18 @@ import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
-
 from weightvault.cas.pack import PackWriter
 from weightvault.core import layout
 from weightvault.registry.index import RegistryIndex
 from weightvault.storage.backend import Backend
+from weightvault.storage.direct_io import DirectWriter
 
 
 class _OpenPack:
     def __init__(self, path: Path) -> None:
         self.id = uuid.uuid4().hex + uuid.uuid4().hex  # 64 hex, random: a pack is named, not hashed
         self.path = path
-        self.file: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed in seal()
+        self.file = DirectWriter(path)  # durable without filling the page cache
         self.writer = PackWriter(self.file)
 
 
@@ -79,13 +78,12 @@ class PackSink:
     def _seal(self, pack: _OpenPack) -> None:
         try:
             table = pack.writer.finish()
-            pack.file.flush()
-            pack.file.close()
+            pack.file.close(sync=True)
             self._backend.put_file(layout.pack_key(pack.id), pack.path, consume=True)
             self._backend.put(layout.index_key(pack.id), table)
             self._index.add_pack(pack.id, pack.writer.size, pack.writer.entries)
         except BaseException:
-            pack.file.close()
+            pack.file.abort()
             pack.path.unlink(missing_ok=True)
             raise
         with self._lock:
@@ -102,7 +100,7 @@ class PackSink:
         with self._lock:
             pack, self._current = self._current, None
         if pack is not None:
-            pack.file.close()
+            pack.file.abort()
             pack.path.unlink(missing_ok=True)
 
 

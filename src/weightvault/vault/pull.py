@@ -23,6 +23,7 @@ from weightvault.core.errors import (
     WeightvaultError,
 )
 from weightvault.core.manifest import FileEntry, FileRecipe
+from weightvault.storage.direct_io import DirectWriter
 from weightvault.storage.local import os_error
 from weightvault.vault.cache import FileCache, place
 from weightvault.vault.reader import ChunkReader
@@ -135,7 +136,7 @@ def materialise(
                 into_cache = cache is not None and cache.fits(entry.size)
                 build = cache.temp_file() if into_cache and cache is not None else tmp
                 try:
-                    with open(build, "wb") as out:
+                    with DirectWriter(build) as out:
                         reader.write_file(recipe, out, entry.path, progress)
                 except BaseException:
                     build.unlink(missing_ok=True)

@@ -11,9 +11,9 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from weightvault.cas.hashing import chunk_id
+from weightvault.cas.pack import Writable
 from weightvault.core import layout
 from weightvault.core.errors import CorruptObjectError, MissingObjectError, WeightvaultError
 from weightvault.core.manifest import FileRecipe
@@ -128,7 +128,7 @@ class ChunkReader:
                 yield raw
 
     def write_file(
-        self, recipe: FileRecipe, out: BinaryIO, what: str, progress: Callable[[int], None]
+        self, recipe: FileRecipe, out: Writable, what: str, progress: Callable[[int], None]
     ) -> None:
         """Write the file to ``out``; raises if any chunk or the whole-file SHA-256 does not match."""
         h = hashlib.sha256()
