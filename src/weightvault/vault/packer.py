@@ -11,6 +11,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+
 from weightvault.cas.pack import PackWriter
 from weightvault.core import layout
 from weightvault.registry.index import RegistryIndex
