@@ -168,6 +168,7 @@ def push(
                 "chunks_total": result.chunks_total,
                 "chunks_new": result.chunks_new,
                 "seconds": result.seconds,
+                "replication": result.replication,
             }
         )
     elif not (quiet or STATE.quiet):
@@ -177,6 +178,9 @@ def push(
             f"{_human(result.bytes_written)} new ({result.chunks_new}/{result.chunks_total} chunks) "
             f"in {result.seconds:.1f}s"
         )
+    for name, state in result.replication.items():
+        if state.startswith("error"):
+            err.print(f"warning: replica {name}: {state}; run `weightvault sync`", markup=False)
 
 
 @app.command()
@@ -192,14 +196,27 @@ def pull(
         list[str] | None, typer.Option("--exclude", help="Glob of files to skip, repeatable.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite destination files that differ.")] = False,
+    provider: Annotated[
+        str | None,
+        typer.Option("--provider", help="Replica to read first (aws, gcp, azure, …); others follow."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Materialise a version into DEST, verified."""
     with _progress("pull", quiet or as_json) as (start, advance):
         result = STATE.vault().pull(
-            ref, dest, include=include, exclude=exclude, force=force, progress=advance, on_start=start
+            ref,
+            dest,
+            include=include,
+            exclude=exclude,
+            force=force,
+            provider=provider,
+            progress=advance,
+            on_start=start,
         )
+    for fallback in result.fallbacks:
+        err.print(f"warning: {fallback}; served by another replica (run `weightvault repair`)", markup=False)
     if as_json:
         _emit_json(
             {
@@ -209,6 +226,7 @@ def pull(
                 "bytes_from_cache": result.bytes_from_cache,
                 "bytes_from_store": result.bytes_from_store,
                 "seconds": result.seconds,
+                "fallbacks": list(result.fallbacks),
             }
         )
     elif not (quiet or STATE.quiet):
@@ -263,9 +281,11 @@ def show(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Files, sizes, SHA-256, commit id and metadata of a version."""
-    v = STATE.vault().show(ref)
+    vault = STATE.vault()
+    v = vault.show(ref)
+    replicas = vault.replica_status(ref)
     if as_json:
-        _emit_json(v.to_json(with_files=True))
+        _emit_json({**v.to_json(with_files=True), "replicas": replicas})
         return
     out.print(f"[bold]{v.model}@{v.label}[/]  commit {v.commit}")
     out.print(
@@ -280,6 +300,13 @@ def show(
         table.add_row(f.path, _human(f.size), f.sha256)
     out.print(table)
     out.print(f"{v.file_count} files, {_human(v.total_size)}")
+    out.print(
+        "replicas: "
+        + ", ".join(
+            f"{n} {'complete' if st is True else 'incomplete' if st is False else st}"
+            for n, st in replicas.items()
+        )
+    )
 
 
 @app.command("rm")
@@ -342,6 +369,42 @@ def recover(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         _emit_json(counts)
     else:
         err.print("recovered: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+
+
+@app.command()
+def sync(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Copy to every secondary replica what the primary has and it lacks (idempotent, resumable)."""
+    with _progress("sync", as_json) as (start, advance):
+        start(0)
+        report = STATE.vault().sync(progress=advance)
+    if as_json:
+        _emit_json(report.to_json())
+    else:
+        for name, n in report.copied.items():
+            err.print(f"{name}: {n} objects, {_human(report.bytes_copied[name])} copied")
+        for name, errors in report.errors.items():
+            for e in errors:
+                err.print(f"error: {name}: {e}", markup=False)
+    if not report.ok:
+        raise typer.Exit(7)
+
+
+@app.command()
+def repair(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Re-read every object on every replica and rewrite missing or corrupt copies from good ones."""
+    with _progress("repair", as_json) as (start, advance):
+        start(0)
+        report = STATE.vault().repair(progress=advance)
+    if as_json:
+        _emit_json(report.to_json())
+    else:
+        for item in report.repaired:
+            err.print(f"repaired {item}", markup=False)
+        for item in report.unrecoverable:
+            err.print(f"error: no good copy of {item}", markup=False)
+        err.print(f"checked {report.checked} objects, repaired {len(report.repaired)}")
+    if not report.ok:
+        raise typer.Exit(6)
 
 
 @app.command()

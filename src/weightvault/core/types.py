@@ -60,6 +60,8 @@ class PushResult:
     chunks_total: int
     chunks_new: int
     seconds: float
+    #: replica -> "ok", "background" or "error: …" (empty without replicas)
+    replication: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,8 @@ class PullResult:
     bytes_from_cache: int
     bytes_from_store: int
     seconds: float
+    #: copies that were missing, corrupt or unreachable and were read from another replica instead
+    fallbacks: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

@@ -8,6 +8,7 @@ for the layers that read them.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +35,13 @@ class Settings(BaseModel):
     pack_size_mb: int = Field(64, ge=1, le=4096)
     gc_grace_seconds: float = Field(3600.0, ge=0)
     workers: int = Field(2, ge=1, le=64)
+    #: name of the primary replica: "local" (the home's store folder) or a seed section (aws, gcp, azure)
+    storage_type: str = "local"
+    #: secondary replicas by name -> storage URL (s3://…, gs://…, az://…, file:///…)
+    replicas: dict[str, str] = Field(default_factory=dict)
+    sync_enabled: bool = False
+    #: "inline": a push returns once every replica has it; "background": once the primary has it
+    replication: Literal["inline", "background"] = "inline"
     sections: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -80,6 +88,24 @@ def _from_file(path: Path) -> dict[str, Any]:
     return values
 
 
+def _parse_mapping(key: str, text: str) -> dict[str, str]:
+    """``name=url,name=url`` (or a JSON object) from an environment variable."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{ENV_PREFIX}{key.upper()} is not valid JSON: {exc}") from None
+        return {str(k): str(v) for k, v in parsed.items()}
+    out: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, url = pair.partition("=")
+        if not sep or not name or not url:
+            raise ConfigError(f"{ENV_PREFIX}{key.upper()} must be name=url pairs separated by commas")
+        out[name.strip()] = url.strip()
+    return out
+
+
 def load_settings(
     home: Path | str | None = None, config_file: Path | str | None = None, **overrides: Any
 ) -> Settings:
@@ -96,7 +122,7 @@ def load_settings(
         values.update(_from_file(home_path / "config.yaml"))
     for key in _FLAT_KEYS:
         if (val := env.get(f"{ENV_PREFIX}{key.upper()}")) is not None:
-            values[key] = val
+            values[key] = _parse_mapping(key, val) if key == "replicas" else val
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["home"] = home_path
     try:

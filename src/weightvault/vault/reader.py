@@ -19,6 +19,7 @@ from weightvault.core.errors import CorruptObjectError, MissingObjectError, Weig
 from weightvault.core.manifest import FileRecipe
 from weightvault.registry.index import ChunkLocation, RegistryIndex
 from weightvault.storage.backend import Backend
+from weightvault.storage.replica import ReplicaSet
 
 RUN_MAX = 16 << 20
 
@@ -72,10 +73,13 @@ class ChunkReader:
     ) -> None:
         self._backend = backend
         self._index = index
-        self._decode = decoder
-        self._chunk_id = chunk_id_fn
+        self.decode = decoder
+        self.chunk_id = chunk_id_fn
         self._local = threading.local()
         self._open_fd = getattr(backend, "open_fd", None)
+        self._replicas = backend if isinstance(backend, ReplicaSet) else None
+        #: replica to try first (``pull --provider``); the primary and the others follow
+        self.prefer: str | None = None
 
     def _buffer(self, size: int) -> memoryview:
         buf: bytearray | None = getattr(self._local, "buf", None)
@@ -84,8 +88,33 @@ class ChunkReader:
             self._local.buf = buf
         return memoryview(buf)[:size]
 
+    def _run_ok(self, run: _Run, data: memoryview) -> bool:
+        for cid, loc in run.items:
+            rel = loc.offset - run.offset
+            try:
+                raw = self.decode(loc.codec, data[rel : rel + loc.stored_len], loc.raw_len, cid, loc.key_slot)
+            except WeightvaultError:
+                return False
+            if len(raw) != loc.raw_len or self.chunk_id(raw) != cid:
+                return False
+        return True
+
     def _fetch(self, run: _Run, what: str) -> memoryview:
         key = layout.pack_key(run.pack_id)
+        if self._replicas is not None:  # verified per replica: a bad copy falls through to the next
+            try:
+                result = self._replicas.read(
+                    key,
+                    offset=run.offset,
+                    length=run.length,
+                    prefer=self.prefer,
+                    verify=lambda data: len(data) == run.length and self._run_ok(run, memoryview(data)),
+                )
+            except (MissingObjectError, CorruptObjectError) as exc:
+                raise type(exc)(
+                    f"pack {run.pack_id} needed by {what}: no good copy on any replica ({exc})"
+                ) from None
+            return memoryview(result.data)
         try:
             if self._open_fd is not None:
                 view = self._buffer(run.length)
@@ -116,12 +145,12 @@ class ChunkReader:
                 rel = loc.offset - run.offset
                 stored = data[rel : rel + loc.stored_len]
                 try:
-                    raw = self._decode(loc.codec, stored, loc.raw_len, cid, loc.key_slot)
+                    raw = self.decode(loc.codec, stored, loc.raw_len, cid, loc.key_slot)
                 except WeightvaultError as exc:
                     raise CorruptObjectError(
                         f"chunk {cid.hex()} of {what} in pack {loc.pack_id} cannot be decoded: {exc}"
                     ) from exc
-                if len(raw) != loc.raw_len or self._chunk_id(raw) != cid:
+                if len(raw) != loc.raw_len or self.chunk_id(raw) != cid:
                     raise CorruptObjectError(
                         f"chunk {cid.hex()} of {what} in pack {loc.pack_id} is corrupt (hash mismatch)"
                     )

@@ -4,6 +4,7 @@ implement the same methods over REST."""
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -11,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from weightvault.cas.chunker import Chunker
+from weightvault.core import layout
 from weightvault.core.errors import (
+    ConfigError,
     ConflictError,
     MissingObjectError,
     ObjectExistsError,
@@ -24,9 +27,10 @@ from weightvault.core.revision import Ref, parse_ref
 from weightvault.core.types import GcReport, ModelInfo, PullResult, PushResult, VerifyReport, VersionInfo
 from weightvault.registry.index import RegistryIndex, VersionRecord
 from weightvault.storage.backend import Backend
-from weightvault.storage.local import LocalBackend
+from weightvault.storage.replica import ReplicaSet
 from weightvault.vault import gc as gc_module
 from weightvault.vault import recover as recover_module
+from weightvault.vault import replication as replication_module
 from weightvault.vault import verify as verify_module
 from weightvault.vault.cache import FileCache
 from weightvault.vault.config import Settings, load_settings
@@ -34,6 +38,7 @@ from weightvault.vault.packer import PackSink, default_temp_factory
 from weightvault.vault.pull import check_dest_parent, materialise, plan, select_files
 from weightvault.vault.push import PushPipeline
 from weightvault.vault.reader import ChunkReader
+from weightvault.vault.replicas import open_stores
 from weightvault.vault.source import scan_source
 from weightvault.vault.store import Store
 
@@ -54,8 +59,16 @@ class Vault:
     ) -> None:
         self.settings = settings
         settings.home.mkdir(parents=True, exist_ok=True)
-        self.backend: Backend = backend or LocalBackend(settings.store_path)
+        self.replicas: ReplicaSet | None = None
+        if backend is None:
+            backend, self.replicas = open_stores(settings)
+        self.backend: Backend = backend
+        #: where pushes write first; with replicas, secondaries are filled after each version commits
+        self.primary: Backend = (
+            self.replicas.backend(self.replicas.primary_name) if self.replicas is not None else backend
+        )
         self.store = Store(self.backend)
+        self._background: list[threading.Thread] = []
         self.index = index or (
             RegistryIndex(settings.database_url)
             if settings.database_url
@@ -75,6 +88,8 @@ class Vault:
         return cls(load_settings(path, config, **overrides))
 
     def close(self) -> None:
+        for thread in self._background:  # background replication gets a bounded chance to finish
+            thread.join(timeout=30)
         self.index.close()
         self.backend.close()
 
@@ -212,8 +227,9 @@ class Vault:
                 required_recipes={r.sha256 for r in recipes},
             )
         except BaseException:
-            self.store.delete_version_ref(model, label)
+            self.primary.delete(layout.version_ref_key(model, label))
             raise
+        replication = self._replicate_version(rec)
         return PushResult(
             version=self._info(rec),
             bytes_read=pipeline.bytes_read,
@@ -221,7 +237,22 @@ class Vault:
             chunks_total=pipeline.chunks_total,
             chunks_new=pipeline.chunks_new,
             seconds=time.perf_counter() - started,
+            replication=replication,
         )
+
+    def _replicate_version(self, rec: VersionRecord) -> dict[str, str]:
+        if self.replicas is None or not self.settings.sync_enabled:
+            return {}
+        keys = replication_module.version_keys(self, rec)
+        if self.settings.replication == "inline":
+            return replication_module.replicate(self, self.replicas, keys)
+        replicas = self.replicas
+        thread = threading.Thread(
+            target=replication_module.replicate, args=(self, replicas, keys), name="wv-replicate", daemon=True
+        )
+        thread.start()
+        self._background.append(thread)
+        return {n: "background" for n in replicas.names if n != replicas.primary_name}
 
     def _create_ref(self, model: str, version: str | None, commit: str, created: datetime) -> str:
         if version is not None:
@@ -252,10 +283,22 @@ class Vault:
         include: Sequence[str] | None = None,
         exclude: Sequence[str] | None = None,
         force: bool = False,
+        provider: str | None = None,
         progress: Progress | None = None,
         on_start: ProgressStart | None = None,
     ) -> PullResult:
         started = time.perf_counter()
+        if provider is not None:
+            if self.replicas is None:
+                if provider != self.settings.storage_type:
+                    raise ConfigError(
+                        f"no replica named {provider!r}: this vault has only {self.settings.storage_type!r}"
+                    )
+            else:
+                self.replicas.backend(provider)  # unknown names are a clear error
+        self.reader.prefer = provider
+        if self.replicas is not None:
+            self.replicas.drain_failures()
         info = self.show(ref)
         dest_path = Path(dest).absolute()
         check_dest_parent(dest_path)
@@ -281,19 +324,25 @@ class Vault:
             bytes_from_cache=counters.from_cache,
             bytes_from_store=counters.from_store,
             seconds=time.perf_counter() - started,
+            fallbacks=tuple(
+                f"{f.replica}: {f.key} {f.kind.value}"
+                for f in (self.replicas.drain_failures() if self.replicas else [])
+            ),
         )
 
     # ---- changing names -------------------------------------------------------------------------
 
-    def delete(self, ref: str | Ref) -> VersionInfo:
-        """Remove a version's label and its aliases; its data goes at the next ``gc``."""
+    def delete(self, ref: str | Ref, *, primary_only: bool = False) -> VersionInfo:
+        """Remove a version's label and its aliases (from every replica unless ``primary_only``);
+        its data goes at the next ``gc``."""
         r = parse_ref(ref) if isinstance(ref, str) else ref
         if r.revision is None:
             raise RevisionNotFoundError(f"say which version of {r.model} to delete (MODEL@VERSION)")
         rec = self.index.resolve(r.model, r.revision)
+        target = self.primary if primary_only else self.backend
         for alias in rec.aliases:
-            self.store.delete_alias_ref(r.model, alias)
-        self.store.delete_version_ref(r.model, rec.label)
+            target.delete(layout.alias_ref_key(r.model, alias))
+        target.delete(layout.version_ref_key(r.model, rec.label))
         self.index.delete_version(r.model, rec.label)
         return self._info(rec)
 
@@ -328,6 +377,29 @@ class Vault:
 
     def recover(self) -> dict[str, int]:
         return recover_module.rebuild_index(self)
+
+    # ---- replicas -------------------------------------------------------------------------------
+
+    def _replica_set(self) -> ReplicaSet:
+        if self.replicas is None:
+            raise ConfigError("this vault has a single store; configure replicas to sync or repair")
+        return self.replicas
+
+    def sync(self, progress: Progress | None = None) -> replication_module.SyncReport:
+        """Copy to every secondary whatever the primary has and it lacks."""
+        return replication_module.sync(self, self._replica_set(), progress)
+
+    def repair(self, progress: Progress | None = None) -> replication_module.RepairReport:
+        """Re-read every object of every version on every replica; rewrite bad copies from good ones."""
+        return replication_module.repair(self, self._replica_set(), progress)
+
+    def replica_status(self, ref: str | Ref) -> dict[str, bool | str]:
+        """Per replica: whether the version is complete there."""
+        r = parse_ref(ref) if isinstance(ref, str) else ref
+        rec = self.index.resolve(r.model, r.revision)
+        if self.replicas is None:
+            return {self.settings.storage_type: True}
+        return replication_module.status(self, self.replicas, rec)
 
     def stats(self) -> dict[str, Any]:
         out = self.index.stats()
