@@ -1,0 +1,555 @@
+"""Lossless, float-aware compression of chunks.
+
+Trained weights are close to incompressible as bytes, but not as numbers: the exponent of
+a float weight takes a handful of values while the low mantissa bits are noise. So for the
+byte ranges a :class:`ByteLayout` marks as bf16/fp16/fp32 we split the elements into byte
+planes (byte 0 of every element, then byte 1, ...) and let zstd entropy-code each plane in
+its own blocks: the plane holding sign and exponent shrinks 2-3x, mantissa planes pass as
+raw blocks. Everything else is plain zstd, and a chunk that does not shrink is stored as
+it is. (Rotating the sign bit out of the exponent byte, as zipnn does, gained 0.1-1% in
+ratio but cost 15-35% of the throughput in numpy, so it is not done.)
+
+Codec values (the 1-byte ``codec`` of a blob in a pack table; see :class:`Codec`):
+
+====  ===========  ==========================================================================
+0     RAW          the stored bytes are the raw chunk
+1     ZSTD         one zstd frame (content size and XXH64 checksum set) of the raw chunk
+2     ZSTD_FLOAT   one zstd frame (same flags) whose content is ``header | transformed``
+0x80  ENCRYPTED    flag OR-ed onto 0-2 by :mod:`weightvault.cas.encryption`
+====  ===========  ==========================================================================
+
+ZSTD_FLOAT content: ``header`` is ``varint n`` then ``n`` times ``varint gap, varint count,
+u8 kind`` (``gap`` = bytes from the end of the previous region, or from the chunk start, to
+this region; ``count`` = whole elements; ``kind`` = :class:`FloatKind`), varints being
+unsigned LEB128. ``transformed`` (exactly ``raw_len`` bytes) is: every byte outside the
+regions, in order; then for each kind present, in the order BF16, F16, F32: the elements of
+all its regions (concatenated in order, little-endian) split into byte planes, the plane of
+byte 0 (least significant) first. Every plane starts a new zstd block. The header sits
+inside the frame so the frame checksum covers it too.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+import zstandard
+
+from weightvault.core.errors import CorruptObjectError, InvalidInputError
+
+BytesLike = bytes | bytearray | memoryview
+
+
+class Codec(IntEnum):
+    """How a blob's bytes encode its chunk (the low bits of the pack-table codec byte)."""
+
+    RAW = 0
+    ZSTD = 1
+    ZSTD_FLOAT = 2
+
+
+#: Bit set on the codec byte when the stored bytes are sealed by ``cas.encryption``.
+ENCRYPTED: Final = 0x80
+_COMPRESSION_MASK: Final = 0x0F
+
+#: Plain zstd level, by measurement (bench/RESULTS_compression.md): on weights without a
+#: layout (pickles, GGUF, ONNX) level 1 is as small as level 3 and twice as fast; on text
+#: (tokenizers, configs) level 3 is ~15% smaller but runs at ~100 MB/s, and such files are
+#: a rounding error next to the weights. Pass a higher level for archival stores.
+DEFAULT_LEVEL: Final = 1
+
+#: Parameters for the byte planes of float regions, chosen by measurement (bench/): a
+#: tiny hash table and 7-byte minimum matches stop zstd from trading entropy-coded
+#: exponent literals for short, costly matches, which makes it both faster (about 2x on
+#: the exponent plane) and smaller (within 1% of the order-0 entropy) than any level.
+_FLOAT_PARAMS: Final = {
+    "window_log": 17,
+    "hash_log": 6,
+    "chain_log": 6,
+    "search_log": 1,
+    "min_match": 7,
+    "target_length": 0,
+    "strategy": 1,  # ZSTD_fast
+}
+
+#: Regions shorter than this are compressed plainly: the header costs more than it saves.
+MIN_GROUP_ELEMENTS: Final = 32
+
+#: Bound on the ZSTD_FLOAT header per chunk byte (one region per 2-byte element at most,
+#: 3 varints of <= 10 bytes each), so a corrupt frame cannot make us allocate a lot.
+_MAX_HEADER_PER_BYTE: Final = 11
+
+
+class FloatKind(IntEnum):
+    """Element types whose bytes are grouped; the value is the code in the blob header."""
+
+    BF16 = 1
+    F16 = 2
+    F32 = 3
+
+    @property
+    def itemsize(self) -> int:
+        return 4 if self is FloatKind.F32 else 2
+
+
+_KIND_ORDER: Final = (FloatKind.BF16, FloatKind.F16, FloatKind.F32)
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """``count`` whole elements of ``kind`` starting at byte ``start`` of the chunk."""
+
+    start: int
+    count: int
+    kind: FloatKind
+
+    @property
+    def nbytes(self) -> int:
+        return self.count * self.kind.itemsize
+
+    @property
+    def end(self) -> int:
+        return self.start + self.nbytes
+
+
+@dataclass(frozen=True, slots=True)
+class ByteLayout:
+    """Where a chunk holds float elements: sorted, non-overlapping, element-aligned regions.
+
+    Bytes outside the regions (a partial element at either end, other dtypes, headers)
+    are compressed plainly.
+    """
+
+    regions: tuple[Region, ...] = ()
+
+    def __post_init__(self) -> None:
+        prev_end = 0
+        for r in self.regions:
+            if not isinstance(r.kind, FloatKind) or r.count <= 0 or r.start < prev_end:
+                raise InvalidInputError(f"invalid byte layout region {r!r}")
+            prev_end = r.end
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpan:
+    """A float tensor's bytes ``[start, end)`` in absolute file offsets."""
+
+    start: int
+    end: int
+    kind: FloatKind
+
+
+@dataclass(frozen=True, slots=True)
+class FileLayout:
+    """The float tensors of a whole file, sorted and non-overlapping (built by format parsers)."""
+
+    spans: tuple[TensorSpan, ...]
+    _ends: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        prev = 0
+        for s in self.spans:
+            if s.start < prev or s.end < s.start or (s.end - s.start) % s.kind.itemsize:
+                raise InvalidInputError(f"invalid tensor span {s!r}")
+            prev = s.end
+        object.__setattr__(self, "_ends", tuple(s.end for s in self.spans))
+
+
+def layout_for_range(file_layout: FileLayout | None, offset: int, length: int) -> ByteLayout:
+    """The layout of the chunk ``[offset, offset + length)`` of a file.
+
+    A chunk may start or end inside an element (CDC cuts anywhere): each region starts at
+    the first element boundary of its tensor at or after the chunk start, and the partial
+    elements at the edges stay plain.
+    """
+    if file_layout is None or length <= 0:
+        return ByteLayout()
+    stop = offset + length
+    regions: list[Region] = []
+    i = bisect.bisect_right(file_layout._ends, offset)
+    spans = file_layout.spans
+    while i < len(spans) and spans[i].start < stop:
+        s = spans[i]
+        k = s.kind.itemsize
+        lo = max(offset, s.start)
+        first = s.start + -(-(lo - s.start) // k) * k
+        last = s.start + (min(stop, s.end) - s.start) // k * k
+        count = (last - first) // k
+        if count > 0:
+            regions.append(Region(first - offset, count, s.kind))
+        i += 1
+    return ByteLayout(tuple(regions))
+
+
+# ---------------------------------------------------------------- per-thread state
+
+
+class _ThreadState(threading.local):
+    """zstd contexts are not thread-safe and scratch buffers are worth reusing (first touch
+    of fresh memory is slow here), so each thread keeps its own."""
+
+    def __init__(self) -> None:
+        self.plain: dict[int, zstandard.ZstdCompressor] = {}
+        self.floatc = zstandard.ZstdCompressor(
+            compression_params=zstandard.ZstdCompressionParameters(
+                write_checksum=True, write_content_size=True, **_FLOAT_PARAMS
+            )
+        )
+        self.dctx = zstandard.ZstdDecompressor()
+        self.buffers: dict[str, np.ndarray] = {}
+
+    def compressor(self, level: int) -> zstandard.ZstdCompressor:
+        c = self.plain.get(level)
+        if c is None:
+            c = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
+            self.plain[level] = c
+        return c
+
+    def scratch(self, name: str, dtype: type[np.generic], count: int) -> np.ndarray:
+        buf = self.buffers.get(name)
+        if buf is None or buf.size < count:
+            buf = np.empty(max(count, 1 << 18), dtype=dtype)
+            self.buffers[name] = buf
+        return buf[:count]
+
+
+_state = _ThreadState()
+
+
+# ---------------------------------------------------------------- varints
+
+
+def _put_varint(out: bytearray, value: int) -> None:
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def _get_varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= end or shift > 56:
+            raise CorruptObjectError("float codec header: truncated or oversized varint")
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+
+
+# ---------------------------------------------------------------- byte planes
+
+_U8 = npt.NDArray[np.uint8]
+
+
+def _split_planes(src: _U8, kind: FloatKind, count: int, out: _U8) -> None:
+    """Write the byte planes of ``count`` little-endian elements, byte 0 of each first.
+
+    ``src`` is our own gathered scratch copy and is clobbered. Shifts and narrowing copies
+    on whole words run at several GB/s, where a transposing byte copy does not.
+    """
+    words = src.view(np.uint16 if kind.itemsize == 2 else np.uint32)
+    for j in range(kind.itemsize):
+        if j:
+            np.right_shift(words, 8, out=words)
+        np.copyto(out[j * count : (j + 1) * count], words, casting="unsafe")
+
+
+def _join_planes(planes: _U8, kind: FloatKind, count: int, out: _U8) -> None:
+    """Inverse of :func:`_split_planes`, writing ``count`` elements into ``out``."""
+    k = kind.itemsize
+    words = out.view(np.uint16 if k == 2 else np.uint32)
+    np.copyto(words, planes[(k - 1) * count :])
+    for j in range(k - 2, -1, -1):
+        np.left_shift(words, 8, out=words)
+        np.bitwise_or(words, planes[j * count : (j + 1) * count], out=words)
+
+
+# ---------------------------------------------------------------- encode
+
+
+def _header(regions: Sequence[Region]) -> bytes:
+    out = bytearray()
+    _put_varint(out, len(regions))
+    prev = 0
+    for r in regions:
+        _put_varint(out, r.start - prev)
+        _put_varint(out, r.count)
+        out.append(int(r.kind))
+        prev = r.end
+    return bytes(out)
+
+
+def _transform(src: _U8, regions: Sequence[Region], dst: _U8) -> list[int]:
+    """Write the ZSTD_FLOAT ``transformed`` bytes of ``src`` into ``dst`` (same length).
+
+    Returns the offsets in ``dst`` where each byte plane starts.
+    """
+    cuts: list[int] = []
+    pos = prev = 0
+    for r in regions:
+        n = r.start - prev
+        dst[pos : pos + n] = src[prev : r.start]
+        pos += n
+        prev = r.end
+    n = src.size - prev
+    dst[pos : pos + n] = src[prev:]
+    pos += n
+    for kind in _KIND_ORDER:
+        rs = [r for r in regions if r.kind is kind]
+        if not rs:
+            continue
+        count = sum(r.count for r in rs)
+        nbytes = count * kind.itemsize
+        # Gathered into one scratch array first, so one split covers all regions of a kind.
+        gathered = _state.scratch(f"g{kind.itemsize}", np.uint8, nbytes)
+        p = 0
+        for r in rs:
+            gathered[p : p + r.nbytes] = src[r.start : r.end]
+            p += r.nbytes
+        _split_planes(gathered, kind, count, dst[pos : pos + nbytes])
+        cuts.extend(range(pos, pos + nbytes, count))
+        pos += nbytes
+    return cuts
+
+
+def _compress_segments(buf: _U8, cuts: list[int]) -> bytes:
+    """One zstd frame over ``buf``, ending a zstd block at every cut.
+
+    zstd builds one literal Huffman table per block; a block straddling the noise of a
+    mantissa plane and the skewed exponent plane would code both with a table fit for
+    neither (measured: a 100 KB bf16 chunk compressed 1.29x instead of 1.51x).
+    """
+    cobj = _state.floatc.compressobj(size=buf.size)
+    parts: list[bytes] = []
+    mv = memoryview(buf)  # type: ignore[arg-type]
+    start = 0
+    for cut in [*cuts, buf.size]:
+        if cut > start:
+            parts.append(cobj.compress(mv[start:cut]))
+            if cut < buf.size:
+                parts.append(cobj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK))
+            start = cut
+    parts.append(cobj.flush())
+    return b"".join(parts)
+
+
+def encode_chunk(
+    raw: BytesLike, layout: ByteLayout | None = None, level: int = DEFAULT_LEVEL
+) -> tuple[int, bytes]:
+    """Compress one chunk; returns ``(codec, stored)`` with ``codec`` a :class:`Codec` value.
+
+    ``layout`` marks float regions (see :func:`layout_for_range`); ``level`` is the zstd
+    level for plain data. The result is never larger than ``raw``: data that does not
+    shrink is stored as RAW, so reading it back costs a copy, not a decompression.
+    """
+    mv = memoryview(raw).cast("B")
+    raw_len = mv.nbytes
+    if raw_len == 0:
+        return Codec.RAW, b""
+    given = layout.regions if layout else ()
+    if given and given[-1].end > raw_len:
+        raise InvalidInputError(f"byte layout ends at {given[-1].end}, past the chunk ({raw_len} bytes)")
+    regions = [r for r in given if r.count >= MIN_GROUP_ELEMENTS]
+    st = _state
+    if regions:
+        header = _header(regions)
+        h = len(header)
+        buf = st.scratch("enc", np.uint8, h + raw_len)
+        buf[:h] = np.frombuffer(header, dtype=np.uint8)
+        cuts = _transform(np.frombuffer(mv, dtype=np.uint8), regions, buf[h:])
+        codec, stored = Codec.ZSTD_FLOAT, _compress_segments(buf, [h + c for c in cuts])
+    else:
+        codec, stored = Codec.ZSTD, st.compressor(level).compress(mv)
+    if len(stored) >= raw_len:
+        return Codec.RAW, bytes(mv)
+    return codec, stored
+
+
+# ---------------------------------------------------------------- decode
+
+
+def _check_frame(stored: memoryview, content_size: int) -> None:
+    """Check that ``stored`` is exactly one zstd frame declaring ``content_size`` bytes.
+
+    zstd itself would ignore trailing bytes and trust the declared size for its
+    allocation, so both are checked here by walking the block headers (RFC 8878).
+    """
+    n = stored.nbytes
+    try:
+        params = zstandard.get_frame_parameters(stored)
+        pos = zstandard.frame_header_size(stored)
+    except zstandard.ZstdError as e:
+        raise CorruptObjectError(f"not a zstd frame: {e}") from None
+    if not params.has_checksum or params.dict_id or stored[4] & 0x18:
+        # We always write a checksum and never a dictionary; bits 3-4 are reserved/unused.
+        raise CorruptObjectError("zstd frame header is not one weightvault writes")
+    if params.content_size != content_size:
+        raise CorruptObjectError(f"zstd frame declares {params.content_size} bytes, expected {content_size}")
+    while True:
+        if pos + 3 > n:
+            raise CorruptObjectError("zstd frame truncated")
+        bh = stored[pos] | stored[pos + 1] << 8 | stored[pos + 2] << 16
+        btype = (bh >> 1) & 3
+        if btype == 3:
+            raise CorruptObjectError("zstd frame has a reserved block type")
+        pos += 3 + (1 if btype == 1 else bh >> 3)
+        if bh & 1:
+            break
+    pos += 4  # the content checksum
+    if pos != n:
+        raise CorruptObjectError(f"zstd frame is {pos} bytes but the blob holds {n}")
+
+
+def _decompress(stored: memoryview, content_size: int) -> bytes:
+    _check_frame(stored, content_size)
+    try:
+        out = _state.dctx.decompress(stored, max_output_size=content_size)
+    except zstandard.ZstdError as e:
+        raise CorruptObjectError(f"zstd: {e}") from None
+    if len(out) != content_size:
+        raise CorruptObjectError(f"decompressed {len(out)} bytes, expected {content_size}")
+    return out
+
+
+def _decompress_into(stored: memoryview, dst: memoryview) -> None:
+    """Decompress the one frame of ``stored`` into exactly ``dst`` (no fresh allocation)."""
+    n = dst.nbytes
+    _check_frame(stored, n)
+    try:
+        reader = _state.dctx.stream_reader(stored, read_across_frames=False)
+        got = 0
+        while got < n:
+            k = reader.readinto(dst[got:])
+            if k == 0:
+                break
+            got += k
+        # Reading on to the end of the frame is what makes zstd verify the checksum.
+        if got != n or reader.read(1):
+            raise CorruptObjectError(f"zstd frame decoded to a size other than {n}")
+    except zstandard.ZstdError as e:
+        raise CorruptObjectError(f"zstd: {e}") from None
+
+
+def _parse_header(buf: memoryview, raw_len: int) -> tuple[list[Region], int]:
+    end = buf.nbytes - raw_len
+    n, pos = _get_varint(buf, 0, end)
+    if n == 0 or n * 3 > end:
+        raise CorruptObjectError(f"float codec header: bad region count {n}")
+    regions: list[Region] = []
+    prev = 0
+    for _ in range(n):
+        gap, pos = _get_varint(buf, pos, end)
+        count, pos = _get_varint(buf, pos, end)
+        if pos >= end:
+            raise CorruptObjectError("float codec header truncated")
+        try:
+            kind = FloatKind(buf[pos])
+        except ValueError:
+            raise CorruptObjectError(f"float codec header: unknown kind {buf[pos]}") from None
+        pos += 1
+        r = Region(prev + gap, count, kind)
+        if count <= 0 or r.end > raw_len:
+            raise CorruptObjectError(f"float codec header: region {r!r} outside {raw_len} bytes")
+        regions.append(r)
+        prev = r.end
+    if pos != end:
+        raise CorruptObjectError("float codec header length does not match the frame size")
+    return regions, pos
+
+
+def _untransform(content: memoryview, raw_len: int, out: _U8) -> None:
+    regions, h = _parse_header(content, raw_len)
+    t = np.frombuffer(content, dtype=np.uint8, offset=h)
+    pos = prev = 0
+    for r in regions:
+        n = r.start - prev
+        out[prev : r.start] = t[pos : pos + n]
+        pos += n
+        prev = r.end
+    n = raw_len - prev
+    out[prev:] = t[pos : pos + n]
+    pos += n
+    for kind in _KIND_ORDER:
+        rs = [r for r in regions if r.kind is kind]
+        if not rs:
+            continue
+        count = sum(r.count for r in rs)
+        nbytes = count * kind.itemsize
+        if len(rs) == 1:  # the common case: join straight into the output
+            _join_planes(t[pos : pos + nbytes], kind, count, out[rs[0].start : rs[0].end])
+            pos += nbytes
+            continue
+        joined = _state.scratch(f"g{kind.itemsize}", np.uint8, nbytes)
+        _join_planes(t[pos : pos + nbytes], kind, count, joined)
+        pos += nbytes
+        p = 0
+        for r in rs:
+            out[r.start : r.end] = joined[p : p + r.nbytes]
+            p += r.nbytes
+
+
+def _header_bound(raw_len: int) -> int:
+    return _MAX_HEADER_PER_BYTE * raw_len + 16
+
+
+def decode_chunk_into(codec: int, stored: BytesLike, out: bytearray | memoryview) -> None:
+    """Decode a blob into ``out``, whose length is the chunk's ``raw_len``.
+
+    For hot loops that reuse an output buffer. Raises ``CorruptObjectError`` on any
+    malformed input: wrong sizes, not exactly one zstd frame, failed frame checksum, bad
+    float header, unknown codec.
+    """
+    dst = memoryview(out).cast("B")
+    raw_len = dst.nbytes
+    src = memoryview(stored).cast("B")
+    if codec == Codec.RAW:
+        if src.nbytes != raw_len:
+            raise CorruptObjectError(f"raw blob is {src.nbytes} bytes, expected {raw_len}")
+        dst[:] = src
+    elif codec == Codec.ZSTD:
+        _decompress_into(src, dst)
+    elif codec == Codec.ZSTD_FLOAT:
+        try:
+            content_size = zstandard.frame_content_size(src)
+        except zstandard.ZstdError as e:
+            raise CorruptObjectError(f"not a zstd frame: {e}") from None
+        if not raw_len < content_size <= raw_len + _header_bound(raw_len):
+            raise CorruptObjectError(f"float blob declares {content_size} bytes for a {raw_len}-byte chunk")
+        content = memoryview(_state.scratch("dec", np.uint8, content_size))  # type: ignore[arg-type]
+        _decompress_into(src, content)
+        _untransform(content, raw_len, np.frombuffer(dst, dtype=np.uint8))
+    else:
+        raise CorruptObjectError(f"unknown compression codec {codec}")
+
+
+def decode_chunk(codec: int, stored: BytesLike, raw_len: int) -> bytes:
+    """Decode a blob written by :func:`encode_chunk`; the result has exactly ``raw_len`` bytes."""
+    if raw_len < 0:
+        raise CorruptObjectError(f"negative raw length {raw_len}")
+    src = memoryview(stored).cast("B")
+    if codec == Codec.RAW:
+        if src.nbytes != raw_len:
+            raise CorruptObjectError(f"raw blob is {src.nbytes} bytes, expected {raw_len}")
+        return bytes(src)
+    if codec == Codec.ZSTD:
+        return _decompress(src, raw_len)
+    out = bytearray(raw_len)
+    decode_chunk_into(codec, src, out)
+    return bytes(out)
+
+
+def compression_codec(codec: int) -> Codec:
+    """The compression part of a pack-table codec byte; corrupt if reserved bits are set."""
+    base = codec & ~ENCRYPTED
+    if base & ~_COMPRESSION_MASK or base not in Codec._value2member_map_:
+        raise CorruptObjectError(f"unknown codec byte 0x{codec:02x}")
+    return Codec(base)
