@@ -331,7 +331,9 @@ class _Generator:
             return
         rows, cols = spec.shape[0], math.prod(spec.shape[1:])
         levels = spec.std * rng.lognormal(0.0, 0.2, size=_SCALE_LEVELS)
-        row_level = rng.integers(0, _SCALE_LEVELS, size=rows, dtype=np.intp)
+        # each row's scale level is drawn chunk by chunk from its own stream: bounded memory
+        # even for a tall, thin tensor
+        row_level = np.random.Generator(np.random.SFC64(np.random.SeedSequence([self.seed, key, 1])))
         rows_per_chunk = max(1, _CHUNK_ELEMS // cols)
         if rows_per_chunk * cols > _CHUNK_ELEMS:  # one row larger than a chunk
             self._grow(cols)
@@ -353,11 +355,10 @@ class _Generator:
         cols: int,
         rows_per_chunk: int,
         levels: npt.NDArray[np.float64],
-        row_level: npt.NDArray[np.intp],
+        row_level: np.random.Generator,
     ) -> Iterator[memoryview]:
         base = rng.standard_normal(_TABLE_SIZE)
         table = np.concatenate([_to_dtype_bits(base * s, self.dtype) for s in levels]).view(np.uint16)
-        row_offset = row_level * _TABLE_SIZE
         bitgen = rng.bit_generator
         for r0 in range(0, rows, rows_per_chunk):
             r1 = min(rows, r0 + rows_per_chunk)
@@ -366,7 +367,8 @@ class _Generator:
             idx = self._idx[:n]
             np.copyto(idx, raw)
             idx2 = idx.reshape(r1 - r0, cols)
-            np.add(idx2, row_offset[r0:r1, None], out=idx2)
+            row_offset = row_level.integers(0, _SCALE_LEVELS, size=r1 - r0, dtype=np.intp) * _TABLE_SIZE
+            np.add(idx2, row_offset[:, None], out=idx2)
             out = self._out16[:n]
             np.take(table, idx, out=out, mode="clip")
             yield _bytes_view(out)
@@ -378,17 +380,18 @@ class _Generator:
         cols: int,
         rows_per_chunk: int,
         levels: npt.NDArray[np.float64],
-        row_level: npt.NDArray[np.intp],
+        row_level: np.random.Generator,
     ) -> Iterator[memoryview]:
         assert self._out32 is not None
-        row_scale = levels.astype(np.float32)[row_level]
+        scales = levels.astype(np.float32)
         for r0 in range(0, rows, rows_per_chunk):
             r1 = min(rows, r0 + rows_per_chunk)
             n = (r1 - r0) * cols
             out = self._out32[:n]
             rng.standard_normal(out=out, dtype=np.float32)
             out2 = out.reshape(r1 - r0, cols)
-            np.multiply(out2, row_scale[r0:r1, None], out=out2)
+            row_scale = scales[row_level.integers(0, _SCALE_LEVELS, size=r1 - r0, dtype=np.intp)]
+            np.multiply(out2, row_scale[:, None], out=out2)
             yield _bytes_view(out)
 
     def flat_values(self, nbytes: int, key: int, std: float = 0.02) -> Iterator[memoryview]:
