@@ -13,7 +13,6 @@ Python), so compare clients against the same server, not servers against each ot
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import sys
@@ -53,9 +52,14 @@ class Candidate:
     provider = ""
     name = ""
 
-    def put_file(self, key: str, path: Path) -> None: ...
-    def get(self, key: str) -> bytes: ...
-    def put(self, key: str, data: bytes) -> None: ...
+    def put_file(self, key: str, path: Path) -> None:
+        raise NotImplementedError
+
+    def get(self, key: str) -> bytes:
+        raise NotImplementedError
+
+    def put(self, key: str, data: bytes) -> None:
+        raise NotImplementedError
 
 
 def measure(cand: Candidate, big: Path, size: int, runs: int, small_runs: int) -> Row:
@@ -109,10 +113,9 @@ class ObstoreS3(Candidate):
     provider, name = "s3", "obstore (put Path, 8 MiB parts x 8)"
 
     def __init__(self, endpoint: str, bucket: str) -> None:
+        import boto3
         import obstore
         from obstore.store import S3Store
-
-        import boto3
 
         boto3.client(
             "s3", endpoint_url=endpoint, region_name="us-east-1",
@@ -164,9 +167,8 @@ class ObstoreAzure(Candidate):
 
     def __init__(self, endpoint: str, container: str) -> None:
         import obstore
-        from obstore.store import AzureStore
-
         from azure.storage.blob import BlobServiceClient
+        from obstore.store import AzureStore
 
         conn = servers.azurite_connection_string(endpoint)
         BlobServiceClient.from_connection_string(conn).create_container(container)
@@ -197,7 +199,7 @@ class GoogleGCS(Candidate):
         from google.cloud import storage
 
         client = storage.Client(
-            project="bench", credentials=AnonymousCredentials(),
+            project="bench", credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
             client_options={"api_endpoint": endpoint},
         )  # fmt: skip
         self.bucket = client.create_bucket(bucket)
@@ -257,7 +259,9 @@ class Weightvault(Candidate):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--small-runs", type=int, default=50)
     parser.add_argument("--size-mib", type=int, default=64)
@@ -312,13 +316,22 @@ def main() -> None:
                 run(lambda: GoogleGCS(srv.endpoint, bucket()))
                 run(lambda: Gcsfs(srv.endpoint, bucket()))
                 if not args.no_weightvault:
-                    run(lambda: Weightvault("gcs", f"gs://{bucket()}/wv", endpoint_url=srv.endpoint,
-                                            project_id="bench", anonymous=True))
+                    run(
+                        lambda: Weightvault(
+                            "gcs",
+                            f"gs://{bucket()}/wv",
+                            endpoint_url=srv.endpoint,
+                            project_id="bench",
+                            anonymous=True,
+                        )
+                    )
             finally:
                 srv.close()
 
-    print(f"\n{args.size_mib} MiB object, medians of {args.runs} runs; 4 KiB object, medians of "
-          f"{args.small_runs} ops; loopback emulators, {os.cpu_count()} cores\n")
+    print(
+        f"\n{args.size_mib} MiB object, medians of {args.runs} runs; 4 KiB object, medians of "
+        f"{args.small_runs} ops; loopback emulators, {os.cpu_count()} cores\n"
+    )
     print("| provider | client | put MB/s | get MB/s | small put ms | small get ms | client CPU s/GB |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for prov, name, up, down, put_ms, get_ms, cpu_gb in rows:

@@ -5,9 +5,10 @@ the GCS backend makes, except that it ignores ``ifGenerationMatch``: real GCS an
 ``412 Precondition Failed`` when ``ifGenerationMatch=0`` and the object exists, which is how the
 backend implements ``put(if_absent=True)``. Without that, the contract's "exactly one writer
 wins" test could never pass against the emulator, so this launcher adds the documented rule
-(https://cloud.google.com/storage/docs/request-preconditions) to the upload handlers and then
-starts the unmodified server. The emulator serves one request at a time, so the check and the
-write it guards cannot interleave with another upload.
+(https://cloud.google.com/storage/docs/request-preconditions) to the upload handlers, and
+answers a resumable-upload status query that found no bytes without a ``Range`` header (as GCS
+does; the emulator claims one byte), then starts the server. The emulator serves one request at
+a time, so a precondition check and the write it guards cannot interleave with another upload.
 
 Usage: ``python gcs_emulator.py --host 127.0.0.1 --port 9023``
 """
@@ -19,6 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from gcp_storage_emulator import server
@@ -56,7 +58,7 @@ def _with_preconditions(handler: Handler) -> Handler:
             current = storage.objects.get(bucket, {}).get(name)
             generation = str(current["generation"]) if current else "0"
             if generation != wanted[0]:
-                response.status = 412
+                response.status = HTTPStatus.PRECONDITION_FAILED
                 response.json(
                     {
                         "error": {
@@ -72,10 +74,23 @@ def _with_preconditions(handler: Handler) -> Handler:
     return guarded
 
 
+def _resumable_incomplete(response: Any, storage: Any, upload_id: str, fallback_end: int = 0) -> None:
+    """``308`` for an unfinished resumable upload, with ``Range`` only once bytes were persisted.
+
+    The emulator answers ``Range: bytes=0-0`` (one byte) when it has none, which would make a
+    client that resumes correctly skip the first byte; real GCS omits the header.
+    """
+    response.status = objects.GoogleHTTPStatus.RESUME_INCOMPLETE
+    received = storage.get_resumable_byte_count(upload_id)
+    if received > 0:
+        response["Range"] = f"bytes=0-{received - 1}"
+
+
 def install() -> None:
-    """Route uploads through the precondition check (idempotent)."""
+    """Route uploads through the precondition check and fix the resume status (idempotent)."""
     if getattr(objects, "_wv_preconditions", False):
         return
+    objects._resumable_incomplete = _resumable_incomplete
     originals = {objects.insert, objects.upload_partial, objects.xml_upload}
     wrapped = {fn: _with_preconditions(fn) for fn in originals}
     server.HANDLERS = tuple(

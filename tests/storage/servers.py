@@ -46,6 +46,14 @@ def port_open(port: int) -> bool:
     return True
 
 
+def _die_with_parent() -> None:
+    """Linux: the kernel kills the server if the test process dies without cleaning up."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class ServerProcess:
     """One emulator child process on a fixed port; ``stop`` then ``start`` reuses the port."""
 
@@ -55,7 +63,9 @@ class ServerProcess:
         self.port = port
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix=f"wv-{name}-", suffix=".log", delete=False)
+        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
+            prefix=f"wv-{name}-", suffix=".log", delete=False
+        )
 
     @property
     def endpoint(self) -> str:
@@ -71,6 +81,7 @@ class ServerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C in pytest must not hit the server first
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while not port_open(self.port):
@@ -78,7 +89,9 @@ class ServerProcess:
                 raise ServerError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise ServerError(f"{self.name} did not listen on {self.port} in {timeout}s:\n{self.log_tail()}")
+                raise ServerError(
+                    f"{self.name} did not listen on {self.port} in {timeout}s:\n{self.log_tail()}"
+                )
             time.sleep(0.05)
         return self
 
@@ -98,6 +111,8 @@ class ServerProcess:
         self.stop()
         self._log.close()
         Path(self._log.name).unlink(missing_ok=True)
+        if self.cwd is not None and self.cwd.name.startswith("wv-"):
+            shutil.rmtree(self.cwd, ignore_errors=True)
 
     def log_tail(self, limit: int = 4000) -> str:
         self._log.flush()
@@ -110,10 +125,11 @@ def moto_server(port: int | None = None) -> ServerProcess:
 
 
 def azurite_binary() -> str:
-    """Azurite's blob-only entry point: $AZURITE_BLOB, then ``.test-tools``, then PATH."""
+    """Azurite's blob-only entry point: $AZURITE_BLOB, the install script's folder, then PATH."""
+    tools = Path(os.environ.get("TEST_TOOLS_DIR") or REPO / ".test-tools")
     candidates = [
         os.environ.get("AZURITE_BLOB", ""),
-        str(REPO / ".test-tools" / "node_modules" / ".bin" / "azurite-blob"),
+        str(tools / "node_modules" / ".bin" / "azurite-blob"),
         shutil.which("azurite-blob") or "",
     ]
     for candidate in candidates:
@@ -148,4 +164,6 @@ def azurite_connection_string(endpoint: str) -> str:
 def gcs_server(port: int | None = None) -> ServerProcess:
     port = port or free_port()
     script = Path(__file__).with_name("gcs_emulator.py")
-    return ServerProcess("gcs-emulator", [sys.executable, str(script), "--host", HOST, "--port", str(port)], port)
+    return ServerProcess(
+        "gcs-emulator", [sys.executable, str(script), "--host", HOST, "--port", str(port)], port
+    )

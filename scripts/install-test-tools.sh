@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Install the test tools that do not come from pip: Azurite, the Azure Blob emulator the storage
+# tests run against. Idempotent and quiet: a no-op (a few ms) when the pinned version is present.
+#
+#   scripts/install-test-tools.sh        # installs into <repo>/.test-tools
+#   TEST_TOOLS_DIR=/elsewhere scripts/install-test-tools.sh
+#
+# moto (S3) and gcp-storage-emulator (GCS) are Python packages: they come with the test extra.
+set -euo pipefail
+
+AZURITE_VERSION="3.35.0"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="${TEST_TOOLS_DIR:-$REPO/.test-tools}"
+STAMP="$TOOLS/node_modules/azurite/package.json"
+
+installed_version() {
+    [ -x "$TOOLS/node_modules/.bin/azurite-blob" ] && [ -f "$STAMP" ] || return 1
+    sed -n 's/^  "version": "\(.*\)",$/\1/p' "$STAMP"
+}
+
+if [ "$(installed_version 2>/dev/null || true)" = "$AZURITE_VERSION" ]; then
+    exit 0
+fi
+
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        echo "install-test-tools: node and npm are required (e.g. apt-get install nodejs npm)" >&2
+        exit 1
+    fi
+    echo "install-test-tools: installing nodejs and npm with apt-get" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+
+echo "install-test-tools: installing azurite@$AZURITE_VERSION into $TOOLS" >&2
+mkdir -p "$TOOLS"
+npm install --prefix "$TOOLS" --no-audit --no-fund --no-save --loglevel=error \
+    "azurite@$AZURITE_VERSION" >/dev/null
+
+if [ "$(installed_version || true)" != "$AZURITE_VERSION" ]; then
+    echo "install-test-tools: azurite@$AZURITE_VERSION did not install into $TOOLS" >&2
+    exit 1
+fi
