@@ -29,6 +29,15 @@ def _enabled(section: Any) -> bool:
     )
 
 
+def _seed_backend(name: str, section: Mapping[str, Any]) -> Backend:
+    """A seed section's backend; an optional ``retry: {attempts, base_delay, max_delay, deadline}``
+    map tunes its retry budget."""
+    retry = section.get("retry") or {}
+    if not isinstance(retry, Mapping):
+        raise ConfigError(f"{name}.retry must be a mapping")
+    return backend_from_seed_config(name, section, **{f"retry_{k}": v for k, v in retry.items()})
+
+
 def open_stores(settings: Settings) -> tuple[Backend, ReplicaSet | None]:
     """(the backend the vault uses, the replica set when there is more than one store)."""
     sections = settings.sections
@@ -40,13 +49,13 @@ def open_stores(settings: Settings) -> tuple[Backend, ReplicaSet | None]:
     elif primary_name in CLOUD_SECTIONS:
         if not _enabled(sections.get(primary_name)):
             raise ConfigError(f"storage_type is {primary_name!r} but the {primary_name} section is missing")
-        primary = backend_from_seed_config(primary_name, sections[primary_name])
+        primary = _seed_backend(primary_name, sections[primary_name])
     else:
         raise ConfigError(f"unknown storage_type {primary_name!r} (local, aws, gcp, azure)")
     secondaries: dict[str, Backend] = {}
     for name in CLOUD_SECTIONS:
         if name != primary_name and _enabled(sections.get(name)):
-            secondaries[name] = backend_from_seed_config(name, sections[name])
+            secondaries[name] = _seed_backend(name, sections[name])
     for name, url in settings.replicas.items():
         if name == primary_name or name in secondaries:
             raise ConfigError(f"replica name {name!r} is used twice")
