@@ -44,8 +44,12 @@ def model(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def clouds(
-    s3_factory: Factory, gcs_factory: Factory, azure_factory: Factory,
-    moto: servers.ServerProcess, gcs_emulator: servers.ServerProcess, azurite: servers.ServerProcess,
+    s3_factory: Factory,
+    gcs_factory: Factory,
+    azure_factory: Factory,
+    moto: servers.ServerProcess,
+    gcs_emulator: servers.ServerProcess,
+    azurite: servers.ServerProcess,
 ) -> Iterator[dict[str, Any]]:
     """Seed-shaped sections for the three emulators, each in a fresh prefix of an existing bucket."""
     for factory in (s3_factory, gcs_factory, azure_factory):
@@ -53,16 +57,26 @@ def clouds(
     prefix = uuid.uuid4().hex[:10]
     yield {
         "aws": {
-            "enabled": True, "region": "us-east-1", "endpoint_url": moto.endpoint, "access_key_id": "test",
-            "secret_access_key": "test", "retry": RETRY, "model_weights": {"s3_bucket": BUCKET, "prefix": prefix},
+            "enabled": True,
+            "region": "us-east-1",
+            "endpoint_url": moto.endpoint,
+            "access_key_id": "test",
+            "secret_access_key": "test",
+            "retry": RETRY,
+            "model_weights": {"s3_bucket": BUCKET, "prefix": prefix},
         },
         "gcp": {
-            "enabled": True, "project_id": "test", "endpoint_url": gcs_emulator.endpoint, "retry": RETRY,
+            "enabled": True,
+            "project_id": "test",
+            "endpoint_url": gcs_emulator.endpoint,
+            "retry": RETRY,
             "model_weights": {"gcs_bucket": BUCKET, "prefix": prefix},
         },
         "azure": {
-            "enabled": True, "connection_string": servers.azurite_connection_string(azurite.endpoint),
-            "retry": RETRY, "model_weights": {"container": BUCKET, "prefix": prefix},
+            "enabled": True,
+            "connection_string": servers.azurite_connection_string(azurite.endpoint),
+            "retry": RETRY,
+            "model_weights": {"container": BUCKET, "prefix": prefix},
         },
     }
 
@@ -70,8 +84,12 @@ def clouds(
 def _config(tmp_path: Path, sections: dict[str, Any], **model_weights: Any) -> Path:
     cfg = {
         "model_weights": {
-            "storage_type": "aws", "sync_enabled": True, "checksum_algorithm": "sha256", "cache_enabled": False,
-            "pack_size_mb": 2, **model_weights,
+            "storage_type": "aws",
+            "sync_enabled": True,
+            "checksum_algorithm": "sha256",
+            "cache_enabled": False,
+            "pack_size_mb": 2,
+            **model_weights,
         },
         **sections,
     }
@@ -113,9 +131,13 @@ def test_s3_dying_mid_push_leaves_nothing_visible_and_the_next_push_completes(
             with pytest.raises(StorageError):
                 v.push("m", model, version="v1")
             assert v.list_models() == []
-            s3 = open_backend(f"s3://{BUCKET}/{clouds['aws']['model_weights']['prefix']}",
-                              endpoint_url=moto.endpoint, region="us-east-1",
-                              access_key_id="test", secret_access_key="test")
+            s3 = open_backend(
+                f"s3://{BUCKET}/{clouds['aws']['model_weights']['prefix']}",
+                endpoint_url=moto.endpoint,
+                region="us-east-1",
+                access_key_id="test",
+                secret_access_key="test",
+            )
             assert not list(s3.list(layout.REFS)) and not list(s3.list(layout.MANIFESTS))
             proxy.heal()
             result = v.push("m", model, version="v1")
@@ -162,7 +184,9 @@ def test_recover_from_a_single_bucket_on_a_fresh_machine(
         commit = v.resolve("m@v1").commit
     # a fresh machine with only the Azure container: the GCS/S3 copies are not consulted
     az = {"azure": clouds["azure"]}
-    with Vault.open(tmp_path / "fresh", config=_config(tmp_path, az, storage_type="azure", sync_enabled=False)) as v:
+    with Vault.open(
+        tmp_path / "fresh", config=_config(tmp_path, az, storage_type="azure", sync_enabled=False)
+    ) as v:
         assert v.list_models() == []
         counts = v.recover()
         assert counts["versions"] == 1 and counts["aliases"] == 1
@@ -171,16 +195,20 @@ def test_recover_from_a_single_bucket_on_a_fresh_machine(
     assert _files(tmp_path / "out") == _files(model)
 
 
-def test_missing_credentials_name_the_provider(tmp_path: Path, clouds: dict[str, Any], model: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_credentials_name_the_provider(
+    tmp_path: Path, clouds: dict[str, Any], model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     aws = {k: v for k, v in clouds["aws"].items() if k not in ("access_key_id", "secret_access_key")}
-    with pytest.raises(StorageError, match="(?i)s3|aws") as exc:
-        with Vault.open(tmp_path / "home", config=_config(tmp_path, {"aws": aws}, sync_enabled=False)) as v:
-            v.push("m", model)
+    cfg = _config(tmp_path, {"aws": aws}, sync_enabled=False)
+    with (
+        pytest.raises(StorageError, match=r"(?i)s3|aws") as exc,
+        Vault.open(tmp_path / "home", config=cfg) as v,
+    ):
+        v.push("m", model)
     assert "credential" in str(exc.value).lower()
 
 
@@ -195,7 +223,7 @@ def test_concurrent_pushes_of_the_same_label_to_s3_one_wins(
             try:
                 v.push("m", model, version="v1")
                 outcomes.append("ok")
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 outcomes.append(type(exc).__name__)
 
     threads = [threading.Thread(target=push, args=(i,)) for i in range(2)]
