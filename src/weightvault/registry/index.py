@@ -42,8 +42,11 @@ from weightvault.registry.schema import (
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration; checked against Alembic's own head by a test. Knowing it here lets an
 #: up-to-date database open without importing Alembic (a third of the CLI's start-up time).
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 _BATCH = 500
+#: Alembic keeps its migration context in module globals: two indexes migrating at once in one
+#: process (two vaults opened by two threads) would run each other's steps. One at a time.
+_MIGRATE_LOCK = threading.Lock()
 
 
 def utcnow() -> datetime:
@@ -119,7 +122,7 @@ class RegistryIndex:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
-        with self.engine.begin() as conn:
+        with _MIGRATE_LOCK, self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
@@ -134,14 +137,17 @@ class RegistryIndex:
         self._raw.clear()
         self._local = threading.local()
 
-    def has_chunk(self, chunk_id: bytes) -> bool:
-        """The per-chunk dedup probe of a push: one primary-key lookup on a per-thread connection."""
+    def _probe_conn(self) -> Any:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self.engine.raw_connection()
             self._local.conn = conn
             self._raw.append(conn)
-        cur = conn.cursor()
+        return conn
+
+    def has_chunk(self, chunk_id: bytes) -> bool:
+        """The per-chunk dedup probe of a push: one primary-key lookup on a per-thread connection."""
+        cur = self._probe_conn().cursor()
         try:
             cur.execute(
                 "SELECT 1 FROM chunks WHERE id = ?"
@@ -249,7 +255,7 @@ class RegistryIndex:
                 have: set[str] = set()
                 for i in range(0, len(rlist), _BATCH):
                     have.update(
-                        s.scalars(select(RecipeRow.sha256).where(RecipeRow.sha256.in_(rlist[i : i + _BATCH])))
+                        s.scalars(select(RecipeRow.name).where(RecipeRow.name.in_(rlist[i : i + _BATCH])))
                     )
                 if len(have) != len(rlist):
                     raise ConcurrentModificationError(
@@ -402,36 +408,62 @@ class RegistryIndex:
         with self._read() as s:
             return [(r.commit_id, r.body) for r in s.scalars(select(ManifestRow))]
 
-    def put_recipe(self, sha256: str, size: int, body: bytes, created: datetime | None = None) -> None:
+    def put_recipe(self, name: str, size: int, body: bytes, created: datetime | None = None) -> None:
+        """Record a recipe by its name in the store; ``body`` is the object exactly as stored
+        (sealed in an encrypted model, so the index holds nothing the bucket does not)."""
         with self._write() as s:
-            row = s.get(RecipeRow, sha256)
+            row = s.get(RecipeRow, name)
             if row is None:
-                s.add(RecipeRow(sha256=sha256, size=size, body=body, created_at=created or utcnow()))
+                s.add(RecipeRow(name=name, size=size, body=body, created_at=created or utcnow()))
             else:  # in use again: restart its grace period
                 row.created_at = created or utcnow()
 
-    def get_recipe(self, sha256: str) -> bytes | None:
+    def get_recipe(self, name: str) -> bytes | None:
         with self._read() as s:
-            row = s.get(RecipeRow, sha256)
+            row = s.get(RecipeRow, name)
             return None if row is None else row.body
 
-    def recipe_hashes(self) -> set[str]:
+    def recipe_names(self) -> set[str]:
         with self._read() as s:
-            return set(s.scalars(select(RecipeRow.sha256)))
+            return set(s.scalars(select(RecipeRow.name)))
 
     # ---- packs and chunks ----------------------------------------------------------------------
 
     def add_pack(
         self, pack_id: str, size: int, entries: Sequence[PackEntry], created: datetime | None = None
     ) -> None:
-        """Record a durable pack; a chunk already located elsewhere keeps its first location."""
+        """Record a durable pack.
+
+        A chunk already located elsewhere keeps its first location, unless this pack holds it
+        under a higher key slot: data key slots only grow within an encrypted model, so the
+        higher slot is the newer seal (``keys rotate --reencrypt``, or a re-push after the
+        old data key was dropped) and the row moves to it. Plain chunks (slot 0) never move.
+        """
         with self._write() as s:
             s.add(PackRow(id=pack_id, size=size, created_at=created or utcnow()))
             s.flush()
             ids = [e.chunk_id for e in entries]
-            known: set[bytes] = set()
+            known: dict[bytes, int] = {}
             for i in range(0, len(ids), _BATCH):
-                known.update(s.scalars(select(ChunkRow.id).where(ChunkRow.id.in_(ids[i : i + _BATCH]))))
+                found = s.execute(
+                    select(ChunkRow.id, ChunkRow.key_slot).where(ChunkRow.id.in_(ids[i : i + _BATCH]))
+                )
+                known.update((cid, slot) for cid, slot in found)
+            moved = [
+                {
+                    "id": e.chunk_id,
+                    "pack_id": pack_id,
+                    "offset": e.offset,
+                    "stored_len": e.stored_len,
+                    "raw_len": e.raw_len,
+                    "codec": e.codec,
+                    "key_slot": e.key_slot,
+                }
+                for e in entries
+                if e.chunk_id in known and known[e.chunk_id] < e.key_slot
+            ]
+            if moved:
+                s.execute(update(ChunkRow), moved)
             rows = [
                 {
                     "id": e.chunk_id,
@@ -447,6 +479,21 @@ class RegistryIndex:
             ]
             if rows:
                 s.execute(insert(ChunkRow), rows)
+
+    def chunk_slot(self, chunk_id: bytes) -> int | None:
+        """The dedup probe of an encrypted push: the key slot the chunk is sealed under, if indexed."""
+        cur = self._probe_conn().cursor()
+        try:
+            cur.execute(
+                "SELECT key_slot FROM chunks WHERE id = ?"
+                if self.engine.dialect.paramstyle == "qmark"
+                else "SELECT key_slot FROM chunks WHERE id = %s",
+                (chunk_id,),
+            )
+            row = cur.fetchone()
+            return None if row is None else int(row[0])
+        finally:
+            cur.close()
 
     def locate_chunks(
         self, ids: Sequence[bytes], include_condemned: bool = True
@@ -507,7 +554,7 @@ class RegistryIndex:
     ) -> tuple[list[str], list[str], list[str]] | None:
         """Delete rows of what the mark found dead, atomically with respect to pushes.
 
-        Returns (pack ids, commits, recipe hashes) whose objects may now be deleted, or None when
+        Returns (pack ids, commits, recipe names) whose objects may now be deleted, or None when
         a version was committed after the mark started (its references were not marked).
         """
         with self._write() as s:
@@ -528,9 +575,9 @@ class RegistryIndex:
                 if r.commit_id not in live_commits and _aware(r.created_at) <= cutoff
             ]
             recipes = [
-                sha
-                for sha, created in s.execute(select(RecipeRow.sha256, RecipeRow.created_at))
-                if sha not in live_recipes and _aware(created) <= cutoff
+                name
+                for name, created in s.execute(select(RecipeRow.name, RecipeRow.created_at))
+                if name not in live_recipes and _aware(created) <= cutoff
             ]
             for i in range(0, len(packs), _BATCH):
                 part = packs[i : i + _BATCH]
@@ -539,16 +586,16 @@ class RegistryIndex:
             for i in range(0, len(commits), _BATCH):
                 s.execute(delete(ManifestRow).where(ManifestRow.commit_id.in_(commits[i : i + _BATCH])))
             for i in range(0, len(recipes), _BATCH):
-                s.execute(delete(RecipeRow).where(RecipeRow.sha256.in_(recipes[i : i + _BATCH])))
+                s.execute(delete(RecipeRow).where(RecipeRow.name.in_(recipes[i : i + _BATCH])))
             return packs, commits, recipes
 
     def known_objects(self) -> tuple[set[str], set[str], set[str]]:
-        """(pack ids, manifest commits, recipe hashes) the index knows, for finding orphans."""
+        """(pack ids, manifest commits, recipe names) the index knows, for finding orphans."""
         with self._read() as s:
             return (
                 set(s.scalars(select(PackRow.id))),
                 set(s.scalars(select(ManifestRow.commit_id))),
-                set(s.scalars(select(RecipeRow.sha256))),
+                set(s.scalars(select(RecipeRow.name))),
             )
 
     def stats(self) -> dict[str, Any]:

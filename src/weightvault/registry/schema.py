@@ -65,7 +65,8 @@ class ManifestRow(Base):
 
 class RecipeRow(Base):
     __tablename__ = "recipes"
-    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: the recipe's name in the store: the file's SHA-256, or its keyed hash in an encrypted model
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     body: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

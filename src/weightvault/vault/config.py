@@ -2,8 +2,9 @@
 
 The config file may use our flat keys or the seed's shape (a ``model_weights`` section with
 ``cache_enabled``, ``cache_directory``, ``cache_max_size_gb``, ``checksum_algorithm``, …);
-other top-level sections (``aws``, ``gcp``, ``azure``, ``encryption``) are kept in ``sections``
-for the layers that read them.
+other top-level sections (``aws``, ``gcp``, ``azure``) are kept in ``sections`` for the layers
+that read them. ``encryption`` is a section of its own (:class:`EncryptionSettings`); in the
+environment, ``WEIGHTVAULT_ENCRYPTION`` takes it as JSON.
 """
 
 from __future__ import annotations
@@ -20,6 +21,21 @@ from weightvault.core.errors import ConfigError
 
 ENV_PREFIX = "WEIGHTVAULT_"
 DEFAULT_HOME = Path("~/.weightvault")
+
+
+class EncryptionSettings(BaseModel):
+    """``encryption: {enabled: true, provider: {type: local_file, path: ...}}``.
+
+    ``enabled`` decides whether models without keys get an encryption domain at their next
+    push; a model that has one stays encrypted whatever this says. ``provider`` is the config
+    of a ``weightvault.keys`` provider (``type`` plus its options); with no provider, the KEK
+    is a local key file ``<home>/keys/kek.key``, created with mode 0600 on first use.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    provider: dict[str, Any] = Field(default_factory=dict)
 
 
 class Settings(BaseModel):
@@ -42,6 +58,11 @@ class Settings(BaseModel):
     sync_enabled: bool = False
     #: "inline": a push returns once every replica has it; "background": once the primary has it
     replication: Literal["inline", "background"] = "inline"
+    #: how new chunks are stored: "none" (as they are), "zstd" (plain zstd, level 1), "float"
+    #: (byte planes of bf16/fp16/fp32 tensors of safetensors files, plain zstd for the rest);
+    #: a chunk that does not shrink is stored as it is. Off by default: see README.
+    compression: Literal["none", "zstd", "float"] = "none"
+    encryption: EncryptionSettings = Field(default_factory=EncryptionSettings)
     sections: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -60,6 +81,18 @@ class Settings(BaseModel):
     @property
     def pack_size(self) -> int:
         return self.pack_size_mb << 20
+
+    @property
+    def default_key_file(self) -> Path:
+        return self.home / "keys" / "kek.key"
+
+    def key_provider_config(self) -> dict[str, Any]:
+        """The key provider's config, the default local key file filled in."""
+        config = dict(self.encryption.provider)
+        config.setdefault("type", "local_file")
+        if config["type"] == "local_file":
+            config.setdefault("path", str(self.default_key_file))
+        return config
 
 
 _FLAT_KEYS = set(Settings.model_fields) - {"home", "sections"}
@@ -106,6 +139,13 @@ def _parse_mapping(key: str, text: str) -> dict[str, str]:
     return out
 
 
+def _parse_json(key: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{ENV_PREFIX}{key.upper()} is not valid JSON: {exc}") from None
+
+
 def load_settings(
     home: Path | str | None = None, config_file: Path | str | None = None, **overrides: Any
 ) -> Settings:
@@ -122,7 +162,12 @@ def load_settings(
         values.update(_from_file(home_path / "config.yaml"))
     for key in _FLAT_KEYS:
         if (val := env.get(f"{ENV_PREFIX}{key.upper()}")) is not None:
-            values[key] = _parse_mapping(key, val) if key == "replicas" else val
+            if key == "replicas":
+                values[key] = _parse_mapping(key, val)
+            elif key == "encryption":
+                values[key] = _parse_json(key, val)
+            else:
+                values[key] = val
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["home"] = home_path
     try:

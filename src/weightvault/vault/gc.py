@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from weightvault.core import layout
 from weightvault.core.errors import FormatError, MissingObjectError
-from weightvault.core.manifest import FileRecipe, Manifest
+from weightvault.core.manifest import Manifest
 from weightvault.core.types import GcReport
 
 if TYPE_CHECKING:
@@ -24,13 +24,19 @@ if TYPE_CHECKING:
 
 
 def mark(vault: Vault) -> tuple[set[str], set[str], set[str]]:
-    """(live commits, live recipe hashes, live pack ids)."""
+    """(live commits, live recipe names, live pack ids).
+
+    A file's live recipe is the one its model reads (``Vault._find_recipe``): the keyed one in
+    an encrypted model that has it, else the plain one. So once ``keys rotate --reencrypt`` has
+    given a file its keyed recipe, the plain recipe and the plain chunks are garbage (unless
+    another version or model still reads them). Encrypted models need their keys to be marked.
+    """
     commits = vault.index.live_commits()
     indexed = set(commits)
     for _model, kind, _name, body in vault.store.refs():
         if kind == "version" and isinstance(body.get("commit"), str):
             commits.add(body["commit"])
-    recipes: set[str] = set()
+    wanted: set[tuple[str, str]] = set()
     for commit in commits:
         try:
             manifest: Manifest = vault._manifest(commit)
@@ -38,11 +44,14 @@ def mark(vault: Vault) -> tuple[set[str], set[str], set[str]]:
             if commit in indexed:
                 raise
             continue  # a dangling ref in the store: verify reports it; nothing to keep for it
-        recipes.update(f.sha256 for f in manifest.files)
+        wanted.update((manifest.model, f.sha256) for f in manifest.files)
+    recipes: set[str] = set()
     chunk_ids: set[bytes] = set()
-    for sha in recipes:
-        recipe: FileRecipe = vault._recipe(sha)
-        chunk_ids.update(cid for cid, _ in recipe.chunks)
+    for model, sha in sorted(wanted):
+        name, recipe = vault._find_recipe(sha, model)
+        if name not in recipes:
+            recipes.add(name)
+            chunk_ids.update(cid for cid, _ in recipe.chunks)
     packs = vault.index.pack_ids_for_chunks(chunk_ids)
     return commits, recipes, packs
 
@@ -75,8 +84,8 @@ def collect(vault: Vault, grace_seconds: float) -> GcReport:
         backend.delete(layout.index_key(pid))
     for commit in commits:
         backend.delete(layout.manifest_key(commit))
-    for sha in recipes:
-        backend.delete(layout.recipe_key(sha))
+    for name in recipes:
+        backend.delete(layout.recipe_key(name))
     _restore_readded(vault, commits, recipes)
 
     orphans = _orphans(vault, cutoff.timestamp())
@@ -101,10 +110,10 @@ def collect(vault: Vault, grace_seconds: float) -> GcReport:
 
 def _restore_readded(vault: Vault, commits: list[str], recipes: list[str]) -> None:
     """A push may re-record a recipe or manifest between our sweep and our deletes: put it back."""
-    for sha in recipes:
-        body = vault.index.get_recipe(sha)
+    for name in recipes:
+        body = vault.index.get_recipe(name)
         if body is not None:
-            vault.backend.put(layout.recipe_key(sha), body)
+            vault.backend.put(layout.recipe_key(name), body)
     for commit in commits:
         body = vault.index.get_manifest(commit)
         if body is not None:

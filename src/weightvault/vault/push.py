@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -30,7 +31,7 @@ HASH_BLOCK = 8 << 20
 
 Progress = Callable[[int], None]
 #: (raw chunk, its id, its offset in the file, the file) -> (codec, stored bytes, key slot)
-ChunkEncoder = Callable[[memoryview, bytes, int, SourceFile], tuple[int, bytes | memoryview, int]]
+ChunkEncoder = Callable[[memoryview, bytes, int, SourceFile], tuple[int, bytes | bytearray | memoryview, int]]
 
 
 class FileChangedError(InvalidInputError):
@@ -42,6 +43,60 @@ class _FileState:
     source: SourceFile
     sha256: str | None = None
     chunks: list[tuple[bytes, int]] | None = None
+
+
+class _EncodeStage:
+    """Compression off the chunking threads: each new chunk is copied into one of a few reused
+    buffers and encoded and packed by a small pool, so one large file keeps both cores busy. Used
+    when a push compresses and one file outweighs the rest (``Vault._encode_threads``): with
+    several similar files, per-file threads already use every core and the copy would be waste.
+    The buffers bound the memory (and the chunks in flight)."""
+
+    def __init__(self, encode: ChunkEncoder, sink: PackSink, threads: int, max_chunk: int) -> None:
+        self._encode = encode
+        self._sink = sink
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="wv-encode")
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        for _ in range(threads * 2):
+            self._free.put(bytearray(max_chunk))
+        self._futures: list[Future[None]] = []
+        self._lock = threading.Lock()
+        self._failed: BaseException | None = None
+
+    def submit(self, view: memoryview, cid: bytes, offset: int, src: SourceFile) -> None:
+        if self._failed is not None:
+            raise self._failed
+        buf = self._free.get()  # waits while every buffer is in flight: backpressure
+        n = len(view)
+        if len(buf) < n:
+            buf = bytearray(n)
+        buf[:n] = view
+        fut = self._pool.submit(self._run, buf, n, cid, offset, src)
+        with self._lock:
+            self._futures = [f for f in self._futures if not f.done()]
+            self._futures.append(fut)
+
+    def _run(self, buf: bytearray, n: int, cid: bytes, offset: int, src: SourceFile) -> None:
+        try:
+            view = memoryview(buf)[:n]
+            codec, stored, slot = self._encode(view, cid, offset, src)
+            self._sink.add(cid, stored, n, codec, slot)
+        except BaseException as exc:
+            self._failed = exc
+            raise
+        finally:
+            self._free.put(buf)
+
+    def drain(self) -> None:
+        with self._lock:
+            pending = list(self._futures)
+        for fut in pending:
+            fut.result()
+        if self._failed is not None:
+            raise self._failed
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _raw_encoder(
@@ -60,6 +115,8 @@ class PushPipeline:
         progress: Progress | None = None,
         encoder: ChunkEncoder | None = None,
         chunk_id_fn: Callable[[memoryview | bytes], bytes] = chunk_id,
+        usable_slots: frozenset[int] | None = None,
+        encode_threads: int = 0,
     ) -> None:
         self._index = index
         self._sink = sink
@@ -68,6 +125,16 @@ class PushPipeline:
         self._progress = progress or (lambda n: None)
         self._encode = encoder or _raw_encoder
         self._chunk_id = chunk_id_fn
+        #: in an encrypted model: the key slots its keyring holds. An indexed chunk sealed under
+        #: any other slot (a dead chunk left behind when ``keys rotate --reencrypt`` dropped its
+        #: data key) cannot be reused and is written again.
+        self._slots = usable_slots
+        #: with ``encode_threads`` (a compressing push), chunks are encoded by their own pool
+        self._stage = (
+            _EncodeStage(self._encode, sink, encode_threads, chunker.params.max_size)
+            if encoder is not None and encode_threads > 0
+            else None
+        )
         self._known: set[bytes] = set()
         self._known_lock = threading.Lock()
         self._stop = threading.Event()
@@ -81,13 +148,21 @@ class PushPipeline:
         cid = self._chunk_id(view)
         if cid in self._known:
             return cid
-        if self._index.has_chunk(cid):
+        if self._slots is None:
+            indexed = self._index.has_chunk(cid)
+        else:
+            slot = self._index.chunk_slot(cid)
+            indexed = slot is not None and slot in self._slots
+        if indexed:
             with self._known_lock:
                 self._known.add(cid)
             return cid
         if self._sink.claim(cid):
-            codec, stored, slot = self._encode(view, cid, offset, src)
-            self._sink.add(cid, stored, len(view), codec, slot)
+            if self._stage is not None:
+                self._stage.submit(view, cid, offset, src)
+            else:
+                codec, stored, slot = self._encode(view, cid, offset, src)
+                self._sink.add(cid, stored, len(view), codec, slot)
             with self._known_lock:
                 self.chunks_new += 1
         return cid
@@ -159,11 +234,18 @@ class PushPipeline:
                         for other in futures:
                             other.cancel()
                         raise _translate(fut.exception())  # type: ignore[arg-type]
+            if self._stage is not None:
+                self._stage.drain()
             self._sink.flush()
         except BaseException:
             self._stop.set()
+            if self._stage is not None:
+                self._stage.close()
             self._sink.abort()
             raise
+        finally:
+            if self._stage is not None:
+                self._stage.close()
         recipes = []
         for st in states:
             _check_unchanged(st.source)

@@ -1,7 +1,10 @@
 """Rebuilding files from chunks, verifying every chunk and every file as the bytes stream.
 
 Consecutive chunks stored side by side in one pack are fetched with one ranged read, into a
-buffer reused per thread (fresh memory is slow to touch on these machines).
+buffer reused per thread (fresh memory is slow to touch on these machines). A reader belongs to
+one encryption domain (``BlobCodec``): a pull reads one model, so it knows whose keys to use.
+Decoded chunks (decrypted, decompressed) go to a second per-thread buffer; a plain raw chunk is
+handed out as a view of the fetched bytes, without a copy.
 """
 
 from __future__ import annotations
@@ -15,22 +18,17 @@ from dataclasses import dataclass
 from weightvault.cas.hashing import chunk_id
 from weightvault.cas.pack import Writable
 from weightvault.core import layout
-from weightvault.core.errors import CorruptObjectError, MissingObjectError, WeightvaultError
+from weightvault.core.errors import CorruptObjectError, MissingObjectError
 from weightvault.core.manifest import FileRecipe
 from weightvault.registry.index import ChunkLocation, RegistryIndex
 from weightvault.storage.backend import Backend
 from weightvault.storage.replica import ReplicaSet
+from weightvault.vault.codecs import BlobCodec
 
 RUN_MAX = 16 << 20
 
 #: (codec, stored bytes, raw length, chunk id, key slot) -> raw bytes
 BlobDecoder = Callable[[int, memoryview, int, bytes, int], bytes | memoryview]
-
-
-def raw_decoder(codec: int, stored: memoryview, raw_len: int, cid: bytes, _slot: int) -> memoryview:
-    if codec != 0:
-        raise CorruptObjectError(f"chunk {cid.hex()} uses codec {codec}, which this vault cannot decode")
-    return stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,22 +62,25 @@ def plan_runs(chunk_ids: list[bytes], where: dict[bytes, ChunkLocation]) -> Iter
 
 
 class ChunkReader:
-    def __init__(
-        self,
-        backend: Backend,
-        index: RegistryIndex,
-        decoder: BlobDecoder = raw_decoder,
-        chunk_id_fn: Callable[[bytes | memoryview], bytes] = chunk_id,
-    ) -> None:
+    def __init__(self, backend: Backend, index: RegistryIndex, codec: BlobCodec | None = None) -> None:
         self._backend = backend
         self._index = index
-        self.decode = decoder
-        self.chunk_id = chunk_id_fn
+        self.codec = codec or BlobCodec()
+        #: ``decode(codec, stored, raw_len, chunk id, key slot)`` and ``chunk_id(raw)`` for callers
+        #: that check single blobs (replica repair); plain chunks only on the store-wide reader
+        self.decode: BlobDecoder = self.codec.decode
+        self.chunk_id: Callable[[bytes | bytearray | memoryview], bytes] = chunk_id
         self._local = threading.local()
         self._open_fd = getattr(backend, "open_fd", None)
         self._replicas = backend if isinstance(backend, ReplicaSet) else None
         #: replica to try first (``pull --provider``); the primary and the others follow
         self.prefer: str | None = None
+
+    def for_codec(self, codec: BlobCodec) -> ChunkReader:
+        """A reader of the same store for another domain."""
+        reader = ChunkReader(self._backend, self._index, codec)
+        reader.prefer = self.prefer
+        return reader
 
     def _buffer(self, size: int) -> memoryview:
         buf: bytearray | None = getattr(self._local, "buf", None)
@@ -88,33 +89,89 @@ class ChunkReader:
             self._local.buf = buf
         return memoryview(buf)[:size]
 
-    def _run_ok(self, run: _Run, data: memoryview) -> bool:
+    def _out(self, size: int) -> memoryview:
+        buf: bytearray | None = getattr(self._local, "out", None)
+        if buf is None or len(buf) < size:
+            buf = bytearray(max(size, RUN_MAX + (4 << 20)))
+            self._local.out = buf
+        return memoryview(buf)[:size]
+
+    def _chunk_out(self, size: int) -> memoryview:
+        buf: bytearray | None = getattr(self._local, "chunk", None)
+        if buf is None or len(buf) < size:
+            buf = bytearray(max(size, 4 << 20))
+            self._local.chunk = buf
+        return memoryview(buf)[:size]
+
+    def _decode_one(
+        self, cid: bytes, loc: ChunkLocation, stored: memoryview, out: memoryview, what: str
+    ) -> memoryview:
+        """One chunk decoded (into ``out`` unless it is a plain raw blob) and checked against its id."""
+        codec = self.codec
+        if loc.codec == 0:
+            raw = stored
+        else:
+            try:
+                raw = codec.decode_into(loc.codec, stored, out, cid, loc.key_slot)
+            except CorruptObjectError as exc:
+                raise CorruptObjectError(
+                    f"chunk {cid.hex()} of {what} in pack {loc.pack_id} cannot be decoded: {exc}"
+                ) from exc
+        if len(raw) != loc.raw_len or codec.chunk_id_for(loc.codec)(raw) != cid:
+            raise CorruptObjectError(
+                f"chunk {cid.hex()} of {what} in pack {loc.pack_id} is corrupt (hash mismatch)"
+            )
+        return raw
+
+    def _iter_run(self, run: _Run, data: memoryview, what: str) -> Iterator[memoryview]:
+        """The run's chunks decoded one by one into a chunk-sized buffer (stays in the CPU cache
+        for the hashing and writing that follow)."""
         for cid, loc in run.items:
             rel = loc.offset - run.offset
-            try:
-                raw = self.decode(loc.codec, data[rel : rel + loc.stored_len], loc.raw_len, cid, loc.key_slot)
-            except WeightvaultError:
-                return False
-            if len(raw) != loc.raw_len or self.chunk_id(raw) != cid:
-                return False
-        return True
+            stored = data[rel : rel + loc.stored_len]
+            yield self._decode_one(
+                cid, loc, stored, self._chunk_out(loc.raw_len) if loc.codec else stored, what
+            )
 
-    def _fetch(self, run: _Run, what: str) -> memoryview:
+    def _decode_run(self, run: _Run, data: memoryview, what: str) -> list[memoryview]:
+        """Every chunk of the run decoded and checked (a replica's copy is judged whole)."""
+        total = sum(loc.raw_len for _, loc in run.items if loc.codec)
+        out = self._out(total) if total else memoryview(b"")
+        pos = 0
+        views: list[memoryview] = []
+        for cid, loc in run.items:
+            rel = loc.offset - run.offset
+            stored = data[rel : rel + loc.stored_len]
+            if loc.codec:
+                views.append(self._decode_one(cid, loc, stored, out[pos : pos + loc.raw_len], what))
+                pos += loc.raw_len
+            else:
+                views.append(self._decode_one(cid, loc, stored, stored, what))
+        return views
+
+    def _fetch(self, run: _Run, what: str) -> Iterator[memoryview]:
         key = layout.pack_key(run.pack_id)
         if self._replicas is not None:  # verified per replica: a bad copy falls through to the next
+            decoded: list[list[memoryview]] = []
+
+            def verify(data: bytes) -> bool:
+                if len(data) != run.length:
+                    return False
+                try:  # a failed decryption counts as a bad copy like a hash mismatch
+                    decoded.append(self._decode_run(run, memoryview(data), what))
+                except CorruptObjectError:
+                    return False
+                return True
+
             try:
-                result = self._replicas.read(
-                    key,
-                    offset=run.offset,
-                    length=run.length,
-                    prefer=self.prefer,
-                    verify=lambda data: len(data) == run.length and self._run_ok(run, memoryview(data)),
+                self._replicas.read(
+                    key, offset=run.offset, length=run.length, prefer=self.prefer, verify=verify
                 )
             except (MissingObjectError, CorruptObjectError) as exc:
                 raise type(exc)(
                     f"pack {run.pack_id} needed by {what}: no good copy on any replica ({exc})"
                 ) from None
-            return memoryview(result.data)
+            return iter(decoded[-1])
         try:
             if self._open_fd is not None:
                 view = self._buffer(run.length)
@@ -125,13 +182,13 @@ class ChunkReader:
                     os.close(fd)
                 if n != run.length:
                     raise CorruptObjectError(f"pack {run.pack_id} is truncated (needed by {what})")
-                return view
-            data = self._backend.get_range(key, run.offset, run.length)
-            if len(data) != run.length:
-                raise CorruptObjectError(f"pack {run.pack_id} is truncated (needed by {what})")
-            return memoryview(data)
+            else:
+                view = memoryview(self._backend.get_range(key, run.offset, run.length))
+                if len(view) != run.length:
+                    raise CorruptObjectError(f"pack {run.pack_id} is truncated (needed by {what})")
         except MissingObjectError:
             raise MissingObjectError(f"pack {run.pack_id} needed by {what} is missing") from None
+        return self._iter_run(run, view, what)
 
     def chunks(self, chunk_ids: list[bytes], what: str) -> Iterator[bytes | memoryview]:
         """Yield verified raw chunks in order; views are valid until the next one."""
@@ -140,21 +197,7 @@ class ChunkReader:
         if missing:
             raise MissingObjectError(f"chunk {missing[0].hex()} of {what} is not in the index")
         for run in plan_runs(chunk_ids, where):
-            data = self._fetch(run, what)
-            for cid, loc in run.items:
-                rel = loc.offset - run.offset
-                stored = data[rel : rel + loc.stored_len]
-                try:
-                    raw = self.decode(loc.codec, stored, loc.raw_len, cid, loc.key_slot)
-                except WeightvaultError as exc:
-                    raise CorruptObjectError(
-                        f"chunk {cid.hex()} of {what} in pack {loc.pack_id} cannot be decoded: {exc}"
-                    ) from exc
-                if len(raw) != loc.raw_len or self.chunk_id(raw) != cid:
-                    raise CorruptObjectError(
-                        f"chunk {cid.hex()} of {what} in pack {loc.pack_id} is corrupt (hash mismatch)"
-                    )
-                yield raw
+            yield from self._fetch(run, what)
 
     def write_file(
         self, recipe: FileRecipe, out: Writable, what: str, progress: Callable[[int], None]

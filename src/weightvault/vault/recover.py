@@ -1,7 +1,10 @@
 """Rebuilding the registry index from the store alone (any single replica and its keys).
 
 Order: packs (from their index objects, or from the table at the end of the pack when the
-index object is lost), recipes, then versions oldest first, then aliases.
+index object is lost), recipes, then versions oldest first, then aliases. A chunk found in
+several packs is located in the one with the highest key slot (the newest seal; see
+``RegistryIndex.add_pack``). Sealed recipes are recorded as stored; opening them (with the keys
+of each encrypted model) is how recover tells them from garbage.
 """
 
 from __future__ import annotations
@@ -11,8 +14,15 @@ from typing import TYPE_CHECKING
 
 from weightvault.cas.pack import FOOTER, decode_table, table_size
 from weightvault.core import layout
-from weightvault.core.errors import FormatError, IntegrityError, MissingObjectError, WeightvaultError
+from weightvault.core.errors import (
+    CorruptObjectError,
+    FormatError,
+    IntegrityError,
+    MissingObjectError,
+    WeightvaultError,
+)
 from weightvault.core.manifest import FileRecipe
+from weightvault.vault.keyring import Domain, is_sealed_recipe
 
 if TYPE_CHECKING:
     from weightvault.vault.vault import Vault
@@ -22,9 +32,28 @@ def _when(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
+def _open_recipe(name: str, data: bytes, domains: list[Domain]) -> FileRecipe:
+    """A plain recipe (named by its file's SHA-256) or a sealed one of one of ``domains``."""
+    if not is_sealed_recipe(data):
+        recipe = FileRecipe.from_bytes(data)
+        if recipe.sha256 != name:
+            raise FormatError(f"recipe {name} names another file")
+        return recipe
+    for dom in domains:
+        try:
+            return FileRecipe.from_bytes(dom.open_recipe(name, data))
+        except CorruptObjectError:
+            continue
+    raise CorruptObjectError(f"sealed recipe {name} opens with the keys of no model")
+
+
 def rebuild_index(vault: Vault) -> dict[str, int]:
     backend, index, store = vault.backend, vault.index, vault.store
     counts = {"packs": 0, "recipes": 0, "versions": 0, "aliases": 0, "skipped": 0}
+    # Every encrypted model's keys are opened before anything is cleared: sealed recipes can only
+    # be told apart with them, and a key problem should stop recover while the index is intact.
+    vault.keys.forget()
+    domains = [d for m in vault.keys.models() if (d := vault.keys.domain(m)) is not None]
     index.clear()
 
     pack_infos = {layout.name_from_key(i.key): i for i in backend.list(layout.PACKS)}
@@ -44,12 +73,14 @@ def rebuild_index(vault: Vault) -> dict[str, int]:
         counts["packs"] += 1
 
     for info in backend.list(layout.RECIPES):
+        name = layout.name_from_key(info.key)
         try:
-            recipe = FileRecipe.from_bytes(backend.get(info.key))
-        except (FormatError, MissingObjectError):
+            data = backend.get(info.key)
+            recipe = _open_recipe(name, data, domains)
+        except (IntegrityError, MissingObjectError):
             counts["skipped"] += 1
             continue
-        index.put_recipe(recipe.sha256, recipe.size, recipe.to_bytes(), created=_when(info.mtime))
+        index.put_recipe(name, recipe.size, data, created=_when(info.mtime))
         counts["recipes"] += 1
 
     versions: list[tuple[datetime, str, str, str]] = []

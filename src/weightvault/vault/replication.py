@@ -16,14 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from weightvault.cas.pack import decode_table
 from weightvault.core import layout
-from weightvault.core.errors import IntegrityError, MissingObjectError, StorageError, WeightvaultError
+from weightvault.core.errors import MissingObjectError, StorageError, WeightvaultError
 from weightvault.storage.backend import Backend
 from weightvault.storage.replica import ReplicaSet
 
 if TYPE_CHECKING:
-    from weightvault.registry.index import VersionRecord
     from weightvault.vault.vault import Vault
 
 COPY_PIECE = 8 << 20
@@ -67,19 +65,6 @@ def copy_object(src: Backend, dst: Backend, key: str, size: int | None = None) -
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
     return size
-
-
-def version_keys(vault: Vault, rec: VersionRecord) -> list[str]:
-    """Every object a version needs, the ref last (a replica then shows it only when complete)."""
-    manifest = vault._manifest(rec.commit)
-    shas = sorted({f.sha256 for f in manifest.files})
-    chunk_ids = {cid for sha in shas for cid, _ in vault._recipe(sha).chunks}
-    packs = sorted(vault.index.pack_ids_for_chunks(chunk_ids))
-    keys = [layout.pack_key(p) for p in packs] + [layout.index_key(p) for p in packs]
-    keys += [layout.recipe_key(s) for s in shas]
-    keys += [layout.manifest_key(rec.commit), layout.version_ref_key(rec.model, rec.label)]
-    keys += [layout.alias_ref_key(rec.model, a) for a in rec.aliases]
-    return keys
 
 
 def replicate(
@@ -144,18 +129,6 @@ def sync(vault: Vault, replicas: ReplicaSet, progress: Callable[[int], None] | N
     return report
 
 
-def status(vault: Vault, replicas: ReplicaSet, rec: VersionRecord) -> dict[str, bool | str]:
-    """Per replica: is every object of the version there (True/False), or the error reaching it."""
-    keys = version_keys(vault, rec)
-    out: dict[str, bool | str] = {}
-    for name in replicas.names:
-        try:
-            out[name] = not replicas.missing_on(name, keys)
-        except StorageError as exc:
-            out[name] = f"unreachable: {exc}"
-    return out
-
-
 @dataclass(slots=True)
 class RepairReport:
     checked: int = 0
@@ -175,40 +148,6 @@ class RepairReport:
         }
 
 
-def _pack_ok(vault: Vault, data: bytes) -> bool:
-    """A pack copy is good when its table checks and every blob decodes to its chunk id."""
-    try:
-        for entry in decode_table(data):
-            blob = memoryview(data)[entry.offset : entry.offset + entry.stored_len]
-            raw = vault.reader.decode(entry.codec, blob, entry.raw_len, entry.chunk_id, entry.key_slot)
-            if len(raw) != entry.raw_len or vault.reader.chunk_id(raw) != entry.chunk_id:
-                return False
-    except (WeightvaultError, ValueError):
-        return False
-    return True
-
-
-def _object_ok(vault: Vault, key: str, data: bytes) -> bool:
-    name = layout.name_from_key(key)
-    try:
-        if key.startswith(layout.PACKS):
-            return _pack_ok(vault, data)
-        if key.startswith(layout.INDEX):
-            decode_table(data)
-            return True
-        if key.startswith(layout.MANIFESTS):
-            from weightvault.core.manifest import Manifest
-
-            return Manifest.from_bytes(data).commit_id() == name
-        if key.startswith(layout.RECIPES):
-            from weightvault.core.manifest import FileRecipe
-
-            return FileRecipe.from_bytes(data).sha256 == name
-    except IntegrityError:
-        return False
-    return True
-
-
 def repair(vault: Vault, replicas: ReplicaSet, progress: Callable[[int], None] | None = None) -> RepairReport:
     """Read every object of every live version on every replica; rewrite bad or missing copies."""
     report = RepairReport()
@@ -217,7 +156,7 @@ def repair(vault: Vault, replicas: ReplicaSet, progress: Callable[[int], None] |
     seen: set[str] = set()
     for model in vault.index.list_model_names():
         for rec in vault.index.list_versions(model):
-            for key in version_keys(vault, rec):
+            for key in vault.version_keys(rec):
                 if key not in seen:
                     seen.add(key)
                     keys.append(key)
@@ -231,7 +170,7 @@ def repair(vault: Vault, replicas: ReplicaSet, progress: Callable[[int], None] |
             except (MissingObjectError, StorageError):
                 bad.append(name)
                 continue
-            if _object_ok(vault, key, data):
+            if vault.object_ok(key, data):
                 if good is None:
                     good = data
             else:

@@ -14,6 +14,7 @@ from weightvault.core import layout
 from weightvault.core.errors import FormatError, MissingObjectError, ObjectExistsError
 from weightvault.core.manifest import FileRecipe, Manifest, canonical_json
 from weightvault.storage.backend import Backend
+from weightvault.storage.replica import ReplicaSet
 
 STORE_FORMAT = 1
 
@@ -70,15 +71,21 @@ class Store:
         self.config = self._load_or_init_config()
 
     def _load_or_init_config(self) -> StoreConfig:
+        # The primary defines the store: an unreachable secondary must not stop the vault opening.
+        home = (
+            self.backend.backend(self.backend.primary_name)
+            if isinstance(self.backend, ReplicaSet)
+            else self.backend
+        )
         try:
-            return StoreConfig.from_bytes(self.backend.get(layout.CONFIG_KEY))
+            return StoreConfig.from_bytes(home.get(layout.CONFIG_KEY))
         except MissingObjectError:
             pass
         fresh = StoreConfig(uuid.uuid4().hex, ChunkingParams(), datetime.now(UTC).isoformat())
         try:
-            self.backend.put(layout.CONFIG_KEY, fresh.to_bytes(), if_absent=True)
+            home.put(layout.CONFIG_KEY, fresh.to_bytes(), if_absent=True)
         except ObjectExistsError:  # another process initialised it first: use theirs
-            return StoreConfig.from_bytes(self.backend.get(layout.CONFIG_KEY))
+            return StoreConfig.from_bytes(home.get(layout.CONFIG_KEY))
         return fresh
 
     # manifests and recipes are content-addressed: writing one twice is harmless
@@ -109,6 +116,15 @@ class Store:
         if recipe.sha256 != sha256:
             raise FormatError(f"recipe {sha256} names another file")
         return recipe
+
+    def put_recipe_object(self, name: str, body: bytes) -> None:
+        """A recipe object as it is stored (sealed in an encrypted model), written once."""
+        key = layout.recipe_key(name)
+        if not self.backend.exists(key):
+            self.backend.put(key, body)
+
+    def get_recipe_object(self, name: str) -> bytes:
+        return self.backend.get(layout.recipe_key(name))
 
     # refs: a version ref is created once (if_absent); an alias ref is replaced atomically
     def create_version_ref(self, model: str, label: str, commit: str, created: datetime) -> None:

@@ -9,17 +9,25 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from weightvault.cas.chunker import Chunker
+from weightvault.cas.hashing import chunk_id
+from weightvault.cas.pack import decode_table
 from weightvault.core import layout
 from weightvault.core.errors import (
+    ConcurrentModificationError,
     ConfigError,
     ConflictError,
+    CorruptObjectError,
+    FormatError,
+    IntegrityError,
     MissingObjectError,
     ObjectExistsError,
     RevisionNotFoundError,
+    StorageError,
     VersionExistsError,
+    WeightvaultError,
 )
 from weightvault.core.manifest import FileEntry, FileRecipe, Manifest
 from weightvault.core.names import check_label, check_model_name
@@ -33,7 +41,17 @@ from weightvault.vault import recover as recover_module
 from weightvault.vault import replication as replication_module
 from weightvault.vault import verify as verify_module
 from weightvault.vault.cache import FileCache
+from weightvault.vault.codecs import BlobCodec, BlobEncoder
 from weightvault.vault.config import Settings, load_settings
+from weightvault.vault.keyring import (
+    KEYS,
+    Domain,
+    KeyManager,
+    KeyringRecord,
+    keyring_key,
+    parse_keyring_key,
+    provider_params,
+)
 from weightvault.vault.packer import PackSink, default_temp_factory
 from weightvault.vault.pull import check_dest_parent, materialise, plan, select_files
 from weightvault.vault.push import PushPipeline
@@ -41,6 +59,9 @@ from weightvault.vault.reader import ChunkReader
 from weightvault.vault.replicas import open_stores
 from weightvault.vault.source import scan_source
 from weightvault.vault.store import Store
+
+if TYPE_CHECKING:
+    from weightvault.vault.rotation import RotateReport
 
 Progress = Callable[[int], None]
 #: Called once per operation with the total byte count before work starts.
@@ -78,7 +99,17 @@ class Vault:
             FileCache(settings.cache_path, settings.cache_max_bytes) if settings.cache_enabled else None
         )
         self.chunker = Chunker(self.store.config.chunking)
+        #: the store-wide reader: plain chunks of any model (encrypted ones need ``_reader_for``)
         self.reader = ChunkReader(self.backend, self.index)
+        self.keys = KeyManager(
+            settings.key_provider_config,
+            self.backend,
+            self.primary,
+            self.replicas,
+            self.store.config.store_id,
+        )
+        self._readers: dict[str, ChunkReader] = {}
+        self._readers_lock = threading.Lock()
 
     @classmethod
     def open(
@@ -129,14 +160,77 @@ class Vault:
             return Manifest.from_bytes(body)
         return self.store.get_manifest(commit)
 
-    def _recipe(self, sha256: str) -> FileRecipe:
+    # ---- encryption domains ---------------------------------------------------------------------
+
+    def _reader_for(self, model: str) -> ChunkReader:
+        """The chunk reader of ``model``'s domain (the store-wide one for a plain model).
+
+        Opening the domain unwraps its keys, so a wrong or missing key fails here, before
+        anything is read or written.
+        """
+        dom = self.keys.domain(model)
+        if dom is None:
+            return self.reader
+        with self._readers_lock:
+            reader = self._readers.get(model)
+            if reader is None or reader.codec.domain is not dom:
+                codec = BlobCodec(dom, refresh=lambda: self.keys.domain(model, refresh=True))
+                reader = self.reader.for_codec(codec)
+                self._readers[model] = reader
+            return reader
+
+    def _read_checked(self, key: str, check: Callable[[bytes], bool]) -> bytes:
+        """An object from the store; with replicas, the first copy that passes ``check``."""
+        if self.replicas is not None:
+            return self.replicas.read(key, verify=check).data
+        return self.backend.get(key)
+
+    def _sealed_recipe_body(self, dom: Domain, name: str) -> bytes | None:
+        body = self.index.get_recipe(name)
+        if body is not None:
+            return body
+
+        def opens(data: bytes) -> bool:
+            try:
+                dom.open_recipe(name, data)
+            except CorruptObjectError:
+                return False
+            return True
+
+        try:
+            return self._read_checked(layout.recipe_key(name), opens)
+        except MissingObjectError:
+            return None
+
+    def _find_recipe(self, sha256: str, model: str | None) -> tuple[str, FileRecipe]:
+        """(name, recipe) of a file of ``model``: its keyed recipe when the model is encrypted and
+        has one, else the plain recipe (versions pushed before encryption was turned on)."""
+        dom = self.keys.domain(model) if model is not None else None
+        if dom is not None:
+            name = dom.recipe_name(sha256)
+            body = self._sealed_recipe_body(dom, name)
+            if body is not None:
+                recipe = FileRecipe.from_bytes(dom.open_recipe(name, body))
+                if recipe.sha256 != sha256:
+                    raise FormatError(f"recipe {name} of {model} names another file")
+                return name, recipe
         body = self.index.get_recipe(sha256)
         if body is not None:
-            return FileRecipe.from_bytes(body)
+            return sha256, FileRecipe.from_bytes(body)
         try:
-            return self.store.get_recipe(sha256)
+            return sha256, self.store.get_recipe(sha256)
         except MissingObjectError:
             raise MissingObjectError(f"recipe for file {sha256} is missing from the store") from None
+
+    def _recipe(self, sha256: str, model: str | None = None) -> FileRecipe:
+        return self._find_recipe(sha256, model)[1]
+
+    def _push_domain(self, model: str) -> Domain | None:
+        """The domain a push of ``model`` seals under: its own, or a new one when encryption is on."""
+        dom = self.keys.domain(model)
+        if dom is None and self.settings.encryption.enabled:
+            dom = self.keys.create(model)
+        return dom
 
     def list_models(self) -> list[ModelInfo]:
         return [self.model(name) for name in self.index.list_model_names()]
@@ -180,6 +274,7 @@ class Vault:
             if self.index.label_exists(model, version):
                 raise VersionExistsError(f"version {model}@{version} already exists")
         files = scan_source(source)
+        dom = self._push_domain(model)  # keys first: a key problem stops the push before any write
         if on_start:
             on_start(sum(f.size for f in files))
         if parent is None:
@@ -191,14 +286,37 @@ class Vault:
             default_temp_factory(self.backend, self.settings.home / "tmp"),
             self.settings.pack_size,
         )
-        pipeline = PushPipeline(self.index, sink, self.chunker, self.settings.workers, progress)
+        encoder: BlobEncoder | None = None
+        slot = dom.active_slot if dom is not None else 0
+        if dom is not None or self.settings.compression != "none":
+            encoder = BlobEncoder(self.settings.compression, dom.ciphers[slot] if dom else None, slot)
+        pipeline = PushPipeline(
+            self.index,
+            sink,
+            self.chunker,
+            self.settings.workers,
+            progress,
+            encoder=encoder,
+            chunk_id_fn=dom.chunk_id if dom is not None else chunk_id,
+            usable_slots=dom.slots if dom is not None else None,
+            encode_threads=self._encode_threads(files),
+        )
         try:
             recipes = pipeline.run(files)
         finally:
             self.index.release_probes()
+        recipe_names: list[str] = []
         for recipe in recipes:
-            body = self.store.put_recipe(recipe)
-            self.index.put_recipe(recipe.sha256, recipe.size, body)
+            if dom is None:
+                body = self.store.put_recipe(recipe)
+                self.index.put_recipe(recipe.sha256, recipe.size, body)
+                recipe_names.append(recipe.sha256)
+            else:
+                name = dom.recipe_name(recipe.sha256)
+                sealed = dom.seal_recipe(name, recipe.to_bytes())
+                self.store.put_recipe_object(name, sealed)
+                self.index.put_recipe(name, recipe.size, sealed)
+                recipe_names.append(name)
         manifest = Manifest(
             model=model,
             files=tuple(FileEntry(f.path, r.size, r.sha256) for f, r in zip(files, recipes, strict=True)),
@@ -208,6 +326,8 @@ class Vault:
             lineage=tuple(lineage),
         )
         commit, body = self.store.put_manifest(manifest)
+        if dom is not None:
+            self._check_slot_held(model, slot)
         created = datetime.now(UTC)
         label = self._create_ref(model, version, commit, created)
         all_chunks = {cid for r in recipes for cid, _ in r.chunks}
@@ -224,7 +344,7 @@ class Vault:
                 file_count=len(files),
                 manifest=body,
                 required_packs=self.index.pack_ids_for_chunks(all_chunks),
-                required_recipes={r.sha256 for r in recipes},
+                required_recipes=set(recipe_names),
             )
         except BaseException:
             self.primary.delete(layout.version_ref_key(model, label))
@@ -240,10 +360,28 @@ class Vault:
             replication=replication,
         )
 
+    def _encode_threads(self, files: Sequence[Any]) -> int:
+        """Threads of the push's encode stage: only when compressing, and only when one file is more
+        than a worker's share of the push (else per-file threads already keep every core busy and the
+        stage would only add a copy per chunk)."""
+        if self.settings.compression == "none" or not files:
+            return 0
+        sizes = [f.size for f in files]
+        return self.settings.workers if max(sizes) * self.settings.workers > sum(sizes) else 0
+
+    def _check_slot_held(self, model: str, slot: int) -> None:
+        """A re-encryption may have dropped the data key this push sealed under: then push again."""
+        rec = self.keys.record(model)
+        if rec is None or slot not in {s.slot for s in rec.slots}:
+            raise ConcurrentModificationError(
+                f"the data keys of {model} were rotated during the push; push again (only what is "
+                "missing is written)"
+            )
+
     def _replicate_version(self, rec: VersionRecord) -> dict[str, str]:
         if self.replicas is None or not self.settings.sync_enabled:
             return {}
-        keys = replication_module.version_keys(self, rec)
+        keys = self.version_keys(rec)
         if self.settings.replication == "inline":
             return replication_module.replicate(self, self.replicas, keys)
         replicas = self.replicas
@@ -296,10 +434,12 @@ class Vault:
                     )
             else:
                 self.replicas.backend(provider)  # unknown names are a clear error
-        self.reader.prefer = provider
         if self.replicas is not None:
             self.replicas.drain_failures()
         info = self.show(ref)
+        reader = self._reader_for(info.model)  # opens the keys before anything is written
+        reader.prefer = provider
+        model = info.model
         dest_path = Path(dest).absolute()
         check_dest_parent(dest_path)
         files = select_files(info.files, include, exclude)
@@ -309,8 +449,8 @@ class Vault:
         dest_path.mkdir(exist_ok=True)
         counters = materialise(
             planned,
-            self._recipe,
-            self.reader,
+            lambda sha: self._recipe(sha, model),
+            reader,
             self.cache,
             self.settings.workers,
             progress or (lambda n: None),
@@ -353,6 +493,8 @@ class Vault:
         if self.index.label_exists(model, alias):
             raise ConflictError(f"{alias!r} is a version label of {model}; an alias cannot shadow it")
         self.store.set_alias_ref(model, alias, rec.label, rec.commit)
+        if self.replicas is not None and self.settings.sync_enabled:  # aliases move: refresh them everywhere
+            replication_module.replicate(self, self.replicas, [layout.alias_ref_key(model, alias)])
         self.index.set_alias(model, alias, rec.label)
         return self._info(self.index.resolve(model, rec.label))
 
@@ -386,8 +528,38 @@ class Vault:
         return self.replicas
 
     def sync(self, progress: Progress | None = None) -> replication_module.SyncReport:
-        """Copy to every secondary whatever the primary has and it lacks."""
-        return replication_module.sync(self, self._replica_set(), progress)
+        """Copy to every secondary whatever the primary has and it lacks (keyrings first: they are
+        replaced by rotation, so a secondary's copy is refreshed when it differs)."""
+        replicas = self._replica_set()
+        keyrings = self._sync_keyrings(replicas)
+        report = replication_module.sync(self, replicas, progress)
+        for name, (copied, errors) in keyrings.items():
+            report.copied[name] = report.copied.get(name, 0) + copied
+            report.errors.setdefault(name, []).extend(errors)
+        return report
+
+    def _sync_keyrings(self, replicas: ReplicaSet) -> dict[str, tuple[int, list[str]]]:
+        primary = replicas.backend(replicas.primary_name)
+        wanted = {i.key: primary.get(i.key) for i in primary.list(KEYS) if parse_keyring_key(i.key)}
+        out: dict[str, tuple[int, list[str]]] = {}
+        for name in replicas.names:
+            if name == replicas.primary_name:
+                continue
+            dst = replicas.backend(name)
+            copied, errors = 0, []
+            for key, body in wanted.items():
+                try:
+                    try:
+                        same = dst.get(key) == body
+                    except MissingObjectError:
+                        same = False
+                    if not same:
+                        dst.put(key, body)
+                        copied += 1
+                except StorageError as exc:
+                    errors.append(f"{key}: {exc}")
+            out[name] = (copied, errors)
+        return out
 
     def repair(self, progress: Progress | None = None) -> replication_module.RepairReport:
         """Re-read every object of every version on every replica; rewrite bad copies from good ones."""
@@ -399,7 +571,157 @@ class Vault:
         rec = self.index.resolve(r.model, r.revision)
         if self.replicas is None:
             return {self.settings.storage_type: True}
-        return replication_module.status(self, self.replicas, rec)
+        keys = self.version_keys(rec)
+        out: dict[str, bool | str] = {}
+        for name in self.replicas.names:
+            try:
+                out[name] = not self.replicas.missing_on(name, keys)
+            except StorageError as exc:
+                out[name] = f"unreachable: {exc}"
+        return out
+
+    def version_keys(self, rec: VersionRecord) -> list[str]:
+        """Every object a version needs, data first and the ref last (a replica then shows it only
+        when complete); an encrypted model's keyring comes first."""
+        manifest = self._manifest(rec.commit)
+        found = {sha: self._find_recipe(sha, rec.model) for sha in {f.sha256 for f in manifest.files}}
+        chunk_ids = {cid for _, recipe in found.values() for cid, _ in recipe.chunks}
+        packs = sorted(self.index.pack_ids_for_chunks(chunk_ids))
+        keys = [keyring_key(rec.model)] if self.keys.has_keyring(rec.model) else []
+        keys += [layout.pack_key(p) for p in packs] + [layout.index_key(p) for p in packs]
+        keys += [layout.recipe_key(name) for name in sorted({n for n, _ in found.values()})]
+        keys += [layout.manifest_key(rec.commit), layout.version_ref_key(rec.model, rec.label)]
+        keys += [layout.alias_ref_key(rec.model, a) for a in rec.aliases]
+        return keys
+
+    def object_ok(self, key: str, data: bytes) -> bool:
+        """Whether ``data`` is a good copy of the store object ``key`` (for repair): packs and
+        sealed recipes are opened with the keys of the model they belong to."""
+        name = layout.name_from_key(key)
+        try:
+            if key.startswith(layout.PACKS):
+                return self._pack_ok(data)
+            if key.startswith(layout.INDEX):
+                decode_table(data)
+                return True
+            if key.startswith(layout.MANIFESTS):
+                return Manifest.from_bytes(data).commit_id() == name
+            if key.startswith(layout.RECIPES):
+                if data.startswith(b"{"):
+                    return FileRecipe.from_bytes(data).sha256 == name
+                for dom in self._domains():
+                    try:
+                        dom.open_recipe(name, data)
+                        return True
+                    except CorruptObjectError:
+                        continue
+                return False
+            if key.startswith(KEYS) and (model := parse_keyring_key(key)) is not None:
+                opened = self.keys.domain(model)
+                rec = KeyringRecord.from_bytes(data, model)
+                if opened is not None:
+                    rec.check_mac(opened.mac_key)
+                return True
+        except (IntegrityError, ValueError):
+            return False
+        return True
+
+    def _domains(self) -> list[Domain]:
+        return [d for m in self.keys.models() if (d := self.keys.domain(m)) is not None]
+
+    def _pack_ok(self, data: bytes) -> bool:
+        entries = decode_table(data)
+        mv = memoryview(data)
+        codecs = [BlobCodec()]
+        if any(e.codec & 0x80 for e in entries):  # find the model whose keys open it
+            codecs = [BlobCodec(d) for d in self._domains()]
+        for codec in codecs:
+            try:
+                for e in entries:
+                    blob = mv[e.offset : e.offset + e.stored_len]
+                    raw = codec.decode(e.codec, blob, e.raw_len, e.chunk_id, e.key_slot)
+                    if len(raw) != e.raw_len or codec.chunk_id_for(e.codec)(raw) != e.chunk_id:
+                        return False
+                return True
+            except WeightvaultError:
+                continue
+        return False
+
+    # ---- keys -----------------------------------------------------------------------------------
+
+    def init_keys(self) -> dict[str, Any]:
+        """Make sure the configured key provider works: create its local key file (0600) if it
+        has none, and wrap and unwrap a throwaway key with it."""
+        from weightvault.cas.encryption import DataKey
+        from weightvault.keys import unwrap_data_key, wrap_data_key
+
+        config = self.keys.configured_config()
+        path = config.get("path") if config.get("type") == "local_file" else None
+        existed = path is not None and Path(str(path)).expanduser().exists()
+        provider = self.keys.configured(create_key_file=True)
+        probe = DataKey.generate()
+        unwrap_data_key(provider, wrap_data_key(provider, probe))
+        return {
+            "provider": provider_params(provider, config),
+            "kek_id": provider.key_id,
+            "created_key_file": str(path) if path is not None and not existed else None,
+            "encryption_enabled": self.settings.encryption.enabled,
+        }
+
+    def key_status(self, model: str | None = None) -> dict[str, Any]:
+        """Which key protects what: per model, its provider and KEK, its data keys by slot and
+        how much live data each seals (slot 0: plain chunks of versions from before encryption)."""
+        from weightvault.vault.rotation import live_slots
+
+        indexed = set(self.index.list_model_names())
+        if model is not None:
+            check_model_name(model)
+            names = [model]
+        else:
+            names = sorted(indexed | set(self.keys.models()))
+        out: list[dict[str, Any]] = []
+        for m in names:
+            rec = self.keys.record(m)
+            entry: dict[str, Any] = {"model": m, "encrypted": rec is not None}
+            if rec is not None:
+                entry.update(
+                    provider=dict(rec.provider),
+                    kek_id=rec.kek_id,
+                    id_key=rec.id_key.key_id,
+                    reencrypt_in_progress=rec.reencrypt_target,
+                    data_keys=[
+                        {"slot": sl.slot, "key_id": sl.key.key_id, "state": sl.state, "created": sl.created}
+                        for sl in sorted(rec.slots, key=lambda x: x.slot)
+                    ],
+                )
+            try:
+                usage = live_slots(self, m) if m in indexed else {}
+            except WeightvaultError as exc:
+                entry["usage_error"] = str(exc)
+            else:
+                entry["live"] = {str(sl): {"chunks": n, "bytes": b} for sl, (n, b) in sorted(usage.items())}
+            out.append(entry)
+        configured: dict[str, Any] = dict(self.keys.configured_config())
+        configured.pop("passphrase", None)
+        return {
+            "encryption_enabled": self.settings.encryption.enabled,
+            "configured_provider": configured,
+            "models": out,
+        }
+
+    def rotate_keys(
+        self,
+        model: str | None = None,
+        *,
+        reencrypt: bool = False,
+        new_provider: dict[str, Any] | None = None,
+        progress: Progress | None = None,
+    ) -> RotateReport:
+        """Re-wrap the keys of ``model`` (every encrypted model when None) under a new KEK; with
+        ``reencrypt`` also rewrite their data under new data keys (see ``vault.rotation``)."""
+        from weightvault.vault.rotation import rotate
+
+        return rotate(self, model, reencrypt=reencrypt, new_provider=new_provider, progress=progress)
 
     def stats(self) -> dict[str, Any]:
         out = self.index.stats()

@@ -1,5 +1,6 @@
 """Checking that every version can be rebuilt: objects present, and with ``read_data`` every
-chunk re-read, decoded and re-hashed and every file's SHA-256 recomputed."""
+chunk re-read, decoded (decrypted and decompressed) and re-hashed and every file's SHA-256
+recomputed. Encrypted models need their keys for their recipes and data."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from weightvault.core import layout
-from weightvault.core.errors import IntegrityError, MissingObjectError, StorageError
+from weightvault.core.errors import (
+    ConfigError,
+    CredentialsError,
+    IntegrityError,
+    MissingObjectError,
+    StorageError,
+)
+from weightvault.core.manifest import FileRecipe
 from weightvault.core.revision import Ref, parse_ref
 from weightvault.core.types import VerifyReport
 
@@ -42,20 +50,27 @@ def verify(
         except (MissingObjectError, IntegrityError) as exc:
             problems.append(f"manifest {rec.commit}: {exc}")
             manifest = vault._manifest(rec.commit)  # the index copy still says what to check
+        try:
+            reader = vault._reader_for(rec.model) if read_data else vault.reader
+        except (CredentialsError, ConfigError, IntegrityError) as exc:  # key provider errors among them
+            problems.append(f"keys of {rec.model}: {exc}")
+            report.affected_versions[name] = problems
+            report.problems.extend(p for p in problems if p not in report.problems)
+            continue
         for entry in manifest.files:
             what = f"{name}:{entry.path}"
             try:
-                recipe = vault.store.get_recipe(entry.sha256)
-            except (MissingObjectError, IntegrityError) as exc:
-                problems.append(f"{what}: recipe {entry.sha256}: {exc}")
-                try:
-                    recipe = vault._recipe(entry.sha256)
-                except (MissingObjectError, IntegrityError):
-                    continue
+                recipe_name, recipe = vault._find_recipe(entry.sha256, rec.model)
+            except (IntegrityError, CredentialsError, ConfigError) as exc:
+                problems.append(f"{what}: recipe: {exc}")
+                continue
+            stored_problem = _check_stored_recipe(vault, rec.model, recipe_name, entry.sha256)
+            if stored_problem is not None:
+                problems.append(f"{what}: recipe {recipe_name}: {stored_problem}")
             if read_data:
                 h = hashlib.sha256()
                 try:
-                    for raw in vault.reader.chunks([c for c, _ in recipe.chunks], what):
+                    for raw in reader.chunks([c for c, _ in recipe.chunks], what):
                         h.update(raw)
                         report.checked_chunks += 1
                         report.checked_bytes += len(raw)
@@ -80,6 +95,24 @@ def verify(
             report.affected_versions[name] = problems
             report.problems.extend(p for p in problems if p not in report.problems)
     return report
+
+
+def _check_stored_recipe(vault: Vault, model: str, name: str, sha256: str) -> str | None:
+    """The store's copy of a recipe: present, and (sealed or not) naming the right file."""
+    try:
+        data = vault.store.get_recipe_object(name)
+        if name == sha256:
+            recipe = FileRecipe.from_bytes(data)
+        else:
+            dom = vault.keys.domain(model)
+            if dom is None:
+                return "is keyed but the model has no keys"
+            recipe = FileRecipe.from_bytes(dom.open_recipe(name, data))
+    except (MissingObjectError, IntegrityError) as exc:
+        return str(exc)
+    if recipe.sha256 != sha256:
+        return "names another file"
+    return None
 
 
 def _check_pack(vault: Vault, pack_id: str, expected: int | None) -> str | None:

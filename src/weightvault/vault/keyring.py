@@ -1,0 +1,640 @@
+"""Encryption domains: one per model, its keys kept wrapped in a keyring object in the store.
+
+``keys/<model>/keyring`` (canonical JSON, replaced atomically like an alias ref) holds the
+provider that wrapped its keys (type and parameters, never a secret), the KEK id, the
+wrapped *id key* and the wrapped *data keys* by slot. The id key lives as long as the
+domain: chunk ids, recipe names and recipe bodies are keyed with keys derived from it, so
+re-encrypting data under new data keys never changes a chunk id, a recipe or a commit id.
+Data keys seal blobs (``cas.encryption``); slot numbers only grow (1..255; 0 = plain), which
+is what lets the index and ``recover`` prefer the newest seal of a chunk without keys.
+
+A keyring carries a MAC keyed from the id key over everything else in it, so a flipped bit
+anywhere in it is caught once the id key is unwrapped (the wrapped keys themselves are
+authenticated by the provider). The index database never holds a key or a keyring.
+
+Which provider opens a keyring: the configured one when it holds the KEK the keyring names,
+else the one the keyring records (a key file at another path, another KMS key after a
+per-model rotation); passphrases and the like only ever come from the configuration or the
+environment. Keys are created under the configured provider.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import blake3
+
+from weightvault.core.errors import (
+    ConfigError,
+    CorruptObjectError,
+    FormatError,
+    IntegrityError,
+    MissingObjectError,
+    ObjectExistsError,
+    StorageError,
+    WeightvaultError,
+)
+from weightvault.core.manifest import canonical_json
+from weightvault.core.names import check_model_name
+from weightvault.storage.backend import Backend
+from weightvault.storage.replica import ReplicaSet
+
+if TYPE_CHECKING:
+    from weightvault.cas.encryption import BlobCipher, DataKey
+    from weightvault.keys import KeyProvider, WrappedKey
+
+# cryptography, numpy (through cas.encryption) and the key providers are imported where keys are
+# actually used: a vault that encrypts nothing never pays for importing them.
+
+KEYS: Final = "keys/"
+KEYRING_NAME: Final = "keyring"
+KEYRING_FORMAT: Final = 1
+MAX_SLOT: Final = 255
+ACTIVE: Final = "active"
+RETIRED: Final = "retired"
+
+_CTX_RECIPE_NAME: Final = "weightvault 2026-11 recipe name key v1"
+_CTX_RECIPE_BODY: Final = "weightvault 2026-11 recipe body key v1"
+_CTX_KEYRING_MAC: Final = "weightvault 2026-11 keyring mac key v1"
+#: Sealed recipe object: magic ‖ nonce(12) ‖ AES-256-GCM(canonical recipe JSON) ‖ tag(16).
+RECIPE_MAGIC: Final = b"WVRCPE\x00\x01"
+_RECIPE_AAD: Final = b"weightvault recipe v1\x00"
+#: Options of a configured provider that say where its secret comes from; never recorded
+#: in a keyring beyond what the provider's own ``params()`` returns, except these names.
+_SECRET_SOURCES: Final = {"passphrase": ("passphrase", "passphrase_env")}
+
+
+class KeySlotMissingError(IntegrityError):
+    """A blob is sealed under a data key slot its model's keyring does not hold (any more)."""
+
+    code = "key_slot_missing"
+
+
+def keyring_key(model: str) -> str:
+    return f"{KEYS}{check_model_name(model)}/{KEYRING_NAME}"
+
+
+def parse_keyring_key(key: str) -> str | None:
+    if not key.startswith(KEYS) or not key.endswith(f"/{KEYRING_NAME}"):
+        return None
+    model = key[len(KEYS) : -len(KEYRING_NAME) - 1]
+    try:
+        return check_model_name(model)
+    except WeightvaultError:
+        return None
+
+
+def _derive(context: str, material: bytes) -> bytes:
+    return blake3.blake3(material, derive_key_context=context).digest()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------- the stored record
+
+
+@dataclass(frozen=True, slots=True)
+class SlotRecord:
+    slot: int
+    state: str  # "active" (new blobs are sealed with it) or "retired" (still opens old blobs)
+    created: str
+    key: WrappedKey
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"slot": self.slot, "state": self.state, "created": self.created, "key": self.key.to_dict()}
+
+
+@dataclass(frozen=True, slots=True)
+class KeyringRecord:
+    model: str
+    created: str
+    provider: Mapping[str, Any]  # the params of the provider that wrapped the keys (no secrets)
+    id_key: WrappedKey
+    slots: tuple[SlotRecord, ...]
+    #: set while ``keys rotate --reencrypt`` moves the domain's data to this slot
+    reencrypt_target: int | None = None
+    mac: str = ""
+
+    @property
+    def kek_id(self) -> str:
+        return self.id_key.kek_id
+
+    @property
+    def provider_type(self) -> str:
+        return str(self.provider.get("type", ""))
+
+    @property
+    def active_slot(self) -> int:
+        active = [s.slot for s in self.slots if s.state == ACTIVE]
+        if not active:
+            raise FormatError(f"keyring of {self.model} has no active data key")
+        return max(active)
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "format": KEYRING_FORMAT,
+            "model": self.model,
+            "created": self.created,
+            "provider": dict(self.provider),
+            "kek_id": self.kek_id,
+            "id_key": self.id_key.to_dict(),
+            "data_keys": [s.to_dict() for s in sorted(self.slots, key=lambda s: s.slot)],
+            "reencrypt_target": self.reencrypt_target,
+        }
+
+    def sealed(self, mac_key: bytes) -> KeyringRecord:
+        mac = blake3.blake3(canonical_json(self.body()), key=mac_key).hexdigest()
+        return replace(self, mac=mac)
+
+    def to_bytes(self) -> bytes:
+        if not self.mac:
+            raise FormatError("keyring must be sealed with its MAC before it is written")
+        return canonical_json({**self.body(), "mac": self.mac})
+
+    def check_mac(self, mac_key: bytes) -> None:
+        want = blake3.blake3(canonical_json(self.body()), key=mac_key).hexdigest()
+        if not hmac.compare_digest(want, self.mac):
+            raise CorruptObjectError(f"keyring of {self.model} fails its MAC (damaged or altered)")
+
+    @classmethod
+    def from_bytes(cls, data: bytes, model: str) -> KeyringRecord:
+        from weightvault.keys import WrappedKey
+
+        try:
+            raw = json.loads(data)
+            if raw.get("format") != KEYRING_FORMAT:
+                raise FormatError(f"keyring of {model}: unsupported format {raw.get('format')!r}")
+            if raw["model"] != model:
+                raise FormatError(f"keyring under keys/{model}/ names model {raw['model']!r}")
+            slots = []
+            for d in raw["data_keys"]:
+                slot, state = int(d["slot"]), d["state"]
+                if not 1 <= slot <= MAX_SLOT or state not in (ACTIVE, RETIRED):
+                    raise FormatError(f"keyring of {model}: bad data key slot {slot} / state {state!r}")
+                slots.append(SlotRecord(slot, state, str(d["created"]), WrappedKey.from_dict(d["key"])))
+            if len({s.slot for s in slots}) != len(slots):
+                raise FormatError(f"keyring of {model} lists a slot twice")
+            target = raw.get("reencrypt_target")
+            provider = raw["provider"]
+            if not isinstance(provider, dict) or not isinstance(raw["mac"], str):
+                raise FormatError(f"keyring of {model} is malformed")
+            rec = cls(
+                model=model,
+                created=str(raw["created"]),
+                provider=provider,
+                id_key=WrappedKey.from_dict(raw["id_key"]),
+                slots=tuple(slots),
+                reencrypt_target=None if target is None else int(target),
+                mac=raw["mac"],
+            )
+            if raw.get("kek_id") != rec.kek_id:
+                raise FormatError(f"keyring of {model}: kek_id does not match its id key")
+            rec.active_slot  # noqa: B018 - validates
+            return rec
+        except FormatError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise FormatError(f"malformed keyring of {model}: {exc}") from None
+
+
+# ---------------------------------------------------------------- an opened domain
+
+
+class Domain:
+    """The unwrapped keys of one model: keyed ids, recipe sealing, blob ciphers by slot."""
+
+    def __init__(self, record: KeyringRecord, id_key: DataKey, data_keys: Mapping[int, DataKey]) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        from weightvault.cas.encryption import BlobCipher, chunk_id_function
+
+        self.model = record.model
+        self.record = record
+        self.id_key = id_key
+        self.data_keys = dict(data_keys)
+        self.ciphers: dict[int, BlobCipher] = {slot: BlobCipher(dk) for slot, dk in self.data_keys.items()}
+        self.chunk_id: Callable[[bytes | bytearray | memoryview], bytes] = chunk_id_function(id_key)
+        self._name_key = _derive(_CTX_RECIPE_NAME, id_key.material)
+        self._recipe_aead = AESGCM(_derive(_CTX_RECIPE_BODY, id_key.material))
+        self.mac_key = _derive(_CTX_KEYRING_MAC, id_key.material)
+
+    @property
+    def active_slot(self) -> int:
+        return self.record.active_slot
+
+    @property
+    def slots(self) -> frozenset[int]:
+        return frozenset(self.ciphers)
+
+    def recipe_name(self, sha256: str) -> str:
+        """The name of a file's recipe in this domain: keyed BLAKE3 of its SHA-256 (64 hex)."""
+        return blake3.blake3(bytes.fromhex(sha256), key=self._name_key).hexdigest()
+
+    def seal_recipe(self, name: str, body: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return RECIPE_MAGIC + nonce + self._recipe_aead.encrypt(nonce, body, _RECIPE_AAD + name.encode())
+
+    def open_recipe(self, name: str, data: bytes) -> bytes:
+        from cryptography.exceptions import InvalidTag
+
+        from weightvault.cas.encryption import DecryptionError
+
+        if not data.startswith(RECIPE_MAGIC) or len(data) < len(RECIPE_MAGIC) + 28:
+            raise CorruptObjectError(f"recipe {name} of {self.model} is not a sealed recipe")
+        n = len(RECIPE_MAGIC)
+        try:
+            return self._recipe_aead.decrypt(data[n : n + 12], data[n + 12 :], _RECIPE_AAD + name.encode())
+        except InvalidTag:
+            raise DecryptionError(
+                f"recipe {name} of {self.model} failed authentication (corrupt, or another model's)"
+            ) from None
+
+
+def is_sealed_recipe(data: bytes) -> bool:
+    return data.startswith(RECIPE_MAGIC)
+
+
+# ---------------------------------------------------------------- providers
+
+
+def provider_params(provider: KeyProvider, config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What a keyring records about its provider: ``params()`` plus where the secret comes from."""
+    params = dict(provider.params())
+    for option in _SECRET_SOURCES.get(provider.name, ()):
+        if option != "passphrase" and config is not None and config.get(option) is not None:
+            params[option] = config[option]
+    params.pop("passphrase", None)
+    return params
+
+
+@dataclass(slots=True)
+class _Cache:
+    domains: dict[str, Domain] = field(default_factory=dict)
+    plain: set[str] = field(default_factory=set)
+    providers: dict[bytes, KeyProvider] = field(default_factory=dict)
+
+
+class KeyManager:
+    """Opens, creates and rewrites the keyrings of one vault; thread-safe."""
+
+    def __init__(
+        self,
+        provider_config: Callable[[], dict[str, Any]],
+        backend: Backend,
+        primary: Backend,
+        replicas: ReplicaSet | None,
+        store_id: str,
+    ) -> None:
+        self._provider_config = provider_config
+        self._backend = backend
+        self._primary = primary
+        self._replicas = replicas
+        self._store_id = store_id
+        self._cache = _Cache()
+        self._lock = threading.RLock()
+
+    # ---- providers ---------------------------------------------------------------------------
+
+    def configured_config(self) -> dict[str, Any]:
+        config = dict(self._provider_config())
+        if config.get("type") == "passphrase" and "salt" not in config:
+            # unique per store and public, which is all a salt needs to be
+            config["salt"] = base64.b64encode(bytes.fromhex(self._store_id)[:16]).decode()
+        return config
+
+    def open_provider(self, config: Mapping[str, Any]) -> KeyProvider:
+        from weightvault.keys import open_key_provider
+
+        cache_key = canonical_json(dict(config))
+        with self._lock:
+            cached = self._cache.providers.get(cache_key)
+            if cached is not None:
+                return cached
+        provider = open_key_provider(config)
+        with self._lock:
+            self._cache.providers[cache_key] = provider
+        return provider
+
+    def configured(self, *, create_key_file: bool = False) -> KeyProvider:
+        """The configured provider; its local key file is created (0600) when asked and absent."""
+        from weightvault.keys.local_file import LocalFileKeyProvider
+
+        config = self.configured_config()
+        if create_key_file and config.get("type") == "local_file":
+            path = Path(str(config.get("path", ""))).expanduser()
+            if path.name and not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                LocalFileKeyProvider.create(path)
+        return self.open_provider(config)
+
+    def _provider_for(self, rec: KeyringRecord) -> tuple[KeyProvider, list[str]]:
+        """The provider holding the KEK ``rec`` names, and the problems met on the way."""
+        from weightvault.keys import KeyProviderConfigError, KeyProviderError
+
+        problems: list[str] = []
+        config = self.configured_config()
+        try:
+            configured = self.open_provider(config)
+            if configured.name == rec.provider_type and configured.key_id == rec.kek_id:
+                return configured, problems
+            problems.append(f"the configured {configured.name} provider holds key {configured.key_id}")
+        except (KeyProviderError, KeyProviderConfigError) as exc:
+            problems.append(f"the configured provider cannot be opened ({exc})")
+        recorded = dict(rec.provider)
+        if recorded.get("type") == config.get("type"):
+            # where the secret comes from: as recorded, else as configured
+            for option in _SECRET_SOURCES.get(str(recorded.get("type")), ()):
+                if option in config and "passphrase_env" not in recorded:
+                    recorded[option] = config[option]
+        return self.open_provider(recorded), problems
+
+    # ---- reading keyrings --------------------------------------------------------------------
+
+    def models(self) -> list[str]:
+        """Models that have a keyring (in the primary's listing)."""
+        out = []
+        for info in self._backend.list(KEYS):
+            model = parse_keyring_key(info.key)
+            if model is not None:
+                out.append(model)
+        return sorted(out)
+
+    def record(self, model: str) -> KeyringRecord | None:
+        """The keyring as stored (not authenticated: that needs the keys), or None."""
+        try:
+            data = self._primary.get(keyring_key(model))
+        except MissingObjectError:
+            if self._replicas is None:
+                return None
+            try:
+                data = self._backend.get(keyring_key(model))
+            except (MissingObjectError, CorruptObjectError):
+                return None
+        return KeyringRecord.from_bytes(data, model)
+
+    def _unwrap(self, rec: KeyringRecord, provider: KeyProvider, problems: list[str]) -> Domain:
+        from weightvault.keys import WrongKeyError, unwrap_data_key
+
+        try:
+            id_key = unwrap_data_key(provider, rec.id_key)
+            rec.check_mac(_derive(_CTX_KEYRING_MAC, id_key.material))
+            keys = {s.slot: unwrap_data_key(provider, s.key) for s in rec.slots}
+        except WrongKeyError as exc:
+            extra = f" ({'; '.join(problems)})" if problems else ""
+            raise WrongKeyError(
+                provider.name, f"cannot open the keys of model {rec.model!r}: {exc.detail}{extra}"
+            ) from None
+        return Domain(rec, id_key, keys)
+
+    def _open_verified(self, model: str, data: bytes) -> Domain:
+        rec = KeyringRecord.from_bytes(data, model)
+        provider, problems = self._provider_for(rec)
+        return self._unwrap(rec, provider, problems)
+
+    def _load(self, model: str) -> Domain | None:
+        key = keyring_key(model)
+        if self._replicas is None:
+            try:
+                data = self._backend.get(key)
+            except MissingObjectError:
+                return None
+            return self._open_verified(model, data)
+        # The primary decides whether the model has keys (keyrings are written there first), so an
+        # unreachable secondary never stops a plain model's push or pull.
+        try:
+            data = self._primary.get(key)
+        except MissingObjectError:
+            return None
+        except StorageError:
+            pass  # the primary is unreachable: a replica's copy will do
+        else:
+            from weightvault.keys import WrongKeyError
+
+            try:
+                return self._open_verified(model, data)
+            except (FormatError, CorruptObjectError, WrongKeyError):
+                pass  # damaged (a damaged wrapped key looks like a wrong KEK): judged copy by copy below
+        # Every copy is checked (parsed, unwrapped, MAC): a damaged keyring on one replica falls
+        # through to the next, and the failure is reported like any bad copy.
+        opened: list[Domain] = []
+        key_errors: list[WeightvaultError] = []
+
+        def verify(data: bytes) -> bool:
+            from weightvault.keys import WrongKeyError
+
+            try:
+                opened.append(self._open_verified(model, data))
+                return True
+            except WrongKeyError as exc:  # a damaged wrapped key looks like a wrong KEK
+                key_errors.append(exc)
+                return False
+            except (FormatError, CorruptObjectError):
+                return False
+
+        try:
+            self._replicas.read(key, verify=verify)
+        except MissingObjectError:
+            return None
+        except CorruptObjectError:
+            if key_errors:
+                raise key_errors[0] from None
+            raise
+        return opened[-1]
+
+    def domain(self, model: str, *, refresh: bool = False) -> Domain | None:
+        """The opened domain of ``model``, or None when it has no keyring (a plain model)."""
+        with self._lock:
+            if not refresh:
+                if model in self._cache.domains:
+                    return self._cache.domains[model]
+                if model in self._cache.plain:
+                    return None
+        dom = self._load(model)
+        with self._lock:
+            if dom is None:
+                self._cache.plain.add(model)
+                self._cache.domains.pop(model, None)
+            else:
+                self._cache.plain.discard(model)
+                self._cache.domains[model] = dom
+        return dom
+
+    def has_keyring(self, model: str) -> bool:
+        with self._lock:
+            if model in self._cache.domains:
+                return True
+        try:
+            return self._primary.exists(keyring_key(model))
+        except StorageError:
+            return False
+
+    def forget_providers(self) -> None:
+        """Drop opened providers (a key file was replaced under them)."""
+        with self._lock:
+            self._cache.providers.clear()
+
+    def forget(self, model: str | None = None) -> None:
+        with self._lock:
+            if model is None:
+                self._cache.domains.clear()
+                self._cache.plain.clear()
+            else:
+                self._cache.domains.pop(model, None)
+                self._cache.plain.discard(model)
+
+    # ---- writing keyrings --------------------------------------------------------------------
+
+    def write(self, rec: KeyringRecord, *, if_absent: bool = False) -> dict[str, str]:
+        """Put a sealed keyring on the primary (must succeed), then on every other replica.
+
+        Returns replica -> "ok" or the error; a keyring left stale on a replica is reported,
+        because there it would still open under the old KEK.
+        """
+        key = keyring_key(rec.model)
+        body = rec.to_bytes()
+        self._primary.put(key, body, if_absent=if_absent)
+        status: dict[str, str] = {}
+        if self._replicas is not None:
+            for name in self._replicas.names:
+                if name == self._replicas.primary_name:
+                    continue
+                try:
+                    self._replicas.backend(name).put(key, body)
+                    status[name] = "ok"
+                except WeightvaultError as exc:
+                    status[name] = f"error: {exc}"
+        with self._lock:
+            self._cache.domains.pop(rec.model, None)
+            self._cache.plain.discard(rec.model)
+        return status
+
+    def create(
+        self, model: str, provider: KeyProvider | None = None, params: Mapping[str, Any] | None = None
+    ) -> Domain:
+        """A new domain for ``model`` under ``provider`` (default: the configured one), recorded
+        with ``params`` (default: the provider's, plus the configured secret source).
+
+        Two processes creating the same domain race on an if-absent put; the loser opens the
+        winner's keyring.
+        """
+        from weightvault.cas.encryption import DataKey
+        from weightvault.keys import wrap_data_key
+
+        config = self.configured_config()
+        if provider is None:
+            # the default local key file is made on first use, but only while nothing is
+            # encrypted yet: a missing key file with keyrings around is an error, not a fresh start
+            provider = self.configured(create_key_file=not self.models())
+        id_key, data_key = DataKey.generate(), DataKey.generate()
+        now = _now()
+        rec = KeyringRecord(
+            model=model,
+            created=now,
+            provider=dict(params)
+            if params is not None
+            else provider_params(provider, config if provider.name == config.get("type") else None),
+            id_key=wrap_data_key(provider, id_key),
+            slots=(SlotRecord(1, ACTIVE, now, wrap_data_key(provider, data_key)),),
+        )
+        dom = Domain(rec, id_key, {1: data_key})
+        rec = rec.sealed(dom.mac_key)
+        try:
+            self.write(rec, if_absent=True)
+        except ObjectExistsError:
+            existing = self.domain(model, refresh=True)
+            if existing is None:  # pragma: no cover - deleted between the two calls
+                raise
+            return existing
+        dom.record = rec
+        with self._lock:
+            self._cache.domains[model] = dom
+        return dom
+
+    def update(self, dom: Domain, **changes: Any) -> Domain:
+        """Rewrite the keyring of an opened domain with ``changes`` (new slots, states, target)."""
+        rec = replace(dom.record, **changes, mac="").sealed(dom.mac_key)
+        self.write(rec)
+        new = Domain(rec, dom.id_key, {s.slot: dom.data_keys[s.slot] for s in rec.slots})
+        with self._lock:
+            self._cache.domains[dom.model] = new
+        return new
+
+    def add_data_key(self, dom: Domain, provider: KeyProvider) -> tuple[Domain, int]:
+        """A fresh data key in the next slot, made active; the others are retired."""
+        from weightvault.cas.encryption import DataKey
+        from weightvault.keys import wrap_data_key
+
+        slot = max(s.slot for s in dom.record.slots) + 1
+        if slot > MAX_SLOT:
+            raise ConfigError(
+                f"model {dom.model} has used all {MAX_SLOT} data key slots; push it as a new model to go on"
+            )
+        dk = DataKey.generate()
+        now = _now()
+        slots = (
+            *tuple(replace(s, state=RETIRED) for s in dom.record.slots),
+            SlotRecord(slot, ACTIVE, now, wrap_data_key(provider, dk)),
+        )
+        rec = replace(dom.record, slots=slots, reencrypt_target=slot, mac="").sealed(dom.mac_key)
+        self.write(rec)
+        keys = {**dom.data_keys, slot: dk}
+        new = Domain(rec, dom.id_key, keys)
+        with self._lock:
+            self._cache.domains[dom.model] = new
+        return new, slot
+
+    def rewrap(
+        self, dom: Domain, target: KeyProvider, params: Mapping[str, Any]
+    ) -> tuple[Domain, dict[str, str]]:
+        """Wrap every key of the domain under ``target`` (the data stays as it is)."""
+        from weightvault.keys import wrap_data_key
+
+        rec = replace(
+            dom.record,
+            provider=dict(params),
+            id_key=wrap_data_key(target, dom.id_key),
+            slots=tuple(
+                replace(s, key=wrap_data_key(target, dom.data_keys[s.slot])) for s in dom.record.slots
+            ),
+            mac="",
+        ).sealed(dom.mac_key)
+        status = self.write(rec)
+        new = Domain(rec, dom.id_key, dom.data_keys)
+        with self._lock:
+            self._cache.domains[dom.model] = new
+        return new, status
+
+
+def iter_wrapped(rec: KeyringRecord) -> Iterator[WrappedKey]:
+    yield rec.id_key
+    for s in rec.slots:
+        yield s.key
+
+
+__all__ = [
+    "ACTIVE",
+    "KEYS",
+    "MAX_SLOT",
+    "RETIRED",
+    "Domain",
+    "KeyManager",
+    "KeySlotMissingError",
+    "KeyringRecord",
+    "SlotRecord",
+    "is_sealed_recipe",
+    "iter_wrapped",
+    "keyring_key",
+    "parse_keyring_key",
+    "provider_params",
+]

@@ -1,0 +1,382 @@
+"""Key rotation: re-wrap keyrings under a new KEK (seconds, any size), and ``--reencrypt``.
+
+``rotate`` touches keyrings only: every key of every domain is unwrapped under the KEK that
+holds it now and wrapped under the new one; the data stays as it is. With a local key file
+and no new key given, a new key file is written beside the configured one, every keyring
+moves to it, and it is renamed over the configured file: the old KEK is gone and the
+configuration still names the right file. A rerun after a crash finds the new file and goes
+on where it stopped.
+
+``--reencrypt`` also rewrites the data of each model under a new data key, in a new slot:
+every chunk of every live version is read (verified), compressed per the settings, sealed
+under the new slot and written to new packs, pack by pack with the push's write order (pack
+durable -> index object -> index rows), so reads keep working throughout: a chunk's row moves
+to its new pack only once that pack is durable, and the old data keys stay in the keyring
+until nothing live needs them. Files pushed before the model was encrypted get keyed recipes
+(new keyed chunk ids); recipes of encrypted files stay as they are (chunk ids are keyed by the
+domain's id key, which never changes). Rerun after an interruption, it reuses the slot and
+skips chunks already on it. The old packs and plain recipes become garbage for ``gc``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from weightvault.core.errors import (
+    ConcurrentModificationError,
+    ConfigError,
+    InvalidInputError,
+    ModelNotFoundError,
+)
+from weightvault.core.manifest import FileRecipe
+from weightvault.core.names import check_model_name
+from weightvault.keys import KeyProvider, open_key_provider
+from weightvault.keys.local_file import LocalFileKeyProvider
+from weightvault.storage.local import fsync_dir
+from weightvault.vault.codecs import BlobEncoder, layout_from_prefix
+from weightvault.vault.keyring import Domain, provider_params
+from weightvault.vault.packer import PackSink, default_temp_factory
+from weightvault.vault.source import SourceFile
+
+if TYPE_CHECKING:
+    from weightvault.registry.index import VersionRecord
+    from weightvault.vault.vault import Vault
+
+#: How many times a re-encryption re-checks for live chunks left on old slots (pushes that
+#: were sealing under the old data key while it ran) before it gives up dropping old keys.
+_SETTLE_ROUNDS = 3
+
+
+@dataclass(slots=True)
+class ReencryptReport:
+    slot: int
+    files: int = 0
+    files_rekeyed: int = 0  # pushed before encryption: given keyed recipes
+    chunks_written: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    packs_written: int = 0
+    dropped_slots: list[int] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "slot": self.slot,
+            "files": self.files,
+            "files_rekeyed": self.files_rekeyed,
+            "chunks_written": self.chunks_written,
+            "bytes_read": self.bytes_read,
+            "bytes_written": self.bytes_written,
+            "packs_written": self.packs_written,
+            "dropped_slots": self.dropped_slots,
+        }
+
+
+@dataclass(slots=True)
+class RotateReport:
+    provider: dict[str, Any]
+    kek_id: str
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    replaced_key_file: str | None = None
+    replica_errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "kek_id": self.kek_id,
+            "models": self.models,
+            "replaced_key_file": self.replaced_key_file,
+            "replica_errors": self.replica_errors,
+            "seconds": self.seconds,
+        }
+
+
+# ---------------------------------------------------------------- choosing the new KEK
+
+
+def _new_key_file(path: Path) -> LocalFileKeyProvider:
+    """The key file at ``path``, created (0600) unless a previous run left it there."""
+    if path.exists():
+        return LocalFileKeyProvider(path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return LocalFileKeyProvider.create(path)
+
+
+def _target(
+    vault: Vault, model: str | None, new_provider: Mapping[str, Any] | None
+) -> tuple[KeyProvider, dict[str, Any], Path | None]:
+    """(new provider, its config, the configured key file to rename it over at the end)."""
+    if new_provider is not None:
+        config = dict(new_provider)
+        if config.get("type") == "local_file":
+            return _new_key_file(Path(str(config["path"])).expanduser()), config, None
+        return open_key_provider(config), config, None
+    configured = vault.keys.configured_config()
+    kind = configured.get("type")
+    if kind == "local_file":
+        current = Path(str(configured["path"])).expanduser()
+        if model is None:  # every model: the configured file itself gets the new key at the end
+            staged = current.with_name(current.name + ".new")
+            provider = _new_key_file(staged)
+            return provider, {"type": "local_file", "path": str(staged)}, current
+        path = current.with_name(f"kek-{uuid.uuid4().hex[:12]}.key")
+        return _new_key_file(path), {"type": "local_file", "path": str(path)}, None
+    if kind == "aws_kms":  # same KMS key: Encrypt wraps under its current backing key
+        return vault.keys.open_provider(configured), configured, None
+    raise ConfigError(
+        f"key provider {kind!r} cannot make a new key by itself: give the new key "
+        "(--new-key-file, --new-key-env, --new-passphrase-env or --new-kms-key-id)"
+    )
+
+
+def _models(vault: Vault, model: str | None, reencrypt: bool) -> list[str]:
+    keyed = set(vault.keys.models())
+    if model is not None:
+        check_model_name(model)
+        if model not in keyed:
+            if not reencrypt:
+                raise InvalidInputError(
+                    f"model {model!r} is not encrypted; `keys rotate {model} --reencrypt` encrypts it"
+                    " (with encryption enabled)"
+                )
+            if not vault.settings.encryption.enabled:
+                raise ConfigError(f"model {model!r} is not encrypted and encryption is not enabled")
+            vault.index.list_versions(model)  # ModelNotFoundError for a model that does not exist
+        return [model]
+    if reencrypt and vault.settings.encryption.enabled:
+        keyed |= set(vault.index.list_model_names())
+    return sorted(keyed)
+
+
+# ---------------------------------------------------------------- rotate
+
+
+def rotate(
+    vault: Vault,
+    model: str | None = None,
+    *,
+    reencrypt: bool = False,
+    new_provider: Mapping[str, Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> RotateReport:
+    started = time.perf_counter()
+    models = _models(vault, model, reencrypt)
+    keys = vault.keys
+    if not models:  # nothing is encrypted: no key to replace
+        return RotateReport(provider={}, kek_id="", seconds=time.perf_counter() - started)
+    # Open every domain first: a key that cannot be unwrapped stops the rotation before any
+    # keyring is rewritten or any new key made (the error names the provider).
+    domains: dict[str, Domain] = {}
+    for m in models:
+        dom = keys.domain(m, refresh=True)
+        if dom is not None:
+            domains[m] = dom
+    target, target_config, replace_file = _target(vault, model, new_provider)
+    params = provider_params(target, target_config)
+    report = RotateReport(provider=params, kek_id=target.key_id)
+    same_kms_key = target_config.get("type") == "aws_kms" and new_provider is None
+    for m, dom in domains.items():
+        entry = report.models.setdefault(m, {})
+        entry["kek_from"] = dom.record.kek_id
+        if dom.record.kek_id == target.key_id and not same_kms_key and dict(dom.record.provider) == params:
+            entry["rewrapped"] = False  # already there (a rerun)
+        else:
+            dom, status = keys.rewrap(dom, target, params)
+            domains[m] = dom
+            entry["rewrapped"] = True
+            report.replica_errors += [f"{n}: {s}" for n, s in status.items() if s != "ok"]
+        entry["kek_to"] = target.key_id
+    if replace_file is not None:
+        staged = Path(str(target_config["path"]))
+        os.replace(staged, replace_file)
+        fsync_dir(replace_file.parent)
+        report.replaced_key_file = str(replace_file)
+        keys.forget_providers()
+        final = keys.configured()
+        params = provider_params(final, keys.configured_config())
+        report.provider = params
+        for m, dom in domains.items():  # same keys, the path they are found at now
+            dom, status = keys.rewrap(dom, final, params)
+            domains[m] = dom
+            report.replica_errors += [f"{n}: {s}" for n, s in status.items() if s != "ok"]
+        target = final
+    if reencrypt:
+        for m in models:
+            dom = domains.get(m) or keys.create(m, target, params)
+            report.models.setdefault(m, {"kek_from": None, "rewrapped": False, "kek_to": target.key_id})
+            report.models[m]["reencrypt"] = reencrypt_model(vault, dom, target, progress).to_json()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+# ---------------------------------------------------------------- re-encrypt one model
+
+
+@dataclass(frozen=True, slots=True)
+class _FileJob:
+    sha256: str
+    size: int
+    path: str
+
+
+def _versions(vault: Vault, model: str) -> list[VersionRecord]:
+    try:
+        return vault.index.list_versions(model)
+    except ModelNotFoundError:  # a keyring whose model has no versions left
+        return []
+
+
+def _live_files(vault: Vault, model: str) -> list[_FileJob]:
+    jobs: dict[str, _FileJob] = {}
+    for rec in _versions(vault, model):
+        for f in vault._manifest(rec.commit).files:
+            jobs.setdefault(f.sha256, _FileJob(f.sha256, f.size, f.path))
+    return sorted(jobs.values(), key=lambda j: -j.size)
+
+
+def live_slots(vault: Vault, model: str) -> dict[int, tuple[int, int]]:
+    """slot -> (chunks, raw bytes) over the live versions of ``model`` (slot 0 = plain)."""
+    out: dict[int, tuple[int, int]] = {}
+    ids: set[bytes] = set()
+    for job in _live_files(vault, model):
+        ids.update(cid for cid, _ in vault._find_recipe(job.sha256, model)[1].chunks)
+    for loc in vault.index.locate_chunks(list(ids)).values():
+        n, b = out.get(loc.key_slot, (0, 0))
+        out[loc.key_slot] = (n + 1, b + loc.raw_len)
+    return out
+
+
+class _Converter:
+    def __init__(self, vault: Vault, dom: Domain, slot: int, progress: Callable[[int], None]) -> None:
+        self.vault = vault
+        self.dom = dom
+        self.slot = slot
+        self.encoder = BlobEncoder(vault.settings.compression, dom.ciphers[slot], slot)
+        self.reader = vault._reader_for(dom.model)
+        self.sink = PackSink(
+            vault.primary,
+            vault.index,
+            default_temp_factory(vault.primary, vault.settings.home / "tmp"),
+            vault.settings.pack_size,
+        )
+        self.progress = progress
+        self.lock = threading.Lock()
+        self.recipes: list[FileRecipe] = []
+        self.report = ReencryptReport(slot)
+
+    def _layout_prefix(self, job: _FileJob, ids: list[bytes], src: SourceFile) -> None:
+        if not job.path.endswith(".safetensors"):
+            return
+        prefix = bytearray()
+        for raw in self.reader.chunks(ids[:4], f"{self.dom.model}:{job.path}"):
+            prefix += raw
+            layout = layout_from_prefix(prefix, job.size)
+            if layout is not None:
+                self.encoder.set_layout(src, layout)
+                return
+
+    def _write(self, cid: bytes, raw: bytes | memoryview, offset: int, src: SourceFile) -> None:
+        if not self.sink.claim(cid):
+            return
+        view = memoryview(raw)
+        codec, stored, slot = self.encoder(view, cid, offset, src)
+        self.sink.add(cid, stored, len(view), codec, slot)
+        with self.lock:
+            self.report.chunks_written += 1
+
+    def file(self, job: _FileJob) -> None:
+        vault, dom = self.vault, self.dom
+        name, recipe = vault._find_recipe(job.sha256, dom.model)
+        keyed = name != job.sha256
+        ids = [cid for cid, _ in recipe.chunks]
+        where = vault.index.locate_chunks(ids)
+        what = f"{dom.model}:{job.path}"
+        src = SourceFile(job.path, Path(f"/reencrypt/{job.sha256}/{job.path}"), job.size, 0, 0)
+        if keyed and all(cid in where and where[cid].key_slot == self.slot for cid in ids):
+            with self.lock:
+                self.report.files += 1
+            return  # done by an earlier (interrupted) run
+        self._layout_prefix(job, ids, src)
+        new_chunks: list[tuple[bytes, int]] = []
+        offset = 0
+        for raw in self.reader.chunks(ids, what):
+            n = len(raw)
+            cid = dom.chunk_id(raw)
+            new_chunks.append((cid, n))
+            if vault.index.chunk_slot(cid) != self.slot:
+                self._write(cid, raw, offset, src)
+            offset += n
+            self.progress(n)
+        new = FileRecipe(job.sha256, job.size, tuple(new_chunks))
+        with self.lock:
+            self.report.files += 1
+            self.report.bytes_read += job.size
+            if not keyed:
+                self.report.files_rekeyed += 1
+                self.recipes.append(new)
+
+    def run(self, jobs: list[_FileJob]) -> None:
+        try:
+            with ThreadPoolExecutor(self.vault.settings.workers, thread_name_prefix="wv-reencrypt") as pool:
+                for fut in [pool.submit(self.file, j) for j in jobs]:
+                    fut.result()
+            self.sink.flush()
+        except BaseException:
+            self.sink.abort()
+            raise
+        finally:
+            self.vault.index.release_probes()
+        self.report.bytes_written += self.sink.bytes_written
+        self.report.packs_written += len(self.sink.packs_written)
+        # recipes only once every chunk they name is durable and indexed (the push's order)
+        for recipe in self.recipes:
+            name = self.dom.recipe_name(recipe.sha256)
+            body = self.dom.seal_recipe(name, recipe.to_bytes())
+            self.vault.store.put_recipe_object(name, body)
+            self.vault.index.put_recipe(name, recipe.size, body)
+        self.recipes.clear()
+
+
+def reencrypt_model(
+    vault: Vault, dom: Domain, provider: KeyProvider, progress: Callable[[int], None] | None = None
+) -> ReencryptReport:
+    keys = vault.keys
+    target = dom.record.reencrypt_target
+    if target is None or target not in dom.ciphers:
+        dom, target = keys.add_data_key(dom, provider)
+    tick = progress or (lambda n: None)
+    total = ReencryptReport(target)
+    for _ in range(_SETTLE_ROUNDS):
+        conv = _Converter(vault, keys.domain(dom.model) or dom, target, tick)
+        conv.run(_live_files(vault, dom.model))
+        r = conv.report
+        total.files = r.files
+        total.files_rekeyed += r.files_rekeyed
+        total.chunks_written += r.chunks_written
+        total.bytes_read += r.bytes_read
+        total.bytes_written += r.bytes_written
+        total.packs_written += r.packs_written
+        if set(live_slots(vault, dom.model)) <= {target}:
+            break
+    else:
+        raise ConcurrentModificationError(
+            f"versions of {dom.model} sealed under old data keys kept appearing during the re-encryption "
+            "(pushes running meanwhile); run it again"
+        )
+    # secondaries get the new packs and recipes before the old keys go from their keyrings
+    if vault.replicas is not None and vault.settings.sync_enabled:
+        for rec in _versions(vault, dom.model):
+            vault._replicate_version(rec)
+    current = keys.domain(dom.model, refresh=True) or dom
+    keep = tuple(s for s in current.record.slots if s.slot == target)
+    total.dropped_slots = sorted(s.slot for s in current.record.slots if s.slot != target)
+    keys.update(current, slots=keep, reencrypt_target=None)
+    return total

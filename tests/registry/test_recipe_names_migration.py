@@ -1,0 +1,35 @@
+"""Migration 0002: the recipes table is keyed by recipe name; rows of an existing index survive."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, inspect, text
+
+from weightvault.registry.index import MIGRATIONS, RegistryIndex
+
+
+def test_upgrade_from_0001_keeps_recipes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'i.db'}"
+    engine = create_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(
+            text("INSERT INTO recipes (sha256, size, body, created_at) VALUES (:s, 3, :b, :c)"),
+            {"s": "ab" * 32, "b": b'{"x":1}', "c": datetime.now(UTC)},
+        )
+    engine.dispose()
+    index = RegistryIndex(url)
+    try:
+        assert index.schema_revision() == "0002"
+        assert {c["name"] for c in inspect(index.engine).get_columns("recipes")} >= {"name", "body"}
+        assert index.get_recipe("ab" * 32) == b'{"x":1}'
+        assert index.recipe_names() == {"ab" * 32}
+    finally:
+        index.close()
