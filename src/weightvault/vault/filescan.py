@@ -9,6 +9,7 @@ not a SIGBUS (a truncation in the few milliseconds after that check cannot be ca
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mmap
 import os
@@ -32,6 +33,16 @@ def _map(fd: int, path: Path, size: int, start: int, length: int) -> mmap.mmap:
     m = mmap.mmap(fd, length, offset=start, prot=mmap.PROT_READ)
     m.madvise(mmap.MADV_SEQUENTIAL)
     return m
+
+
+def _release(obj: memoryview | mmap.mmap) -> None:
+    """Release now if nothing else holds it; when a consumer that failed still holds a view (its
+    traceback keeps the frame alive), the mapping is unmapped by the garbage collector instead."""
+    with contextlib.suppress(BufferError):
+        if isinstance(obj, memoryview):
+            obj.release()
+        else:
+            obj.close()
 
 
 def sha256_file(path: Path, size: int, stop: Callable[[], bool] = lambda: False) -> str:
@@ -79,11 +90,11 @@ def chunk_file(path: Path, size: int, chunker: Chunker) -> Iterator[memoryview]:
                     try:
                         yield chunk
                     finally:
-                        chunk.release()
+                        _release(chunk)
                     offset += n
                 pos = start + offset
             finally:
-                view.release()
-                m.close()
+                _release(view)
+                _release(m)
     finally:
         os.close(fd)

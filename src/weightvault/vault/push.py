@@ -1,8 +1,9 @@
 """The push pipeline: hash, chunk, deduplicate and pack a source tree on every core.
 
-Each large file is read twice, concurrently: one task computes its SHA-256, the other cuts
-it into chunks, names them with BLAKE3 and packs the new ones. Both run in native code that
-releases the GIL, so with two workers both cores stay busy; buffers are reused throughout.
+Each large file is read twice, concurrently and without copies (``filescan`` maps it in
+windows): one task computes its SHA-256, the other cuts it into chunks, names them with
+BLAKE3 and packs the new ones. Both run in native code that releases the GIL, so with two
+workers both cores stay busy.
 A file whose size, mtime or inode changes while it is read is refused rather than stored
 under a hash that does not describe it.
 """
@@ -19,23 +20,20 @@ from dataclasses import dataclass
 
 from weightvault.cas.chunker import Chunker
 from weightvault.cas.hashing import chunk_id
-from weightvault.core.errors import InvalidInputError, SourceNotFoundError, WeightvaultError
+from weightvault.core.errors import SourceNotFoundError, WeightvaultError
 from weightvault.core.manifest import FileRecipe
 from weightvault.registry.index import RegistryIndex
 from weightvault.storage.local import os_error
+from weightvault.vault import filescan
+from weightvault.vault.filescan import FileChangedError
 from weightvault.vault.packer import PackSink
 from weightvault.vault.source import SourceFile
 
 SMALL_FILE = 8 << 20
-HASH_BLOCK = 8 << 20
 
 Progress = Callable[[int], None]
 #: (raw chunk, its id, its offset in the file, the file) -> (codec, stored bytes, key slot)
 ChunkEncoder = Callable[[memoryview, bytes, int, SourceFile], tuple[int, bytes | bytearray | memoryview, int]]
-
-
-class FileChangedError(InvalidInputError):
-    code = "source_changed"
 
 
 @dataclass(slots=True)
@@ -170,32 +168,18 @@ class PushPipeline:
     # ---- per-file tasks ----------------------------------------------------------------------
 
     def _hash_file(self, st: _FileState) -> None:
-        h = hashlib.sha256()
-        buf = bytearray(HASH_BLOCK)
-        view = memoryview(buf)
-        total = 0
-        with open(st.source.abspath, "rb", buffering=0) as f:
-            while not self._stop.is_set():
-                n = f.readinto(buf)
-                if not n:
-                    break
-                h.update(view[:n])
-                total += n
-        if total != st.source.size and not self._stop.is_set():
-            raise FileChangedError(f"{st.source.path} changed size while being pushed")
-        st.sha256 = h.hexdigest()
+        st.sha256 = filescan.sha256_file(st.source.abspath, st.source.size, self._stop.is_set)
 
     def _chunk_file(self, st: _FileState) -> None:
         chunks: list[tuple[bytes, int]] = []
         offset = 0
-        with open(st.source.abspath, "rb", buffering=0) as f:
-            for view in self._chunker.chunks(f):
-                if self._stop.is_set():
-                    return
-                n = len(view)
-                chunks.append((self._store_chunk(view, offset, st.source), n))
-                offset += n
-                self._progress(n)
+        for view in filescan.chunk_file(st.source.abspath, st.source.size, self._chunker):
+            if self._stop.is_set():
+                return
+            n = len(view)
+            chunks.append((self._store_chunk(view, offset, st.source), n))
+            offset += n
+            self._progress(n)
         st.chunks = chunks
 
     def _small_file(self, st: _FileState) -> None:
