@@ -137,3 +137,8 @@ def test_config_file_and_environment(tmp_path: Path, model_dir: Path) -> None:
     assert r.returncode == 4 and "cache_max_size_gb" in r.stderr
     r = wv(tmp_path / "envhome", "ls", "--json", env={"WEIGHTVAULT_HOME": str(home)})
     assert r.returncode == 0
+
+
+def test_version(tmp_path: Path) -> None:
+    r = wv(tmp_path / "h", "--version")
+    assert r.returncode == 0 and r.stdout.strip().startswith("weightvault ")

@@ -67,6 +67,14 @@ class State:
 STATE = State()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from weightvault import __version__
+
+        out.print(f"weightvault {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def main_options(
     home: Annotated[
@@ -76,6 +84,10 @@ def main_options(
         Path | None, typer.Option(help="Config file (default $WEIGHTVAULT_CONFIG or HOME/config.yaml).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or chatter.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
+    ] = False,
 ) -> None:
     STATE.home, STATE.config, STATE.quiet = home, config, quiet
 
