@@ -48,6 +48,11 @@ def test_pull_falls_back_and_repair_fixes(tmp_path: Path, model_dir: Path) -> No
         result = v.pull("m@v1", tmp_path / "out", provider="gcp")
         assert tree_bytes(tmp_path / "out") == tree_bytes(model_dir)
         assert any(f.startswith("gcp:") and "corrupt" in f for f in result.fallbacks)
+        assert v.verify(read_data=False).ok  # the primary is intact
+        v.reader.prefer = "gcp"  # verify reads like the pull did: the bad gcp copy is reported
+        report = v.verify(read_data=True)
+        v.reader.prefer = None
+        assert not report.ok and any("replica gcp has a corrupt copy" in p for p in report.problems)
         status = v.replica_status("m@v1")
         assert status["azure"] is False and status["gcp"] is True  # present but corrupt: repair finds it
         report = v.repair()

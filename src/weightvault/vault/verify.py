@@ -39,6 +39,8 @@ def verify(
 ) -> VerifyReport:
     report = VerifyReport()
     tick = progress or (lambda n: None)
+    if vault.replicas is not None:
+        vault.replicas.drain_failures()
     pack_ok: dict[str, str | None] = {}
     sizes = {p.id: p.size for p in vault.index.packs()}
     for rec in _targets(vault, ref):
@@ -79,6 +81,11 @@ def verify(
                         problems.append(f"{what}: SHA-256 mismatch")
                 except (IntegrityError, StorageError) as exc:
                     problems.append(str(exc))
+                if vault.replicas is not None:  # a bad copy that a fallback hid is still a problem
+                    problems.extend(
+                        f"{what}: replica {f.replica} has a {f.kind.value} copy of {f.key} (run repair)"
+                        for f in vault.replicas.drain_failures()
+                    )
                 continue
             locations = vault.index.locate_chunks([c for c, _ in recipe.chunks])
             report.checked_chunks += len(recipe.chunks)
