@@ -48,6 +48,7 @@ from weightvault.storage.retry import (
     is_network_error,
     run_parts,
 )
+from weightvault.storage.upload import put_file_in_parts
 
 PROVIDER = "azure"
 MiB = 1 << 20
@@ -232,25 +233,15 @@ class AzureBackend:
 
     def put_file(self, key: str, path: Path, *, consume: bool = False) -> None:
         full = self._key(key)
-        src = Path(path)
-        try:
-            size = src.stat().st_size
-            if size <= self.block_size:
-                self.put(key, src.read_bytes())
-            else:
-                fd = os.open(src, os.O_RDONLY)
-                try:
-                    self._blocks(key, full, size, lambda off, n: os.pread(fd, n, off), False)
-                finally:
-                    os.close(fd)
-        except FileNotFoundError as exc:
-            raise InvalidInputError(f"azure: put_file {key}: source {src} does not exist") from exc
-        except WeightvaultError:
-            raise
-        except OSError as exc:
-            raise StorageError(f"azure: put_file {key}: reading {src}: {exc}") from exc
-        if consume:
-            src.unlink(missing_ok=True)
+        put_file_in_parts(
+            "azure",
+            key,
+            path,
+            consume=consume,
+            single_request_limit=self.block_size,
+            put_bytes=lambda data: self.put(key, data),
+            put_parts=lambda size, read: self._blocks(key, full, size, read, False),
+        )
 
     def _blocks(
         self, key: str, full: str, size: int, read: Callable[[int, int], bytes], if_absent: bool

@@ -49,6 +49,7 @@ from weightvault.storage.retry import (
     describe,
     is_network_error,
 )
+from weightvault.storage.upload import put_file_in_parts
 
 PROVIDER = "gcs"
 MiB = 1 << 20
@@ -237,25 +238,15 @@ class GCSBackend:
 
     def put_file(self, key: str, path: Path, *, consume: bool = False) -> None:
         full = self._key(key)
-        src = Path(path)
-        try:
-            size = src.stat().st_size
-            if size <= self.chunk_size:
-                self.put(key, src.read_bytes())
-            else:
-                fd = os.open(src, os.O_RDONLY)
-                try:
-                    self._resumable(key, full, size, lambda off, n: os.pread(fd, n, off), False)
-                finally:
-                    os.close(fd)
-        except FileNotFoundError as exc:
-            raise InvalidInputError(f"gcs: put_file {key}: source {src} does not exist") from exc
-        except WeightvaultError:
-            raise
-        except OSError as exc:
-            raise StorageError(f"gcs: put_file {key}: reading {src}: {exc}") from exc
-        if consume:
-            src.unlink(missing_ok=True)
+        put_file_in_parts(
+            "gcs",
+            key,
+            path,
+            consume=consume,
+            single_request_limit=self.chunk_size,
+            put_bytes=lambda data: self.put(key, data),
+            put_parts=lambda size, read: self._resumable(key, full, size, read, False),
+        )
 
     def _resumable(
         self, key: str, full: str, size: int, read: Callable[[int, int], bytes], if_absent: bool

@@ -43,6 +43,7 @@ from weightvault.storage.retry import (
     is_network_error,
     run_parts,
 )
+from weightvault.storage.upload import put_file_in_parts
 
 PROVIDER = "s3"
 MiB = 1 << 20
@@ -244,25 +245,15 @@ class S3Backend:
 
     def put_file(self, key: str, path: Path, *, consume: bool = False) -> None:
         full = self._key(key)
-        src = Path(path)
-        try:
-            size = src.stat().st_size
-            if size <= self.part_size:
-                self.put(key, src.read_bytes())
-            else:
-                fd = os.open(src, os.O_RDONLY)
-                try:
-                    self._multipart(key, full, size, lambda off, n: os.pread(fd, n, off), False)
-                finally:
-                    os.close(fd)
-        except FileNotFoundError as exc:
-            raise InvalidInputError(f"s3: put_file {key}: source {src} does not exist") from exc
-        except WeightvaultError:
-            raise
-        except OSError as exc:
-            raise StorageError(f"s3: put_file {key}: reading {src}: {exc}") from exc
-        if consume:
-            src.unlink(missing_ok=True)
+        put_file_in_parts(
+            "s3",
+            key,
+            path,
+            consume=consume,
+            single_request_limit=self.part_size,
+            put_bytes=lambda data: self.put(key, data),
+            put_parts=lambda size, read: self._multipart(key, full, size, read, False),
+        )
 
     def _multipart(
         self, key: str, full: str, size: int, read: Callable[[int, int], bytes], if_absent: bool

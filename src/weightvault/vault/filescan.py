@@ -19,7 +19,7 @@ from pathlib import Path
 from weightvault.cas.chunker import Chunker
 from weightvault.core.errors import InvalidInputError
 
-WINDOW = 64 << 20
+WINDOW = 32 << 20
 _PAGE = mmap.PAGESIZE
 
 
