@@ -2,7 +2,7 @@
 
 Hashing and chunking read the page cache directly through ``mmap`` instead of copying every
 byte into a buffer first (a quarter of the CPU a push spends per byte). Windows are bounded
-(64 MiB) and unmapped after use, so resident memory stays flat whatever the file size. Before
+(32 MiB) and unmapped after use, so resident memory stays flat whatever the file size. Before
 each window the file's size is checked again: a file truncated under us becomes a clear error,
 not a SIGBUS (a truncation in the few milliseconds after that check cannot be caught).
 """
