@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING
 
 from weightvault.core import layout
 from weightvault.core.errors import MissingObjectError, StorageError, WeightvaultError
-from weightvault.storage.backend import Backend
+from weightvault.storage.backend import Backend, ObjectInfo
 from weightvault.storage.replica import ReplicaSet
 
 if TYPE_CHECKING:
     from weightvault.vault.vault import Vault
 
 COPY_PIECE = 8 << 20
+SYNC_PARALLEL = 4
 SYNC_PREFIXES = (layout.PACKS, layout.INDEX, layout.RECIPES, layout.MANIFESTS, layout.REFS)
 
 
@@ -106,21 +107,29 @@ def sync(vault: Vault, replicas: ReplicaSet, progress: Callable[[int], None] | N
             for prefix in SYNC_PREFIXES:
                 have = {i.key: i.size for i in dst.list(prefix)}
                 wanted = list(primary.list(prefix))
-                # data before the names that make it visible: packs, index, recipes, manifests, refs
-                for info in wanted:
-                    stale_ref = (
-                        prefix == layout.REFS
-                        and info.key in have
-                        and dst.get(info.key) != primary.get(info.key)
-                    )
-                    if info.key in have and have[info.key] == info.size and not stale_ref:
-                        continue
+                # data before the names that make it visible: prefixes in order, objects of one
+                # prefix several at a time (each copy is bounded in memory, see copy_object)
+                todo = [
+                    info
+                    for info in wanted
+                    if info.key not in have
+                    or have[info.key] != info.size
+                    or (prefix == layout.REFS and dst.get(info.key) != primary.get(info.key))
+                ]
+
+                def copy(info: ObjectInfo, dst: Backend = dst) -> int:
                     try:
-                        nbytes += copy_object(primary, dst, info.key, info.size)
-                        copied += 1
-                        tick(info.size)
+                        n = copy_object(primary, dst, info.key, info.size)
                     except MissingObjectError:
-                        continue  # deleted on the primary meanwhile (gc): nothing to copy
+                        return -1  # deleted on the primary meanwhile (gc): nothing to copy
+                    tick(info.size)
+                    return n
+
+                with ThreadPoolExecutor(SYNC_PARALLEL, thread_name_prefix="wv-sync") as pool:
+                    for n in pool.map(copy, todo):
+                        if n >= 0:
+                            nbytes += n
+                            copied += 1
         except StorageError as exc:
             errors.append(str(exc))
         report.copied[name] = copied
