@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,3 +55,18 @@ def model_dir(tmp_path: Path) -> Path:
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def run_cli(
+    home: Path, *args: str, cmd: str = "weightvault", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script (or the module) as a user would, with a fixed home."""
+    exe = Path(sys.executable).parent / cmd
+    argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "weightvault.cli.app"]
+    return subprocess.run(
+        [*argv, "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )

@@ -3,30 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from ..conftest import run_cli as wv
 from ..conftest import tree_bytes
-
-BIN = Path(sys.executable).parent
-
-
-def wv(
-    home: Path, *args: str, cmd: str = "weightvault", env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    exe = BIN / cmd
-    argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "weightvault.cli.app"]
-    return subprocess.run(
-        [*argv, "--home", str(home), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=120,
-    )
 
 
 def test_workflow_from_the_issue(tmp_path: Path, model_dir: Path) -> None:

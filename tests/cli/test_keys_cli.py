@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from weightvault.keys.env import generate_key_text
 from weightvault.keys.local_file import LocalFileKeyProvider
 
+from ..conftest import run_cli as wv
 from ..conftest import tree_bytes
-
-BIN = Path(sys.executable).parent
-
-
-def wv(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    exe = BIN / "weightvault"
-    argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "weightvault.cli.app"]
-    return subprocess.run(
-        [*argv, "--home", str(home), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=120,
-    )
 
 
 def encrypted_home(tmp_path: Path, provider: str = "") -> Path:

@@ -450,33 +450,13 @@ class RegistryIndex:
                 )
                 known.update((cid, slot) for cid, slot in found)
             moved = [
-                {
-                    "id": e.chunk_id,
-                    "pack_id": pack_id,
-                    "offset": e.offset,
-                    "stored_len": e.stored_len,
-                    "raw_len": e.raw_len,
-                    "codec": e.codec,
-                    "key_slot": e.key_slot,
-                }
+                _chunk_row(pack_id, e)
                 for e in entries
                 if e.chunk_id in known and known[e.chunk_id] < e.key_slot
             ]
             if moved:
                 s.execute(update(ChunkRow), moved)
-            rows = [
-                {
-                    "id": e.chunk_id,
-                    "pack_id": pack_id,
-                    "offset": e.offset,
-                    "stored_len": e.stored_len,
-                    "raw_len": e.raw_len,
-                    "codec": e.codec,
-                    "key_slot": e.key_slot,
-                }
-                for e in entries
-                if e.chunk_id not in known
-            ]
+            rows = [_chunk_row(pack_id, e) for e in entries if e.chunk_id not in known]
             if rows:
                 s.execute(insert(ChunkRow), rows)
 
@@ -616,6 +596,18 @@ class RegistryIndex:
         with self._write() as s:
             for table in (AliasRow, VersionRow, ModelRow, ManifestRow, RecipeRow, ChunkRow, PackRow):
                 s.execute(delete(table))
+
+
+def _chunk_row(pack_id: str, e: PackEntry) -> dict[str, Any]:
+    return {
+        "id": e.chunk_id,
+        "pack_id": pack_id,
+        "offset": e.offset,
+        "stored_len": e.stored_len,
+        "raw_len": e.raw_len,
+        "codec": e.codec,
+        "key_slot": e.key_slot,
+    }
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -108,11 +108,7 @@ class DirectWriter:
             if sync:
                 os.fsync(self._fd)
         finally:
-            os.close(self._fd)
-            for v in self._views:
-                v.release()
-            for b in self._bufs:
-                _give(b)
+            self._release()
 
     def abort(self) -> None:
         """Close without writing the tail or syncing (the caller deletes the file)."""
@@ -123,11 +119,15 @@ class DirectWriter:
             if self._pending is not None:
                 self._pending.exception()
         finally:
-            os.close(self._fd)
-            for v in self._views:
-                v.release()
-            for b in self._bufs:
-                _give(b)
+            self._release()
+
+    def _release(self) -> None:
+        """Close the descriptor and hand the aligned buffers back for the next writer."""
+        os.close(self._fd)
+        for v in self._views:
+            v.release()
+        for b in self._bufs:
+            _give(b)
 
     def __enter__(self) -> DirectWriter:
         return self
