@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -10,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from weightvault.testing.postgres import PostgresCluster
 from weightvault.vault.vault import Vault
+
+_db_numbers = itertools.count()
 
 
 @pytest.fixture(autouse=True)
@@ -26,9 +30,27 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One real PostgreSQL server for the session (Debian's package); each test gets its own database."""
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+def new_postgres_database(request: pytest.FixtureRequest) -> str:
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    return cluster.create_database(f"wv_test_{os.getpid()}_{next(_db_numbers)}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def index_url(request: pytest.FixtureRequest) -> str | None:
+    """The index database of a test: the home's SQLite file (None), then a fresh PostgreSQL database."""
+    return None if request.param == "sqlite" else new_postgres_database(request)
+
+
 @pytest.fixture
-def vault(home: Path) -> Iterator[Vault]:
-    v = Vault.open(home)
+def vault(home: Path, index_url: str | None) -> Iterator[Vault]:
+    v = Vault.open(home, database_url=index_url)
     yield v
     v.close()
 

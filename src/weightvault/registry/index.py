@@ -91,10 +91,20 @@ class PackRecord:
     condemned: datetime | None
 
 
+def normalise_url(url: str) -> str:
+    """``postgresql://`` and ``postgres://`` URLs use psycopg 3, the driver we ship."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
 class RegistryIndex:
+    """The index on SQLite (embedded default) or PostgreSQL (servers), chosen by SQLAlchemy URL."""
+
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.engine: Engine = create_engine(url, future=True)
+        self.url = url = normalise_url(url)
+        self.engine: Engine = create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -123,6 +133,10 @@ class RegistryIndex:
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         with _MIGRATE_LOCK, self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                # several server processes may start at once on one database: one migrates, the
+                # others wait here and then find nothing left to do
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7469646576)")
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 

@@ -1,0 +1,1 @@
+"""Tooling for tests and benchmarks (throwaway servers); never imported by runtime code."""
