@@ -46,6 +46,7 @@ cache_app = typer.Typer(help="The local file cache pulls are served from.", no_a
 app.add_typer(alias_app, name="alias")
 app.add_typer(cache_app, name="cache")
 app.add_typer(__import__("weightvault.cli.keys", fromlist=["keys_app"]).keys_app, name="keys")
+__import__("weightvault.cli.access", fromlist=["register"]).register(app)
 
 out = Console()
 err = Console(stderr=True)

@@ -61,6 +61,7 @@ from weightvault.vault.source import scan_source
 from weightvault.vault.store import Store
 
 if TYPE_CHECKING:
+    from weightvault.registry.access import AccessStore
     from weightvault.vault.rotation import RotateReport
 
 Progress = Callable[[int], None]
@@ -110,6 +111,7 @@ class Vault:
         )
         self._readers: dict[str, ChunkReader] = {}
         self._readers_lock = threading.Lock()
+        self._access: AccessStore | None = None
 
     @classmethod
     def open(
@@ -117,6 +119,15 @@ class Vault:
     ) -> Vault:
         """Open (creating if needed) the vault at ``path``, ``$WEIGHTVAULT_HOME`` or ``~/.weightvault``."""
         return cls(load_settings(path, config, **overrides))
+
+    @property
+    def access(self) -> AccessStore:
+        """Principals, tokens, grants and the audit log, kept in this vault's index database."""
+        if self._access is None:
+            from weightvault.registry.access import AccessStore
+
+            self._access = AccessStore(self.index)
+        return self._access
 
     def close(self) -> None:
         for thread in self._background:  # background replication gets a bounded chance to finish
