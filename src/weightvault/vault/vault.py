@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ from weightvault.core.errors import (
     FormatError,
     IntegrityError,
     MissingObjectError,
+    NotFoundError,
     ObjectExistsError,
     RevisionNotFoundError,
     StorageError,
@@ -30,7 +31,7 @@ from weightvault.core.errors import (
     WeightvaultError,
 )
 from weightvault.core.manifest import FileEntry, FileRecipe, Manifest
-from weightvault.core.names import check_label, check_model_name
+from weightvault.core.names import check_label, check_model_name, check_relative_path
 from weightvault.core.revision import Ref, parse_ref
 from weightvault.core.types import GcReport, ModelInfo, PullResult, PushResult, VerifyReport, VersionInfo
 from weightvault.registry.index import RegistryIndex, VersionRecord
@@ -62,7 +63,9 @@ from weightvault.vault.store import Store
 
 if TYPE_CHECKING:
     from weightvault.registry.access import AccessStore
+    from weightvault.vault import ingest as ingest_types
     from weightvault.vault.rotation import RotateReport
+    from weightvault.vault.stream import FileStream
 
 Progress = Callable[[int], None]
 #: Called once per operation with the total byte count before work starts.
@@ -480,6 +483,40 @@ class Vault:
                 for f in (self.replicas.drain_failures() if self.replicas else [])
             ),
         )
+
+    # ---- streaming and chunk uploads (the server's transport works through these) --------------
+
+    def open_file(self, ref: str | Ref, path: str) -> FileStream:
+        """One file of a version, readable as verified bytes from any offset."""
+        from weightvault.vault.stream import FileStream
+
+        check_relative_path(path)
+        info = self.show(ref)
+        entry = next((f for f in info.files if f.path == path), None)
+        if entry is None:
+            raise NotFoundError(f"{info.model}@{info.label} has no file {path!r}")
+        recipe = self._recipe(entry.sha256, info.model)
+        return FileStream(entry, recipe, self._reader_for(info.model), f"{info.model}/{path}")
+
+    def missing_chunks(self, model: str, ids: Sequence[bytes]) -> list[bytes]:
+        from weightvault.vault import ingest
+
+        return ingest.missing_chunks(self, model, ids)
+
+    def put_chunks(
+        self, model: str, chunks: Iterable[tuple[bytes, bytes | memoryview]]
+    ) -> ingest_types.ChunkBatchResult:
+        from weightvault.vault import ingest
+
+        return ingest.put_chunks(self, model, chunks, self.chunker.params.max_size)
+
+    def commit_upload(
+        self, model: str, files: Sequence[ingest_types.UploadedFile], **kwargs: Any
+    ) -> PushResult:
+        """A version of files whose chunks were sent with ``put_chunks`` (see ``vault.ingest``)."""
+        from weightvault.vault import ingest
+
+        return ingest.commit(self, model, files, **kwargs)
 
     # ---- changing names -------------------------------------------------------------------------
 

@@ -1,0 +1,57 @@
+"""One file of a version as a stream of verified bytes, from any offset (HTTP Range, resumes).
+
+Only the chunks that overlap the requested range are read; each is checked against its hash
+by the chunk reader as it streams. The whole-file SHA-256 is checked when the whole file is
+read; a partial read leaves that check to the client, which holds the rest of the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from weightvault.core.errors import CorruptObjectError, RangeNotSatisfiableError
+from weightvault.core.manifest import FileEntry, FileRecipe
+from weightvault.vault.reader import ChunkReader
+
+
+@dataclass(frozen=True, slots=True)
+class FileStream:
+    entry: FileEntry
+    recipe: FileRecipe
+    reader: ChunkReader
+    what: str
+
+    def check_range(self, start: int, end: int | None) -> tuple[int, int]:
+        """(start, end exclusive) within the file, or RangeNotSatisfiableError."""
+        size = self.entry.size
+        stop = size if end is None else min(end, size)
+        if start < 0 or (start >= size and size > 0) or stop < start:
+            raise RangeNotSatisfiableError(f"range {start}-{end} is outside {self.what} ({size} bytes)")
+        return start, stop
+
+    def iter_bytes(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        start, stop = self.check_range(start, end)
+        whole = start == 0 and stop == self.entry.size
+        ids: list[bytes] = []
+        first_offset = 0
+        offset = 0
+        for cid, n in self.recipe.chunks:
+            if offset + n > start and offset < stop:
+                if not ids:
+                    first_offset = offset
+                ids.append(cid)
+            offset += n
+        h = hashlib.sha256() if whole else None
+        pos = first_offset
+        for raw in self.reader.chunks(ids, self.what):
+            n = len(raw)
+            lo, hi = max(start - pos, 0), min(stop - pos, n)
+            if h is not None:
+                h.update(raw)
+            if hi > lo:
+                yield bytes(raw[lo:hi])
+            pos += n
+        if h is not None and h.hexdigest() != self.entry.sha256:
+            raise CorruptObjectError(f"{self.what}: SHA-256 mismatch after rebuilding from chunks")
