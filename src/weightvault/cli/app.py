@@ -47,6 +47,7 @@ app.add_typer(alias_app, name="alias")
 app.add_typer(cache_app, name="cache")
 app.add_typer(__import__("weightvault.cli.keys", fromlist=["keys_app"]).keys_app, name="keys")
 __import__("weightvault.cli.access", fromlist=["register"]).register(app)
+__import__("weightvault.cli.server", fromlist=["register"]).register(app)
 
 out = Console()
 err = Console(stderr=True)
@@ -57,11 +58,16 @@ class State:
     home: Path | None = None
     config: Path | None = None
     quiet: bool = False
+    server: str | None = None
+    token: str | None = None
     _vault: Vault | None = None
 
     def vault(self) -> Vault:
         if self._vault is None:
-            self._vault = Vault.open(self.home, config=self.config)
+            if self.server:  # the remote client: same methods, over the server's REST API
+                self._vault = Vault.open(self.server, token=self.token)
+            else:
+                self._vault = Vault.open(self.home, config=self.config)
         return self._vault
 
 
@@ -85,12 +91,21 @@ def main_options(
         Path | None, typer.Option(help="Config file (default $WEIGHTVAULT_CONFIG or HOME/config.yaml).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or chatter.")] = False,
+    server: Annotated[
+        str | None,
+        typer.Option(envvar="WEIGHTVAULT_SERVER", help="Work through a weightvault server (http[s]://host:port)."),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="WEIGHTVAULT_TOKEN", help="API token for --server.", show_default=False),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
     ] = False,
 ) -> None:
     STATE.home, STATE.config, STATE.quiet = home, config, quiet
+    STATE.server, STATE.token = server, token
 
 
 # ---- helpers -------------------------------------------------------------------------------------

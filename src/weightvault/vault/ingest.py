@@ -110,7 +110,7 @@ def put_chunks(
                 raise InvalidInputError("empty chunk")
             if chunk_id(data) != cid:
                 raise DigestMismatchError(f"chunk {cid.hex()} does not hash to its id")
-            if vault.index.has_chunk(cid) or not sink.claim(cid):
+            if vault.index.locate_chunks([cid]) or not sink.claim(cid):
                 result.already_present.append(cid)
                 continue
             view = memoryview(data)
@@ -124,8 +124,6 @@ def put_chunks(
     except BaseException:
         sink.abort()
         raise
-    finally:
-        vault.index.release_probes()
     result.bytes_stored = sink.bytes_written
     return result
 

@@ -118,9 +118,32 @@ class Vault:
 
     @classmethod
     def open(
-        cls, path: Path | str | None = None, *, config: Path | str | None = None, **overrides: Any
+        cls,
+        path: Path | str | None = None,
+        *,
+        config: Path | str | None = None,
+        token: str | None = None,
+        **overrides: Any,
     ) -> Vault:
-        """Open (creating if needed) the vault at ``path``, ``$WEIGHTVAULT_HOME`` or ``~/.weightvault``."""
+        """Open (creating if needed) the vault at ``path``, ``$WEIGHTVAULT_HOME`` or ``~/.weightvault``.
+
+        An ``http(s)://`` URL (or ``$WEIGHTVAULT_SERVER`` when no path is given) opens a remote
+        vault instead: ``weightvault.client.RemoteVault``, the same methods over a server's REST
+        API, authenticated by ``token`` or ``$WEIGHTVAULT_TOKEN``. The client module is imported
+        only then: this façade itself knows nothing of transport.
+        """
+        import os
+
+        target = path if path is not None else os.environ.get("WEIGHTVAULT_SERVER") or None
+        if isinstance(target, str) and target.startswith(("http://", "https://")):
+            if config is not None or overrides:
+                raise ConfigError("a remote vault takes its settings from the server; give only a token")
+            import importlib
+
+            client = importlib.import_module("weightvault.client")
+            return client.RemoteVault(target, token=token or os.environ.get("WEIGHTVAULT_TOKEN"))  # type: ignore[no-any-return]
+        if token is not None:
+            raise ConfigError("a token is for a server URL; a local vault needs none")
         return cls(load_settings(path, config, **overrides))
 
     @property
@@ -245,6 +268,10 @@ class Vault:
         if dom is None and self.settings.encryption.enabled:
             dom = self.keys.create(model)
         return dom
+
+    def model_names(self) -> list[str]:
+        """Every model's name, sorted (cheap: no versions are read)."""
+        return self.index.list_model_names()
 
     def list_models(self) -> list[ModelInfo]:
         return [self.model(name) for name in self.index.list_model_names()]
@@ -564,6 +591,15 @@ class Vault:
     def gc(self, *, grace_seconds: float | None = None) -> GcReport:
         grace = self.settings.gc_grace_seconds if grace_seconds is None else grace_seconds
         return gc_module.collect(self, grace)
+
+    def gc_status(self) -> dict[str, Any]:
+        """What gc would work on: index totals and the packs condemned and waiting out the grace period."""
+        out = self.index.stats()
+        condemned = [p for p in self.index.packs() if p.condemned is not None]
+        out["condemned_packs"] = len(condemned)
+        out["condemned_bytes"] = sum(p.size for p in condemned)
+        out["grace_seconds"] = self.settings.gc_grace_seconds
+        return out
 
     def recover(self) -> dict[str, int]:
         return recover_module.rebuild_index(self)
