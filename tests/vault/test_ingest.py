@@ -9,6 +9,7 @@ import pytest
 
 from weightvault.cas.hashing import chunk_id
 from weightvault.core.errors import (
+    DigestMismatchError,
     InvalidInputError,
     MissingObjectError,
     NotFoundError,
@@ -16,7 +17,7 @@ from weightvault.core.errors import (
     UnsafePathError,
 )
 from weightvault.core.manifest import FileRecipe
-from weightvault.vault.ingest import DigestMismatchError, UploadedFile
+from weightvault.vault.ingest import UploadedFile
 from weightvault.vault.vault import Vault
 
 

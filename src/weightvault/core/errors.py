@@ -136,6 +136,12 @@ class PayloadTooLargeError(InvalidInputError):
     code = "payload_too_large"
 
 
+class DigestMismatchError(InvalidInputError):
+    """Uploaded bytes do not hash to the id or SHA-256 they were sent under; nothing was stored."""
+
+    code = "digest_mismatch"
+
+
 class RangeNotSatisfiableError(InvalidInputError):
     code = "range_not_satisfiable"
 

@@ -19,10 +19,10 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
+from weightvault.cas.frames import FRAME_HEADER
 from weightvault.cas.hashing import CHUNK_ID_SIZE
 from weightvault.core.errors import InvalidInputError, PayloadTooLargeError, RangeNotSatisfiableError
 
-FRAME_HEADER = CHUNK_ID_SIZE + 4
 QUEUE_DEPTH = 4
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 T = TypeVar("T")
@@ -177,7 +177,3 @@ async def frames(
             yield cid, data
     if buf:
         raise InvalidInputError("the upload body ends inside a frame (shorter than its frames announce)")
-
-
-def encode_frame(cid: bytes, data: bytes | memoryview) -> list[bytes | memoryview]:
-    return [cid, len(data).to_bytes(4, "big"), data]

@@ -25,6 +25,7 @@ from weightvault.cas.hashing import CHUNK_ID_SIZE, chunk_id
 from weightvault.core import layout
 from weightvault.core.errors import (
     ConfigError,
+    DigestMismatchError,
     InvalidInputError,
     MissingObjectError,
     PayloadTooLargeError,
@@ -39,12 +40,6 @@ from weightvault.vault.source import SourceFile
 
 if TYPE_CHECKING:
     from weightvault.vault.vault import Vault
-
-
-class DigestMismatchError(InvalidInputError):
-    """Uploaded bytes do not hash to the id or SHA-256 they were sent under; nothing was stored."""
-
-    code = "digest_mismatch"
 
 
 @dataclass(frozen=True, slots=True)
