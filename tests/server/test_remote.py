@@ -114,8 +114,16 @@ def test_cli_works_through_the_server(served: Served, model_dir: Path, tmp_path:
     assert pushed.returncode == 0, pushed.stderr
     listed = json.loads(run_cli(home, "ls", "--json", env=env).stdout)
     assert "clim" in json.dumps(listed)
-    pulled = run_cli(home, "--server", served.url, "pull", "clim@v1", str(tmp_path / "o"), "-q",
-                     env={"WEIGHTVAULT_TOKEN": served.admin})
+    pulled = run_cli(
+        home,
+        "--server",
+        served.url,
+        "pull",
+        "clim@v1",
+        str(tmp_path / "o"),
+        "-q",
+        env={"WEIGHTVAULT_TOKEN": served.admin},
+    )
     assert pulled.returncode == 0, pulled.stderr
     assert tree_bytes(tmp_path / "o") == tree_bytes(model_dir)
     missing = run_cli(home, "show", "clim@nope", env=env)

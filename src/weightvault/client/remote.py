@@ -181,6 +181,14 @@ class RemoteVault:
             seconds=time.perf_counter() - started,
         )
 
+    def missing_chunks(self, model: str, ids: Sequence[bytes]) -> list[bytes]:
+        """Which of these chunk ids the server's vault lacks (the first step of a push)."""
+        check_model_name(model)
+        answer = self.http.json(
+            "POST", f"/models/{model}/-/chunks/missing", json={"ids": [c.hex() for c in ids]}
+        )
+        return [bytes.fromhex(c) for c in answer["missing"]]
+
     # ---- changing names ------------------------------------------------------------------------
 
     def delete(self, ref: str | Ref, *, primary_only: bool = False) -> VersionInfo:

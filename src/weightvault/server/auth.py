@@ -85,7 +85,7 @@ class Caller:
             raise AuthenticationError(
                 "authentication required: send an API token as 'Authorization: Bearer …'"
             )
-        if have == Level.NONE:
+        if have == Level.NONE and need == Level.READ:  # same answer whether or not the model exists
             raise ModelNotFoundError(f"model {model!r} not found")
         raise AccessDeniedError(f"{self.name} may not {action} on {model} (needs {need.name.lower()} access)")
 
