@@ -20,7 +20,12 @@ from weightvault.client.access import RemoteAccess
 from weightvault.client.download import fetch_all
 from weightvault.client.http import Http
 from weightvault.client.upload import chunker_of, scan, send_missing
-from weightvault.core.errors import ConfigError, RevisionNotFoundError
+from weightvault.core.errors import (
+    ConcurrentModificationError,
+    ConfigError,
+    MissingObjectError,
+    RevisionNotFoundError,
+)
 from weightvault.core.names import check_label, check_model_name
 from weightvault.core.revision import Ref, parse_ref
 from weightvault.core.types import GcReport, ModelInfo, PullResult, PushResult, VerifyReport, VersionInfo
@@ -28,6 +33,7 @@ from weightvault.vault.pull import check_dest_parent, plan, select_files
 from weightvault.vault.source import scan_source
 
 Progress = Callable[[int], None]
+COMMIT_ATTEMPTS = 3
 
 
 def _ref(ref: str | Ref) -> Ref:
@@ -116,9 +122,7 @@ class RemoteVault:
             on_start(sum(f.size for f in files))
         with ThreadPoolExecutor(min(self.workers, 2), thread_name_prefix="wv-scan") as pool:
             scanned = list(pool.map(lambda f: scan(f, chunker, tick), files))
-        sent_chunks, sent_bytes = send_missing(
-            self.http, model, scanned, self.workers, max_request, lambda n: None
-        )
+        sent_chunks = sent_bytes = 0
         body = {
             "files": [
                 {
@@ -135,7 +139,17 @@ class RemoteVault:
             "lineage": [dict(x) for x in lineage],
             "parent": parent,
         }
-        d = self.http.json("POST", f"/models/{model}/-/versions", json=body)
+        for attempt in range(COMMIT_ATTEMPTS):
+            # ask, send what is missing, commit; a gc that removed freshly sent data in between
+            # makes the commit fail with ConcurrentModificationError, and asking again resends it
+            n, nbytes = send_missing(self.http, model, scanned, self.workers, max_request, lambda n: None)
+            sent_chunks, sent_bytes = sent_chunks + n, sent_bytes + nbytes
+            try:
+                d = self.http.json("POST", f"/models/{model}/-/versions", json=body)
+                break
+            except (ConcurrentModificationError, MissingObjectError):
+                if attempt == COMMIT_ATTEMPTS - 1:
+                    raise
         return PushResult(
             version=convert.version(d["version"]),
             bytes_read=sum(f.size for f in files),

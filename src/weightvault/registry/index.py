@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -181,6 +181,10 @@ class RegistryIndex:
     @contextmanager
     def _write(self) -> Iterator[Session]:
         with self._write_lock, self._sessions() as s, s.begin():
+            if self.engine.dialect.name == "postgresql":
+                # one index writer at a time across every process, as SQLite's database lock gives:
+                # the checks a push's commit and a gc sweep make stay true until they commit
+                s.execute(text("SELECT pg_advisory_xact_lock(7469646577)"))
             yield s
 
     # ---- models ---------------------------------------------------------------------------------
