@@ -267,6 +267,20 @@ class RemoteVault:
     def repair(self, progress: Progress | None = None) -> NoReturn:
         self._local_only("repair")
 
+    def replica_status(self, ref: str | Ref) -> dict[str, bool | str]:
+        """Replicas are the server's business; a remote client sees none."""
+        self.show(ref)
+        return {}
+
     @property
     def cache(self) -> None:
         return None
+
+    def __getattr__(self, name: str) -> NoReturn:
+        if name in _LOCAL_ONLY:
+            self._local_only(name)
+        raise AttributeError(name)
+
+
+#: façade methods that need the store and its keys next to the caller
+_LOCAL_ONLY = frozenset({"init_keys", "key_status", "rotate_keys", "version_keys", "object_ok"})
