@@ -119,6 +119,9 @@ class AccessStore:
         now = utcnow()
         with self._tx() as s:
             prow = self._principal(s, principal, create=True, admin=admin)
+            if kind == "oauth":  # short-lived tokens pile up otherwise; a day after expiry they go
+                stale = now - timedelta(days=1)
+                s.execute(delete(TokenRow).where(TokenRow.kind == "oauth", TokenRow.expires_at < stale))
             row = TokenRow(
                 principal_id=prow.id,
                 token_hash=hash_token(token),
