@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from weightvault.core.errors import InvalidInputError
 
@@ -113,6 +112,8 @@ def token_list(
     if as_json:
         cli._emit_json([t.to_json() for t in tokens])
         return
+    from rich.table import Table
+
     table = Table(
         "id", "principal", "scope", "token", "created", "expires", "revoked", "last used", "description"
     )
@@ -164,6 +165,8 @@ def grant_ls(
     if as_json:
         cli._emit_json([g.to_json() for g in grants])
         return
+    from rich.table import Table
+
     table = Table("principal", "pattern", "role", "since")
     for g in grants:
         table.add_row(g.principal, g.pattern, g.role, _fmt(g.created))
@@ -201,6 +204,8 @@ def audit(
     if as_json:
         cli._emit_json([e.to_json() for e in entries])
         return
+    from rich.table import Table
+
     table = Table("time", "principal", "action", "outcome", "model", "version", "source", "detail")
     for e in entries:
         table.add_row(
