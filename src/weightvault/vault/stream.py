@@ -31,9 +31,14 @@ class FileStream:
             raise RangeNotSatisfiableError(f"range {start}-{end} is outside {self.what} ({size} bytes)")
         return start, stop
 
-    def iter_bytes(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+    def iter_bytes(
+        self, start: int = 0, end: int | None = None, *, check_sha256: bool = True
+    ) -> Iterator[bytes]:
+        """Bytes ``start`` to ``end`` (exclusive). Every chunk is checked against its id; a whole
+        file also against its SHA-256 unless ``check_sha256`` is off (a server leaves that to the
+        client, which checks it anyway: hashing twice would halve a single download's speed)."""
         start, stop = self.check_range(start, end)
-        whole = start == 0 and stop == self.entry.size
+        whole = check_sha256 and start == 0 and stop == self.entry.size
         ids: list[bytes] = []
         first_offset = 0
         offset = 0
