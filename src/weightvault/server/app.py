@@ -2,7 +2,8 @@
 
 ``create_app(vault)`` serves one open :class:`Vault` (embedded façade over the shared store and
 index); the routes live in ``api_models`` (models, versions, files, aliases, uploads) and
-``api_admin`` (tokens, grants, audit, policies, verify, gc). Processes are stateless: run as many
+``api_admin`` (tokens, grants, audit, policies, verify, gc), and the Hugging Face Hub-compatible
+API in ``hub_api``. Processes are stateless: run as many
 as needed against one PostgreSQL and one store.
 """
 
@@ -27,7 +28,7 @@ from weightvault import __version__
 from weightvault.core import layout
 from weightvault.core.errors import WeightvaultError, http_status_for
 from weightvault.registry.access import AccessStore
-from weightvault.server import api_admin, api_models
+from weightvault.server import api_admin, api_models, hub_api
 from weightvault.server.metrics import Metrics
 from weightvault.server.schemas import Error, Health
 from weightvault.server.transfer import Bridge
@@ -179,6 +180,10 @@ def create_app(vault: Vault, options: ServerOptions | None = None) -> FastAPI:
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return _error(status, exc.code, exc.message, headers)
 
+    @app.exception_handler(hub_api.HubError)
+    async def _hub_error(_request: Request, exc: hub_api.HubError) -> JSONResponse:
+        return exc.response()
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
@@ -233,6 +238,7 @@ def create_app(vault: Vault, options: ServerOptions | None = None) -> FastAPI:
 
     app.include_router(api_models.router, prefix=f"/api/{API_VERSION}")
     app.include_router(api_admin.router, prefix=f"/api/{API_VERSION}")
+    app.include_router(hub_api.router)  # last: its "/{ns}/{name}/resolve/..." routes are broad
     app.add_middleware(_Limits, options=options, metrics=metrics)
     if options.cors_origins:
         app.add_middleware(
