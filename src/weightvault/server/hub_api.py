@@ -187,7 +187,11 @@ def _pickle_scan(record: dict[str, Any]) -> dict[str, Any]:
 def security_status(info: VersionInfo) -> dict[str, Any]:
     """The Hub's ``securityRepoStatus`` from the pickle findings kept in the manifest."""
     issues = [
-        {"path": path, "level": _LEVEL.get(rec.get("verdict", ""), "caution"), "pickleImportScan": _pickle_scan(rec)}
+        {
+            "path": path,
+            "level": _LEVEL.get(rec.get("verdict", ""), "caution"),
+            "pickleImportScan": _pickle_scan(rec),
+        }
         for path, rec in sorted(info.safety.items())
         if rec.get("verdict") != "safe"
     ]
@@ -209,9 +213,7 @@ def _iso(info: VersionInfo) -> str:
 # ---- repo and revision info ---------------------------------------------------------------------
 
 
-def _info_body(
-    request: Request, vault: Vault, who: Caller, model: str, info: VersionInfo
-) -> dict[str, Any]:
+def _info_body(request: Request, vault: Vault, who: Caller, model: str, info: VersionInfo) -> dict[str, Any]:
     params = request.query_params
     blobs = params.get("blobs", "").lower() in ("1", "true")
     siblings = []
@@ -243,7 +245,7 @@ def _info_body(
     return body
 
 
-@routes("GET", "/api/models/{repo}/revision/{rev}")
+@routes("GET", "/api/models/{repo}/revision/{rev:path}")  # "refs/pr/1" arrives decoded
 def revision_info(rev: str, request: Request, model: RepoDep, vault: VaultDep, who: CallerDep) -> Any:
     info = resolve(vault, who, model, rev, "show")
     return _info_body(request, vault, who, model, info)
@@ -262,7 +264,9 @@ def refs(model: RepoDep, vault: VaultDep, who: CallerDep) -> Any:
             {"name": n, "ref": f"refs/heads/{n}", "targetCommit": c} for n, c in sorted(branches.items())
         ],
         "converts": [],
-        "tags": [{"name": n, "ref": f"refs/tags/{n}", "targetCommit": c} for n, c in sorted(versions.items())],
+        "tags": [
+            {"name": n, "ref": f"refs/tags/{n}", "targetCommit": c} for n, c in sorted(versions.items())
+        ],
         "pullRequests": [],
     }
 
@@ -286,7 +290,13 @@ def _entries(info: VersionInfo, prefix: str, recursive: bool, expand: bool) -> l
             folders.add(base + "/".join(parts[:i]))
         if len(parts) > 1 and not recursive:
             continue
-        entry: dict[str, Any] = {"type": "file", "oid": _oid(f), "size": f.size, "path": f.path, "lfs": _lfs(f)}
+        entry: dict[str, Any] = {
+            "type": "file",
+            "oid": _oid(f),
+            "size": f.size,
+            "path": f.path,
+            "lfs": _lfs(f),
+        }
         if expand:
             entry["lastCommit"] = last
             entry["securityFileStatus"] = _file_security(info, f.path)
@@ -427,4 +437,6 @@ async def resolve_get(
             yield piece
         metrics.pull_seconds.observe(time.perf_counter() - started)
 
-    return StreamingResponse(body(), status_code=status, headers=headers, media_type="application/octet-stream")
+    return StreamingResponse(
+        body(), status_code=status, headers=headers, media_type="application/octet-stream"
+    )
