@@ -35,7 +35,14 @@ class _Dangerous:
         return (os.system, ("echo pwned",))
 
 
-def hf(served: Served, hf_home: Path, script: str, token: str | None, endpoint: str | None = None) -> Any:
+def hf(
+    served: Served,
+    hf_home: Path,
+    script: str,
+    token: str | None,
+    endpoint: str | None = None,
+    extra: dict[str, str] | None = None,
+) -> Any:
     """Run ``script`` with the Hub client pointed at the server; return the JSON it prints last."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
     env.update(
@@ -48,6 +55,7 @@ def hf(served: Served, hf_home: Path, script: str, token: str | None, endpoint: 
     )
     if token is not None:
         env["HF_TOKEN"] = token
+    env.update(extra or {})
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script)], env=env, capture_output=True, text=True, timeout=600
     )
@@ -333,3 +341,109 @@ def test_transformers_and_sentence_transformers_load_a_real_model(served: Served
     assert len(snapshots) == 1
     cached = snapshots[0] / "model.safetensors"
     assert cached.read_bytes() == (MINILM / "model.safetensors").read_bytes()
+
+
+UPLOADS = """
+import json, os
+from pathlib import Path
+import huggingface_hub as hh
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+api = hh.HfApi()
+out = {}
+folder = Path(FOLDER)
+out["url"] = str(api.create_repo("org/up"))
+out["again"] = str(api.create_repo("org/up", exist_ok=True))
+c1 = api.upload_file(path_or_fileobj=b'{"a": 1}', path_in_repo="config.json", repo_id="org/up",
+                     commit_message="config")
+c2 = api.upload_folder(folder_path=folder, repo_id="org/up", commit_message="weights")
+c3 = api.create_commit("org/up", [
+    CommitOperationDelete("sub/notes.txt"),
+    CommitOperationAdd("extra/empty.txt", b""),
+    CommitOperationAdd("weights.bin", str(folder / "weights.bin")),  # unchanged: skipped by the client
+], commit_message="tidy", parent_commit=c2.oid)
+out["oids"] = [c1.oid, c2.oid, c3.oid]
+out["files"] = sorted(api.list_repo_files("org/up"))
+snap = Path(hh.snapshot_download("org/up"))
+out["snapshot"] = {
+    p.relative_to(snap).as_posix(): p.read_bytes().hex() for p in snap.rglob("*") if p.is_file()
+}
+api.create_branch("org/up", branch="dev")
+c4 = api.upload_file(path_or_fileobj=b"dev", path_in_repo="dev.txt", repo_id="org/up", revision="dev")
+out["dev"] = [c4.oid, api.model_info("org/up", revision="dev").sha, api.model_info("org/up").sha]
+errors = {}
+for name, call in [
+    ("stale_parent", lambda: api.create_commit("org/up", [CommitOperationAdd("x.txt", b"x")],
+                                               commit_message="x", parent_commit=c1.oid)),
+    ("no_branch", lambda: api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="org/up",
+                                          revision="nope")),
+    ("reader", lambda: api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="org/up",
+                                       token=READER)),
+]:
+    try:
+        call()
+        errors[name] = None
+    except Exception as exc:
+        errors[name] = [type(exc).__name__, getattr(getattr(exc, "response", None), "status_code", None)]
+out["errors"] = errors
+print(json.dumps(out))
+"""
+
+
+def test_client_uploads_become_versions(served: Served, hub_model: dict[str, Any], tmp_path: Path) -> None:
+    folder = tmp_path / "up"
+    weights = write_random(folder / "weights.bin", 2_500_000, seed=11).read_bytes()
+    (folder / "sub").mkdir()
+    (folder / "sub" / "notes.txt").write_text("notes")
+    (folder / "sub" / "keep.txt").write_text("keep")
+    script = UPLOADS.replace("FOLDER", repr(str(folder))).replace("READER", repr(hub_model["reader"]))
+    out = hf(served, tmp_path / "hf", script, served.admin, extra={"HF_HUB_DISABLE_XET": "1"})
+    assert out["url"] == f"{served.url}/org/up"
+    assert out["files"] == ["config.json", "extra/empty.txt", "sub/keep.txt", "weights.bin"]
+    assert out["snapshot"] == {
+        "config.json": b'{"a": 1}'.hex(),
+        "extra/empty.txt": "",
+        "sub/keep.txt": b"keep".hex(),
+        "weights.bin": weights.hex(),
+    }
+    with served.local() as v:
+        versions = v.list_versions("org/up")
+        assert [x.commit for x in reversed(versions)][:3] == out["oids"]
+        assert versions[-1].message == "config" and versions[-2].parent == out["oids"][0]
+        dev = v.show("org/up@dev")
+        main_alias = v.model("org/up").aliases["main"]
+    # a branch is an alias; main stayed where it was (now pinned by an alias)
+    assert out["dev"] == [dev.commit, dev.commit, out["oids"][2]]
+    assert main_alias == versions[1].label
+    assert {f.path for f in dev.files} == set(out["files"]) | {"dev.txt"}
+    assert out["errors"]["stale_parent"][1] == 412
+    assert out["errors"]["no_branch"][0] == "RevisionNotFoundError"
+    assert out["errors"]["reader"][1] == 403
+
+
+def test_a_commit_cannot_name_another_models_file(served: Served, hub_model: dict[str, Any]) -> None:
+    """Knowing a file's SHA-256 (the Hub publishes them) must not copy it out of a model."""
+    with served.local() as v:
+        secret = next(f for f in v.show("org/m@v1").files if f.path == "config.json")
+        v.access.add_grant("wendy", "wendy/*", "writer")
+        token = v.access.create_token("wendy", "write").token
+    obj = {"oid": secret.sha256, "size": secret.size}
+    lines = [
+        {"key": "header", "value": {"summary": "steal"}},
+        {"key": "lfsFile", "value": {"path": "c.json", "algo": "sha256", **obj}},
+    ]
+    auth = {"Authorization": f"Bearer {token}"}
+    r = httpx.post(
+        f"{served.url}/api/models/wendy/x/commit/main",
+        content=b"".join(json.dumps(x).encode() + b"\n" for x in lines),
+        headers={**auth, "Content-Type": "application/x-ndjson"},
+    )
+    assert r.status_code == 400 and "upload it first" in r.headers["x-error-message"]
+    batch = httpx.post(
+        f"{served.url}/wendy/x.git/info/lfs/objects/batch",
+        json={"operation": "upload", "transfers": ["basic"], "objects": [obj]},
+        headers=auth,
+    )
+    assert batch.status_code == 200 and "upload" in batch.json()["objects"][0]["actions"]  # not "present"
+    with served.local() as v:
+        assert "wendy/x" not in v.model_names()

@@ -28,7 +28,7 @@ from weightvault import __version__
 from weightvault.core import layout
 from weightvault.core.errors import WeightvaultError, http_status_for
 from weightvault.registry.access import AccessStore
-from weightvault.server import api_admin, api_models, hub_api
+from weightvault.server import api_admin, api_models, hub_api, hub_upload
 from weightvault.server.metrics import Metrics
 from weightvault.server.schemas import Error, Health
 from weightvault.server.transfer import Bridge
@@ -63,6 +63,9 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
 
 
+_NO_LIMIT = 1 << 62
+
+
 class _Limits:
     """Pure ASGI middleware: header and body size limits (JSON errors), and request metrics."""
 
@@ -85,6 +88,8 @@ class _Limits:
         limit = (
             self.options.max_upload_bytes
             if scope["path"].endswith("/-/chunks")
+            else _NO_LIMIT  # a whole file, streamed into chunks as it arrives (bounded memory)
+            if scope["path"].startswith(hub_upload.LFS_PREFIX)
             else self.options.max_json_bytes
         )
         declared = next((v for k, v in headers if k == b"content-length"), None)
@@ -238,7 +243,8 @@ def create_app(vault: Vault, options: ServerOptions | None = None) -> FastAPI:
 
     app.include_router(api_models.router, prefix=f"/api/{API_VERSION}")
     app.include_router(api_admin.router, prefix=f"/api/{API_VERSION}")
-    app.include_router(hub_api.router)  # last: its "/{ns}/{name}/resolve/..." routes are broad
+    # last: the Hub's "/{ns}/{name}/resolve/..." routes are broad (hub_upload adds to this router)
+    app.include_router(hub_api.router)
     app.add_middleware(_Limits, options=options, metrics=metrics)
     if options.cors_origins:
         app.add_middleware(

@@ -537,6 +537,16 @@ class Vault:
 
         return ingest.put_chunks(self, model, chunks, self.chunker.params.max_size)
 
+    def file_recipe(self, model: str, sha256: str) -> FileRecipe:
+        """How a file of ``model`` is rebuilt from chunks (to name it again in an uploaded version)."""
+        return self._recipe(sha256, model)
+
+    def put_file(self, model: str, pieces: Iterable[bytes], sha256: str, size: int) -> FileRecipe:
+        """Store a whole file sent as a byte stream, checked against ``sha256`` (see ``vault.ingest``)."""
+        from weightvault.vault import ingest
+
+        return ingest.put_file(self, model, pieces, sha256, size)
+
     def commit_upload(
         self, model: str, files: Sequence[ingest_types.UploadedFile], **kwargs: Any
     ) -> PushResult:
