@@ -381,7 +381,7 @@ def _open(vault: Vault, who: Caller, model: str, rev: str, path: str) -> tuple[V
     info = resolve(vault, who, model, rev, "pull")
     try:
         check_relative_path(path)
-        return info, vault.open_file(Ref(model, info.commit), path)
+        return info, vault.open_file(Ref(model, info.commit), path, info=info)
     except WeightvaultError as exc:
         raise translate(exc, who, info.commit) from None
 

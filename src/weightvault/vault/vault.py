@@ -513,12 +513,14 @@ class Vault:
 
     # ---- streaming and chunk uploads (the server's transport works through these) --------------
 
-    def open_file(self, ref: str | Ref, path: str) -> FileStream:
-        """One file of a version, readable as verified bytes from any offset."""
+    def open_file(self, ref: str | Ref, path: str, *, info: VersionInfo | None = None) -> FileStream:
+        """One file of a version, readable as verified bytes from any offset (``info``: the
+        version, when the caller has just shown it)."""
         from weightvault.vault.stream import FileStream
 
         check_relative_path(path)
-        info = self.show(ref)
+        if info is None:
+            info = self.show(ref)
         entry = next((f for f in info.files if f.path == path), None)
         if entry is None:
             raise NotFoundError(f"{info.model}@{info.label} has no file {path!r}")
