@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from weightvault.testing.safetensors import safetensors_prefix
 from weightvault.vault.vault import Vault
 
 
@@ -34,12 +35,19 @@ def vault(home: Path) -> Iterator[Vault]:
 
 
 def write_random(path: Path, size: int, seed: int = 0) -> Path:
+    """``size`` random bytes; a ``*.safetensors`` file gets a valid header (one U8 tensor) first,
+    since a push refuses malformed safetensors files."""
     import random
 
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    path.write_bytes(rng.randbytes(size))
+    if path.name.endswith(".safetensors"):
+        head = safetensors_prefix(size)
+        path.write_bytes(head + rng.randbytes(size - len(head)))
+    else:
+        path.write_bytes(rng.randbytes(size))
     return path
+
 
 
 @pytest.fixture

@@ -25,6 +25,8 @@ from weightvault.registry.index import RegistryIndex
 from weightvault.vault.keyring import KeyringRecord, iter_wrapped, keyring_key, parse_keyring_key
 from weightvault.vault.vault import Vault
 
+from weightvault.testing.safetensors import safetensors_prefix
+
 from ..conftest import tree_bytes, write_random
 
 SENTINEL = b"WV-SENTINEL-\x8f\x13-c0ffee-9d1e"
@@ -42,7 +44,8 @@ def sentinel_model(root: Path, size: int = 3_000_000, seed: int = 1) -> Path:
         while len(out) < n:
             out += rng.randbytes(rng.randrange(1000, 40_000)) + SENTINEL * rng.randrange(1, 50)
         (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(bytes(out[:n]))
+        head = safetensors_prefix(n) if name.endswith(".safetensors") else b""
+        (root / name).write_bytes(head + bytes(out[: n - len(head)]))
     (root / "config.json").write_text(json.dumps({"note": SENTINEL.decode("latin-1"), "hidden_size": 64}))
     return root
 

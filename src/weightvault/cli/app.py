@@ -27,6 +27,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from weightvault.cli.formats import print_safety
 from weightvault.core.errors import WeightvaultError, exit_code_for
 from weightvault.core.manifest import parse_metadata
 from weightvault.core.types import VersionInfo
@@ -46,6 +47,7 @@ cache_app = typer.Typer(help="The local file cache pulls are served from.", no_a
 app.add_typer(alias_app, name="alias")
 app.add_typer(cache_app, name="cache")
 app.add_typer(__import__("weightvault.cli.keys", fromlist=["keys_app"]).keys_app, name="keys")
+app.command("tensors")(__import__("weightvault.cli.formats", fromlist=["tensors"]).tensors)
 
 out = Console()
 err = Console(stderr=True)
@@ -157,6 +159,12 @@ def push(
     ] = None,
     message: Annotated[str, typer.Option("--message", "-m")] = "",
     meta: Annotated[list[str] | None, typer.Option("--meta", help="key=value, repeatable.")] = None,
+    base: Annotated[
+        str | None, typer.Option("--base", help="MODEL@REV this version was fine-tuned from (lineage).")
+    ] = None,
+    refuse_unsafe: Annotated[
+        bool, typer.Option("--refuse-unsafe", help="Refuse pickles that would run code when loaded.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
@@ -169,6 +177,8 @@ def push(
             version=version,
             message=message,
             metadata=metadata,
+            base=base,
+            refuse_unsafe=refuse_unsafe,
             progress=advance,
             on_start=start,
         )
@@ -313,6 +323,7 @@ def show(
         table.add_row(f.path, _human(f.size), f.sha256)
     out.print(table)
     out.print(f"{v.file_count} files, {_human(v.total_size)}")
+    print_safety(v)
     out.print(
         "replicas: "
         + ", ".join(

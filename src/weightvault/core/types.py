@@ -23,6 +23,8 @@ class VersionInfo:
     aliases: tuple[str, ...] = ()
     files: tuple[FileEntry, ...] = ()
     lineage: tuple[dict[str, Any], ...] = ()
+    #: pickle-based files by path: what they import and the verdict (``vault.safety``)
+    safety: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self, with_files: bool = False) -> dict[str, Any]:
         out = asdict(self)

@@ -63,6 +63,8 @@ class Settings(BaseModel):
     #: a chunk that does not shrink is stored as it is. Off by default: see README.
     compression: Literal["none", "zstd", "float"] = "none"
     encryption: EncryptionSettings = Field(default_factory=EncryptionSettings)
+    #: refuse every push holding a pickle that imports something dangerous (as ``push --refuse-unsafe``)
+    refuse_unsafe_pickles: bool = False
     sections: dict[str, Any] = Field(default_factory=dict)
 
     @property

@@ -37,8 +37,10 @@ from weightvault.registry.index import RegistryIndex, VersionRecord
 from weightvault.storage.backend import Backend
 from weightvault.storage.replica import ReplicaSet
 from weightvault.vault import gc as gc_module
+from weightvault.vault import lineage as lineage_module
 from weightvault.vault import recover as recover_module
 from weightvault.vault import replication as replication_module
+from weightvault.vault import safety as safety_module
 from weightvault.vault import verify as verify_module
 from weightvault.vault.cache import FileCache
 from weightvault.vault.codecs import BlobCodec, BlobEncoder
@@ -135,10 +137,12 @@ class Vault:
     def _info(self, rec: VersionRecord, with_files: bool = False) -> VersionInfo:
         files: tuple[FileEntry, ...] = ()
         lineage: tuple[dict[str, Any], ...] = ()
+        safety: dict[str, dict[str, Any]] = {}
         if with_files:
             manifest = self._manifest(rec.commit)
             files = tuple(sorted(manifest.files, key=lambda f: f.path))
             lineage = tuple(dict(x) for x in manifest.lineage)
+            safety = {k: dict(v) for k, v in manifest.safety.items()}
         return VersionInfo(
             model=rec.model,
             label=rec.label,
@@ -152,6 +156,7 @@ class Vault:
             aliases=rec.aliases,
             files=files,
             lineage=lineage,
+            safety=safety,
         )
 
     def _manifest(self, commit: str) -> Manifest:
@@ -264,9 +269,15 @@ class Vault:
         metadata: dict[str, str] | None = None,
         lineage: Sequence[dict[str, Any]] = (),
         parent: str | None = None,
+        base: str | None = None,
+        refuse_unsafe: bool = False,
         progress: Progress | None = None,
         on_start: ProgressStart | None = None,
     ) -> PushResult:
+        """Store ``source`` as a new version of ``model``. ``base`` (MODEL@REV) links it to the
+        version it was fine-tuned from (a PEFT adapter's config does so by itself);
+        ``refuse_unsafe`` (or the setting ``refuse_unsafe_pickles``) refuses dangerous pickles.
+        Malformed safetensors files are always refused; nothing is written in either case."""
         started = time.perf_counter()
         check_model_name(model)
         if version is not None:
@@ -274,6 +285,8 @@ class Vault:
             if self.index.label_exists(model, version):
                 raise VersionExistsError(f"version {model}@{version} already exists")
         files = scan_source(source)
+        safety = safety_module.inspect_files(files, refuse_unsafe or self.settings.refuse_unsafe_pickles)
+        lineage = [*lineage, *lineage_module.base_edges(self, files, base)]
         dom = self._push_domain(model)  # keys first: a key problem stops the push before any write
         if on_start:
             on_start(sum(f.size for f in files))
@@ -324,6 +337,7 @@ class Vault:
             message=message,
             metadata=dict(metadata or {}),
             lineage=tuple(lineage),
+            safety=safety,
         )
         commit, body = self.store.put_manifest(manifest)
         if dom is not None:

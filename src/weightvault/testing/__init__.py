@@ -1,0 +1,1 @@
+"""Helpers for tests and demos (synthetic files); not used by the runtime."""
