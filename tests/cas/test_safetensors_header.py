@@ -46,7 +46,7 @@ BAD: list[tuple[str, bytes, str]] = [
     ("header past end", raw({}, n=5000), "runs past the end"),
     ("not json", raw(b"{not json}"), "not valid JSON"),
     ("not an object", raw(b"[1, 2, 3]"), "not a JSON object"),
-    ("duplicate", raw(b'{"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}, "a": 1}', b"x"), "duplicate"),
+    ("duplicate", raw(b'{"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}, "a": 1}', b"x"), "dupl"),
     ("unknown dtype", raw({"a": t("F128", [1], 0, 16)}, b"x" * 16), "unknown dtype"),
     ("extra field", raw({"a": {**t("U8", [1], 0, 1), "x": 1}}, b"x"), "exactly dtype"),
     ("negative dim", raw({"a": t("U8", [-1], 0, 0)}), "non-negative"),

@@ -19,9 +19,9 @@ from faults import FaultProxy
 from targets import BUCKET, Factory
 
 from weightvault.core import layout
-from weightvault.testing.safetensors import safetensors_prefix
 from weightvault.core.errors import StorageError
 from weightvault.storage.factory import open_backend
+from weightvault.testing.safetensors import safetensors_prefix
 from weightvault.vault.vault import Vault
 
 RETRY = {"attempts": 2, "base_delay": 0.01, "max_delay": 0.05, "deadline": 5}

@@ -22,10 +22,9 @@ from weightvault.keys import KeyNotFoundError, KeyProviderError, WrongKeyError, 
 from weightvault.keys.env import generate_key_text
 from weightvault.keys.local_file import LocalFileKeyProvider
 from weightvault.registry.index import RegistryIndex
+from weightvault.testing.safetensors import safetensors_prefix
 from weightvault.vault.keyring import KeyringRecord, iter_wrapped, keyring_key, parse_keyring_key
 from weightvault.vault.vault import Vault
-
-from weightvault.testing.safetensors import safetensors_prefix
 
 from ..conftest import tree_bytes, write_random
 
