@@ -48,6 +48,7 @@ app.add_typer(alias_app, name="alias")
 app.add_typer(cache_app, name="cache")
 app.add_typer(__import__("weightvault.cli.keys", fromlist=["keys_app"]).keys_app, name="keys")
 app.command("tensors")(__import__("weightvault.cli.formats", fromlist=["tensors"]).tensors)
+app.command("lineage")(__import__("weightvault.cli.lineage", fromlist=["lineage"]).lineage)
 
 out = Console()
 err = Console(stderr=True)
@@ -223,10 +224,21 @@ def pull(
         str | None,
         typer.Option("--provider", help="Replica to read first (aws, gcp, azure, …); others follow."),
     ] = None,
+    with_base: Annotated[
+        bool, typer.Option("--with-base", help="Also pull the base model it builds on (into DEST/base).")
+    ] = False,
+    base_dest: Annotated[
+        Path | None, typer.Option("--base-dest", help="Where --with-base puts the base (default DEST/base).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Materialise a version into DEST, verified."""
+    if with_base:
+        from weightvault.cli.lineage import pull_with_base
+
+        pull_with_base(ref, dest, base_dest, include, exclude, force, provider, as_json, quiet)
+        return
     with _progress("pull", quiet or as_json) as (start, advance):
         result = STATE.vault().pull(
             ref,

@@ -224,8 +224,9 @@ def base_of(vault: Vault, ref: str | Ref) -> VersionInfo:
 
 def pull_with_base(
     vault: Vault, ref: str | Ref, dest: Path | str, base_dest: Path | str | None = None, **options: Any
-) -> tuple[PullResult, PullResult]:
-    """Pull ``ref`` into ``dest`` and its base model into ``base_dest`` (default ``dest/base``).
+) -> tuple[tuple[PullResult, Path], tuple[PullResult, Path]]:
+    """Pull ``ref`` into ``dest`` and its base model into ``base_dest`` (default ``dest/base``);
+    returns each pull with its destination.
 
     Both versions are resolved, and the layout checked, before a byte is written."""
     r = parse_ref(ref) if isinstance(ref, str) else ref
@@ -242,4 +243,4 @@ def pull_with_base(
         raise DestinationConflictError("the base and the adapter need different destinations")
     adapter = vault.pull(Ref(info.model, info.commit), dest_path, **options)
     pulled_base = vault.pull(Ref(base.model, base.commit), base_path, **options)
-    return adapter, pulled_base
+    return (adapter, dest_path), (pulled_base, base_path)

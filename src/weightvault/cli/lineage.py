@@ -1,0 +1,108 @@
+"""``weightvault lineage MODEL@REV``: what a version came from and what builds on it.
+
+Registered on the main app by ``cli/app.py``; its helpers are taken from there at call time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+
+def _cli() -> Any:
+    from weightvault.cli import app as cli
+
+    return cli
+
+
+def describe(edge: dict[str, Any]) -> str:
+    """One lineage edge in words: a vault version, a Hub repo, or an upstream import."""
+    if "commit" in edge and "model" in edge:
+        where = f"{edge['model']}@{edge.get('label') or edge['commit'][:12]} ({edge['commit'][:12]})"
+        if edge.get("present") is False:
+            where += " [not in the index]"
+    elif "repo" in edge:
+        rev = edge.get("commit") or edge.get("revision")
+        where = f"hub:{edge['repo']}" + (f"@{rev}" if rev else "")
+    else:
+        where = str({k: v for k, v in edge.items() if k not in ("depth", "of")})
+    via = f" via {edge['via']}" if edge.get("via") else ""
+    return f"{edge.get('kind', '?')} {where}{via}"
+
+
+def lineage(
+    ref: Annotated[str, typer.Argument(help="MODEL[@REV]")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The lineage graph both ways: bases and upstream repos; adapters and fine-tunes built on it."""
+    from weightvault.vault.lineage import lineage as build
+
+    cli = _cli()
+    report = build(cli.STATE.vault(), ref)
+    if as_json:
+        cli._emit_json(report.to_json())
+        return
+    v = report.version
+    cli.out.print(f"[bold]{escape(v.model)}@{escape(v.label)}[/]  commit {v.commit}")
+    cli.out.print("comes from:" if report.ancestors else "comes from: nothing recorded")
+    for edge in report.ancestors:
+        cli.out.print(f"{'  ' * edge['depth']}{escape(describe(edge))}", highlight=False)
+    cli.out.print("built on by:" if report.descendants else "built on by: nothing in this vault")
+    for d in report.descendants:
+        line = f"{d['model']}@{d['label']} ({d['commit'][:12]}) on {d['of']}" + (
+            f" via {d['via']}" if d.get("via") else ""
+        )
+        cli.out.print(f"{'  ' * d['depth']}{escape(line)}", highlight=False)
+
+
+def pull_with_base(
+    ref: str,
+    dest: Path,
+    base_dest: Path | None,
+    include: list[str] | None,
+    exclude: list[str] | None,
+    force: bool,
+    provider: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """``pull --with-base``: the version into DEST and its base into DEST/base (or --base-dest);
+    the include/exclude globs apply to both."""
+    from weightvault.vault.lineage import pull_with_base as pull_both
+
+    cli = _cli()
+    results = pull_both(
+        cli.STATE.vault(),
+        ref,
+        dest,
+        base_dest,
+        include=include,
+        exclude=exclude,
+        force=force,
+        provider=provider,
+    )
+    if as_json:
+        cli._emit_json(
+            {
+                role: {
+                    "version": r.version.to_json(),
+                    "dest": str(where),
+                    "files": list(r.files),
+                    "bytes_total": r.bytes_total,
+                    "bytes_from_cache": r.bytes_from_cache,
+                    "seconds": r.seconds,
+                }
+                for role, (r, where) in zip(("version", "base"), results, strict=True)
+            }
+        )
+    elif not (quiet or cli.STATE.quiet):
+        for r, where in results:
+            v = r.version
+            cli.err.print(
+                f"pulled {v.model}@{v.label} into {where}: {len(r.files)} files, {cli._human(r.bytes_total)}",
+                markup=False,
+                highlight=False,
+            )
