@@ -49,6 +49,7 @@ app.add_typer(cache_app, name="cache")
 app.add_typer(__import__("weightvault.cli.keys", fromlist=["keys_app"]).keys_app, name="keys")
 app.command("tensors")(__import__("weightvault.cli.formats", fromlist=["tensors"]).tensors)
 app.command("lineage")(__import__("weightvault.cli.lineage", fromlist=["lineage"]).lineage)
+app.add_typer(__import__("weightvault.cli.importer", fromlist=["import_app"]).import_app, name="import")
 
 out = Console()
 err = Console(stderr=True)

@@ -25,11 +25,14 @@ class SourceFile:
     inode: int
 
 
-def scan_source(source: Path | str) -> list[SourceFile]:
+def scan_source(source: Path | str, links_within: Path | None = None) -> list[SourceFile]:
+    """The files under ``source``. Symlinks may point anywhere inside ``links_within`` (default:
+    the source itself); a Hub cache snapshot links into its repo's ``blobs/``, one level up."""
     root = Path(source)
     if not root.exists() and not root.is_symlink():
         raise SourceNotFoundError(f"source {root} does not exist")
     root = root.resolve()
+    fence = links_within.resolve() if links_within is not None else root
     if root.is_file():
         return [_entry(root.name, root)]
     if not root.is_dir():
@@ -41,17 +44,17 @@ def scan_source(source: Path | str) -> list[SourceFile]:
             full = here / name
             if full.is_symlink():
                 dirnames.remove(name)
-                target = _inside(root, full)
+                target = _inside(fence, full)
                 if target == root or target in full.parents:
                     raise UnsafePathError(f"symlink {full} makes a loop")
                 files.extend(
                     _entry(f"{_rel(root, full)}/{sub.path}", sub.abspath)
-                    for sub in scan_source(full.resolve())
+                    for sub in scan_source(full.resolve(), fence)
                 )
         for name in filenames:
             full = here / name
             rel = _rel(root, full)
-            target = _inside(root, full) if full.is_symlink() else full
+            target = _inside(fence, full) if full.is_symlink() else full
             files.append(_entry(rel, target))
     files.sort(key=lambda f: f.path)
     return files
@@ -65,7 +68,7 @@ def _rel(root: Path, full: Path) -> str:
 def _inside(root: Path, link: Path) -> Path:
     target = link.resolve()
     if target != root and root not in target.parents:
-        raise UnsafePathError(f"symlink {link} points outside the source folder (to {target})")
+        raise UnsafePathError(f"symlink {link} points outside {root} (to {target})")
     if not target.exists():
         raise SourceNotFoundError(f"symlink {link} is dangling")
     return target

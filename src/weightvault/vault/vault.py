@@ -59,7 +59,7 @@ from weightvault.vault.pull import check_dest_parent, materialise, plan, select_
 from weightvault.vault.push import PushPipeline
 from weightvault.vault.reader import ChunkReader
 from weightvault.vault.replicas import open_stores
-from weightvault.vault.source import scan_source
+from weightvault.vault.source import SourceFile, scan_source
 from weightvault.vault.store import Store
 
 if TYPE_CHECKING:
@@ -262,7 +262,7 @@ class Vault:
     def push(
         self,
         model: str,
-        source: Path | str,
+        source: Path | str | Sequence[SourceFile],
         *,
         version: str | None = None,
         message: str = "",
@@ -274,8 +274,9 @@ class Vault:
         progress: Progress | None = None,
         on_start: ProgressStart | None = None,
     ) -> PushResult:
-        """Store ``source`` as a new version of ``model``. ``base`` (MODEL@REV) links it to the
-        version it was fine-tuned from (a PEFT adapter's config does so by itself);
+        """Store ``source`` (a folder, a file, or files already scanned) as a new version of
+        ``model``. ``base`` (MODEL@REV) links it to the version it was fine-tuned from (a PEFT
+        adapter's config does so by itself);
         ``refuse_unsafe`` (or the setting ``refuse_unsafe_pickles``) refuses dangerous pickles.
         Malformed safetensors files are always refused; nothing is written in either case."""
         started = time.perf_counter()
@@ -284,7 +285,7 @@ class Vault:
             check_label(version)
             if self.index.label_exists(model, version):
                 raise VersionExistsError(f"version {model}@{version} already exists")
-        files = scan_source(source)
+        files = scan_source(source) if isinstance(source, Path | str) else list(source)
         safety = safety_module.inspect_files(files, refuse_unsafe or self.settings.refuse_unsafe_pickles)
         lineage = [*lineage, *lineage_module.base_edges(self, files, base)]
         dom = self._push_domain(model)  # keys first: a key problem stops the push before any write
