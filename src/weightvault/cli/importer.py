@@ -26,7 +26,7 @@ def _cli() -> Any:
 def import_dir(
     path: Annotated[
         Path,
-        typer.Argument(help="A models--org--name cache folder, one of its snapshots, or a save_pretrained folder."),
+        typer.Argument(help="A models--org--name cache folder, a snapshot, or a save_pretrained folder."),
     ],
     name: Annotated[
         str | None, typer.Option("--as", help="Model name in the vault (default: the repo id).")
