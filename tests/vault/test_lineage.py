@@ -83,7 +83,7 @@ def test_manual_base_and_a_two_level_graph_both_ways(vault: Vault, tmp_path: Pat
         "kind": "base_model", "model": "base", "label": "v1", "commit": base.commit, "via": "manual",
     }  # fmt: skip
 
-    down = lineage(vault, "base@v1")
+    down = vault.lineage("base@v1")
     assert [(d["depth"], d["model"], d["label"]) for d in down.descendants] == [
         (1, "tuned", "ft1"),
         (2, "lora", "a1"),

@@ -120,7 +120,7 @@ def test_tensors_reads_only_the_header_chunks(tmp_path: Path) -> None:
         # (length, then header), never the 12 MiB file
         assert 0 < counting.pack_bytes_read <= 2 * (4 << 20) < size
         assert counting.whole_pack_reads == 0
-        assert list_tensors(vault, "m@v1", "model.safetensors")[0].header == listings[0].header
+        assert vault.tensors("m@v1", "model.safetensors")[0].header == listings[0].header
         with pytest.raises(NotFoundError):
             list_tensors(vault, "m@v1", "nope.safetensors")
 
@@ -143,3 +143,13 @@ def test_tensors_cli_lists_name_dtype_shape_and_bytes(home: Path, tmp_path: Path
     assert table.returncode == 0 and "embed" in table.stdout and "[3, 5]" in table.stdout
     missing = run_cli(home, "tensors", "m", "other.safetensors")
     assert missing.returncode == 3 and "no file 'other.safetensors'" in missing.stderr
+
+
+def test_tensors_of_an_encrypted_model(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    arrays = big_checkpoint(src / "model.safetensors")
+    with Vault.open(tmp_path / "home", encryption={"enabled": True}) as vault:
+        vault.push("secret", src)
+        assert vault.keys.domain("secret") is not None  # the chunks are sealed
+        names = {t.name for t in vault.tensors("secret")[0].header.tensors}
+        assert names == set(arrays)

@@ -28,10 +28,8 @@ def tensors(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Name, dtype, shape and size of every tensor, read from the headers alone."""
-    from weightvault.vault.tensors import list_tensors
-
     cli = _cli()
-    listings = list_tensors(cli.STATE.vault(), ref, file)
+    listings = cli.STATE.vault().tensors(ref, file)
     if as_json:
         cli._emit_json([x.to_json() for x in listings])
         return

@@ -38,10 +38,8 @@ def lineage(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The lineage graph both ways: bases and upstream repos; adapters and fine-tunes built on it."""
-    from weightvault.vault.lineage import lineage as build
-
     cli = _cli()
-    report = build(cli.STATE.vault(), ref)
+    report = cli.STATE.vault().lineage(ref)
     if as_json:
         cli._emit_json(report.to_json())
         return
@@ -71,11 +69,8 @@ def pull_with_base(
 ) -> None:
     """``pull --with-base``: the version into DEST and its base into DEST/base (or --base-dest);
     the include/exclude globs apply to both."""
-    from weightvault.vault.lineage import pull_with_base as pull_both
-
     cli = _cli()
-    results = pull_both(
-        cli.STATE.vault(),
+    results = cli.STATE.vault().pull_with_base(
         ref,
         dest,
         base_dest,

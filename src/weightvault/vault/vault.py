@@ -41,6 +41,7 @@ from weightvault.vault import lineage as lineage_module
 from weightvault.vault import recover as recover_module
 from weightvault.vault import replication as replication_module
 from weightvault.vault import safety as safety_module
+from weightvault.vault import tensors as tensors_module
 from weightvault.vault import verify as verify_module
 from weightvault.vault.cache import FileCache
 from weightvault.vault.codecs import BlobCodec, BlobEncoder
@@ -534,6 +535,22 @@ class Vault:
 
     def recover(self) -> dict[str, int]:
         return recover_module.rebuild_index(self)
+
+    # ---- formats and lineage --------------------------------------------------------------------
+
+    def tensors(self, ref: str | Ref, path: str | None = None) -> list[tensors_module.TensorListing]:
+        """The tensors of the version's safetensors files (or of ``path``), from their headers alone."""
+        return tensors_module.list_tensors(self, ref, path)
+
+    def lineage(self, ref: str | Ref) -> lineage_module.LineageReport:
+        """What the version came from and what builds on it."""
+        return lineage_module.lineage(self, ref)
+
+    def pull_with_base(
+        self, ref: str | Ref, dest: Path | str, base_dest: Path | str | None = None, **options: Any
+    ) -> tuple[tuple[PullResult, Path], tuple[PullResult, Path]]:
+        """Pull the version into ``dest`` and its base model into ``base_dest`` (default ``dest/base``)."""
+        return lineage_module.pull_with_base(self, ref, dest, base_dest, **options)
 
     # ---- replicas -------------------------------------------------------------------------------
 
