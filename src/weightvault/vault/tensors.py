@@ -1,8 +1,9 @@
 """Tensor listings of a version's safetensors files, from their headers alone.
 
 A header is a few KiB at the start of a file of many GiB, so only the chunks that cover it are
-fetched (ranged reads of packs, each chunk verified against its id as usual): 8 bytes for the
-header's length, then the header. The whole file is never read.
+fetched (ranged reads of packs, each chunk verified against its id as usual): the first chunk,
+which holds the header's length and usually the whole header, then more only for a header that
+runs past it. The whole file is never read.
 """
 
 from __future__ import annotations
@@ -10,7 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from weightvault.cas.safetensors_header import SafetensorsHeader, parse_safetensors_header
+from weightvault.cas.safetensors_header import (
+    SafetensorsHeader,
+    parse_safetensors_header,
+    safetensors_header_length,
+)
 from weightvault.core.errors import InvalidInputError, MalformedFileError, NotFoundError
 from weightvault.core.manifest import FileEntry
 from weightvault.core.revision import Ref, parse_ref
@@ -40,38 +45,31 @@ class TensorListing:
         }
 
 
-def read_range(vault: Vault, model: str, entry: FileEntry, start: int, length: int) -> bytes:
-    """Bytes ``[start, start + length)`` of a stored file, fetching only the chunks that cover them."""
-    end = min(start + length, entry.size)
-    if start >= end:
-        return b""
+def read_prefix(vault: Vault, model: str, entry: FileEntry, need: int) -> bytes:
+    """The file's first chunks, as many as cover its first ``need`` bytes (whole chunks: what is
+    fetched anyway), each verified against its id."""
     recipe = vault._recipe(entry.sha256, model)
     ids: list[bytes] = []
-    first = -1
     pos = 0
     for cid, n in recipe.chunks:
-        if pos + n > start:
-            if first < 0:
-                first = pos
-            ids.append(cid)
-        pos += n
-        if pos >= end:
+        if pos >= need:
             break
+        ids.append(cid)
+        pos += n
     out = bytearray()
     for raw in vault._reader_for(model).chunks(ids, f"{model}:{entry.path}"):
         out += raw
-    return bytes(out[start - first : end - first])
+    return bytes(out)
 
 
 def read_header(vault: Vault, model: str, entry: FileEntry) -> SafetensorsHeader:
-    head = read_range(vault, model, entry, 0, 8)
-    if len(head) < 8:
-        raise MalformedFileError(f"{entry.path} is too short for a safetensors file")
-    n = int.from_bytes(head, "little")
+    """The header from the chunks that hold it: the first chunk (at least 256 KiB) usually has it all."""
+    head = read_prefix(vault, model, entry, 8)
     try:
-        if 8 + n <= entry.size:
-            head += read_range(vault, model, entry, 8, n)
-        return parse_safetensors_header(head, entry.size)
+        total = safetensors_header_length(head[:8], entry.size)
+        if total is not None and len(head) < total:
+            head = read_prefix(vault, model, entry, total)
+        return parse_safetensors_header(head[: total or 8], entry.size)
     except MalformedFileError as exc:
         raise MalformedFileError(f"{entry.path} is not a valid safetensors file: {exc}") from None
 
