@@ -549,7 +549,8 @@ def main() -> None:
         _fail(f"internal error: {type(exc).__name__}: {exc}", 1)
     finally:
         if STATE._vault is not None:
-            STATE._vault.close()
+            vault, STATE._vault = STATE._vault, None
+            vault.close()
 
 
 if __name__ == "__main__":
