@@ -189,3 +189,42 @@ def test_rm_primary_only_leaves_the_replicas(
     assert (archive / v1).is_file() and not (home / "store" / v1).exists()
     assert wv_in(capsys, home, "rm", "m@v2").returncode == 0
     assert not (archive / v2).exists() and not (home / "store" / v2).exists()
+
+
+def test_pull_include_matching_nothing_warns_and_fails(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    wv_in(capsys, home, "push", "m", str(model_dir), "--version", "v1", "-q")
+    r = wv_in(capsys, home, "pull", "m@v1", str(tmp_path / "out"), "--include", "*.gguf")
+    assert r.returncode == 3
+    assert "warning: --include '*.gguf' matches no file of m@v1" in r.stderr
+    assert not (tmp_path / "out").exists()
+    r = wv_in(
+        capsys, home, "pull", "m@v1", str(tmp_path / "o2"), "--include", "*.json", "--include", "*.gguf"
+    )
+    assert r.returncode == 0 and "'*.gguf' matches no file" in r.stderr
+    assert [p.name for p in (tmp_path / "o2").iterdir()] == ["config.json"]
+
+
+def test_push_reports_unchanged_and_refuses_empty(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    assert wv_in(capsys, home, "push", "m", str(model_dir), "--version", "v1").returncode == 0
+    commit = json.loads(wv_in(capsys, home, "show", "m@v1", "--json").stdout)["commit"]
+    r = wv_in(capsys, home, "push", "m", str(model_dir))
+    assert r.returncode == 0 and f"unchanged, same as v1 (commit {commit})" in r.stderr
+    assert json.loads(wv_in(capsys, home, "push", "m", str(model_dir), "--json").stdout)["unchanged"] is True
+    assert wv_in(capsys, home, "push", "m", str(model_dir), "--version", "v2", "-q").returncode == 0
+    assert len(json.loads(wv_in(capsys, home, "ls", "m", "--json").stdout)["versions"]) == 2
+
+    empty = tmp_path / "empty"
+    (empty / ".git").mkdir(parents=True)
+    (empty / ".git" / "config").write_text("[core]\n")
+    r = wv_in(capsys, home, "push", "e", str(empty))
+    assert r.returncode == 4 and "--allow-empty" in _one_error_line(r.stderr)
+    r = wv_in(capsys, home, "push", "e", str(empty), "--allow-empty", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["version"]["file_count"] == 0
+    r = wv_in(capsys, home, "push", "e", str(empty), "--no-default-ignores", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["version"]["file_count"] == 1

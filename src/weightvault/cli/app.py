@@ -232,13 +232,15 @@ def pull(
                 "unmatched_includes": list(result.unmatched_includes),
             }
         )
+    elif not result.files and (include or exclude):
+        say(f"nothing pulled: no file of {v.model}@{v.label} is selected by --include/--exclude")
     elif not _quiet(quiet):
         say(
             f"pulled {v.model}@{v.label} into {dest}: {len(result.files)} files, "
             f"{human(result.bytes_total)} ({human(result.bytes_from_cache)} from cache) "
             f"in {result.seconds:.1f}s"
         )
-    if include and not result.files:
+    if not result.files and (include or exclude):
         raise typer.Exit(3)  # nothing matched: the not-found family
 
 
