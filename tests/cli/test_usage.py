@@ -107,3 +107,15 @@ def test_shell_completion_is_on(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert {"push", "pull"} <= set(r.stdout.split()), r.stdout
+
+
+def test_loading_the_cli_does_not_load_the_storage_stack() -> None:
+    """Start-up stays cheap: the vault, the database layer and Rich's tables load with the commands
+    that need them, not for `--help` or a usage error."""
+    probe = (
+        "import sys, weightvault.cli.app; "
+        "print(sorted(m for m in ('sqlalchemy', 'weightvault.vault.vault', 'rich.table', 'rich.progress', "
+        "'numpy', 'yaml') if m in sys.modules))"
+    )
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr)
