@@ -163,3 +163,14 @@ def test_cli_lineage_and_pull_with_base(home: Path, tmp_path: Path) -> None:
     assert tree_bytes(out / "base") == tree_bytes(b)
     missing = run_cli(home, "push", "x", str(b), "--base", "nope@v1")
     assert missing.returncode == 3 and missing.stderr.strip().startswith("error:")
+
+
+def test_same_files_on_a_new_base_make_a_new_version(vault: Vault, tmp_path: Path) -> None:
+    vault.push("base", base_model(tmp_path / "b1"), version="v1")
+    vault.push("base", base_model(tmp_path / "b2", seed=1), version="v2")
+    src = base_model(tmp_path / "t", seed=3)
+    first = vault.push("tuned", src, base="base@v1")
+    same = vault.push("tuned", src, base="base@v1")
+    assert same.unchanged and same.version.commit == first.version.commit
+    moved = vault.push("tuned", src, base="base@v2")
+    assert not moved.unchanged and vault.show("tuned").lineage[0]["label"] == "v2"

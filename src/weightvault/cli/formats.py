@@ -1,19 +1,20 @@
 """Safe formats on the command line: ``weightvault tensors`` and the pickle findings of ``show``.
 
 ``tensors MODEL@REV [FILE]`` reads only the safetensors headers, by range, through the vault
-(``vault.tensors``). Registered on the main app by ``cli/app.py``; its helpers are taken from
-there at call time.
+(``Vault.tensors``). Registered on the main app by ``cli/app.py``; the vault of the invocation
+is taken from there at call time.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from weightvault.core.types import VersionInfo
+from weightvault.cli.output import emit_json, human, out, say, table
+
+if TYPE_CHECKING:
+    from weightvault.core.types import VersionInfo
 
 
 def _cli() -> Any:
@@ -23,35 +24,31 @@ def _cli() -> Any:
 
 
 def tensors(
-    ref: Annotated[str, typer.Argument(help="MODEL[@REV]")],
+    ref: Annotated[str, typer.Argument(metavar="MODEL[@REV]", help="The version.")],
     file: Annotated[str | None, typer.Argument(help="One safetensors file of the version.")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Name, dtype, shape and size of every tensor, read from the headers alone."""
-    cli = _cli()
-    listings = cli.STATE.vault().tensors(ref, file)
+    listings = _cli().STATE.vault().tensors(ref, file)
     if as_json:
-        cli._emit_json([x.to_json() for x in listings])
+        emit_json([x.to_json() for x in listings])
         return
     if not listings:
-        cli.err.print("no safetensors files in this version")
+        say("no safetensors files in this version")
         return
     for listing in listings:
-        table = Table("tensor", "dtype", "shape", "size", title=listing.path)
-        for t in listing.header.tensors:
-            table.add_row(t.name, t.dtype, "[" + ", ".join(map(str, t.shape)) + "]", cli._human(t.nbytes))
-        cli.out.print(table)
-        cli.out.print(f"{len(listing.header.tensors)} tensors, {cli._human(listing.header.data_len)}")
+        t = table("tensor", "dtype", "shape", "size", title=listing.path)
+        for x in listing.header.tensors:
+            t.add_row(x.name, x.dtype, "[" + ", ".join(map(str, x.shape)) + "]", human(x.nbytes))
+        out.print(t)
+        out.print(f"{len(listing.header.tensors)} tensors, {human(listing.header.data_len)}", highlight=False)
 
 
 def print_safety(v: VersionInfo) -> None:
     """The pickle-based files of a version and what they would import when loaded."""
-    cli = _cli()
     for path, finding in sorted(v.safety.items()):
-        verdict = str(finding.get("verdict"))
-        colour = {"safe": "green", "unknown": "yellow", "dangerous": "red"}.get(verdict, "red")
         flagged = [f"{m}.{n}" for m, n, judged in finding.get("globals", []) if judged != "safe"]
         detail = f": imports {', '.join(flagged)}" if flagged else ""
-        cli.out.print(f"pickle [{colour}]{verdict}[/] {escape(path + detail)}", highlight=False)
+        out.print(f"pickle {finding.get('verdict')} {path}{detail}", markup=False, highlight=False)
         for problem in finding.get("problems", []):
-            cli.out.print(f"  {problem}", markup=False, highlight=False)
+            out.print(f"  {problem}", markup=False, highlight=False)

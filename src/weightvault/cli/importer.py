@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from weightvault.cli.output import emit_json, progress, say
+
 import_app = typer.Typer(
     help="Import models from Hugging Face Hub folders, pinned to their commits.", no_args_is_help=True
 )
@@ -38,14 +40,14 @@ def import_dir(
     refuse_unsafe: Annotated[
         bool, typer.Option("--refuse-unsafe", help="Refuse pickles that would run code when loaded.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary line.")] = False,
 ) -> None:
     """Store a local Hub folder as a version whose lineage pins the upstream repo and commit."""
     from weightvault.hub.importer import import_dir as run
 
     cli = _cli()
-    with cli._progress("import", quiet or as_json) as (start, advance):
+    with progress("import", quiet or as_json or cli.STATE.quiet) as (start, advance):
         result = run(
             cli.STATE.vault(),
             path,
@@ -57,7 +59,7 @@ def import_dir(
             on_start=start,
         )
     if as_json:
-        cli._emit_json(result.to_json())
+        emit_json(result.to_json())
         return
     if quiet or cli.STATE.quiet:
         return
@@ -65,4 +67,4 @@ def import_dir(
     up = result.upstream or {}
     origin = f"{up.get('repo') or path}" + (f"@{up['commit']}" if up.get("commit") else "")
     what = "imported" if result.imported else "already imported as"
-    cli.err.print(f"{what} {v.model}@{v.label} (commit {v.commit[:12]}) from {origin}", markup=False)
+    say(f"{what} {v.model}@{v.label} (commit {v.commit[:12]}) from {origin}")

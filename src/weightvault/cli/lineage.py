@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
+
+from weightvault.cli.output import emit_json, human, out, say
 
 
 def _cli() -> Any:
@@ -34,26 +35,27 @@ def describe(edge: dict[str, Any]) -> str:
 
 
 def lineage(
-    ref: Annotated[str, typer.Argument(help="MODEL[@REV]")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    ref: Annotated[str, typer.Argument(metavar="MODEL[@REV]", help="The version.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """The lineage graph both ways: bases and upstream repos; adapters and fine-tunes built on it."""
-    cli = _cli()
-    report = cli.STATE.vault().lineage(ref)
+    report = _cli().STATE.vault().lineage(ref)
     if as_json:
-        cli._emit_json(report.to_json())
+        emit_json(report.to_json())
         return
     v = report.version
-    cli.out.print(f"[bold]{escape(v.model)}@{escape(v.label)}[/]  commit {v.commit}")
-    cli.out.print("comes from:" if report.ancestors else "comes from: nothing recorded")
+
+    def line(text: str) -> None:
+        out.print(text, markup=False, highlight=False)
+
+    line(f"{v.model}@{v.label}  commit {v.commit}")
+    line("comes from:" if report.ancestors else "comes from: nothing recorded")
     for edge in report.ancestors:
-        cli.out.print(f"{'  ' * edge['depth']}{escape(describe(edge))}", highlight=False)
-    cli.out.print("built on by:" if report.descendants else "built on by: nothing in this vault")
+        line(f"{'  ' * edge['depth']}{describe(edge)}")
+    line("built on by:" if report.descendants else "built on by: nothing in this vault")
     for d in report.descendants:
-        line = f"{d['model']}@{d['label']} ({d['commit'][:12]}) on {d['of']}" + (
-            f" via {d['via']}" if d.get("via") else ""
-        )
-        cli.out.print(f"{'  ' * d['depth']}{escape(line)}", highlight=False)
+        via = f" via {d['via']}" if d.get("via") else ""
+        line(f"{'  ' * d['depth']}{d['model']}@{d['label']} ({d['commit'][:12]}) on {d['of']}{via}")
 
 
 def pull_with_base(
@@ -80,7 +82,7 @@ def pull_with_base(
         provider=provider,
     )
     if as_json:
-        cli._emit_json(
+        emit_json(
             {
                 role: {
                     "version": r.version.to_json(),
@@ -96,8 +98,4 @@ def pull_with_base(
     elif not (quiet or cli.STATE.quiet):
         for r, where in results:
             v = r.version
-            cli.err.print(
-                f"pulled {v.model}@{v.label} into {where}: {len(r.files)} files, {cli._human(r.bytes_total)}",
-                markup=False,
-                highlight=False,
-            )
+            say(f"pulled {v.model}@{v.label} into {where}: {len(r.files)} files, {human(r.bytes_total)}")

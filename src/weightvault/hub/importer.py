@@ -98,9 +98,8 @@ def import_dir(
 ) -> ImportResult:
     local = open_local(path, revision)
     model = _model_name(local, name)
-    files = [
-        f for f in scan_source(local.root, local.links_within) if f.path.split("/", 1)[0] not in local.skip
-    ]
+    scanned = scan_source(local.root, links_within=local.links_within)
+    files = [f for f in scanned if f.path.split("/", 1)[0] not in local.skip]
     edge = upstream_edge(local)
     existing = find_existing(vault, model, edge, files)
     if existing is not None:
@@ -116,4 +115,4 @@ def import_dir(
         progress=progress,
         on_start=on_start,
     )
-    return ImportResult(result.version, True, edge)
+    return ImportResult(result.version, not result.unchanged, edge)
