@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +37,9 @@ class EncryptionSettings(BaseModel):
 
     enabled: bool = False
     provider: dict[str, Any] = Field(default_factory=dict)
+    #: other providers whose KEKs may open keyrings (an old KEK during a rotation, a KEK another
+    #: machine rotated to); only these and ``provider`` are ever used, never what a keyring says
+    trusted_providers: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class Settings(BaseModel):
@@ -86,6 +90,10 @@ class Settings(BaseModel):
     def default_key_file(self) -> Path:
         return self.home / "keys" / "kek.key"
 
+    def trusted_provider_configs(self) -> list[dict[str, Any]]:
+        """The providers besides ``key_provider_config`` that may open keyrings."""
+        return [dict(p) for p in self.encryption.trusted_providers]
+
     def key_provider_config(self) -> dict[str, Any]:
         """The key provider's config, the default local key file filled in."""
         config = dict(self.encryption.provider)
@@ -101,8 +109,14 @@ _FLAT_KEYS = set(Settings.model_fields) - {"home", "sections"}
 def _from_file(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        # never the offending text: the line may hold a passphrase or a connection string
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", str(getattr(exc, "problem", None) or "syntax error"))
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping")
     values: dict[str, Any] = {}

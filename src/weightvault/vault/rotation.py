@@ -180,6 +180,8 @@ def rotate(
         if dom is not None:
             domains[m] = dom
     target, target_config, replace_file = _target(vault, model, new_provider)
+    if replace_file is None:  # this home trusts the KEK it moves keyrings to (a staged file already is)
+        keys.trust_provider(target_config)
     params = provider_params(target, target_config)
     report = RotateReport(provider=params, kek_id=target.key_id)
     same_kms_key = target_config.get("type") == "aws_kms" and new_provider is None

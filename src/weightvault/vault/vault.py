@@ -59,6 +59,7 @@ from weightvault.vault.reader import ChunkReader
 from weightvault.vault.replicas import open_stores
 from weightvault.vault.source import scan_source
 from weightvault.vault.store import Store
+from weightvault.vault.trust import LocalTrust
 
 if TYPE_CHECKING:
     from weightvault.vault.rotation import RotateReport
@@ -107,6 +108,8 @@ class Vault:
             self.primary,
             self.replicas,
             self.store.config.store_id,
+            trusted_configs=settings.trusted_provider_configs,
+            trust=LocalTrust(settings.home / "keys"),
         )
         self._readers: dict[str, ChunkReader] = {}
         self._readers_lock = threading.Lock()
