@@ -156,3 +156,57 @@ def test_malformed_config_error_does_not_echo_the_line(tmp_path: Path) -> None:
     assert "hunter2" not in str(info.value) and "line 5" in str(info.value)
     r = run_cli(home, "ls")
     assert r.returncode == 4 and "hunter2" not in r.stderr + r.stdout
+
+
+# ---------------------------------------------------------------- no downgrade, no replayed keyring
+
+
+def store_listing(vault: Vault) -> set[str]:
+    return {i.key for i in vault.backend.list("")}
+
+
+def test_deleted_keyring_is_an_error_never_a_plain_model(home: Path, model_dir: Path, tmp_path: Path) -> None:
+    with Vault.open(home, encryption={"enabled": True}) as v:
+        v.push("m", model_dir, version="v1")
+        v.primary.delete(keyring_key("m"))  # the attacker
+        before = store_listing(v)
+    # the victim's next push comes from a client without encryption configured
+    with Vault.open(home) as v:
+        with pytest.raises(IntegrityError, match="keyring is missing"):
+            v.push("m", model_dir, version="v2")
+        with pytest.raises(IntegrityError, match="keyring is missing"):
+            v.pull("m@v1", tmp_path / "out")
+        assert store_listing(v) == before  # no plain pack, recipe, manifest or ref was written
+    with Vault.open(home, encryption={"enabled": True}) as v, pytest.raises(IntegrityError, match="missing"):
+        v.push("m", model_dir, version="v2")  # nor a fresh domain that would orphan v1
+
+
+def test_replaced_keyring_is_refused(home: Path, model_dir: Path, tmp_path: Path) -> None:
+    other_home = tmp_path / "other-home"
+    with Vault.open(home, encryption={"enabled": True}) as v:
+        v.push("m", model_dir, version="v1")
+        key_file = home / "keys" / "kek.key"
+    # someone with the same KEK but no memory of m deletes its keyring and makes a new domain
+    enc = {"enabled": True, "provider": {"type": "local_file", "path": str(key_file)}}
+    with Vault.open(other_home, store_url=f"file://{home / 'store'}", encryption=enc) as w:
+        w.primary.delete(keyring_key("m"))
+        w.push("m", model_dir, version="v2")
+    with (
+        Vault.open(home, encryption={"enabled": True}) as v,
+        pytest.raises(IntegrityError, match="another id key"),
+    ):
+        v.pull("m@v1", tmp_path / "out")
+
+
+def test_old_keyring_put_back_after_reencrypt_is_refused(home: Path, model_dir: Path, tmp_path: Path) -> None:
+    with Vault.open(home, encryption={"enabled": True}) as v:
+        v.push("m", model_dir, version="v1")
+        old = v.primary.get(keyring_key("m"))
+        v.rotate_keys("m", reencrypt=True)
+        v.gc(grace_seconds=0)
+        v.primary.put(keyring_key("m"), old)  # the attacker replays the copy they saved
+        before = store_listing(v)
+    with Vault.open(home, encryption={"enabled": True}) as v:
+        with pytest.raises(IntegrityError, match="older than generation"):
+            v.push("m", model_dir, version="v2")
+        assert store_listing(v) == before
