@@ -8,6 +8,8 @@ nothing.
 from __future__ import annotations
 
 import http.server
+import json
+import random
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,10 @@ from typing import Any
 import pytest
 
 from weightvault.cas.encryption import DataKey
-from weightvault.core.errors import ConfigError, IntegrityError, WeightvaultError
+from weightvault.cas.pack import decode_table
+from weightvault.core import layout
+from weightvault.core.errors import ConfigError, IntegrityError, RevisionNotFoundError, WeightvaultError
+from weightvault.core.manifest import Manifest
 from weightvault.keys import KeyProvider, KeyProviderConfigError, open_key_provider, wrap_data_key
 from weightvault.keys._symmetric import kek_fingerprint
 from weightvault.keys.passphrase import PassphraseKeyProvider
@@ -210,3 +215,128 @@ def test_old_keyring_put_back_after_reencrypt_is_refused(home: Path, model_dir: 
         with pytest.raises(IntegrityError, match="older than generation"):
             v.push("m", model_dir, version="v2")
         assert store_listing(v) == before
+
+
+# ---------------------------------------------------------------- authenticated refs and manifests
+
+
+def two_models(home: Path, model_dir: Path, tmp_path: Path) -> dict[str, str]:
+    """m@v1, m@v2 (production -> v2) and o@v3, encrypted; returns label -> commit."""
+    other = tmp_path / "other-model"
+    other.mkdir()
+    (other / "weights.bin").write_bytes(b"another model's weights " * 5000)
+    with Vault.open(home, encryption={"enabled": True}) as v:
+        v1 = v.push("m", model_dir, version="v1").version.commit
+        (model_dir / "config.json").write_text('{"hidden_size": 128}')
+        v2 = v.push("m", model_dir, version="v2").version.commit
+        v.set_alias("m", "production", "v2")
+        v3 = v.push("o", other, version="v3").version.commit
+    return {"v1": v1, "v2": v2, "v3": v3}
+
+
+def fresh_machine(home: Path, tmp_path: Path) -> Vault:
+    """Another home on the same store with the same KEK (and no pins)."""
+    enc = {"enabled": True, "provider": {"type": "local_file", "path": str(home / "keys" / "kek.key")}}
+    return Vault.open(tmp_path / "fresh-home", store_url=f"file://{home / 'store'}", encryption=enc)
+
+
+def put_ref(vault: Vault, key: str, body: dict[str, Any]) -> None:
+    vault.primary.put(key, json.dumps(body).encode())
+
+
+def test_edited_refs_are_refused_by_recover_pull_and_verify(
+    home: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    commits = two_models(home, model_dir, tmp_path)
+    with Vault.open(home, encryption={"enabled": True}) as v:
+        # the attacker moves production back to v1 and adds m@v3 naming the other model's version
+        alias = json.loads(v.primary.get(layout.alias_ref_key("m", "production")))
+        put_ref(v, layout.alias_ref_key("m", "production"), {**alias, "label": "v1", "commit": commits["v1"]})
+        forged = json.loads(v.primary.get(layout.version_ref_key("o", "v3")))
+        put_ref(v, layout.version_ref_key("m", "v3"), {**forged, "model": "m"})
+        report = v.verify(read_data=True)
+        assert not report.ok and any("production" in p and "MAC" in p for p in report.problems)
+    with fresh_machine(home, tmp_path) as w:
+        counts = w.recover()
+        assert counts["refused_refs"] == 2
+        assert w.resolve("m@v2").commit == commits["v2"]
+        with pytest.raises(RevisionNotFoundError):
+            w.resolve("m@production")  # refused, never the old version
+        with pytest.raises(RevisionNotFoundError):
+            w.pull("m@v3", tmp_path / "out")  # never the other model's content
+        assert not (tmp_path / "out").exists()
+
+
+def test_plain_ref_slipped_into_an_encrypted_model_is_refused(
+    home: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    commits = two_models(home, model_dir, tmp_path)
+    with Vault.open(home) as v:  # an attacker's plain ref, as a client without keys would write it
+        body = {"model": "m", "label": "v9", "commit": commits["v1"], "created": "2030-01-01T00:00:00+00:00"}
+        put_ref(v, layout.version_ref_key("m", "v9"), body)
+    with fresh_machine(home, tmp_path) as w:
+        assert w.recover()["refused_refs"] == 1
+        assert [x.label for x in w.list_versions("m")] == ["v2", "v1"]
+
+
+def test_swapped_manifests_are_refused(home: Path, model_dir: Path, tmp_path: Path) -> None:
+    commits = two_models(home, model_dir, tmp_path)
+    with Vault.open(home, encryption={"enabled": True}) as v:
+        one, two = (v.primary.get(layout.manifest_key(commits[x])) for x in ("v1", "v2"))
+        v.primary.put(layout.manifest_key(commits["v1"]), two)
+        v.primary.put(layout.manifest_key(commits["v2"]), one)
+        v.primary.put(layout.manifest_key(commits["v3"]), one)  # and into the other model
+        report = v.verify()
+        assert {"m@v1", "m@v2", "o@v3"} <= set(report.affected_versions)
+    with fresh_machine(home, tmp_path) as w:
+        counts = w.recover()
+        assert counts["versions"] == 0 and counts["skipped"] >= 3
+
+
+def test_a_plain_models_ref_must_name_a_manifest_of_that_model(
+    vault: Vault, model_dir: Path, tmp_path: Path
+) -> None:
+    other = vault.push("other", model_dir, version="v1").version.commit
+    vault.push("m", model_dir, version="v1")
+    body = {"model": "m", "label": "v2", "commit": other, "created": "2030-01-01T00:00:00+00:00"}
+    put_ref(vault, layout.version_ref_key("m", "v2"), body)
+    vault.recover()
+    with pytest.raises(RevisionNotFoundError):
+        vault.resolve("m@v2")
+
+
+def test_the_bucket_shows_no_file_hashes_paths_or_guessable_commit_ids(
+    home: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    with Vault.open(home, encryption={"enabled": True}) as v:
+        v.push("m", model_dir, version="v1")
+        info = v.show("m@v1")
+        objects = {i.key: v.backend.get(i.key) for i in v.backend.list("")}
+    blob = b"".join(objects.values())
+    for f in info.files:
+        assert f.sha256.encode() not in blob and bytes.fromhex(f.sha256) not in blob
+    assert b"tokenizer/vocab.bin" not in blob and b"config.json" not in blob
+    # the commit id is keyed: a guessed manifest's SHA-256 confirms nothing
+    plain = Manifest(model="m", files=info.files, parent=None, message="", metadata={}, lineage=())
+    assert info.commit != plain.commit_id()
+
+
+def chunk_lengths(vault: Vault) -> list[int]:
+    return sorted(
+        e.raw_len for i in vault.backend.list("index/") for e in decode_table(vault.backend.get(i.key))
+    )
+
+
+def test_the_chunker_of_an_encrypted_model_is_keyed(tmp_path: Path) -> None:
+    src = tmp_path / "model"
+    src.mkdir()
+    (src / "weights.bin").write_bytes(random.Random(5).randbytes(6_000_000))
+    lengths = []
+    for n, enc in enumerate(({"enabled": False}, {"enabled": True}, {"enabled": True})):
+        with Vault.open(tmp_path / f"home-{n}", encryption=enc) as v:
+            v.push("m", src)
+            lengths.append(chunk_lengths(v))
+            assert sum(lengths[-1]) == 6_000_000
+    public, keyed_a, keyed_b = lengths
+    # the public chunker's boundaries (what an attacker computes for a known file) are not there
+    assert keyed_a != public and keyed_b != public and keyed_a != keyed_b

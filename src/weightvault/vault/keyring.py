@@ -50,6 +50,7 @@ from weightvault.core.manifest import canonical_json
 from weightvault.core.names import check_model_name
 from weightvault.storage.backend import Backend
 from weightvault.storage.replica import ReplicaSet
+from weightvault.vault.store import SEALED_MANIFEST_MAGIC
 from weightvault.vault.trust import KeyringTrustError, LocalTrust, UntrustedKeyProviderError
 
 if TYPE_CHECKING:
@@ -70,6 +71,11 @@ _CTX_RECIPE_NAME: Final = "weightvault 2026-11 recipe name key v1"
 _CTX_RECIPE_BODY: Final = "weightvault 2026-11 recipe body key v1"
 _CTX_KEYRING_MAC: Final = "weightvault 2026-11 keyring mac key v1"
 _CTX_REF_MAC: Final = "weightvault 2026-11 ref mac key v1"
+_CTX_COMMIT: Final = "weightvault 2026-11 commit id key v1"
+_CTX_MANIFEST_BODY: Final = "weightvault 2026-11 manifest body key v1"
+#: Sealed manifest: magic ‖ u16 BE len(model) ‖ model ‖ nonce(12) ‖ AES-256-GCM(manifest JSON) ‖ tag(16).
+MANIFEST_MAGIC: Final = SEALED_MANIFEST_MAGIC
+_MANIFEST_AAD: Final = b"weightvault manifest v1\x00"
 _CTX_CHUNKER_SEED: Final = "weightvault 2026-11 chunker seed v1"
 #: Sealed recipe object: magic ‖ nonce(12) ‖ AES-256-GCM(canonical recipe JSON) ‖ tag(16).
 RECIPE_MAGIC: Final = b"WVRCPE\x00\x01"
@@ -246,10 +252,13 @@ class Domain:
         self._name_key = _derive(_CTX_RECIPE_NAME, id_key.material)
         self._recipe_aead = AESGCM(_derive(_CTX_RECIPE_BODY, id_key.material))
         self.mac_key = _derive(_CTX_KEYRING_MAC, id_key.material)
+        self._commit_key = _derive(_CTX_COMMIT, id_key.material)
+        self._manifest_aead = AESGCM(_derive(_CTX_MANIFEST_BODY, id_key.material))
         #: authenticates the model's version and alias refs (``vault.refauth``)
         self.ref_mac_key = _derive(_CTX_REF_MAC, id_key.material)
         #: keys the chunker's gear table, so chunk boundaries (and lengths) depend on a secret
-        self.chunker_seed = int.from_bytes(_derive(_CTX_CHUNKER_SEED, id_key.material)[:8], "little") | 1
+        seed = int.from_bytes(_derive(_CTX_CHUNKER_SEED, id_key.material)[:8], "little")
+        self.chunker_seed = (seed & ((1 << 63) - 1)) | 1  # pyfastcdc's range; never 0 (unkeyed)
 
     @property
     def active_slot(self) -> int:
@@ -267,6 +276,38 @@ class Domain:
         nonce = os.urandom(12)
         return RECIPE_MAGIC + nonce + self._recipe_aead.encrypt(nonce, body, _RECIPE_AAD + name.encode())
 
+    def commit_id(self, manifest_body: bytes) -> str:
+        """A version's commit id in this domain: keyed, so a bucket cannot confirm a guessed manifest."""
+        return blake3.blake3(manifest_body, key=self._commit_key).hexdigest()[:40]
+
+    def _manifest_aad(self, commit: str) -> bytes:
+        return _MANIFEST_AAD + commit.encode() + b"\x00" + self.model.encode()
+
+    def seal_manifest(self, commit: str, body: bytes) -> bytes:
+        name = self.model.encode()
+        nonce = os.urandom(12)
+        sealed = self._manifest_aead.encrypt(nonce, body, self._manifest_aad(commit))
+        return MANIFEST_MAGIC + len(name).to_bytes(2, "big") + name + nonce + sealed
+
+    def open_manifest(self, commit: str, data: bytes) -> bytes:
+        """The manifest JSON; it must be this model's, under this commit id."""
+        from cryptography.exceptions import InvalidTag
+
+        from weightvault.cas.encryption import DecryptionError
+
+        if sealed_manifest_model(data) != self.model:
+            raise CorruptObjectError(f"manifest {commit} is sealed for another model than {self.model}")
+        start = len(MANIFEST_MAGIC) + 2 + len(self.model.encode())
+        try:
+            body = self._manifest_aead.decrypt(
+                data[start : start + 12], data[start + 12 :], self._manifest_aad(commit)
+            )
+        except InvalidTag:
+            raise DecryptionError(f"manifest {commit} of {self.model} failed authentication") from None
+        if self.commit_id(body) != commit:
+            raise CorruptObjectError(f"manifest {commit} of {self.model} does not hash to its name")
+        return body
+
     def open_recipe(self, name: str, data: bytes) -> bytes:
         from cryptography.exceptions import InvalidTag
 
@@ -281,6 +322,22 @@ class Domain:
             raise DecryptionError(
                 f"recipe {name} of {self.model} failed authentication (corrupt, or another model's)"
             ) from None
+
+
+def is_sealed_manifest(data: bytes) -> bool:
+    return data.startswith(MANIFEST_MAGIC)
+
+
+def sealed_manifest_model(data: bytes) -> str:
+    """The model a sealed manifest says it belongs to (authenticated only once it is opened)."""
+    n = len(MANIFEST_MAGIC)
+    if not is_sealed_manifest(data) or len(data) < n + 2:
+        raise CorruptObjectError("not a sealed manifest")
+    size = int.from_bytes(data[n : n + 2], "big")
+    try:
+        return check_model_name(data[n + 2 : n + 2 + size].decode())
+    except (UnicodeDecodeError, WeightvaultError):
+        raise CorruptObjectError("sealed manifest names no valid model") from None
 
 
 def is_sealed_recipe(data: bytes) -> bool:
@@ -725,9 +782,11 @@ __all__ = [
     "KeySlotMissingError",
     "KeyringRecord",
     "SlotRecord",
+    "is_sealed_manifest",
     "is_sealed_recipe",
     "iter_wrapped",
     "keyring_key",
     "parse_keyring_key",
     "provider_params",
+    "sealed_manifest_model",
 ]

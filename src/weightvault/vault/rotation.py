@@ -20,11 +20,12 @@ skips chunks already on it. The old packs and plain recipes become garbage for `
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,7 +213,10 @@ def rotate(
         target = final
     if reencrypt:
         for m in models:
-            dom = domains.get(m) or keys.create(m, target, params)
+            dom = domains.get(m)
+            if dom is None:  # a plain model encrypted now: its existing refs get authenticated
+                dom = keys.create(m, target, params)
+                vault.adopt_refs(m, dom)
             report.models.setdefault(m, {"kek_from": None, "rewrapped": False, "kek_to": target.key_id})
             report.models[m]["reencrypt"] = reencrypt_model(vault, dom, target, progress).to_json()
     report.seconds = time.perf_counter() - started
@@ -256,12 +260,35 @@ def live_slots(vault: Vault, model: str) -> dict[int, tuple[int, int]]:
     return out
 
 
+class _Joined(io.RawIOBase):
+    """The chunks of a file as one readable stream (to cut them again)."""
+
+    def __init__(self, chunks: Iterator[bytes | memoryview]) -> None:
+        self._chunks = chunks
+        self._left = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        while not self._left:
+            nxt = next(self._chunks, None)
+            if nxt is None:
+                return 0
+            self._left = memoryview(nxt)
+        n = min(len(buf), len(self._left))
+        buf[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n
+
+
 class _Converter:
     def __init__(self, vault: Vault, dom: Domain, slot: int, progress: Callable[[int], None]) -> None:
         self.vault = vault
         self.dom = dom
         self.slot = slot
         self.encoder = BlobEncoder(vault.settings.compression, dom.ciphers[slot], slot)
+        self.chunker = vault.chunker_for(dom)
         self.reader = vault._reader_for(dom.model)
         self.sink = PackSink(
             vault.primary,
@@ -309,7 +336,10 @@ class _Converter:
         self._layout_prefix(job, ids, src)
         new_chunks: list[tuple[bytes, int]] = []
         offset = 0
-        for raw in self.reader.chunks(ids, what):
+        chunks: Iterator[bytes | memoryview] = self.reader.chunks(ids, what)
+        if not keyed:  # cut again with the domain's keyed chunker: plain boundaries are public
+            chunks = self.chunker.chunks(_Joined(chunks))
+        for raw in chunks:
             n = len(raw)
             cid = dom.chunk_id(raw)
             new_chunks.append((cid, n))
