@@ -77,7 +77,10 @@ def keyrings(vault: Vault) -> dict[str, KeyringRecord]:
     out = {}
     for info in vault.backend.list("keys/"):
         model = parse_keyring_key(info.key)
-        assert model is not None
+        if model is None:  # the claims of conditional keyring rewrites: digests once written
+            assert "/keyring.claims/" in info.key and not info.key.endswith("/keyring")
+            assert b"wrapped" not in vault.backend.get(info.key)
+            continue
         out[model] = KeyringRecord.from_bytes(vault.backend.get(info.key), model)
     return out
 

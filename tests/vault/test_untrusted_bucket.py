@@ -20,7 +20,13 @@ import pytest
 from weightvault.cas.encryption import DataKey
 from weightvault.cas.pack import decode_table
 from weightvault.core import layout
-from weightvault.core.errors import ConfigError, IntegrityError, RevisionNotFoundError, WeightvaultError
+from weightvault.core.errors import (
+    ConcurrentModificationError,
+    ConfigError,
+    IntegrityError,
+    RevisionNotFoundError,
+    WeightvaultError,
+)
 from weightvault.core.manifest import Manifest
 from weightvault.keys import KeyProvider, KeyProviderConfigError, open_key_provider, wrap_data_key
 from weightvault.keys._symmetric import kek_fingerprint
@@ -340,3 +346,89 @@ def test_the_chunker_of_an_encrypted_model_is_keyed(tmp_path: Path) -> None:
     public, keyed_a, keyed_b = lengths
     # the public chunker's boundaries (what an attacker computes for a known file) are not there
     assert keyed_a != public and keyed_b != public and keyed_a != keyed_b
+
+
+# ---------------------------------------------------------------- rotation races and the old KEK
+
+
+def test_first_push_of_another_model_during_a_rotation_stays_readable(
+    home: Path, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Vault.open(home, encryption={"enabled": True}) as v:
+        v.push("a", model_dir, version="v1")
+    rotating = Vault.open(home, encryption={"enabled": True})
+    other = Vault.open(home, encryption={"enabled": True})
+    real_rewrap = rotating.keys.rewrap
+    pushed: list[str] = []
+
+    def rewrap_while_another_model_is_pushed(*args: Any, **kw: Any) -> Any:
+        if not pushed:  # after the rotation listed the models, before it replaces the key file
+            pushed.append(other.push("b", model_dir, version="v1").version.commit)
+        return real_rewrap(*args, **kw)
+
+    monkeypatch.setattr(rotating.keys, "rewrap", rewrap_while_another_model_is_pushed)
+    old_key = (home / "keys" / "kek.key").read_bytes()
+    report = rotating.rotate_keys()
+    assert pushed and report.replaced_key_file and (home / "keys" / "kek.key").read_bytes() != old_key
+    # and a push that opened the old key before the rotation but makes its keyring after it
+    other.push("c", model_dir, version="v1")
+    rotating.close()
+    other.close()
+    with Vault.open(home, encryption={"enabled": True}, cache_enabled=False) as v:
+        for m in ("a", "b", "c"):
+            v.pull(f"{m}@v1", tmp_path / f"out-{m}")
+            assert (tmp_path / f"out-{m}" / "config.json").read_bytes() == (
+                model_dir / "config.json"
+            ).read_bytes()
+
+
+def test_old_kek_is_kept_while_a_replica_keyring_needs_it(
+    home: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    backup = tmp_path / "backup"
+    opts: dict[str, Any] = {
+        "encryption": {"enabled": True},
+        "replicas": {"backup": backup.as_uri()},
+        "sync_enabled": True,
+        "cache_enabled": False,
+    }
+    key_file = home / "keys" / "kek.key"
+    with Vault.open(home, **opts) as v:
+        v.push("m", model_dir, version="v1")
+        old_key = key_file.read_bytes()
+        # the backup cannot take the new keyring (here: its keys folder is in the way)
+        saved = (backup / "keys").rename(tmp_path / "saved-keys")
+        (backup / "keys").write_text("in the way")
+        report = v.rotate_keys()
+        assert report.replaced_key_file is None and report.kept_old_key_file == str(key_file)
+        assert report.old_key_needed_by and all(p.startswith("backup") for p in report.old_key_needed_by)
+        assert key_file.read_bytes() == old_key  # the old KEK still opens the backup's copy
+        v.pull("m@v1", tmp_path / "out1")  # the primary's keyring opens with the staged new key
+        (backup / "keys").unlink()
+        saved.rename(backup / "keys")
+        v.sync()
+        report = v.rotate_keys()
+        assert report.replaced_key_file == str(key_file) and not report.old_key_needed_by
+    assert key_file.read_bytes() != old_key
+    ring = KeyringRecord.from_bytes((backup / keyring_key("m")).read_bytes(), "m")
+    with Vault.open(home, **opts) as v:
+        assert ring.kek_id == v.keys.configured().key_id
+        v.pull("m@v1", tmp_path / "out2")
+
+
+def test_keyring_rewrites_are_conditional(home: Path, model_dir: Path) -> None:
+    with Vault.open(home, encryption={"enabled": True}) as v:
+        v.push("m", model_dir, version="v1")
+    first = Vault.open(home, encryption={"enabled": True})
+    second = Vault.open(home, encryption={"enabled": True})
+    try:
+        d1, d2 = first.keys.domain("m"), second.keys.domain("m")
+        assert d1 is not None and d2 is not None
+        first.keys.add_data_key(d1, first.keys.configured())
+        with pytest.raises(ConcurrentModificationError):
+            second.keys.add_data_key(d2, second.keys.configured())  # based on the generation it read
+        ring = second.keys.domain("m", refresh=True)
+        assert ring is not None and sorted(ring.slots) == [1, 2] and ring.record.generation == 2
+    finally:
+        first.close()
+        second.close()

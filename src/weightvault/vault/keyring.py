@@ -24,6 +24,7 @@ or the KDF cost. Keys are created under the configured provider.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import json
 import os
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 import blake3
 
 from weightvault.core.errors import (
+    ConcurrentModificationError,
     ConfigError,
     CorruptObjectError,
     FormatError,
@@ -95,6 +97,15 @@ class KeySlotMissingError(IntegrityError):
 
 def keyring_key(model: str) -> str:
     return f"{KEYS}{check_model_name(model)}/{KEYRING_NAME}"
+
+
+def claim_key(model: str, generation: int) -> str:
+    """Where a rewrite claims a keyring generation (if-absent): ``keys/<model>/keyring.claims/<n>``."""
+    return f"{KEYS}{check_model_name(model)}/{KEYRING_NAME}.claims/{generation:010d}"
+
+
+def _tombstone(generation: int, body: bytes) -> bytes:
+    return canonical_json({"generation": generation, "keyring_blake3": blake3.blake3(body).hexdigest()})
 
 
 def parse_keyring_key(key: str) -> str | None:
@@ -592,6 +603,24 @@ class KeyManager:
             raise
         return opened[-1]
 
+    def open_with(self, model: str, provider: KeyProvider) -> Domain:
+        """The domain of ``model`` opened with ``provider`` (a rotation's old KEK, still in memory
+        after its file was replaced), from the primary's copy."""
+        rec = KeyringRecord.from_bytes(self._primary.get(keyring_key(model)), model)
+        return self._unwrap(rec, provider, [])
+
+    def recheck_new_domain(self, dom: Domain) -> Domain:
+        """After creating a domain under the configured key file: if a rotation replaced the file
+        meanwhile, move the new keyring to the key now there (so it never needs a destroyed KEK)."""
+        config = self.configured_config()
+        if config.get("type") != "local_file":
+            return dom
+        self.forget_providers()
+        current = self.configured()
+        if current.key_id == dom.record.kek_id:
+            return dom
+        return self.rewrap(dom, current, provider_params(current, config))[0]
+
     def _missing(self, model: str) -> None:
         """No keyring in the store: fine for a plain model, an error for one this home pinned."""
         if self.trust is not None:
@@ -640,7 +669,9 @@ class KeyManager:
 
     # ---- writing keyrings --------------------------------------------------------------------
 
-    def write(self, rec: KeyringRecord, *, if_absent: bool = False) -> dict[str, str]:
+    def write(
+        self, rec: KeyringRecord, *, if_absent: bool = False, mac_key: bytes | None = None
+    ) -> dict[str, str]:
         """Put a sealed keyring on the primary (must succeed), then on every other replica.
 
         Returns replica -> "ok" or the error; a keyring left stale on a replica is reported,
@@ -648,7 +679,13 @@ class KeyManager:
         """
         key = keyring_key(rec.model)
         body = rec.to_bytes()
-        self._primary.put(key, body, if_absent=if_absent)
+        if if_absent:  # a new domain: generation 1, created once
+            self._primary.put(key, body, if_absent=True)
+        else:
+            self._claim(rec, body, mac_key)
+            self._primary.put(key, body)
+            # the claim has done its work: keep only a digest, so it is no copy of old keys
+            self._primary.put(claim_key(rec.model, rec.generation), _tombstone(rec.generation, body))
         if self.trust is not None:
             self.trust.check(rec.model, rec.id_key.key_id, rec.generation)
         status: dict[str, str] = {}
@@ -665,6 +702,35 @@ class KeyManager:
             self._cache.domains.pop(rec.model, None)
             self._cache.plain.discard(rec.model)
         return status
+
+    def _claim(self, rec: KeyringRecord, body: bytes, mac_key: bytes | None) -> None:
+        """Claim generation ``rec.generation`` on the primary with an if-absent put: the
+        conditional write that makes two concurrent rewrites of one keyring (a rotation and a
+        re-encryption, two rotations) fail instead of one silently undoing the other.
+
+        A claim whose keyring write never happened (a crash in between) is rolled forward by
+        the next writer that finds it, once its MAC checks out under the same id key."""
+        claim = claim_key(rec.model, rec.generation)
+        try:
+            self._primary.put(claim, body, if_absent=True)
+            return
+        except ObjectExistsError:
+            pass
+        with contextlib.suppress(WeightvaultError, ValueError):
+            claimed = self._primary.get(claim)
+            current = KeyringRecord.from_bytes(self._primary.get(keyring_key(rec.model)), rec.model)
+            if mac_key is not None and claimed.startswith(b"{") and current.generation < rec.generation:
+                stale = KeyringRecord.from_bytes(claimed, rec.model)
+                if stale.id_key.key_id == rec.id_key.key_id and stale.generation == rec.generation:
+                    stale.check_mac(mac_key)
+                    self._primary.put(keyring_key(rec.model), claimed)  # roll the lost write forward
+                    self._primary.put(claim, _tombstone(rec.generation, claimed))
+        with self._lock:
+            self._cache.domains.pop(rec.model, None)
+        raise ConcurrentModificationError(
+            f"the keyring of {rec.model} was changed by another process meanwhile (generation "
+            f"{rec.generation} is taken); run the command again"
+        )
 
     def create(
         self, model: str, provider: KeyProvider | None = None, params: Mapping[str, Any] | None = None
@@ -711,7 +777,7 @@ class KeyManager:
     def update(self, dom: Domain, **changes: Any) -> Domain:
         """Rewrite the keyring of an opened domain with ``changes`` (new slots, states, target)."""
         rec = replace(dom.record, **changes, generation=dom.record.generation + 1, mac="").sealed(dom.mac_key)
-        self.write(rec)
+        self.write(rec, mac_key=dom.mac_key)
         new = Domain(rec, dom.id_key, {s.slot: dom.data_keys[s.slot] for s in rec.slots})
         with self._lock:
             self._cache.domains[dom.model] = new
@@ -736,7 +802,7 @@ class KeyManager:
         rec = replace(
             dom.record, slots=slots, reencrypt_target=slot, generation=dom.record.generation + 1, mac=""
         ).sealed(dom.mac_key)
-        self.write(rec)
+        self.write(rec, mac_key=dom.mac_key)
         keys = {**dom.data_keys, slot: dk}
         new = Domain(rec, dom.id_key, keys)
         with self._lock:
@@ -759,7 +825,7 @@ class KeyManager:
             generation=dom.record.generation + 1,
             mac="",
         ).sealed(dom.mac_key)
-        status = self.write(rec)
+        status = self.write(rec, mac_key=dom.mac_key)
         new = Domain(rec, dom.id_key, dom.data_keys)
         with self._lock:
             self._cache.domains[dom.model] = new

@@ -291,7 +291,7 @@ class Vault:
         """The domain a push of ``model`` seals under: its own, or a new one when encryption is on."""
         dom = self.keys.domain(model)
         if dom is None and self.settings.encryption.enabled:
-            dom = self.keys.create(model)
+            dom = self.keys.recheck_new_domain(self.keys.create(model))
             self.adopt_refs(model, dom)
         return dom
 
