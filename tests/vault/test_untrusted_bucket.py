@@ -201,6 +201,7 @@ def test_replaced_keyring_is_refused(home: Path, model_dir: Path, tmp_path: Path
     enc = {"enabled": True, "provider": {"type": "local_file", "path": str(key_file)}}
     with Vault.open(other_home, store_url=f"file://{home / 'store'}", encryption=enc) as w:
         w.primary.delete(keyring_key("m"))
+        w.primary.delete(layout.version_ref_key("m", "v1"))  # else its authenticated ref gives it away
         w.push("m", model_dir, version="v2")
     with (
         Vault.open(home, encryption={"enabled": True}) as v,
@@ -432,3 +433,18 @@ def test_keyring_rewrites_are_conditional(home: Path, model_dir: Path) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_deleted_keyring_is_noticed_by_a_machine_that_never_saw_the_model(
+    home: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    with Vault.open(home, encryption={"enabled": True}) as v:
+        v.push("m", model_dir, version="v1")
+        v.primary.delete(keyring_key("m"))  # the attacker
+        before = store_listing(v)
+    # a fresh home on the same store, no pin, no encryption configured
+    with Vault.open(tmp_path / "fresh", store_url=f"file://{home / 'store'}") as w:
+        with pytest.raises(IntegrityError, match="keyring is missing"):
+            w.push("m", model_dir, version="v2")
+        assert store_listing(w) == before
+        assert w.recover()["refused_refs"] == 1  # the authenticated ref is not taken as a plain one

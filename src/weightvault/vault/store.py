@@ -208,6 +208,21 @@ class Store:
     def delete_alias_ref(self, model: str, alias: str) -> None:
         self.backend.delete(layout.alias_ref_key(model, alias))
 
+    def has_authenticated_refs(self, model: str) -> bool:
+        """Whether any ref of ``model`` carries a MAC (the model is encrypted), checked before a
+        push treats a model without a keyring as plain."""
+        for info in self.backend.list(f"{layout.REFS}{model}/"):
+            parsed = layout.parse_ref_key(info.key)
+            if parsed is None or parsed[0] != model:
+                continue
+            try:
+                body = json.loads(self.backend.get(info.key))
+            except (MissingObjectError, ValueError):
+                continue
+            if isinstance(body, dict) and "mac" in body:
+                return True
+        return False
+
     def refs(
         self, refused: list[tuple[str, str]] | None = None
     ) -> Iterator[tuple[str, str, str, dict[str, Any]]]:

@@ -66,7 +66,7 @@ from weightvault.vault.reader import ChunkReader
 from weightvault.vault.replicas import open_stores
 from weightvault.vault.source import scan_source
 from weightvault.vault.store import RefSigner, Store
-from weightvault.vault.trust import LocalTrust
+from weightvault.vault.trust import KeyringTrustError, LocalTrust
 
 if TYPE_CHECKING:
     from weightvault.vault.rotation import RotateReport
@@ -321,6 +321,12 @@ class Vault:
     def _push_domain(self, model: str) -> Domain | None:
         """The domain a push of ``model`` seals under: its own, or a new one when encryption is on."""
         dom = self.keys.domain(model)
+        if dom is None and self.store.has_authenticated_refs(model):
+            # no keyring, no pin here, but the store's refs say the model is encrypted
+            raise KeyringTrustError(
+                f"model {model} is encrypted (its refs are authenticated) but its keyring is missing "
+                "from the store; refusing to push it as a plain model or under new keys"
+            )
         if dom is None and self.settings.encryption.enabled:
             dom = self.keys.recheck_new_domain(self.keys.create(model))
             self.adopt_refs(model, dom)
