@@ -213,6 +213,13 @@ def pull(
         str | None,
         typer.Option("--provider", help="Replica to read first (aws, gcp, azure, …); others follow."),
     ] = None,
+    link_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--link-mode",
+            help="How cached files are placed: auto (clone, else copy), reflink, hardlink or copy.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
@@ -227,6 +234,7 @@ def pull(
             provider=provider,
             progress=advance,
             on_start=start,
+            link_mode=link_mode,
         )
     for fallback in result.fallbacks:
         err.print(f"warning: {fallback}; served by another replica (run `weightvault repair`)", markup=False)
@@ -240,14 +248,17 @@ def pull(
                 "bytes_from_store": result.bytes_from_store,
                 "seconds": result.seconds,
                 "fallbacks": list(result.fallbacks),
+                "link_mode": result.link_mode,
+                "placement": dict(result.placement),
             }
         )
     elif not (quiet or STATE.quiet):
         v = result.version
+        placed = ", ".join(f"{n} by {how}" for how, n in sorted(result.placement.items()))
         err.print(
             f"pulled [bold]{v.model}@{v.label}[/] into {dest}: {len(result.files)} files, "
             f"{_human(result.bytes_total)} ({_human(result.bytes_from_cache)} from cache) "
-            f"in {result.seconds:.1f}s"
+            f"in {result.seconds:.1f}s; placed {placed or 'nothing (all present)'}"
         )
 
 

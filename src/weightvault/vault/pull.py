@@ -1,4 +1,4 @@
-"""Materialising a version into a folder: from the cache by hardlink, else rebuilt and verified.
+"""Materialising a version into a folder: placed from the cache (``placement``), else rebuilt and verified.
 
 Nothing half-written ever carries a final name: each file is built under a temporary name
 (in the cache, or beside its destination) and renamed once its SHA-256 matched. Conflicts
@@ -25,7 +25,8 @@ from weightvault.core.errors import (
 from weightvault.core.manifest import FileEntry, FileRecipe
 from weightvault.storage.direct_io import DirectWriter
 from weightvault.storage.local import os_error
-from weightvault.vault.cache import FileCache, place
+from weightvault.vault.cache import FileCache
+from weightvault.vault.placement import Placer
 from weightvault.vault.reader import ChunkReader
 
 
@@ -61,12 +62,12 @@ def _same_content(path: Path, entry: FileEntry, cache: FileCache | None) -> bool
     if st.st_size != entry.size:
         return False
     if cache is not None:
-        cached = cache.path_for(entry.sha256)
-        try:
-            if os.path.samefile(cached, path):
-                return True
-        except FileNotFoundError:
-            pass
+        for cached in cache.paths_for(entry.sha256):
+            try:
+                if os.path.samefile(cached, path):
+                    return True
+            except FileNotFoundError:
+                pass
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(8 << 20):
@@ -118,31 +119,38 @@ def materialise(
     cache: FileCache | None,
     workers: int,
     progress: Callable[[int], None],
+    placer: Placer,
 ) -> PullCounters:
+    """Build every planned file; ``placer`` puts cached files in place (and counts how), and
+    says whether the model's cache entries are private (an encrypted model's plaintext)."""
     counters = PullCounters()
+    private = placer.private
 
     def one(item: PlannedFile) -> None:
         entry, target = item.entry, item.target
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.wv-tmp"
         try:
-            source = cache.lookup(entry.sha256, entry.size) if cache is not None else None
+            source = cache.lookup(entry.sha256, entry.size, private) if cache is not None else None
             if source is not None:
-                place(source, tmp)
+                placer.place(source, tmp)
                 counters.from_cache += entry.size
                 progress(entry.size)
             else:
                 recipe = recipe_for(entry.sha256)
                 into_cache = cache is not None and cache.fits(entry.size)
-                build = cache.temp_file() if into_cache and cache is not None else tmp
+                build = cache.temp_file(private) if into_cache and cache is not None else tmp
+                mode = cache.temp_mode(private) if into_cache and cache is not None else 0o644
                 try:
-                    with DirectWriter(build) as out:
+                    with DirectWriter(build, mode) as out:
                         reader.write_file(recipe, out, entry.path, progress)
                 except BaseException:
                     build.unlink(missing_ok=True)
                     raise
                 if into_cache and cache is not None:
-                    place(cache.admit(build, entry.sha256), tmp)
+                    placer.place(cache.admit(build, entry.sha256, private), tmp)
+                else:
+                    placer.note("written")
                 counters.from_store += entry.size
             os.replace(tmp, target)
         except OSError as exc:

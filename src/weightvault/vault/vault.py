@@ -53,6 +53,7 @@ from weightvault.vault.keyring import (
     provider_params,
 )
 from weightvault.vault.packer import PackSink, default_temp_factory
+from weightvault.vault.placement import Placer, check_link_mode
 from weightvault.vault.pull import check_dest_parent, materialise, plan, select_files
 from weightvault.vault.push import PushPipeline
 from weightvault.vault.reader import ChunkReader
@@ -96,7 +97,13 @@ class Vault:
             else RegistryIndex.sqlite(settings.home / "index.db")
         )
         self.cache = (
-            FileCache(settings.cache_path, settings.cache_max_bytes) if settings.cache_enabled else None
+            FileCache(
+                settings.cache_path,
+                settings.cache_max_bytes,
+                private=settings.cache_permissions == "private",
+            )
+            if settings.cache_enabled
+            else None
         )
         self.chunker = Chunker(self.store.config.chunking)
         #: the store-wide reader: plain chunks of any model (encrypted ones need ``_reader_for``)
@@ -424,8 +431,11 @@ class Vault:
         provider: str | None = None,
         progress: Progress | None = None,
         on_start: ProgressStart | None = None,
+        link_mode: str | None = None,
     ) -> PullResult:
+        """``link_mode`` (default: the setting) says how cached files are placed: see ``placement``."""
         started = time.perf_counter()
+        mode = check_link_mode(link_mode or self.settings.link_mode)
         if provider is not None:
             if self.replicas is None:
                 if provider != self.settings.storage_type:
@@ -444,6 +454,10 @@ class Vault:
         check_dest_parent(dest_path)
         files = select_files(info.files, include, exclude)
         planned = plan(dest_path, files, force, self.cache)
+        placer = Placer(
+            mode, self.settings.link_fallback, self.cache, dest_path, private=self._cache_private(model)
+        )
+        placer.check()
         if on_start:
             on_start(sum(p.entry.size for p in planned))
         dest_path.mkdir(exist_ok=True)
@@ -454,6 +468,7 @@ class Vault:
             self.cache,
             self.settings.workers,
             progress or (lambda n: None),
+            placer,
         )
         if self.cache is not None:
             self.cache.prune(keep=frozenset(p.entry.sha256 for p in planned))
@@ -468,7 +483,13 @@ class Vault:
                 f"{f.replica}: {f.key} {f.kind.value}"
                 for f in (self.replicas.drain_failures() if self.replicas else [])
             ),
+            link_mode=mode,
+            placement=dict(placer.counts),
         )
+
+    def _cache_private(self, model: str) -> bool:
+        """Whether ``model``'s pulled plaintext must be cached for this user only: it is encrypted."""
+        return self.keys.domain(model) is not None
 
     # ---- changing names -------------------------------------------------------------------------
 
