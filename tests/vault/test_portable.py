@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from weightvault.core.errors import ConfigError
 from weightvault.storage import oscaps
 from weightvault.storage.direct_io import DirectWriter
+from weightvault.vault.vault import Vault
 
 from ..conftest import tree_bytes
 
@@ -83,3 +85,12 @@ def test_the_portable_switch_reaches_processes_the_tests_start() -> None:
     env = {**os.environ, oscaps.PORTABLE_ENV: "1"}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert run.stdout.split() == ["0", "None", "None"]
+
+
+def test_native_windows_is_refused_at_the_start_with_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(oscaps, "WINDOWS", True)
+    with pytest.raises(ConfigError, match="WSL 2"):
+        Vault.open(tmp_path / "home")
+    assert not (tmp_path / "home").exists()

@@ -25,6 +25,8 @@ except ImportError:  # pragma: no cover - not on the platforms we test
 
 LINUX: Final = sys.platform.startswith("linux")
 DARWIN: Final = sys.platform == "darwin"
+#: native Windows: not supported (WSL 2 is Linux); checked once, at the start, by :func:`check_platform`
+WINDOWS: bool = sys.platform == "win32"
 
 #: ``os.O_DIRECT`` where the OS has it (Linux); 0 means "not available".
 O_DIRECT: int = getattr(os, "O_DIRECT", 0)
@@ -55,6 +57,16 @@ def _load_clonefile() -> ClonefileFn | None:
 
 #: macOS ``clonefile(2)`` through ctypes, else None.
 clonefile: ClonefileFn | None = _load_clonefile()
+
+
+def check_platform() -> None:
+    """Stop at the start, with one clear line, where the vault cannot work (native Windows)."""
+    if WINDOWS:
+        from weightvault.core.errors import ConfigError
+
+        raise ConfigError(
+            "native Windows is not supported: run weightvault in WSL 2 (see the README's Platforms)"
+        )
 
 
 def portable_values() -> dict[str, Any]:

@@ -43,7 +43,7 @@ def xfs_mount(workdir: Path, size_mb: int = 512) -> Iterator[Path]:
         raise LoopMountUnavailableError("loop-mounted XFS needs Linux")
     if os.geteuid() != 0:
         raise LoopMountUnavailableError("loop mounts need root (mount -o loop)")
-    mkfs = shutil.which("mkfs.xfs")
+    mkfs = shutil.which("mkfs.xfs") or shutil.which("mkfs.xfs", path="/usr/sbin:/sbin")
     if mkfs is None:
         raise LoopMountUnavailableError(
             "mkfs.xfs not found: install xfsprogs (scripts/install-test-tools.sh)"

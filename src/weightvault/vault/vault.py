@@ -34,6 +34,7 @@ from weightvault.core.names import check_label, check_model_name
 from weightvault.core.revision import Ref, parse_ref
 from weightvault.core.types import GcReport, ModelInfo, PullResult, PushResult, VerifyReport, VersionInfo
 from weightvault.registry.index import RegistryIndex, VersionRecord
+from weightvault.storage import oscaps
 from weightvault.storage.backend import Backend
 from weightvault.storage.replica import ReplicaSet
 from weightvault.vault import gc as gc_module
@@ -79,6 +80,7 @@ class Vault:
     def __init__(
         self, settings: Settings, backend: Backend | None = None, index: RegistryIndex | None = None
     ) -> None:
+        oscaps.check_platform()
         self.settings = settings
         settings.home.mkdir(parents=True, exist_ok=True)
         self.replicas: ReplicaSet | None = None
