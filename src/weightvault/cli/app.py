@@ -480,7 +480,10 @@ def cache_ls(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                 "enabled": cache is not None,
                 "max_bytes": cache.max_bytes if cache else 0,
                 "total_bytes": sum(e.size for e in entries),
-                "entries": [{"sha256": e.sha256, "size": e.size, "last_used": e.last_used} for e in entries],
+                "entries": [
+                    {"sha256": e.sha256, "size": e.size, "last_used": e.last_used, "private": e.private}
+                    for e in entries
+                ],
             }
         )
         return
