@@ -94,3 +94,20 @@ def test_native_windows_is_refused_at_the_start_with_one_clear_line(
     with pytest.raises(ConfigError, match="WSL 2"):
         Vault.open(tmp_path / "home")
     assert not (tmp_path / "home").exists()
+
+
+def test_linux_only_names_appear_only_behind_oscaps() -> None:
+    """The import test above proves today's code; this keeps new code from referencing them directly."""
+    import re
+
+    import weightvault
+
+    root = Path(weightvault.__file__).parent
+    allowed = {root / "storage" / "oscaps.py", root / "storage" / "clone.py"}
+    pattern = re.compile(r"^\s*(import fcntl|from fcntl)|os\.O_DIRECT\b|[\"']/proc/|fcntl\.FICLONE", re.M)
+    offenders = [
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if p not in allowed and pattern.search(p.read_text())
+    ]
+    assert offenders == []
