@@ -63,6 +63,8 @@ class PushResult:
     seconds: float
     #: replica -> "ok", "background" or "error: …" (empty without replicas)
     replication: dict[str, str] = field(default_factory=dict)
+    #: the files equal the latest version's: no new version was made, ``version`` is that one
+    unchanged: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,8 @@ class PullResult:
     seconds: float
     #: copies that were missing, corrupt or unreachable and were read from another replica instead
     fallbacks: tuple[str, ...] = ()
+    #: ``include`` patterns that matched no file of the version
+    unmatched_includes: tuple[str, ...] = ()
     #: the link mode asked for, and how many files were placed each way: "reflink", "hardlink",
     #: "copy" (from the cache) or "written" (from the store straight into the destination)
     link_mode: str = "auto"

@@ -4,6 +4,8 @@ implement the same methods over REST."""
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +24,7 @@ from weightvault.core.errors import (
     CorruptObjectError,
     FormatError,
     IntegrityError,
+    InvalidInputError,
     MissingObjectError,
     ObjectExistsError,
     RevisionNotFoundError,
@@ -36,6 +39,7 @@ from weightvault.core.types import GcReport, ModelInfo, PullResult, PushResult, 
 from weightvault.registry.index import RegistryIndex, VersionRecord
 from weightvault.storage import oscaps
 from weightvault.storage.backend import Backend
+from weightvault.storage.local import os_error
 from weightvault.storage.replica import ReplicaSet
 from weightvault.vault import gc as gc_module
 from weightvault.vault import recover as recover_module
@@ -55,7 +59,7 @@ from weightvault.vault.keyring import (
 )
 from weightvault.vault.packer import PackSink, default_temp_factory
 from weightvault.vault.placement import Placer, check_link_mode
-from weightvault.vault.pull import check_dest_parent, materialise, plan, select_files
+from weightvault.vault.pull import materialise, plan, select_files
 from weightvault.vault.push import PushPipeline
 from weightvault.vault.reader import ChunkReader
 from weightvault.vault.replicas import open_stores
@@ -74,6 +78,37 @@ def timestamp_label(now: datetime) -> str:
     return now.strftime("%Y%m%d%H%M%S")
 
 
+def _make_home(home: Path) -> None:
+    """Create the vault home; a home that cannot be one is a one-line error naming it."""
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"vault home {home} is not a folder (or lies under a file)") from None
+    except OSError as exc:
+        raise os_error(exc, f"creating vault home {home}") from exc
+
+
+def _open_index(settings: Settings) -> RegistryIndex:
+    """The index database: ``database_url``, else SQLite in the home. A URL that is not one, or a
+    database that cannot be reached, is an error naming the setting (password hidden)."""
+    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+    url = settings.database_url
+    try:
+        return RegistryIndex(url) if url else RegistryIndex.sqlite(settings.home / "index.db")
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise ConfigError(f"database_url {_hide_password(url or '')!r} is not usable: {exc}") from None
+    except DBAPIError as exc:
+        where = f"database_url {_hide_password(url)!r}" if url else f"{settings.home / 'index.db'}"
+        raise StorageError(f"cannot open the index database ({where}): {exc.orig}") from None
+    except OSError as exc:
+        raise os_error(exc, f"opening the index database in {settings.home}") from exc
+
+
+def _hide_password(url: str) -> str:
+    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
 class Vault:
     """Push, pull, list, show, delete, verify, gc and recover model versions."""
 
@@ -82,7 +117,7 @@ class Vault:
     ) -> None:
         oscaps.check_platform()
         self.settings = settings
-        settings.home.mkdir(parents=True, exist_ok=True)
+        _make_home(settings.home)
         self.replicas: ReplicaSet | None = None
         if backend is None:
             backend, self.replicas = open_stores(settings)
@@ -93,11 +128,7 @@ class Vault:
         )
         self.store = Store(self.backend)
         self._background: list[threading.Thread] = []
-        self.index = index or (
-            RegistryIndex(settings.database_url)
-            if settings.database_url
-            else RegistryIndex.sqlite(settings.home / "index.db")
-        )
+        self.index = index or _open_index(settings)
         self.cache = (
             FileCache(
                 settings.cache_path,
@@ -273,16 +304,32 @@ class Vault:
         metadata: dict[str, str] | None = None,
         lineage: Sequence[dict[str, Any]] = (),
         parent: str | None = None,
+        allow_empty: bool = False,
+        default_ignores: bool = True,
         progress: Progress | None = None,
         on_start: ProgressStart | None = None,
     ) -> PushResult:
+        """Store a new version of ``model`` from ``source``.
+
+        Files equal to the latest version's make no new version (``unchanged`` in the result,
+        which names that version) unless an explicit ``version`` label is asked for. An empty
+        source is refused unless ``allow_empty``; VCS and cache folders are skipped unless
+        ``default_ignores`` is False (``source.DEFAULT_IGNORES``).
+        """
         started = time.perf_counter()
         check_model_name(model)
         if version is not None:
             check_label(version)
             if self.index.label_exists(model, version):
                 raise VersionExistsError(f"version {model}@{version} already exists")
-        files = scan_source(source)
+        files = scan_source(source, default_ignores=default_ignores)
+        if not files and not allow_empty:
+            raise InvalidInputError(
+                f"source {source} has no files to push"
+                + (" (VCS and cache folders are skipped)" if default_ignores else "")
+                + "; use --allow-empty (allow_empty=True) to make an empty version"
+            )
+        had_domain = self.keys.domain(model) is not None
         dom = self._push_domain(model)  # keys first: a key problem stops the push before any write
         if on_start:
             on_start(sum(f.size for f in files))
@@ -314,6 +361,19 @@ class Vault:
             recipes = pipeline.run(files)
         finally:
             self.index.release_probes()
+        entries = tuple(FileEntry(f.path, r.size, r.sha256) for f, r in zip(files, recipes, strict=True))
+        if version is None and parent is not None and (dom is None or had_domain):
+            same = self._same_files(model, parent, entries)
+            if same is not None:
+                return PushResult(
+                    version=same,
+                    bytes_read=pipeline.bytes_read,
+                    bytes_written=sink.bytes_written,
+                    chunks_total=pipeline.chunks_total,
+                    chunks_new=pipeline.chunks_new,
+                    seconds=time.perf_counter() - started,
+                    unchanged=True,
+                )
         recipe_names: list[str] = []
         for recipe in recipes:
             if dom is None:
@@ -328,7 +388,7 @@ class Vault:
                 recipe_names.append(name)
         manifest = Manifest(
             model=model,
-            files=tuple(FileEntry(f.path, r.size, r.sha256) for f, r in zip(files, recipes, strict=True)),
+            files=entries,
             parent=parent,
             message=message,
             metadata=dict(metadata or {}),
@@ -368,6 +428,19 @@ class Vault:
             seconds=time.perf_counter() - started,
             replication=replication,
         )
+
+    def _same_files(self, model: str, commit: str, entries: Sequence[FileEntry]) -> VersionInfo | None:
+        """The latest version of ``model`` when it is ``commit`` and holds exactly ``entries``."""
+        try:
+            latest = self.index.resolve(model, None)
+        except WeightvaultError:
+            return None
+        if latest.commit != commit:
+            return None
+        theirs = {(f.path, f.size, f.sha256) for f in self._manifest(latest.commit).files}
+        if theirs != {(f.path, f.size, f.sha256) for f in entries}:
+            return None
+        return self._info(latest)
 
     def _encode_threads(self, files: Sequence[Any]) -> int:
         """Threads of the push's encode stage: only when compressing, and only when one file is more
@@ -453,8 +526,10 @@ class Vault:
         reader.prefer = provider
         model = info.model
         dest_path = Path(dest).absolute()
-        check_dest_parent(dest_path)
         files = select_files(info.files, include, exclude)
+        unmatched = tuple(
+            p for p in include or () if not any(fnmatch.fnmatchcase(f.path, p) for f in info.files)
+        )
         planned = plan(dest_path, files, force, self.cache)
         placer = Placer(
             mode, self.settings.link_fallback, self.cache, dest_path, private=self._cache_private(model)
@@ -462,8 +537,8 @@ class Vault:
         placer.check()
         if on_start:
             on_start(sum(p.entry.size for p in planned))
-        dest_path.mkdir(exist_ok=True)
         counters = materialise(
+            dest_path if files else None,  # an empty selection creates nothing
             planned,
             lambda sha: self._recipe(sha, model),
             reader,
@@ -485,6 +560,7 @@ class Vault:
                 f"{f.replica}: {f.key} {f.kind.value}"
                 for f in (self.replicas.drain_failures() if self.replicas else [])
             ),
+            unmatched_includes=unmatched,
             link_mode=mode,
             placement=dict(placer.counts),
         )
@@ -497,11 +573,19 @@ class Vault:
 
     def delete(self, ref: str | Ref, *, primary_only: bool = False) -> VersionInfo:
         """Remove a version's label and its aliases (from every replica unless ``primary_only``);
-        its data goes at the next ``gc``."""
+        its data goes at the next ``gc``. The version is named by label or commit id: an alias is
+        refused, as it only borrows the version. The result lists the aliases deleted with it."""
         r = parse_ref(ref) if isinstance(ref, str) else ref
         if r.revision is None:
-            raise RevisionNotFoundError(f"say which version of {r.model} to delete (MODEL@VERSION)")
+            raise InvalidInputError(f"say which version of {r.model} to delete (MODEL@VERSION)")
         rec = self.index.resolve(r.model, r.revision)
+        if r.revision in rec.aliases and r.revision != rec.label:
+            # deleting through an alias would also take every other alias of that version
+            raise InvalidInputError(
+                f"{r.model}@{r.revision} is an alias of {r.model}@{rec.label} (commit {rec.commit}); "
+                f"to remove the alias: weightvault alias rm {r.model} {r.revision}; to delete the "
+                f"version: weightvault rm {r.model}@{rec.label}"
+            )
         target = self.primary if primary_only else self.backend
         for alias in rec.aliases:
             target.delete(layout.alias_ref_key(r.model, alias))
