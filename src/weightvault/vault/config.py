@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from weightvault.core.errors import ConfigError
 from weightvault.vault.config_schema import check_env_keys, check_file_keys, strings_in
+from weightvault.vault.placement import LinkFallback, LinkMode
 
 ENV_PREFIX = "WEIGHTVAULT_"
 DEFAULT_HOME = Path("~/.weightvault")
@@ -53,6 +54,15 @@ class Settings(BaseModel):
     cache_enabled: bool = True
     cache_directory: Path | None = None
     cache_max_size_gb: float = Field(20.0, ge=0)
+    #: cache entries of plain models: "shared" (files 0444, folders per the umask) or "private"
+    #: (folders 0700, files 0400); an encrypted model's entries are always private
+    cache_permissions: Literal["shared", "private"] = "shared"
+    #: how a pull places cached files: "auto" (clone, else copy across filesystems, else
+    #: ``link_fallback``), "reflink", "hardlink" or "copy"; see ``vault/placement.py``
+    link_mode: LinkMode = "auto"
+    #: what ``auto`` does on one filesystem without clones (ext4): "copy" (independent files) or
+    #: "hardlink" (read-only, shared with the cache and every other pulled folder)
+    link_fallback: LinkFallback = "copy"
     checksum_algorithm: Literal["sha256"] = "sha256"
     pack_size_mb: int = Field(64, ge=1, le=4096)
     gc_grace_seconds: float = Field(3600.0, ge=0)

@@ -36,13 +36,14 @@ CLOUD_SECTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({"container", "prefix"}),
     ),
 }
-#: ``WEIGHTVAULT_*`` variables that are not settings: the home, the config file, debugging and the
-#: key providers' default variables
+#: ``WEIGHTVAULT_*`` variables that are not settings: the home, the config file, debugging (and
+#: running on the portable fallbacks, ``storage.oscaps``) and the key providers' default variables
 OTHER_ENV = frozenset(
     {
         "WEIGHTVAULT_HOME",
         "WEIGHTVAULT_CONFIG",
         "WEIGHTVAULT_DEBUG",
+        "WEIGHTVAULT_PORTABLE",
         "WEIGHTVAULT_PASSPHRASE",
         "WEIGHTVAULT_KEK",
     }

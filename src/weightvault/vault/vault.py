@@ -37,6 +37,7 @@ from weightvault.core.names import check_label, check_model_name
 from weightvault.core.revision import Ref, parse_ref
 from weightvault.core.types import GcReport, ModelInfo, PullResult, PushResult, VerifyReport, VersionInfo
 from weightvault.registry.index import RegistryIndex, VersionRecord
+from weightvault.storage import oscaps
 from weightvault.storage.backend import Backend
 from weightvault.storage.local import os_error
 from weightvault.storage.replica import ReplicaSet
@@ -60,6 +61,7 @@ from weightvault.vault.keyring import (
     sealed_manifest_model,
 )
 from weightvault.vault.packer import PackSink, default_temp_factory
+from weightvault.vault.placement import Placer, check_link_mode
 from weightvault.vault.pull import materialise, plan, select_files
 from weightvault.vault.push import PushPipeline
 from weightvault.vault.reader import ChunkReader
@@ -117,6 +119,7 @@ class Vault:
     def __init__(
         self, settings: Settings, backend: Backend | None = None, index: RegistryIndex | None = None
     ) -> None:
+        oscaps.check_platform()
         self.settings = settings
         _make_home(settings.home)
         self.replicas: ReplicaSet | None = None
@@ -131,7 +134,13 @@ class Vault:
         self._background: list[threading.Thread] = []
         self.index = index or _open_index(settings)
         self.cache = (
-            FileCache(settings.cache_path, settings.cache_max_bytes) if settings.cache_enabled else None
+            FileCache(
+                settings.cache_path,
+                settings.cache_max_bytes,
+                private=settings.cache_permissions == "private",
+            )
+            if settings.cache_enabled
+            else None
         )
         self.chunker = Chunker(self.store.config.chunking)
         #: the store-wide reader: plain chunks of any model (encrypted ones need ``_reader_for``)
@@ -568,8 +577,11 @@ class Vault:
         provider: str | None = None,
         progress: Progress | None = None,
         on_start: ProgressStart | None = None,
+        link_mode: str | None = None,
     ) -> PullResult:
+        """``link_mode`` (default: the setting) says how cached files are placed: see ``placement``."""
         started = time.perf_counter()
+        mode = check_link_mode(link_mode or self.settings.link_mode)
         if provider is not None:
             if self.replicas is None:
                 if provider != self.settings.storage_type:
@@ -590,6 +602,10 @@ class Vault:
             p for p in include or () if not any(fnmatch.fnmatchcase(f.path, p) for f in info.files)
         )
         planned = plan(dest_path, files, force, self.cache)
+        placer = Placer(
+            mode, self.settings.link_fallback, self.cache, dest_path, private=self._cache_private(model)
+        )
+        placer.check()
         if on_start:
             on_start(sum(p.entry.size for p in planned))
         allow_plain = not self._manifest_sealed(info.commit)
@@ -601,6 +617,7 @@ class Vault:
             self.cache,
             self.settings.workers,
             progress or (lambda n: None),
+            placer,
         )
         if self.cache is not None:
             self.cache.prune(keep=frozenset(p.entry.sha256 for p in planned))
@@ -616,7 +633,13 @@ class Vault:
                 for f in (self.replicas.drain_failures() if self.replicas else [])
             ),
             unmatched_includes=unmatched,
+            link_mode=mode,
+            placement=dict(placer.counts),
         )
+
+    def _cache_private(self, model: str) -> bool:
+        """Whether ``model``'s pulled plaintext must be cached for this user only: it is encrypted."""
+        return self.keys.domain(model) is not None
 
     # ---- changing names -------------------------------------------------------------------------
 
