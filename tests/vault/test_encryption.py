@@ -29,7 +29,7 @@ from weightvault.vault.vault import Vault
 from ..conftest import tree_bytes, write_random
 
 SENTINEL = b"WV-SENTINEL-\x8f\x13-c0ffee-9d1e"
-FAST_ARGON = {"memory_kib": 64, "iterations": 1, "lanes": 1}
+FAST_ARGON = {"memory_kib": 19456, "iterations": 2, "lanes": 1}  # OWASP's minimum: the cheapest allowed
 
 
 def sentinel_model(root: Path, size: int = 3_000_000, seed: int = 1) -> Path:
@@ -79,7 +79,10 @@ def keyrings(vault: Vault) -> dict[str, KeyringRecord]:
     out = {}
     for info in vault.backend.list("keys/"):
         model = parse_keyring_key(info.key)
-        assert model is not None
+        if model is None:  # the claims of conditional keyring rewrites: digests once written
+            assert "/keyring.claims/" in info.key and not info.key.endswith("/keyring")
+            assert b"wrapped" not in vault.backend.get(info.key)
+            continue
         out[model] = KeyringRecord.from_bytes(vault.backend.get(info.key), model)
     return out
 
@@ -241,7 +244,8 @@ def test_wrong_key_file_names_the_provider_and_writes_nothing(
     with open_enc(home) as v:
         with pytest.raises(WrongKeyError) as info:
             v.push("m", model_dir, version="v2")
-        assert "local_file" in str(info.value) and other.key_id in str(info.value)
+        # names the provider, never a fingerprint of a key held here
+        assert "local_file" in str(info.value) and other.key_id not in str(info.value)
         with pytest.raises(WrongKeyError, match="local_file"):
             v.pull("m@v1", tmp_path / "out")
         assert not (tmp_path / "out").exists()

@@ -216,6 +216,13 @@ def pull(
     base_dest: Annotated[
         Path | None, typer.Option("--base-dest", help="Where --with-base puts the base (default DEST/base).")
     ] = None,
+    link_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--link-mode",
+            help="How cached files are placed: auto (clone, else copy), reflink, hardlink or copy.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
 ) -> None:
@@ -223,7 +230,7 @@ def pull(
     if with_base:
         from weightvault.cli.lineage import pull_with_base
 
-        pull_with_base(ref, dest, base_dest, include, exclude, force, provider, as_json, quiet)
+        pull_with_base(ref, dest, base_dest, include, exclude, force, provider, link_mode, as_json, quiet)
         return
     with progress("pull", _quiet(quiet, as_json)) as (start, advance):
         result = STATE.vault().pull(
@@ -235,6 +242,7 @@ def pull(
             provider=provider,
             progress=advance,
             on_start=start,
+            link_mode=link_mode,
         )
     for fallback in result.fallbacks:
         warn(f"{fallback}; served by another replica (run `weightvault repair`)")
@@ -252,15 +260,18 @@ def pull(
                 "seconds": result.seconds,
                 "fallbacks": list(result.fallbacks),
                 "unmatched_includes": list(result.unmatched_includes),
+                "link_mode": result.link_mode,
+                "placement": dict(result.placement),
             }
         )
     elif not result.files and (include or exclude):
         say(f"nothing pulled: no file of {v.model}@{v.label} is selected by --include/--exclude")
     elif not _quiet(quiet):
+        placed = ", ".join(f"{n} by {how}" for how, n in sorted(result.placement.items()))
         say(
             f"pulled {v.model}@{v.label} into {dest}: {len(result.files)} files, "
             f"{human(result.bytes_total)} ({human(result.bytes_from_cache)} from cache) "
-            f"in {result.seconds:.1f}s"
+            f"in {result.seconds:.1f}s; placed {placed or 'nothing (all present)'}"
         )
     if not result.files and (include or exclude):
         raise typer.Exit(3)  # nothing matched: the not-found family
@@ -516,7 +527,10 @@ def cache_ls(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = 
                 "enabled": cache is not None,
                 "max_bytes": cache.max_bytes if cache else 0,
                 "total_bytes": sum(e.size for e in entries),
-                "entries": [{"sha256": e.sha256, "size": e.size, "last_used": e.last_used} for e in entries],
+                "entries": [
+                    {"sha256": e.sha256, "size": e.size, "last_used": e.last_used, "private": e.private}
+                    for e in entries
+                ],
             }
         )
         return

@@ -66,6 +66,7 @@ def pull_with_base(
     exclude: list[str] | None,
     force: bool,
     provider: str | None,
+    link_mode: str | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -80,6 +81,7 @@ def pull_with_base(
         exclude=exclude,
         force=force,
         provider=provider,
+        link_mode=link_mode,
     )
     if as_json:
         emit_json(

@@ -1,1 +1,2 @@
-"""Helpers for tests and demos (synthetic files); not used by the runtime."""
+"""Test and benchmark tooling (loop-mounted filesystems, extent maps, test safetensors files);
+never used at run time."""

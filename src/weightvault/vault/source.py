@@ -32,9 +32,7 @@ def ignored(rel: str) -> bool:
     parts = tuple(rel.split("/"))
     if any(p in DEFAULT_IGNORES for p in parts):
         return True
-    return any(
-        parts[i : i + len(skip)] == skip for skip in DEFAULT_IGNORED_PATHS for i in range(len(parts))
-    )
+    return any(parts[i : i + len(skip)] == skip for skip in DEFAULT_IGNORED_PATHS for i in range(len(parts)))
 
 
 @dataclass(frozen=True, slots=True)

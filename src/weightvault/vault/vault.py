@@ -37,12 +37,14 @@ from weightvault.core.names import check_label, check_model_name
 from weightvault.core.revision import Ref, parse_ref
 from weightvault.core.types import GcReport, ModelInfo, PullResult, PushResult, VerifyReport, VersionInfo
 from weightvault.registry.index import RegistryIndex, VersionRecord
+from weightvault.storage import oscaps
 from weightvault.storage.backend import Backend
 from weightvault.storage.local import os_error
 from weightvault.storage.replica import ReplicaSet
 from weightvault.vault import gc as gc_module
 from weightvault.vault import lineage as lineage_module
 from weightvault.vault import recover as recover_module
+from weightvault.vault import refauth
 from weightvault.vault import replication as replication_module
 from weightvault.vault import safety as safety_module
 from weightvault.vault import tensors as tensors_module
@@ -55,17 +57,21 @@ from weightvault.vault.keyring import (
     Domain,
     KeyManager,
     KeyringRecord,
+    is_sealed_manifest,
     keyring_key,
     parse_keyring_key,
     provider_params,
+    sealed_manifest_model,
 )
 from weightvault.vault.packer import PackSink, default_temp_factory
+from weightvault.vault.placement import Placer, check_link_mode
 from weightvault.vault.pull import materialise, plan, select_files
 from weightvault.vault.push import PushPipeline
 from weightvault.vault.reader import ChunkReader
 from weightvault.vault.replicas import open_stores
 from weightvault.vault.source import SourceFile, scan_source
-from weightvault.vault.store import Store
+from weightvault.vault.store import RefSigner, Store
+from weightvault.vault.trust import KeyringTrustError, LocalTrust
 
 if TYPE_CHECKING:
     from weightvault.vault.rotation import RotateReport
@@ -116,6 +122,7 @@ class Vault:
     def __init__(
         self, settings: Settings, backend: Backend | None = None, index: RegistryIndex | None = None
     ) -> None:
+        oscaps.check_platform()
         self.settings = settings
         _make_home(settings.home)
         self.replicas: ReplicaSet | None = None
@@ -130,7 +137,13 @@ class Vault:
         self._background: list[threading.Thread] = []
         self.index = index or _open_index(settings)
         self.cache = (
-            FileCache(settings.cache_path, settings.cache_max_bytes) if settings.cache_enabled else None
+            FileCache(
+                settings.cache_path,
+                settings.cache_max_bytes,
+                private=settings.cache_permissions == "private",
+            )
+            if settings.cache_enabled
+            else None
         )
         self.chunker = Chunker(self.store.config.chunking)
         #: the store-wide reader: plain chunks of any model (encrypted ones need ``_reader_for``)
@@ -141,9 +154,13 @@ class Vault:
             self.primary,
             self.replicas,
             self.store.config.store_id,
+            trusted_configs=settings.trusted_provider_configs,
+            trust=LocalTrust(settings.home / "keys"),
         )
         self._readers: dict[str, ChunkReader] = {}
         self._readers_lock = threading.Lock()
+        self.store.manifest_opener = self._open_sealed_manifest
+        self.store.ref_checker = self._check_ref
 
     @classmethod
     def open(
@@ -194,8 +211,27 @@ class Vault:
     def _manifest(self, commit: str) -> Manifest:
         body = self.index.get_manifest(commit)
         if body is not None:
-            return Manifest.from_bytes(body)
+            return self.store.parse_manifest(commit, body)
         return self.store.get_manifest(commit)
+
+    def _manifest_sealed(self, commit: str) -> bool:
+        """Whether the version was pushed encrypted (its manifest is sealed)."""
+        body = self.index.get_manifest(commit)
+        if body is None:
+            body = self.backend.get(layout.manifest_key(commit))
+        return is_sealed_manifest(body)
+
+    def _open_sealed_manifest(self, commit: str, data: bytes) -> Manifest:
+        """A sealed manifest, opened with the keys of the model it names and checked to be that
+        model's (a manifest moved to another model, or to another commit id, fails)."""
+        model = sealed_manifest_model(data)
+        dom = self.keys.domain(model)
+        if dom is None:
+            raise IntegrityError(f"manifest {commit} is sealed for model {model}, which has no keys")
+        manifest = Manifest.from_bytes(dom.open_manifest(commit, data))
+        if manifest.model != model:
+            raise IntegrityError(f"manifest {commit} is sealed for {model} but names model {manifest.model}")
+        return manifest
 
     # ---- encryption domains ---------------------------------------------------------------------
 
@@ -239,9 +275,12 @@ class Vault:
         except MissingObjectError:
             return None
 
-    def _find_recipe(self, sha256: str, model: str | None) -> tuple[str, FileRecipe]:
+    def _find_recipe(
+        self, sha256: str, model: str | None, *, allow_plain: bool = True
+    ) -> tuple[str, FileRecipe]:
         """(name, recipe) of a file of ``model``: its keyed recipe when the model is encrypted and
-        has one, else the plain recipe (versions pushed before encryption was turned on)."""
+        has one, else the plain recipe (versions pushed before encryption was turned on). A
+        version pushed encrypted (``allow_plain=False``) accepts only its keyed recipe."""
         dom = self.keys.domain(model) if model is not None else None
         if dom is not None:
             name = dom.recipe_name(sha256)
@@ -251,6 +290,8 @@ class Vault:
                 if recipe.sha256 != sha256:
                     raise FormatError(f"recipe {name} of {model} names another file")
                 return name, recipe
+            if not allow_plain:
+                raise MissingObjectError(f"the sealed recipe of file {sha256} of {model} is missing")
         body = self.index.get_recipe(sha256)
         if body is not None:
             return sha256, FileRecipe.from_bytes(body)
@@ -259,14 +300,51 @@ class Vault:
         except MissingObjectError:
             raise MissingObjectError(f"recipe for file {sha256} is missing from the store") from None
 
-    def _recipe(self, sha256: str, model: str | None = None) -> FileRecipe:
-        return self._find_recipe(sha256, model)[1]
+    def _recipe(self, sha256: str, model: str | None = None, *, allow_plain: bool = True) -> FileRecipe:
+        return self._find_recipe(sha256, model, allow_plain=allow_plain)[1]
+
+    def _check_ref(self, model: str, kind: str, name: str, body: dict[str, Any]) -> None:
+        """Refuse a ref from the store that is not authentic (encrypted models: its MAC)."""
+        refauth.check(self.keys.domain(model), model, kind, name, body)
+
+    @staticmethod
+    def _signer(dom: Domain | None) -> RefSigner | None:
+        if dom is None:
+            return None
+        return lambda kind, body: refauth.sign(dom, kind, body)
+
+    def adopt_refs(self, model: str, dom: Domain) -> None:
+        """A model that just got its keys: authenticate the refs of its existing (plain) versions
+        and aliases from this machine's index, so readers accept them and nothing else."""
+        try:
+            versions = self.index.list_versions(model)
+        except WeightvaultError:
+            return
+        signer = self._signer(dom)
+        for rec in versions:
+            self.store.create_version_ref(model, rec.label, rec.commit, rec.created, signer, replace=True)
+            for alias in rec.aliases:
+                self.store.set_alias_ref(model, alias, rec.label, rec.commit, signer)
+
+    def chunker_for(self, dom: Domain | None) -> Chunker:
+        """The store's chunker for a plain model; one keyed with the domain's secret seed for an
+        encrypted one (chunk boundaries then reveal nothing about a known file)."""
+        if dom is None:
+            return self.chunker
+        return Chunker(self.store.config.chunking, seed=dom.chunker_seed)
 
     def _push_domain(self, model: str) -> Domain | None:
         """The domain a push of ``model`` seals under: its own, or a new one when encryption is on."""
         dom = self.keys.domain(model)
+        if dom is None and self.store.has_authenticated_refs(model):
+            # no keyring, no pin here, but the store's refs say the model is encrypted
+            raise KeyringTrustError(
+                f"model {model} is encrypted (its refs are authenticated) but its keyring is missing "
+                "from the store; refusing to push it as a plain model or under new keys"
+            )
         if dom is None and self.settings.encryption.enabled:
-            dom = self.keys.create(model)
+            dom = self.keys.recheck_new_domain(self.keys.create(model))
+            self.adopt_refs(model, dom)
         return dom
 
     def list_models(self) -> list[ModelInfo]:
@@ -357,7 +435,7 @@ class Vault:
         pipeline = PushPipeline(
             self.index,
             sink,
-            self.chunker,
+            self.chunker_for(dom),
             self.settings.workers,
             progress,
             encoder=encoder,
@@ -405,11 +483,11 @@ class Vault:
             lineage=tuple(lineage),
             safety=safety,
         )
-        commit, body = self.store.put_manifest(manifest)
+        commit, body = self.store.put_manifest(manifest, dom)
         if dom is not None:
             self._check_slot_held(model, slot)
         created = datetime.now(UTC)
-        label = self._create_ref(model, version, commit, created)
+        label = self._create_ref(model, version, commit, created, self._signer(dom))
         all_chunks = {cid for r in recipes for cid, _ in r.chunks}
         try:
             rec = self.index.add_version(
@@ -485,10 +563,12 @@ class Vault:
         self._background.append(thread)
         return {n: "background" for n in replicas.names if n != replicas.primary_name}
 
-    def _create_ref(self, model: str, version: str | None, commit: str, created: datetime) -> str:
+    def _create_ref(
+        self, model: str, version: str | None, commit: str, created: datetime, signer: RefSigner | None
+    ) -> str:
         if version is not None:
             try:
-                self.store.create_version_ref(model, version, commit, created)
+                self.store.create_version_ref(model, version, commit, created, signer)
             except ObjectExistsError:
                 raise VersionExistsError(f"version {model}@{version} already exists in the store") from None
             return version
@@ -498,7 +578,7 @@ class Vault:
             if self.index.label_exists(model, label):
                 continue
             try:
-                self.store.create_version_ref(model, label, commit, created)
+                self.store.create_version_ref(model, label, commit, created, signer)
                 return label
             except ObjectExistsError:
                 continue
@@ -517,8 +597,11 @@ class Vault:
         provider: str | None = None,
         progress: Progress | None = None,
         on_start: ProgressStart | None = None,
+        link_mode: str | None = None,
     ) -> PullResult:
+        """``link_mode`` (default: the setting) says how cached files are placed: see ``placement``."""
         started = time.perf_counter()
+        mode = check_link_mode(link_mode or self.settings.link_mode)
         if provider is not None:
             if self.replicas is None:
                 if provider != self.settings.storage_type:
@@ -539,16 +622,22 @@ class Vault:
             p for p in include or () if not any(fnmatch.fnmatchcase(f.path, p) for f in info.files)
         )
         planned = plan(dest_path, files, force, self.cache)
+        placer = Placer(
+            mode, self.settings.link_fallback, self.cache, dest_path, private=self._cache_private(model)
+        )
+        placer.check()
         if on_start:
             on_start(sum(p.entry.size for p in planned))
+        allow_plain = not self._manifest_sealed(info.commit)
         counters = materialise(
             dest_path if files else None,  # an empty selection creates nothing
             planned,
-            lambda sha: self._recipe(sha, model),
+            lambda sha: self._recipe(sha, model, allow_plain=allow_plain),
             reader,
             self.cache,
             self.settings.workers,
             progress or (lambda n: None),
+            placer,
         )
         if self.cache is not None:
             self.cache.prune(keep=frozenset(p.entry.sha256 for p in planned))
@@ -564,7 +653,13 @@ class Vault:
                 for f in (self.replicas.drain_failures() if self.replicas else [])
             ),
             unmatched_includes=unmatched,
+            link_mode=mode,
+            placement=dict(placer.counts),
         )
+
+    def _cache_private(self, model: str) -> bool:
+        """Whether ``model``'s pulled plaintext must be cached for this user only: it is encrypted."""
+        return self.keys.domain(model) is not None
 
     # ---- changing names -------------------------------------------------------------------------
 
@@ -596,7 +691,7 @@ class Vault:
         rec = self.index.resolve(model, revision)
         if self.index.label_exists(model, alias):
             raise ConflictError(f"{alias!r} is a version label of {model}; an alias cannot shadow it")
-        self.store.set_alias_ref(model, alias, rec.label, rec.commit)
+        self.store.set_alias_ref(model, alias, rec.label, rec.commit, self._signer(self.keys.domain(model)))
         if self.replicas is not None and self.settings.sync_enabled:  # aliases move: refresh them everywhere
             replication_module.replicate(self, self.replicas, [layout.alias_ref_key(model, alias)])
         self.index.set_alias(model, alias, rec.label)
@@ -725,7 +820,8 @@ class Vault:
                 decode_table(data)
                 return True
             if key.startswith(layout.MANIFESTS):
-                return Manifest.from_bytes(data).commit_id() == name
+                self.store.parse_manifest(name, data)
+                return True
             if key.startswith(layout.RECIPES):
                 if data.startswith(b"{"):
                     return FileRecipe.from_bytes(data).sha256 == name
