@@ -30,7 +30,7 @@ def test_push_pull_roundtrip_with_dedup_against_embedded_pushes(
         local.push("org/base", model_dir, version="v1")
     with Vault.open(served.url, token=served.admin) as remote:
         assert isinstance(remote, RemoteVault)
-        (model_dir / "model-00002-of-00002.safetensors").write_bytes(b"x" * 1000)
+        (model_dir / "tokenizer" / "vocab.bin").write_bytes(b"x" * 1000)
         result = remote.push("org/base", model_dir, version="v2", message="remote", metadata={"k": "v"})
         # only the changed file's chunks travelled: the others were already in the store
         assert result.chunks_new == 1 and result.chunks_total > 3
@@ -132,3 +132,31 @@ def test_cli_works_through_the_server(served: Served, model_dir: Path, tmp_path:
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout)["principal"] == "bot"
     assert not home.exists()  # nothing was opened locally
+
+
+def test_a_remote_push_is_checked_like_an_embedded_one(served: Served, tmp_path: Path) -> None:
+    """The server scans pickles and validates safetensors files as it reads the upload back."""
+    import pickle
+
+    from weightvault.core.errors import MalformedFileError, UnsafeFileError
+
+    class Runs:
+        def __reduce__(self) -> tuple[object, ...]:
+            return (exec, ("raise SystemExit",))
+
+    src = tmp_path / "ckpt"
+    src.mkdir()
+    (src / "training_args.bin").write_bytes(pickle.dumps(Runs(), protocol=4))
+    (src / "config.json").write_text("{}")
+    with Vault.open(served.url, token=served.admin) as remote:
+        with pytest.raises(UnsafeFileError):
+            remote.push("scanned", src, version="v1", refuse_unsafe=True)
+        info = remote.push("scanned", src, version="v1").version
+        assert remote.show("scanned@v1").safety["training_args.bin"]["verdict"] == "dangerous"
+        assert info.label == "v1"
+        bad = tmp_path / "bad"
+        bad.mkdir()
+        (bad / "model.safetensors").write_bytes((100).to_bytes(8, "little") + b"{not json" + b" " * 91)
+        with pytest.raises(MalformedFileError):
+            remote.push("scanned", bad, version="v2")
+        assert [v.label for v in remote.list_versions("scanned")] == ["v1"]

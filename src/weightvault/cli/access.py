@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from weightvault.cli import output
 from weightvault.core.errors import InvalidInputError
 
 token_app = typer.Typer(
@@ -90,11 +91,11 @@ def token_create(
     )
     cli = _cli()
     if as_json:
-        cli._emit_json({"token": new.token, **new.info.to_json()})
+        output.emit_json({"token": new.token, **new.info.to_json()})
         return
-    cli.out.print(new.token, markup=False, highlight=False)
+    output.out.print(new.token, markup=False, highlight=False)
     if not cli.STATE.quiet:
-        cli.err.print(
+        output.err.print(
             f"token #{new.info.id} for {principal} ({scope}, expires {_fmt(new.info.expires)}); "
             "it is not shown again",
             markup=False,
@@ -108,13 +109,10 @@ def token_list(
 ) -> None:
     """Tokens with their last characters, scope, expiry, revocation and last use (never the secret)."""
     tokens = _access().list_tokens(principal)
-    cli = _cli()
     if as_json:
-        cli._emit_json([t.to_json() for t in tokens])
+        output.emit_json([t.to_json() for t in tokens])
         return
-    from rich.table import Table
-
-    table = Table(
+    table = output.table(
         "id", "principal", "scope", "token", "created", "expires", "revoked", "last used", "description"
     )
     for t in tokens:
@@ -129,7 +127,7 @@ def token_list(
             _fmt(t.last_used),
             t.description,
         )
-    cli.out.print(table)
+    output.out.print(table)
 
 
 @token_app.command("revoke")
@@ -137,7 +135,7 @@ def token_revoke(token_id: int) -> None:
     """Revoke a token at once (every server process refuses it from its next request)."""
     info = _access().revoke_token(token_id, actor=_actor())
     if not _cli().STATE.quiet:
-        _cli().err.print(f"revoked token #{info.id} of {info.principal} (…{info.last_chars})", markup=False)
+        output.err.print(f"revoked token #{info.id} of {info.principal} (…{info.last_chars})", markup=False)
 
 
 @grant_app.command("add")
@@ -161,16 +159,13 @@ def grant_ls(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     grants = _access().grants(principal)
-    cli = _cli()
     if as_json:
-        cli._emit_json([g.to_json() for g in grants])
+        output.emit_json([g.to_json() for g in grants])
         return
-    from rich.table import Table
-
-    table = Table("principal", "pattern", "role", "since")
+    table = output.table("principal", "pattern", "role", "since")
     for g in grants:
         table.add_row(g.principal, g.pattern, g.role, _fmt(g.created))
-    cli.out.print(table)
+    output.out.print(table)
 
 
 @grant_app.command("public")
@@ -200,13 +195,10 @@ def audit(
     entries = _access().audit_log(
         model=model, since=parse_since(since) if since else None, principal=principal, limit=limit
     )
-    cli = _cli()
     if as_json:
-        cli._emit_json([e.to_json() for e in entries])
+        output.emit_json([e.to_json() for e in entries])
         return
-    from rich.table import Table
-
-    table = Table("time", "principal", "action", "outcome", "model", "version", "source", "detail")
+    table = output.table("time", "principal", "action", "outcome", "model", "version", "source", "detail")
     for e in entries:
         table.add_row(
             e.at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -218,7 +210,7 @@ def audit(
             e.source,
             e.detail,
         )
-    cli.out.print(table)
+    output.out.print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -61,7 +61,9 @@ def _new_provider(
 
 
 @keys_app.command("init")
-def init(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def init(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+) -> None:
     """Check the configured key provider (creating its local key file, mode 0600, if absent)."""
     cli = _cli()
     data = cli.STATE.vault().init_keys()
@@ -80,7 +82,7 @@ def init(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 @keys_app.command("status")
 def status(
     model: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Which key protects what: per model, its KEK and data keys, and the live data under each."""
     cli = _cli()
@@ -161,8 +163,8 @@ def rotate(
     new_key_env: Annotated[
         str | None, typer.Option(help="New KEK from this environment variable (base64 of 32 bytes).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary line.")] = False,
 ) -> None:
     """Re-wrap data keys under a new KEK (seconds, any size); --reencrypt also rewrites the data."""
     cli = _cli()
@@ -206,6 +208,19 @@ def rotate(
             )
         if reencrypt:
             cli.err.print("run `weightvault gc` to delete the data sealed under the old keys", markup=False)
+    if report.kept_old_key_file:
+        cli.err.print(
+            f"warning: the old KEK stays in {report.kept_old_key_file} (the new one waits beside it, .new): "
+            f"keyring copies that do not open with the new KEK yet: {'; '.join(report.old_key_needed_by)}; "
+            "run `weightvault sync`, then rotate again",
+            markup=False,
+        )
+    elif report.old_key_needed_by and new is not None:
+        cli.err.print(
+            "warning: do not destroy the old KEK yet; keyring copies still need it: "
+            + "; ".join(report.old_key_needed_by),
+            markup=False,
+        )
     for problem in report.replica_errors:
         cli.err.print(
             f"warning: keyring not updated on replica {problem}; run `weightvault sync`", markup=False

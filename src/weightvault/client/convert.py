@@ -28,6 +28,7 @@ def version(d: dict[str, Any]) -> VersionInfo:
         aliases=tuple(d.get("aliases") or ()),
         files=tuple(FileEntry(f["path"], f["size"], f["sha256"]) for f in d.get("files") or ()),
         lineage=tuple(d.get("lineage") or ()),
+        safety=dict(d.get("safety") or {}),
     )
 
 

@@ -23,7 +23,8 @@ def part_path(target: Path, sha256: str) -> Path:
 
 
 def fetch(http: Http, url: str, item: PlannedFile, progress: Callable[[int], None]) -> int:
-    """Download one file (resuming a partial one); returns the bytes fetched over the network."""
+    """Download one file into its verified partial file (resuming one left by an earlier pull);
+    returns the bytes fetched over the network. ``fetch_all`` renames it into place."""
     entry, target = item.entry, item.target
     target.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(target, entry.sha256)
@@ -58,15 +59,19 @@ def fetch(http: Http, url: str, item: PlannedFile, progress: Callable[[int], Non
     if h.hexdigest() != entry.sha256:
         part.unlink(missing_ok=True)
         raise CorruptObjectError(f"{entry.path}: downloaded bytes do not match its SHA-256; pull again")
-    os.replace(part, target)
     return fetched
 
 
 def fetch_all(
     http: Http, items: list[tuple[str, PlannedFile]], workers: int, progress: Callable[[int], None]
 ) -> int:
-    """Download (url, planned file) pairs, biggest first, ``workers`` at a time."""
+    """Download (url, planned file) pairs, biggest first, ``workers`` at a time; only when every
+    file is complete and verified are they renamed into place, so a failed pull places nothing
+    (its verified or partial ``.wv-part`` files stay for the next pull to resume)."""
     ordered = sorted(items, key=lambda item: -item[1].entry.size)
     with ThreadPoolExecutor(workers, thread_name_prefix="wv-pull") as pool:
         futures = [pool.submit(fetch, http, url, p, progress) for url, p in ordered]
-        return sum(f.result() for f in futures)
+        fetched = sum(f.result() for f in futures)
+    for _, p in ordered:
+        os.replace(part_path(p.target, p.entry.sha256), p.target)
+    return fetched

@@ -7,6 +7,7 @@ makes sense next to the store (recover, sync, repair, keys, the local cache) rai
 
 from __future__ import annotations
 
+import fnmatch
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,13 +24,14 @@ from weightvault.client.upload import chunker_of, scan, send_missing
 from weightvault.core.errors import (
     ConcurrentModificationError,
     ConfigError,
+    InvalidInputError,
     MissingObjectError,
     RevisionNotFoundError,
 )
 from weightvault.core.names import check_label, check_model_name
 from weightvault.core.revision import Ref, parse_ref
 from weightvault.core.types import GcReport, ModelInfo, PullResult, PushResult, VerifyReport, VersionInfo
-from weightvault.vault.pull import check_dest_parent, plan, select_files
+from weightvault.vault.pull import make_dirs, plan, remove_dirs, select_files
 from weightvault.vault.source import scan_source
 
 Progress = Callable[[int], None]
@@ -108,14 +110,26 @@ class RemoteVault:
         metadata: dict[str, str] | None = None,
         lineage: Sequence[dict[str, Any]] = (),
         parent: str | None = None,
+        allow_empty: bool = False,
+        default_ignores: bool = True,
+        base: str | None = None,
+        refuse_unsafe: bool = False,
         progress: Progress | None = None,
         on_start: Callable[[int], None] | None = None,
     ) -> PushResult:
+        """As ``Vault.push``; the server validates safetensors files and scans pickles."""
         started = time.perf_counter()
         check_model_name(model)
         if version is not None:
             check_label(version)
-        files = scan_source(source)
+        if base is not None:
+            raise ConfigError("--base is not available through a server yet; push with an embedded vault")
+        files = scan_source(source, default_ignores=default_ignores)
+        if not files:
+            raise InvalidInputError(
+                f"source {source} has no files to push"
+                + ("; empty versions are not made through a server" if allow_empty else "")
+            )
         chunker, max_request = chunker_of(self.http)
         tick = progress or (lambda n: None)
         if on_start:
@@ -138,6 +152,7 @@ class RemoteVault:
             "metadata": dict(metadata or {}),
             "lineage": [dict(x) for x in lineage],
             "parent": parent,
+            "refuse_unsafe": refuse_unsafe,
         }
         for attempt in range(COMMIT_ATTEMPTS):
             # ask, send what is missing, commit; a gc that removed freshly sent data in between
@@ -171,21 +186,36 @@ class RemoteVault:
         provider: str | None = None,
         progress: Progress | None = None,
         on_start: Callable[[int], None] | None = None,
+        link_mode: str | None = None,
     ) -> PullResult:
         started = time.perf_counter()
         if provider is not None:
             raise ConfigError("--provider chooses a replica of a local vault; the server reads its own")
+        if link_mode not in (None, "auto", "copy"):
+            raise ConfigError(f"link mode {link_mode!r} needs a local cache; a remote pull writes the files")
         info = self.show(ref)
         dest_path = Path(dest).absolute()
-        check_dest_parent(dest_path)
         files = select_files(info.files, include, exclude)
+        unmatched = tuple(
+            p for p in include or () if not any(fnmatch.fnmatchcase(f.path, p) for f in info.files)
+        )
         planned = plan(dest_path, files, force, None)
         if on_start:
             on_start(sum(p.entry.size for p in planned))
-        dest_path.mkdir(exist_ok=True)
-        base = f"/models/{info.model}/-/versions/{info.commit}/files/"
-        urls = [(base + quote(p.entry.path, safe="/"), p) for p in planned]
-        fetched = fetch_all(self.http, urls, self.workers, progress or (lambda n: None))
+        created: list[Path] = []
+        fetched = 0
+        if files:
+            make_dirs(dest_path, created)
+            try:
+                for p in planned:
+                    make_dirs(p.target.parent, created)
+                base = f"/models/{info.model}/-/versions/{info.commit}/files/"
+                urls = [(base + quote(p.entry.path, safe="/"), p) for p in planned]
+                fetched = fetch_all(self.http, urls, self.workers, progress or (lambda n: None))
+            except BaseException:
+                if not any(dest_path.rglob("*.wv-part")):  # keep folders that hold resumable parts
+                    remove_dirs(created)
+                raise
         return PullResult(
             version=info,
             files=tuple(f.path for f in files),
@@ -193,14 +223,16 @@ class RemoteVault:
             bytes_from_cache=0,
             bytes_from_store=fetched,
             seconds=time.perf_counter() - started,
+            unmatched_includes=unmatched,
+            link_mode=link_mode or "auto",
+            placement={"written": len(planned)} if planned else {},
         )
 
     def missing_chunks(self, model: str, ids: Sequence[bytes]) -> list[bytes]:
         """Which of these chunk ids the server's vault lacks (the first step of a push)."""
         check_model_name(model)
-        answer = self.http.json(
-            "POST", f"/models/{model}/-/chunks/missing", json={"ids": [c.hex() for c in ids]}
-        )
+        body = {"ids": [c.hex() for c in ids]}
+        answer = self.http.json("POST", f"/models/{model}/-/chunks/missing", json=body)
         return [bytes.fromhex(c) for c in answer["missing"]]
 
     # ---- changing names ------------------------------------------------------------------------

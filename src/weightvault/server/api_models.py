@@ -150,6 +150,7 @@ def commit_version(model: str, body: VersionIn, request: Request, vault: VaultDe
         metadata=body.metadata,
         lineage=body.lineage,
         parent=body.parent,
+        refuse_unsafe=body.refuse_unsafe,
     )
     request.app.state.metrics.push_seconds.observe(time.perf_counter() - started)
     who.audit("push", model=model, version=result.version.label, detail=f"{len(files)} files")

@@ -51,6 +51,8 @@ class VersionOut(BaseModel):
     parent: str | None
     aliases: list[str]
     lineage: list[dict[str, Any]]
+    #: pickle scan findings by path (see vault.safety)
+    safety: dict[str, dict[str, Any]] = Field(default_factory=dict)
     files: list[FileOut] | None = None
 
     @classmethod
@@ -67,6 +69,7 @@ class VersionOut(BaseModel):
             parent=v.parent,
             aliases=list(v.aliases),
             lineage=[dict(x) for x in v.lineage],
+            safety={k: dict(x) for k, x in v.safety.items()},
             files=[FileOut.of(f) for f in v.files] if with_files else None,
         )
 
@@ -132,6 +135,7 @@ class VersionIn(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict)
     lineage: list[dict[str, Any]] = Field(default_factory=list, max_length=1000)
     parent: str | None = Field(None, pattern=r"^[0-9a-f]{40}$")
+    refuse_unsafe: bool = Field(False, description="refuse pickles that would run code when loaded")
 
 
 class PushOut(BaseModel):

@@ -1,1 +1,2 @@
-"""Tooling for tests and benchmarks (throwaway servers); never imported by runtime code."""
+"""Test and benchmark tooling (loop-mounted filesystems, extent maps, test safetensors files,
+throwaway PostgreSQL and weightvault servers); never used at run time."""

@@ -2,8 +2,9 @@
 
 The config file may use our flat keys or the seed's shape (a ``model_weights`` section with
 ``cache_enabled``, ``cache_directory``, ``cache_max_size_gb``, ``checksum_algorithm``, …);
-other top-level sections (``aws``, ``gcp``, ``azure``) are kept in ``sections`` for the layers
-that read them. ``encryption`` is a section of its own (:class:`EncryptionSettings`); in the
+the cloud sections (``aws``, ``gcp``, ``azure``) are kept in ``sections`` for the layers
+that read them. Any other key, in the file or as a ``WEIGHTVAULT_*`` variable, is an error
+(``config_schema``). ``encryption`` is a section of its own (:class:`EncryptionSettings`); in the
 environment, ``WEIGHTVAULT_ENCRYPTION`` takes it as JSON.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from weightvault.core.errors import ConfigError
+from weightvault.vault.config_schema import check_env_keys, check_file_keys, strings_in
+from weightvault.vault.placement import LinkFallback, LinkMode
 
 ENV_PREFIX = "WEIGHTVAULT_"
 DEFAULT_HOME = Path("~/.weightvault")
@@ -36,6 +40,9 @@ class EncryptionSettings(BaseModel):
 
     enabled: bool = False
     provider: dict[str, Any] = Field(default_factory=dict)
+    #: other providers whose KEKs may open keyrings (an old KEK during a rotation, a KEK another
+    #: machine rotated to); only these and ``provider`` are ever used, never what a keyring says
+    trusted_providers: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class Settings(BaseModel):
@@ -47,6 +54,15 @@ class Settings(BaseModel):
     cache_enabled: bool = True
     cache_directory: Path | None = None
     cache_max_size_gb: float = Field(20.0, ge=0)
+    #: cache entries of plain models: "shared" (files 0444, folders per the umask) or "private"
+    #: (folders 0700, files 0400); an encrypted model's entries are always private
+    cache_permissions: Literal["shared", "private"] = "shared"
+    #: how a pull places cached files: "auto" (clone, else copy across filesystems, else
+    #: ``link_fallback``), "reflink", "hardlink" or "copy"; see ``vault/placement.py``
+    link_mode: LinkMode = "auto"
+    #: what ``auto`` does on one filesystem without clones (ext4): "copy" (independent files) or
+    #: "hardlink" (read-only, shared with the cache and every other pulled folder)
+    link_fallback: LinkFallback = "copy"
     checksum_algorithm: Literal["sha256"] = "sha256"
     pack_size_mb: int = Field(64, ge=1, le=4096)
     gc_grace_seconds: float = Field(3600.0, ge=0)
@@ -55,7 +71,9 @@ class Settings(BaseModel):
     storage_type: str = "local"
     #: secondary replicas by name -> storage URL (s3://…, gs://…, az://…, file:///…)
     replicas: dict[str, str] = Field(default_factory=dict)
-    sync_enabled: bool = False
+    #: replicate every push to the secondaries; on unless explicitly turned off (a configured
+    #: replica that silently receives nothing is a surprise, not a default)
+    sync_enabled: bool = True
     #: "inline": a push returns once every replica has it; "background": once the primary has it
     replication: Literal["inline", "background"] = "inline"
     #: how new chunks are stored: "none" (as they are), "zstd" (plain zstd, level 1), "float"
@@ -63,6 +81,8 @@ class Settings(BaseModel):
     #: a chunk that does not shrink is stored as it is. Off by default: see README.
     compression: Literal["none", "zstd", "float"] = "none"
     encryption: EncryptionSettings = Field(default_factory=EncryptionSettings)
+    #: refuse every push holding a pickle that imports something dangerous (as ``push --refuse-unsafe``)
+    refuse_unsafe_pickles: bool = False
     sections: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -86,6 +106,10 @@ class Settings(BaseModel):
     def default_key_file(self) -> Path:
         return self.home / "keys" / "kek.key"
 
+    def trusted_provider_configs(self) -> list[dict[str, Any]]:
+        """The providers besides ``key_provider_config`` that may open keyrings."""
+        return [dict(p) for p in self.encryption.trusted_providers]
+
     def key_provider_config(self) -> dict[str, Any]:
         """The key provider's config, the default local key file filled in."""
         config = dict(self.encryption.provider)
@@ -101,10 +125,17 @@ _FLAT_KEYS = set(Settings.model_fields) - {"home", "sections"}
 def _from_file(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        # never the offending text: the line may hold a passphrase or a connection string
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", str(getattr(exc, "problem", None) or "syntax error"))
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping")
+    check_file_keys(raw, _FLAT_KEYS, str(path))
     values: dict[str, Any] = {}
     sections: dict[str, Any] = {}
     for key, value in raw.items():
@@ -169,6 +200,7 @@ def load_settings(
             else:
                 values[key] = val
     values.update({k: v for k, v in overrides.items() if v is not None})
+    check_env_keys(env, ENV_PREFIX, _FLAT_KEYS, strings_in(values))
     values["home"] = home_path
     try:
         return Settings(**values)

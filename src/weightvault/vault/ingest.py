@@ -34,9 +34,11 @@ from weightvault.core.errors import (
 from weightvault.core.manifest import FileEntry, FileRecipe, Manifest
 from weightvault.core.names import check_label, check_model_name, check_relative_path
 from weightvault.core.types import PushResult
+from weightvault.vault import safety as safety_module
 from weightvault.vault.codecs import BlobEncoder
 from weightvault.vault.packer import PackSink, default_temp_factory
 from weightvault.vault.source import SourceFile
+from weightvault.vault.stream import FileStream
 
 if TYPE_CHECKING:
     from weightvault.vault.vault import Vault
@@ -142,8 +144,10 @@ def commit(
     metadata: dict[str, str] | None = None,
     lineage: Sequence[dict[str, Any]] = (),
     parent: str | None = None,
+    refuse_unsafe: bool = False,
 ) -> PushResult:
-    """Make a version of uploaded files visible, as ``Vault.push`` does for a local folder."""
+    """Make a version of uploaded files visible, as ``Vault.push`` does for a local folder: with
+    the same safetensors validation and pickle scan, run on the files as the store holds them."""
     started = time.perf_counter()
     check_plain(vault, model)
     if version is not None:
@@ -165,6 +169,14 @@ def commit(
     for f in files:
         if vault.index.get_recipe(f.recipe.sha256) is None:
             _check_file(vault, f)
+    streams = [
+        FileStream(FileEntry(f.path, f.recipe.size, f.recipe.sha256), f.recipe, vault.reader, f.path)
+        for f in files
+    ]
+    safety = safety_module.inspect_streams(
+        [(s.entry.path, s.entry.size, s.open) for s in streams],
+        refuse_unsafe or vault.settings.refuse_unsafe_pickles,
+    )
     if parent is None:
         with contextlib.suppress(Exception):
             parent = vault.index.resolve(model, None).commit
@@ -178,10 +190,11 @@ def commit(
         message=message,
         metadata=dict(metadata or {}),
         lineage=tuple(lineage),
+        safety=safety,
     )
     commit_id, body = vault.store.put_manifest(manifest)
     created = datetime.now(UTC)
-    label = vault._create_ref(model, version, commit_id, created)
+    label = vault._create_ref(model, version, commit_id, created, None)
     try:
         rec = vault.index.add_version(
             model=model,

@@ -49,7 +49,7 @@ def _open_recipe(name: str, data: bytes, domains: list[Domain]) -> FileRecipe:
 
 def rebuild_index(vault: Vault) -> dict[str, int]:
     backend, index, store = vault.backend, vault.index, vault.store
-    counts = {"packs": 0, "recipes": 0, "versions": 0, "aliases": 0, "skipped": 0}
+    counts = {"packs": 0, "recipes": 0, "versions": 0, "aliases": 0, "skipped": 0, "refused_refs": 0}
     # Every encrypted model's keys are opened before anything is cleared: sealed recipes can only
     # be told apart with them, and a key problem should stop recover while the index is intact.
     vault.keys.forget()
@@ -85,15 +85,21 @@ def rebuild_index(vault: Vault) -> dict[str, int]:
 
     versions: list[tuple[datetime, str, str, str]] = []
     aliases: list[tuple[str, str, str]] = []
-    for model, kind, name, body in store.refs():
+    refused: list[tuple[str, str]] = []
+    for model, kind, name, body in store.refs(refused):
         if kind == "version":
             versions.append((datetime.fromisoformat(body["created"]), model, name, body["commit"]))
         else:
             aliases.append((model, name, body["label"]))
+    counts["skipped"] += len(refused)  # refs of encrypted models that fail authentication
+    counts["refused_refs"] = len(refused)
     for created, model, label, commit in sorted(versions):
         try:
-            manifest = store.get_manifest(commit)
+            manifest, stored = store.read_manifest(commit)
         except (MissingObjectError, IntegrityError):
+            counts["skipped"] += 1
+            continue
+        if manifest.model != model:  # a manifest swapped in from another model
             counts["skipped"] += 1
             continue
         index.add_version(
@@ -106,7 +112,7 @@ def rebuild_index(vault: Vault) -> dict[str, int]:
             metadata=dict(manifest.metadata),
             total_size=manifest.total_size,
             file_count=len(manifest.files),
-            manifest=manifest.to_bytes(),
+            manifest=stored,
         )
         counts["versions"] += 1
     for model, alias, label in aliases:

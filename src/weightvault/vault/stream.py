@@ -8,8 +8,10 @@ read; a partial read leaves that check to the client, which holds the rest of th
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from weightvault.core.errors import CorruptObjectError, RangeNotSatisfiableError
 from weightvault.core.manifest import FileEntry, FileRecipe
@@ -60,3 +62,39 @@ class FileStream:
             pos += n
         if h is not None and h.hexdigest() != self.entry.sha256:
             raise CorruptObjectError(f"{self.what}: SHA-256 mismatch after rebuilding from chunks")
+
+    def open(self) -> io.BufferedReader:
+        """A seekable, read-only file object over the file (chunks checked as they are read)."""
+        return io.BufferedReader(_RawStream(self), buffer_size=1 << 20)
+
+
+class _RawStream(io.RawIOBase):
+    def __init__(self, stream: FileStream) -> None:
+        self._stream = stream
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._stream.entry.size}[whence]
+        self._pos = max(base + offset, 0)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        end = min(self._pos + len(view), self._stream.entry.size)
+        if end <= self._pos:
+            return 0
+        n = 0
+        for piece in self._stream.iter_bytes(self._pos, end, check_sha256=False):
+            view[n : n + len(piece)] = piece
+            n += len(piece)
+        self._pos += n
+        return n

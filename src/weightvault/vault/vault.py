@@ -4,6 +4,8 @@ implement the same methods over REST."""
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -22,6 +24,7 @@ from weightvault.core.errors import (
     CorruptObjectError,
     FormatError,
     IntegrityError,
+    InvalidInputError,
     MissingObjectError,
     NotFoundError,
     ObjectExistsError,
@@ -35,11 +38,17 @@ from weightvault.core.names import check_label, check_model_name, check_relative
 from weightvault.core.revision import Ref, parse_ref
 from weightvault.core.types import GcReport, ModelInfo, PullResult, PushResult, VerifyReport, VersionInfo
 from weightvault.registry.index import RegistryIndex, VersionRecord
+from weightvault.storage import oscaps
 from weightvault.storage.backend import Backend
+from weightvault.storage.local import os_error
 from weightvault.storage.replica import ReplicaSet
 from weightvault.vault import gc as gc_module
+from weightvault.vault import lineage as lineage_module
 from weightvault.vault import recover as recover_module
+from weightvault.vault import refauth
 from weightvault.vault import replication as replication_module
+from weightvault.vault import safety as safety_module
+from weightvault.vault import tensors as tensors_module
 from weightvault.vault import verify as verify_module
 from weightvault.vault.cache import FileCache
 from weightvault.vault.codecs import BlobCodec, BlobEncoder
@@ -49,17 +58,21 @@ from weightvault.vault.keyring import (
     Domain,
     KeyManager,
     KeyringRecord,
+    is_sealed_manifest,
     keyring_key,
     parse_keyring_key,
     provider_params,
+    sealed_manifest_model,
 )
 from weightvault.vault.packer import PackSink, default_temp_factory
-from weightvault.vault.pull import check_dest_parent, materialise, plan, select_files
+from weightvault.vault.placement import Placer, check_link_mode
+from weightvault.vault.pull import materialise, plan, select_files
 from weightvault.vault.push import PushPipeline
 from weightvault.vault.reader import ChunkReader
 from weightvault.vault.replicas import open_stores
-from weightvault.vault.source import scan_source
-from weightvault.vault.store import Store
+from weightvault.vault.source import SourceFile, scan_source
+from weightvault.vault.store import RefSigner, Store
+from weightvault.vault.trust import KeyringTrustError, LocalTrust
 
 if TYPE_CHECKING:
     from weightvault.registry.access import AccessStore
@@ -76,14 +89,46 @@ def timestamp_label(now: datetime) -> str:
     return now.strftime("%Y%m%d%H%M%S")
 
 
+def _make_home(home: Path) -> None:
+    """Create the vault home; a home that cannot be one is a one-line error naming it."""
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"vault home {home} is not a folder (or lies under a file)") from None
+    except OSError as exc:
+        raise os_error(exc, f"creating vault home {home}") from exc
+
+
+def _open_index(settings: Settings) -> RegistryIndex:
+    """The index database: ``database_url``, else SQLite in the home. A URL that is not one, or a
+    database that cannot be reached, is an error naming the setting (password hidden)."""
+    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+    url = settings.database_url
+    try:
+        return RegistryIndex(url) if url else RegistryIndex.sqlite(settings.home / "index.db")
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise ConfigError(f"database_url {_hide_password(url or '')!r} is not usable: {exc}") from None
+    except DBAPIError as exc:
+        where = f"database_url {_hide_password(url)!r}" if url else f"{settings.home / 'index.db'}"
+        raise StorageError(f"cannot open the index database ({where}): {exc.orig}") from None
+    except OSError as exc:
+        raise os_error(exc, f"opening the index database in {settings.home}") from exc
+
+
+def _hide_password(url: str) -> str:
+    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
 class Vault:
     """Push, pull, list, show, delete, verify, gc and recover model versions."""
 
     def __init__(
         self, settings: Settings, backend: Backend | None = None, index: RegistryIndex | None = None
     ) -> None:
+        oscaps.check_platform()
         self.settings = settings
-        settings.home.mkdir(parents=True, exist_ok=True)
+        _make_home(settings.home)
         self.replicas: ReplicaSet | None = None
         if backend is None:
             backend, self.replicas = open_stores(settings)
@@ -94,13 +139,15 @@ class Vault:
         )
         self.store = Store(self.backend)
         self._background: list[threading.Thread] = []
-        self.index = index or (
-            RegistryIndex(settings.database_url)
-            if settings.database_url
-            else RegistryIndex.sqlite(settings.home / "index.db")
-        )
+        self.index = index or _open_index(settings)
         self.cache = (
-            FileCache(settings.cache_path, settings.cache_max_bytes) if settings.cache_enabled else None
+            FileCache(
+                settings.cache_path,
+                settings.cache_max_bytes,
+                private=settings.cache_permissions == "private",
+            )
+            if settings.cache_enabled
+            else None
         )
         self.chunker = Chunker(self.store.config.chunking)
         #: the store-wide reader: plain chunks of any model (encrypted ones need ``_reader_for``)
@@ -111,10 +158,14 @@ class Vault:
             self.primary,
             self.replicas,
             self.store.config.store_id,
+            trusted_configs=settings.trusted_provider_configs,
+            trust=LocalTrust(settings.home / "keys"),
         )
         self._readers: dict[str, ChunkReader] = {}
         self._readers_lock = threading.Lock()
         self._access: AccessStore | None = None
+        self.store.manifest_opener = self._open_sealed_manifest
+        self.store.ref_checker = self._check_ref
 
     @classmethod
     def open(
@@ -172,10 +223,12 @@ class Vault:
     def _info(self, rec: VersionRecord, with_files: bool = False) -> VersionInfo:
         files: tuple[FileEntry, ...] = ()
         lineage: tuple[dict[str, Any], ...] = ()
+        safety: dict[str, dict[str, Any]] = {}
         if with_files:
             manifest = self._manifest(rec.commit)
             files = tuple(sorted(manifest.files, key=lambda f: f.path))
             lineage = tuple(dict(x) for x in manifest.lineage)
+            safety = {k: dict(v) for k, v in manifest.safety.items()}
         return VersionInfo(
             model=rec.model,
             label=rec.label,
@@ -189,13 +242,33 @@ class Vault:
             aliases=rec.aliases,
             files=files,
             lineage=lineage,
+            safety=safety,
         )
 
     def _manifest(self, commit: str) -> Manifest:
         body = self.index.get_manifest(commit)
         if body is not None:
-            return Manifest.from_bytes(body)
+            return self.store.parse_manifest(commit, body)
         return self.store.get_manifest(commit)
+
+    def _manifest_sealed(self, commit: str) -> bool:
+        """Whether the version was pushed encrypted (its manifest is sealed)."""
+        body = self.index.get_manifest(commit)
+        if body is None:
+            body = self.backend.get(layout.manifest_key(commit))
+        return is_sealed_manifest(body)
+
+    def _open_sealed_manifest(self, commit: str, data: bytes) -> Manifest:
+        """A sealed manifest, opened with the keys of the model it names and checked to be that
+        model's (a manifest moved to another model, or to another commit id, fails)."""
+        model = sealed_manifest_model(data)
+        dom = self.keys.domain(model)
+        if dom is None:
+            raise IntegrityError(f"manifest {commit} is sealed for model {model}, which has no keys")
+        manifest = Manifest.from_bytes(dom.open_manifest(commit, data))
+        if manifest.model != model:
+            raise IntegrityError(f"manifest {commit} is sealed for {model} but names model {manifest.model}")
+        return manifest
 
     # ---- encryption domains ---------------------------------------------------------------------
 
@@ -239,9 +312,12 @@ class Vault:
         except MissingObjectError:
             return None
 
-    def _find_recipe(self, sha256: str, model: str | None) -> tuple[str, FileRecipe]:
+    def _find_recipe(
+        self, sha256: str, model: str | None, *, allow_plain: bool = True
+    ) -> tuple[str, FileRecipe]:
         """(name, recipe) of a file of ``model``: its keyed recipe when the model is encrypted and
-        has one, else the plain recipe (versions pushed before encryption was turned on)."""
+        has one, else the plain recipe (versions pushed before encryption was turned on). A
+        version pushed encrypted (``allow_plain=False``) accepts only its keyed recipe."""
         dom = self.keys.domain(model) if model is not None else None
         if dom is not None:
             name = dom.recipe_name(sha256)
@@ -251,6 +327,8 @@ class Vault:
                 if recipe.sha256 != sha256:
                     raise FormatError(f"recipe {name} of {model} names another file")
                 return name, recipe
+            if not allow_plain:
+                raise MissingObjectError(f"the sealed recipe of file {sha256} of {model} is missing")
         body = self.index.get_recipe(sha256)
         if body is not None:
             return sha256, FileRecipe.from_bytes(body)
@@ -259,14 +337,51 @@ class Vault:
         except MissingObjectError:
             raise MissingObjectError(f"recipe for file {sha256} is missing from the store") from None
 
-    def _recipe(self, sha256: str, model: str | None = None) -> FileRecipe:
-        return self._find_recipe(sha256, model)[1]
+    def _recipe(self, sha256: str, model: str | None = None, *, allow_plain: bool = True) -> FileRecipe:
+        return self._find_recipe(sha256, model, allow_plain=allow_plain)[1]
+
+    def _check_ref(self, model: str, kind: str, name: str, body: dict[str, Any]) -> None:
+        """Refuse a ref from the store that is not authentic (encrypted models: its MAC)."""
+        refauth.check(self.keys.domain(model), model, kind, name, body)
+
+    @staticmethod
+    def _signer(dom: Domain | None) -> RefSigner | None:
+        if dom is None:
+            return None
+        return lambda kind, body: refauth.sign(dom, kind, body)
+
+    def adopt_refs(self, model: str, dom: Domain) -> None:
+        """A model that just got its keys: authenticate the refs of its existing (plain) versions
+        and aliases from this machine's index, so readers accept them and nothing else."""
+        try:
+            versions = self.index.list_versions(model)
+        except WeightvaultError:
+            return
+        signer = self._signer(dom)
+        for rec in versions:
+            self.store.create_version_ref(model, rec.label, rec.commit, rec.created, signer, replace=True)
+            for alias in rec.aliases:
+                self.store.set_alias_ref(model, alias, rec.label, rec.commit, signer)
+
+    def chunker_for(self, dom: Domain | None) -> Chunker:
+        """The store's chunker for a plain model; one keyed with the domain's secret seed for an
+        encrypted one (chunk boundaries then reveal nothing about a known file)."""
+        if dom is None:
+            return self.chunker
+        return Chunker(self.store.config.chunking, seed=dom.chunker_seed)
 
     def _push_domain(self, model: str) -> Domain | None:
         """The domain a push of ``model`` seals under: its own, or a new one when encryption is on."""
         dom = self.keys.domain(model)
+        if dom is None and self.store.has_authenticated_refs(model):
+            # no keyring, no pin here, but the store's refs say the model is encrypted
+            raise KeyringTrustError(
+                f"model {model} is encrypted (its refs are authenticated) but its keyring is missing "
+                "from the store; refusing to push it as a plain model or under new keys"
+            )
         if dom is None and self.settings.encryption.enabled:
-            dom = self.keys.create(model)
+            dom = self.keys.recheck_new_domain(self.keys.create(model))
+            self.adopt_refs(model, dom)
         return dom
 
     def model_names(self) -> list[str]:
@@ -298,23 +413,50 @@ class Vault:
     def push(
         self,
         model: str,
-        source: Path | str,
+        source: Path | str | Sequence[SourceFile],
         *,
         version: str | None = None,
         message: str = "",
         metadata: dict[str, str] | None = None,
         lineage: Sequence[dict[str, Any]] = (),
         parent: str | None = None,
+        allow_empty: bool = False,
+        default_ignores: bool = True,
+        base: str | None = None,
+        refuse_unsafe: bool = False,
         progress: Progress | None = None,
         on_start: ProgressStart | None = None,
     ) -> PushResult:
+        """Store a new version of ``model`` from ``source`` (a folder, a file, or files already
+        scanned).
+
+        Files equal to the latest version's make no new version (``unchanged`` in the result,
+        which names that version) unless an explicit ``version`` label is asked for. An empty
+        source is refused unless ``allow_empty``; VCS and cache folders are skipped unless
+        ``default_ignores`` is False (``source.DEFAULT_IGNORES``). ``base`` (MODEL@REV) links the
+        version to the one it was fine-tuned from (a PEFT adapter's config does so by itself).
+        Malformed safetensors files are refused, and with ``refuse_unsafe`` (or the setting
+        ``refuse_unsafe_pickles``) dangerous pickles; nothing is written in either case.
+        """
         started = time.perf_counter()
         check_model_name(model)
         if version is not None:
             check_label(version)
             if self.index.label_exists(model, version):
                 raise VersionExistsError(f"version {model}@{version} already exists")
-        files = scan_source(source)
+        if isinstance(source, Path | str):
+            files = scan_source(source, default_ignores=default_ignores)
+        else:
+            files = list(source)
+        if not files and not allow_empty:
+            raise InvalidInputError(
+                f"source {source} has no files to push"
+                + (" (VCS and cache folders are skipped)" if default_ignores else "")
+                + "; use --allow-empty (allow_empty=True) to make an empty version"
+            )
+        safety = safety_module.inspect_files(files, refuse_unsafe or self.settings.refuse_unsafe_pickles)
+        lineage = [*lineage, *lineage_module.base_edges(self, files, base)]
+        had_domain = self.keys.domain(model) is not None
         dom = self._push_domain(model)  # keys first: a key problem stops the push before any write
         if on_start:
             on_start(sum(f.size for f in files))
@@ -334,7 +476,7 @@ class Vault:
         pipeline = PushPipeline(
             self.index,
             sink,
-            self.chunker,
+            self.chunker_for(dom),
             self.settings.workers,
             progress,
             encoder=encoder,
@@ -346,6 +488,21 @@ class Vault:
             recipes = pipeline.run(files)
         finally:
             self.index.release_probes()
+        entries = tuple(FileEntry(f.path, r.size, r.sha256) for f, r in zip(files, recipes, strict=True))
+        if version is None and parent is not None and (dom is None or had_domain):
+            same = self._same_files(model, parent, entries)
+            if same is not None and [dict(x) for x in self._manifest(same.commit).lineage] == [
+                dict(x) for x in lineage
+            ]:  # new lineage (another base, another upstream commit) is a new version
+                return PushResult(
+                    version=same,
+                    bytes_read=pipeline.bytes_read,
+                    bytes_written=sink.bytes_written,
+                    chunks_total=pipeline.chunks_total,
+                    chunks_new=pipeline.chunks_new,
+                    seconds=time.perf_counter() - started,
+                    unchanged=True,
+                )
         recipe_names: list[str] = []
         for recipe in recipes:
             if dom is None:
@@ -360,17 +517,18 @@ class Vault:
                 recipe_names.append(name)
         manifest = Manifest(
             model=model,
-            files=tuple(FileEntry(f.path, r.size, r.sha256) for f, r in zip(files, recipes, strict=True)),
+            files=entries,
             parent=parent,
             message=message,
             metadata=dict(metadata or {}),
             lineage=tuple(lineage),
+            safety=safety,
         )
-        commit, body = self.store.put_manifest(manifest)
+        commit, body = self.store.put_manifest(manifest, dom)
         if dom is not None:
             self._check_slot_held(model, slot)
         created = datetime.now(UTC)
-        label = self._create_ref(model, version, commit, created)
+        label = self._create_ref(model, version, commit, created, self._signer(dom))
         all_chunks = {cid for r in recipes for cid, _ in r.chunks}
         try:
             rec = self.index.add_version(
@@ -400,6 +558,19 @@ class Vault:
             seconds=time.perf_counter() - started,
             replication=replication,
         )
+
+    def _same_files(self, model: str, commit: str, entries: Sequence[FileEntry]) -> VersionInfo | None:
+        """The latest version of ``model`` when it is ``commit`` and holds exactly ``entries``."""
+        try:
+            latest = self.index.resolve(model, None)
+        except WeightvaultError:
+            return None
+        if latest.commit != commit:
+            return None
+        theirs = {(f.path, f.size, f.sha256) for f in self._manifest(latest.commit).files}
+        if theirs != {(f.path, f.size, f.sha256) for f in entries}:
+            return None
+        return self._info(latest)
 
     def _encode_threads(self, files: Sequence[Any]) -> int:
         """Threads of the push's encode stage: only when compressing, and only when one file is more
@@ -433,10 +604,12 @@ class Vault:
         self._background.append(thread)
         return {n: "background" for n in replicas.names if n != replicas.primary_name}
 
-    def _create_ref(self, model: str, version: str | None, commit: str, created: datetime) -> str:
+    def _create_ref(
+        self, model: str, version: str | None, commit: str, created: datetime, signer: RefSigner | None
+    ) -> str:
         if version is not None:
             try:
-                self.store.create_version_ref(model, version, commit, created)
+                self.store.create_version_ref(model, version, commit, created, signer)
             except ObjectExistsError:
                 raise VersionExistsError(f"version {model}@{version} already exists in the store") from None
             return version
@@ -446,7 +619,7 @@ class Vault:
             if self.index.label_exists(model, label):
                 continue
             try:
-                self.store.create_version_ref(model, label, commit, created)
+                self.store.create_version_ref(model, label, commit, created, signer)
                 return label
             except ObjectExistsError:
                 continue
@@ -465,8 +638,11 @@ class Vault:
         provider: str | None = None,
         progress: Progress | None = None,
         on_start: ProgressStart | None = None,
+        link_mode: str | None = None,
     ) -> PullResult:
+        """``link_mode`` (default: the setting) says how cached files are placed: see ``placement``."""
         started = time.perf_counter()
+        mode = check_link_mode(link_mode or self.settings.link_mode)
         if provider is not None:
             if self.replicas is None:
                 if provider != self.settings.storage_type:
@@ -482,19 +658,27 @@ class Vault:
         reader.prefer = provider
         model = info.model
         dest_path = Path(dest).absolute()
-        check_dest_parent(dest_path)
         files = select_files(info.files, include, exclude)
+        unmatched = tuple(
+            p for p in include or () if not any(fnmatch.fnmatchcase(f.path, p) for f in info.files)
+        )
         planned = plan(dest_path, files, force, self.cache)
+        placer = Placer(
+            mode, self.settings.link_fallback, self.cache, dest_path, private=self._cache_private(model)
+        )
+        placer.check()
         if on_start:
             on_start(sum(p.entry.size for p in planned))
-        dest_path.mkdir(exist_ok=True)
+        allow_plain = not self._manifest_sealed(info.commit)
         counters = materialise(
+            dest_path if files else None,  # an empty selection creates nothing
             planned,
-            lambda sha: self._recipe(sha, model),
+            lambda sha: self._recipe(sha, model, allow_plain=allow_plain),
             reader,
             self.cache,
             self.settings.workers,
             progress or (lambda n: None),
+            placer,
         )
         if self.cache is not None:
             self.cache.prune(keep=frozenset(p.entry.sha256 for p in planned))
@@ -509,6 +693,9 @@ class Vault:
                 f"{f.replica}: {f.key} {f.kind.value}"
                 for f in (self.replicas.drain_failures() if self.replicas else [])
             ),
+            unmatched_includes=unmatched,
+            link_mode=mode,
+            placement=dict(placer.counts),
         )
 
     # ---- streaming and chunk uploads (the server's transport works through these) --------------
@@ -557,15 +744,27 @@ class Vault:
 
         return ingest.commit(self, model, files, **kwargs)
 
+    def _cache_private(self, model: str) -> bool:
+        """Whether ``model``'s pulled plaintext must be cached for this user only: it is encrypted."""
+        return self.keys.domain(model) is not None
+
     # ---- changing names -------------------------------------------------------------------------
 
     def delete(self, ref: str | Ref, *, primary_only: bool = False) -> VersionInfo:
         """Remove a version's label and its aliases (from every replica unless ``primary_only``);
-        its data goes at the next ``gc``."""
+        its data goes at the next ``gc``. The version is named by label or commit id: an alias is
+        refused, as it only borrows the version. The result lists the aliases deleted with it."""
         r = parse_ref(ref) if isinstance(ref, str) else ref
         if r.revision is None:
-            raise RevisionNotFoundError(f"say which version of {r.model} to delete (MODEL@VERSION)")
+            raise InvalidInputError(f"say which version of {r.model} to delete (MODEL@VERSION)")
         rec = self.index.resolve(r.model, r.revision)
+        if r.revision in rec.aliases and r.revision != rec.label:
+            # deleting through an alias would also take every other alias of that version
+            raise InvalidInputError(
+                f"{r.model}@{r.revision} is an alias of {r.model}@{rec.label} (commit {rec.commit}); "
+                f"to remove the alias: weightvault alias rm {r.model} {r.revision}; to delete the "
+                f"version: weightvault rm {r.model}@{rec.label}"
+            )
         target = self.primary if primary_only else self.backend
         for alias in rec.aliases:
             target.delete(layout.alias_ref_key(r.model, alias))
@@ -579,7 +778,7 @@ class Vault:
         rec = self.index.resolve(model, revision)
         if self.index.label_exists(model, alias):
             raise ConflictError(f"{alias!r} is a version label of {model}; an alias cannot shadow it")
-        self.store.set_alias_ref(model, alias, rec.label, rec.commit)
+        self.store.set_alias_ref(model, alias, rec.label, rec.commit, self._signer(self.keys.domain(model)))
         if self.replicas is not None and self.settings.sync_enabled:  # aliases move: refresh them everywhere
             replication_module.replicate(self, self.replicas, [layout.alias_ref_key(model, alias)])
         self.index.set_alias(model, alias, rec.label)
@@ -615,6 +814,22 @@ class Vault:
 
     def recover(self) -> dict[str, int]:
         return recover_module.rebuild_index(self)
+
+    # ---- formats and lineage --------------------------------------------------------------------
+
+    def tensors(self, ref: str | Ref, path: str | None = None) -> list[tensors_module.TensorListing]:
+        """The tensors of the version's safetensors files (or of ``path``), from their headers alone."""
+        return tensors_module.list_tensors(self, ref, path)
+
+    def lineage(self, ref: str | Ref) -> lineage_module.LineageReport:
+        """What the version came from and what builds on it."""
+        return lineage_module.lineage(self, ref)
+
+    def pull_with_base(
+        self, ref: str | Ref, dest: Path | str, base_dest: Path | str | None = None, **options: Any
+    ) -> tuple[tuple[PullResult, Path], tuple[PullResult, Path]]:
+        """Pull the version into ``dest`` and its base model into ``base_dest`` (default ``dest/base``)."""
+        return lineage_module.pull_with_base(self, ref, dest, base_dest, **options)
 
     # ---- replicas -------------------------------------------------------------------------------
 
@@ -701,7 +916,8 @@ class Vault:
                 decode_table(data)
                 return True
             if key.startswith(layout.MANIFESTS):
-                return Manifest.from_bytes(data).commit_id() == name
+                self.store.parse_manifest(name, data)
+                return True
             if key.startswith(layout.RECIPES):
                 if data.startswith(b"{"):
                     return FileRecipe.from_bytes(data).sha256 == name
