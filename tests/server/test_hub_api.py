@@ -371,6 +371,9 @@ out["snapshot"] = {
 api.create_branch("org/up", branch="dev")
 c4 = api.upload_file(path_or_fileobj=b"dev", path_in_repo="dev.txt", repo_id="org/up", revision="dev")
 out["dev"] = [c4.oid, api.model_info("org/up", revision="dev").sha, api.model_info("org/up").sha]
+api.upload_file(path_or_fileobj=bytes.fromhex(EVIL), path_in_repo="evil.bin", repo_id="org/up")
+scan = api.model_info("org/up", securityStatus=True).security_repo_status
+out["scan"] = [[f["path"], f["level"]] for f in scan["filesWithIssues"]]
 errors = {}
 for name, call in [
     ("stale_parent", lambda: api.create_commit("org/up", [CommitOperationAdd("x.txt", b"x")],
@@ -396,7 +399,11 @@ def test_client_uploads_become_versions(served: Served, hub_model: dict[str, Any
     (folder / "sub").mkdir()
     (folder / "sub" / "notes.txt").write_text("notes")
     (folder / "sub" / "keep.txt").write_text("keep")
-    script = UPLOADS.replace("FOLDER", repr(str(folder))).replace("READER", repr(hub_model["reader"]))
+    script = (
+        UPLOADS.replace("FOLDER", repr(str(folder)))
+        .replace("READER", repr(hub_model["reader"]))
+        .replace("EVIL", repr(pickle.dumps(_Dangerous(), protocol=2).hex()))
+    )
     out = hf(served, tmp_path / "hf", script, served.admin, extra={"HF_HUB_DISABLE_XET": "1"})
     assert out["url"] == f"{served.url}/org/up"
     assert out["files"] == ["config.json", "extra/empty.txt", "sub/keep.txt", "weights.bin"]
@@ -414,8 +421,10 @@ def test_client_uploads_become_versions(served: Served, hub_model: dict[str, Any
         main_alias = v.model("org/up").aliases["main"]
     # a branch is an alias; main stayed where it was (now pinned by an alias)
     assert out["dev"] == [dev.commit, dev.commit, out["oids"][2]]
-    assert main_alias == versions[1].label
+    assert versions[1].commit == dev.commit  # then a commit to main moved the alias main
+    assert main_alias == versions[0].label and versions[0].parent == out["oids"][2]
     assert {f.path for f in dev.files} == set(out["files"]) | {"dev.txt"}
+    assert out["scan"] == [["evil.bin", "danger"]]  # uploads are scanned like pushes
     assert out["errors"]["stale_parent"][1] == 412
     assert out["errors"]["no_branch"][0] == "RevisionNotFoundError"
     assert out["errors"]["reader"][1] == 403
