@@ -8,6 +8,7 @@ and prints its findings as JSON.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -219,6 +220,7 @@ def test_client_reads_revisions_files_and_errors(
 
 
 ACCESS = """
+import hashlib
 import json
 import huggingface_hub as hh
 api = hh.HfApi()
@@ -283,6 +285,7 @@ def test_resolve_headers_ranges_and_no_xet(served: Served, hub_model: dict[str, 
 
 
 RESUME = """
+import hashlib
 import json
 from pathlib import Path
 import huggingface_hub as hh
@@ -307,6 +310,7 @@ def test_interrupted_download_resumes_with_range(served: Served, tmp_path: Path)
 
 
 MINILM_LOAD = """
+import hashlib
 import json
 from pathlib import Path
 import torch
@@ -456,3 +460,26 @@ def test_a_commit_cannot_name_another_models_file(served: Served, hub_model: dic
     assert batch.status_code == 200 and "upload" in batch.json()["objects"][0]["actions"]  # not "present"
     with served.local() as v:
         assert "wendy/x" not in v.model_names()
+
+
+def test_an_lfs_upload_is_checked_and_lasts_until_committed_or_collected(served: Served) -> None:
+    data = os.urandom(300_000)
+    obj = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    auth = {"Authorization": f"Bearer {served.admin}"}
+    url = f"{served.url}/org/lfs.git/info/lfs/objects/batch"
+    body = {"operation": "upload", "transfers": ["basic"], "objects": [obj]}
+
+    def batch() -> dict[str, Any]:
+        r = httpx.post(url, json=body, headers=auth)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/vnd.git-lfs+json")
+        return r.json()["objects"][0]  # type: ignore[no-any-return]
+
+    href = batch()["actions"]["upload"]["href"]
+    assert httpx.put(href, content=data[:-1] + b"x").status_code == 400  # not what was announced
+    assert httpx.put(href.replace("token=", "token=x"), content=data).status_code == 401
+    assert "actions" in batch()  # nothing was kept
+    assert httpx.put(href, content=data).status_code == 200
+    assert "actions" not in batch()  # the vault has it now
+    with served.local() as v:
+        v.gc(grace_seconds=0)  # uncommitted: collected
+    assert "actions" in batch()

@@ -108,9 +108,12 @@ def _known_here(vault: Vault, who: Caller, model: str) -> set[str]:
         for v in vault.list_versions(model):
             known.update(f.sha256 for f in vault.show(Ref(model, v.commit)).files)
     since = datetime.now(UTC) - UPLOAD_WINDOW
-    for e in who.access.audit_log(model=model, since=since, limit=100_000):
-        if e.action == "hub.upload" and e.outcome == "ok":
-            known.add(e.detail.split(" ", 1)[0])
+    uploaded = {
+        e.detail.split(" ", 1)[0]
+        for e in who.access.audit_log(model=model, since=since, limit=100_000)
+        if e.action == "hub.upload" and e.outcome == "ok"
+    }
+    known.update(sha for sha in uploaded - known if vault.file_present(sha))
     return known
 
 

@@ -284,3 +284,13 @@ def put_file(vault: Vault, model: str, pieces: Iterable[bytes], sha256: str, siz
     body = vault.store.put_recipe(recipe)
     vault.index.put_recipe(sha256, size, body)
     return recipe
+
+
+def file_present(vault: Vault, sha256: str) -> bool:
+    """Whether a plain file's recipe and every chunk of it are in the vault and not condemned by
+    a gc (an upload that waited past the gc grace period has to be sent again)."""
+    body = vault.index.get_recipe(sha256)
+    if body is None:
+        return False
+    ids = [c for c, _ in FileRecipe.from_bytes(body).chunks]
+    return len(vault.index.locate_chunks(ids, include_condemned=False)) == len(set(ids))

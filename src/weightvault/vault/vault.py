@@ -730,6 +730,12 @@ class Vault:
         """How a file of ``model`` is rebuilt from chunks (to name it again in an uploaded version)."""
         return self._recipe(sha256, model)
 
+    def file_present(self, sha256: str) -> bool:
+        """Whether a file stored by ``put_file`` (or any plain push) is whole in the vault."""
+        from weightvault.vault import ingest
+
+        return ingest.file_present(self, sha256)
+
     def put_file(self, model: str, pieces: Iterable[bytes], sha256: str, size: int) -> FileRecipe:
         """Store a whole file sent as a byte stream, checked against ``sha256`` (see ``vault.ingest``)."""
         from weightvault.vault import ingest
