@@ -18,7 +18,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -395,7 +395,7 @@ def _file_headers(info: VersionInfo, fs: FileStream) -> dict[str, str]:
         "X-Linked-Size": str(fs.entry.size),
         "X-Repo-Commit": info.commit,
         "X-Checksum-Sha256": sha,
-        "Content-Disposition": f"inline; filename*=UTF-8''{fs.entry.path.rsplit('/', 1)[-1]}",
+        "Content-Disposition": f"inline; filename*=UTF-8''{quote(fs.entry.path.rsplit('/', 1)[-1])}",
     }
 
 
