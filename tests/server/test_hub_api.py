@@ -57,8 +57,14 @@ def hf(
     if token is not None:
         env["HF_TOKEN"] = token
     env.update(extra or {})
+    hf_home.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", textwrap.dedent(script)],
+        env=env,
+        cwd=hf_home,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
