@@ -403,6 +403,17 @@ print(json.dumps(out))
 """
 
 
+XET = """
+import json
+import huggingface_hub as hh
+try:
+    hh.HfApi().upload_file(path_or_fileobj=b"x" * 100, path_in_repo="x.bin", repo_id="org/xet")
+    print(json.dumps({"error": None}))
+except Exception as exc:
+    print(json.dumps({"error": str(exc)}))
+"""
+
+
 def test_client_uploads_become_versions(served: Served, hub_model: dict[str, Any], tmp_path: Path) -> None:
     folder = tmp_path / "up"
     weights = write_random(folder / "weights.bin", 2_500_000, seed=11).read_bytes()
@@ -415,6 +426,8 @@ def test_client_uploads_become_versions(served: Served, hub_model: dict[str, Any
         .replace("EVIL", repr(pickle.dumps(_Dangerous(), protocol=2).hex()))
     )
     out = hf(served, tmp_path / "hf", script, served.admin, extra={"HF_HUB_DISABLE_XET": "1"})
+    xet = hf(served, tmp_path / "hf-xet", XET, served.admin)  # Xet left on: a clear refusal
+    assert "501 Not Implemented" in xet["error"] and "xet-write-token" in xet["error"]
     assert out["url"] == f"{served.url}/org/up"
     assert out["files"] == ["config.json", "extra/empty.txt", "sub/keep.txt", "weights.bin"]
     assert out["snapshot"] == {

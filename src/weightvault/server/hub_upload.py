@@ -72,6 +72,15 @@ def _endpoint(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
+@routes("GET", "/api/models/{repo}/xet-{kind}-token/{rev:path}")
+def xet_token(kind: str, rev: str, model: RepoDep) -> Any:
+    """Xet is never advertised; a client that tries it anyway (uploads, unless Xet is disabled)
+    is told what to do instead of getting a bare 404."""
+    raise HubError(
+        501, None, f"this vault does not speak Xet ({model}): set HF_HUB_DISABLE_XET=1 to upload over LFS"
+    )
+
+
 # ---- create_repo --------------------------------------------------------------------------------
 
 
