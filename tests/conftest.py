@@ -69,9 +69,14 @@ def new_postgres_database(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def index_url(request: pytest.FixtureRequest) -> str | None:
-    """The index database of a test: the home's SQLite file (None), then a fresh PostgreSQL database."""
-    return None if request.param == "sqlite" else new_postgres_database(request)
+def index_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """The index database of a test: the home's SQLite file (None), then a fresh PostgreSQL database,
+    also named in ``WEIGHTVAULT_DATABASE_URL`` so the CLI processes a test runs use it too."""
+    if request.param == "sqlite":
+        return None
+    url = new_postgres_database(request)
+    monkeypatch.setenv("WEIGHTVAULT_DATABASE_URL", url)
+    return url
 
 
 @pytest.fixture

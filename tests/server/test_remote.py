@@ -37,6 +37,8 @@ def test_push_pull_roundtrip_with_dedup_against_embedded_pushes(
         assert result.version.label == "v2" and result.version.parent is not None
         with pytest.raises(VersionExistsError):
             remote.push("org/base", model_dir, version="v2")
+        again = remote.push("org/base", model_dir)  # same files, no label: no new version
+        assert again.unchanged and again.version.label == "v2"
         pulled = remote.pull("org/base@v2", tmp_path / "out")
         assert tree_bytes(tmp_path / "out") == tree_bytes(model_dir)
         assert pulled.bytes_from_store == pulled.bytes_total

@@ -82,7 +82,7 @@ def token_create(
         bool | None, typer.Option("--admin/--no-admin", help="Make the principal a global administrator.")
     ] = None,
     description: Annotated[str, typer.Option(help="What the token is for.")] = "",
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Create a token; its secret is printed once and stored only as a hash."""
     lifetime = None if expires == "never" else parse_duration(expires)
@@ -104,8 +104,8 @@ def token_create(
 
 @token_app.command("list")
 def token_list(
-    principal: Annotated[str | None, typer.Option("--principal", "-p")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    principal: Annotated[str | None, typer.Option("--principal", "-p", help="Only this principal's.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Tokens with their last characters, scope, expiry, revocation and last use (never the secret)."""
     tokens = _access().list_tokens(principal)
@@ -131,7 +131,7 @@ def token_list(
 
 
 @token_app.command("revoke")
-def token_revoke(token_id: int) -> None:
+def token_revoke(token_id: Annotated[int, typer.Argument(help="The token's id (token list).")]) -> None:
     """Revoke a token at once (every server process refuses it from its next request)."""
     info = _access().revoke_token(token_id, actor=_actor())
     if not _cli().STATE.quiet:
@@ -140,7 +140,7 @@ def token_revoke(token_id: int) -> None:
 
 @grant_app.command("add")
 def grant_add(
-    principal: str,
+    principal: Annotated[str, typer.Argument(help="Who: a principal name (created if new).")],
     pattern: Annotated[str, typer.Argument(help="A model, NAMESPACE/* or *.")],
     role: Annotated[str, typer.Argument(help="reader, writer or admin.")],
 ) -> None:
@@ -149,14 +149,18 @@ def grant_add(
 
 
 @grant_app.command("rm")
-def grant_rm(principal: str, pattern: str) -> None:
+def grant_rm(
+    principal: Annotated[str, typer.Argument(help="Whose grant.")],
+    pattern: Annotated[str, typer.Argument(help="The pattern it was given on.")],
+) -> None:
+    """Remove PRINCIPAL's grant on PATTERN."""
     _access().remove_grant(principal, pattern, actor=_actor())
 
 
 @grant_app.command("ls")
 def grant_ls(
-    principal: Annotated[str | None, typer.Option("--principal", "-p")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    principal: Annotated[str | None, typer.Option("--principal", "-p", help="Only this principal's.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     grants = _access().grants(principal)
     if as_json:
@@ -170,7 +174,8 @@ def grant_ls(
 
 @grant_app.command("public")
 def grant_public(
-    model: str, off: Annotated[bool, typer.Option("--off", help="Make the model private again.")] = False
+    model: Annotated[str, typer.Argument(help="The model.")],
+    off: Annotated[bool, typer.Option("--off", help="Make the model private again.")] = False,
 ) -> None:
     """Let anyone, without a token, read MODEL."""
     _access().set_public(model, not off, actor=_actor())
@@ -178,7 +183,9 @@ def grant_public(
 
 @grant_app.command("protect")
 def grant_protect(
-    model: str, alias: str, off: Annotated[bool, typer.Option("--off", help="Lift the protection.")] = False
+    model: Annotated[str, typer.Argument(help="The model.")],
+    alias: Annotated[str, typer.Argument(help="The alias (e.g. production).")],
+    off: Annotated[bool, typer.Option("--off", help="Lift the protection.")] = False,
 ) -> None:
     """Only admins of MODEL may move or remove ALIAS (e.g. production)."""
     _access().protect_alias(model, alias, not off, actor=_actor())
@@ -187,9 +194,9 @@ def grant_protect(
 def audit(
     model: Annotated[str | None, typer.Option(help="Only events about this model.")] = None,
     since: Annotated[str | None, typer.Option(help="ISO time or a duration back from now (7d).")] = None,
-    principal: Annotated[str | None, typer.Option("--principal", "-p")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=10000)] = 100,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    principal: Annotated[str | None, typer.Option("--principal", "-p", help="Only this principal's.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10000, help="At most this many entries.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Writes, deletes, alias moves, grant and token changes and denied requests, newest first."""
     entries = _access().audit_log(

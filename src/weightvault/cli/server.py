@@ -15,13 +15,13 @@ def _cli() -> Any:
 
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
     cors_origin: Annotated[
         list[str] | None,
         typer.Option("--cors-origin", help="Origin a browser UI may call from (repeatable)."),
     ] = None,
     max_upload_mb: Annotated[int, typer.Option(min=1, max=4096, help="Largest chunk-upload request.")] = 128,
-    log_level: Annotated[str, typer.Option()] = "info",
+    log_level: Annotated[str, typer.Option(help="uvicorn's log level (warning, info, debug).")] = "info",
 ) -> None:
     """Serve REST API v1, Swagger UI (/docs), /healthz, /readyz and /metrics."""
     from weightvault.server.app import ServerOptions

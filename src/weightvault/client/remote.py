@@ -173,6 +173,7 @@ class RemoteVault:
             chunks_new=sent_chunks,
             seconds=time.perf_counter() - started,
             replication=d["replication"],
+            unchanged=bool(d.get("unchanged")),
         )
 
     def pull(

@@ -156,6 +156,7 @@ def commit_version(model: str, body: VersionIn, request: Request, vault: VaultDe
     who.audit("push", model=model, version=result.version.label, detail=f"{len(files)} files")
     return PushOut(
         version=VersionOut.of(result.version),
+        unchanged=result.unchanged,
         chunks_total=result.chunks_total,
         seconds=result.seconds,
         replication=result.replication,

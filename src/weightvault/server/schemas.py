@@ -140,6 +140,8 @@ class VersionIn(BaseModel):
 
 class PushOut(BaseModel):
     version: VersionOut
+    #: the files equal the latest version's: no version was made, ``version`` is that one
+    unchanged: bool = False
     chunks_total: int
     seconds: float
     replication: dict[str, str]
