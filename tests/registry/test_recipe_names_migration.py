@@ -9,7 +9,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, inspect, text
 
-from weightvault.registry.index import MIGRATIONS, RegistryIndex
+from weightvault.registry.index import MIGRATIONS, SCHEMA_HEAD, RegistryIndex
 
 
 def test_upgrade_from_0001_keeps_recipes(tmp_path: Path) -> None:
@@ -27,7 +27,7 @@ def test_upgrade_from_0001_keeps_recipes(tmp_path: Path) -> None:
     engine.dispose()
     index = RegistryIndex(url)
     try:
-        assert index.schema_revision() == "0002"
+        assert index.schema_revision() == SCHEMA_HEAD
         assert {c["name"] for c in inspect(index.engine).get_columns("recipes")} >= {"name", "body"}
         assert index.get_recipe("ab" * 32) == b'{"x":1}'
         assert index.recipe_names() == {"ab" * 32}

@@ -359,18 +359,24 @@ def gc(
     grace: Annotated[
         float | None, typer.Option(help="Grace period in seconds (default from settings).")
     ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be deleted.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Delete even while some objects in the store cannot be parsed.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Reclaim data no version references (mark and sweep, with a grace period)."""
-    report = STATE.vault().gc(grace_seconds=grace)
+    """Reclaim data no ref in the store reaches; repack sparse packs (safe while others push)."""
+    report = STATE.vault().gc(grace_seconds=grace, dry_run=dry_run, force=force)
     if as_json:
         _emit_json(report.to_json())
     elif not STATE.quiet:
         err.print(
-            f"gc: {report.packs_deleted} packs deleted ({_human(report.bytes_freed)}), "
-            f"{report.packs_condemned} newly unreferenced (deleted after the grace period), "
+            ("gc --dry-run would delete: " if report.dry_run else "gc: deleted ")
+            + f"{report.packs_deleted} packs (net {_human(report.bytes_freed)} freed; "
+            f"{report.packs_repacked} repacked, {_human(report.bytes_rewritten)} of live data copied), "
             f"{report.manifests_deleted} manifests, {report.recipes_deleted} recipes, "
-            f"{report.temp_files_deleted} temp files"
+            f"{report.temp_files_deleted} temp files, "
+            f"{report.secondary_objects_deleted} objects only on secondaries"
         )
 
 

@@ -102,12 +102,20 @@ class VerifyReport:
 
 @dataclass(frozen=True, slots=True)
 class GcReport:
+    """What a gc deleted (or, with ``dry_run``, would delete); ``bytes_freed`` is net of the live
+    bytes copied out of repacked packs."""
+
     packs_deleted: int
     bytes_freed: int
-    packs_condemned: int
+    packs_repacked: int
+    bytes_rewritten: int
     manifests_deleted: int
     recipes_deleted: int
     temp_files_deleted: int
+    secondary_objects_deleted: int
+    dry_run: bool = False
+    problems: list[str] = field(default_factory=list)
+    new_packs: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

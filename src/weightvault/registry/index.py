@@ -36,13 +36,14 @@ from weightvault.registry.schema import (
     ModelRow,
     PackRow,
     RecipeRow,
+    StateRow,
     VersionRow,
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration; checked against Alembic's own head by a test. Knowing it here lets an
 #: up-to-date database open without importing Alembic (a third of the CLI's start-up time).
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 _BATCH = 500
 #: Alembic keeps its migration context in module globals: two indexes migrating at once in one
 #: process (two vaults opened by two threads) would run each other's steps. One at a time.
@@ -357,6 +358,33 @@ class RegistryIndex:
             if not s.scalar(select(func.count()).select_from(VersionRow).where(VersionRow.model_id == mid)):
                 s.execute(delete(ModelRow).where(ModelRow.id == mid))
 
+    def version_commit(self, model: str, label: str) -> str | None:
+        """The commit of ``model@label`` if that exact label is indexed."""
+        with self._read() as s:
+            return s.scalar(
+                select(VersionRow.commit_id)
+                .join(ModelRow, ModelRow.id == VersionRow.model_id)
+                .where(ModelRow.name == model, VersionRow.label == label)
+            )
+
+    def all_refs(self) -> dict[tuple[str, str, str], str]:
+        """{(model, "version", label): commit, (model, "alias", alias): label} for everything indexed."""
+        out: dict[tuple[str, str, str], str] = {}
+        with self._read() as s:
+            for model, label, commit in s.execute(
+                select(ModelRow.name, VersionRow.label, VersionRow.commit_id).join(
+                    VersionRow, VersionRow.model_id == ModelRow.id
+                )
+            ):
+                out[(model, "version", label)] = commit
+            for model, alias, label in s.execute(
+                select(ModelRow.name, AliasRow.name, VersionRow.label)
+                .join(AliasRow, AliasRow.model_id == ModelRow.id)
+                .join(VersionRow, VersionRow.id == AliasRow.version_id)
+            ):
+                out[(model, "alias", alias)] = label
+        return out
+
     def live_commits(self) -> set[str]:
         with self._read() as s:
             return set(s.scalars(select(VersionRow.commit_id).distinct()))
@@ -431,54 +459,66 @@ class RegistryIndex:
 
     def add_pack(
         self, pack_id: str, size: int, entries: Sequence[PackEntry], created: datetime | None = None
-    ) -> None:
-        """Record a durable pack.
+    ) -> bool:
+        """Record a durable pack and every chunk in it; False if it was already recorded.
 
-        A chunk already located elsewhere keeps its first location, unless this pack holds it
-        under a higher key slot: data key slots only grow within an encrypted model, so the
-        higher slot is the newer seal (``keys rotate --reencrypt``, or a re-push after the
-        old data key was dropped) and the row moves to it. Plain chunks (slot 0) never move.
+        A chunk may be recorded in several packs (another machine's push, gc copying live
+        chunks out of a sparse pack); a read takes the copy with the highest key slot, which
+        within an encrypted model is the newest seal (``keys rotate --reencrypt``).
         """
         with self._write() as s:
+            if s.get(PackRow, pack_id) is not None:
+                return False
             s.add(PackRow(id=pack_id, size=size, created_at=created or utcnow()))
             s.flush()
-            ids = [e.chunk_id for e in entries]
-            known: dict[bytes, int] = {}
-            for i in range(0, len(ids), _BATCH):
-                found = s.execute(
-                    select(ChunkRow.id, ChunkRow.key_slot).where(ChunkRow.id.in_(ids[i : i + _BATCH]))
-                )
-                known.update((cid, slot) for cid, slot in found)
-            moved = [
-                _chunk_row(pack_id, e)
-                for e in entries
-                if e.chunk_id in known and known[e.chunk_id] < e.key_slot
-            ]
-            if moved:
-                s.execute(update(ChunkRow), moved)
-            rows = [_chunk_row(pack_id, e) for e in entries if e.chunk_id not in known]
-            if rows:
-                s.execute(insert(ChunkRow), rows)
+            rows = list({e.chunk_id: _chunk_row(pack_id, e) for e in entries}.values())
+            for i in range(0, len(rows), _BATCH):
+                s.execute(insert(ChunkRow), rows[i : i + _BATCH])
+            return True
+
+    def drop_packs(self, pack_ids: Iterable[str]) -> None:
+        """Forget packs (deleted from the store); chunks keep their other locations."""
+        plist = list(pack_ids)
+        with self._write() as s:
+            for i in range(0, len(plist), _BATCH):
+                part = plist[i : i + _BATCH]
+                s.execute(delete(ChunkRow).where(ChunkRow.pack_id.in_(part)))
+                s.execute(delete(PackRow).where(PackRow.id.in_(part)))
+
+    def drop_objects(self, commits: Iterable[str], recipes: Iterable[str]) -> None:
+        """Forget manifests and recipes deleted from the store."""
+        clist, rlist = list(commits), list(recipes)
+        with self._write() as s:
+            for i in range(0, len(clist), _BATCH):
+                s.execute(delete(ManifestRow).where(ManifestRow.commit_id.in_(clist[i : i + _BATCH])))
+            for i in range(0, len(rlist), _BATCH):
+                s.execute(delete(RecipeRow).where(RecipeRow.name.in_(rlist[i : i + _BATCH])))
+
+    def has_pack(self, pack_id: str) -> bool:
+        with self._read() as s:
+            return s.get(PackRow, pack_id) is not None
 
     def chunk_slot(self, chunk_id: bytes) -> int | None:
         """The dedup probe of an encrypted push: the key slot the chunk is sealed under, if indexed."""
         cur = self._probe_conn().cursor()
         try:
             cur.execute(
-                "SELECT key_slot FROM chunks WHERE id = ?"
+                "SELECT max(key_slot) FROM chunks WHERE id = ?"
                 if self.engine.dialect.paramstyle == "qmark"
-                else "SELECT key_slot FROM chunks WHERE id = %s",
+                else "SELECT max(key_slot) FROM chunks WHERE id = %s",
                 (chunk_id,),
             )
             row = cur.fetchone()
-            return None if row is None else int(row[0])
+            return None if row is None or row[0] is None else int(row[0])
         finally:
             cur.close()
 
     def locate_chunks(
         self, ids: Sequence[bytes], include_condemned: bool = True
     ) -> dict[bytes, ChunkLocation]:
-        out: dict[bytes, ChunkLocation] = {}
+        """One location per chunk: the highest key slot, then a pack not condemned, then the
+        smallest pack id (so every machine with the same rows picks the same copy)."""
+        best: dict[bytes, tuple[tuple[int, int, str], ChunkLocation]] = {}
         unique = list(dict.fromkeys(ids))
         with self._read() as s:
             for i in range(0, len(unique), _BATCH):
@@ -490,9 +530,26 @@ class RegistryIndex:
                 for row, condemned in s.execute(q):
                     if condemned is not None and not include_condemned:
                         continue
-                    out[row.id] = ChunkLocation(
-                        row.pack_id, row.offset, row.stored_len, row.raw_len, row.codec, row.key_slot
-                    )
+                    rank = (-row.key_slot, 0 if condemned is None else 1, row.pack_id)
+                    have = best.get(row.id)
+                    if have is None or rank < have[0]:
+                        loc = ChunkLocation(
+                            row.pack_id, row.offset, row.stored_len, row.raw_len, row.codec, row.key_slot
+                        )
+                        best[row.id] = (rank, loc)
+        return {cid: loc for cid, (_rank, loc) in best.items()}
+
+    def chunk_packs(self) -> dict[str, list[tuple[bytes, int, int, int, int, int]]]:
+        """pack id -> [(chunk id, offset, stored length, raw length, codec, key slot)] for every
+        recorded pack (gc's planning)."""
+        out: dict[str, list[tuple[bytes, int, int, int, int, int]]] = {}
+        with self._read() as s:
+            for pid in s.scalars(select(PackRow.id)):
+                out[pid] = []
+            for r in s.scalars(select(ChunkRow)):
+                out.setdefault(r.pack_id, []).append(
+                    (r.id, r.offset, r.stored_len, r.raw_len, r.codec, r.key_slot)
+                )
         return out
 
     def chunks_in_pack(self, pack_id: str) -> list[tuple[bytes, ChunkLocation]]:
@@ -515,60 +572,6 @@ class RegistryIndex:
     def pack_ids_for_chunks(self, ids: Iterable[bytes]) -> set[str]:
         return {loc.pack_id for loc in self.locate_chunks(list(ids)).values()}
 
-    def set_condemned(self, pack_ids: Iterable[str], when: datetime | None) -> None:
-        plist = list(pack_ids)
-        with self._write() as s:
-            for i in range(0, len(plist), _BATCH):
-                s.execute(
-                    update(PackRow).where(PackRow.id.in_(plist[i : i + _BATCH])).values(condemned_at=when)
-                )
-
-    def sweep(
-        self,
-        *,
-        mark_started: datetime,
-        cutoff: datetime,
-        live_commits: set[str],
-        live_recipes: set[str],
-        live_packs: set[str],
-    ) -> tuple[list[str], list[str], list[str]] | None:
-        """Delete rows of what the mark found dead, atomically with respect to pushes.
-
-        Returns (pack ids, commits, recipe names) whose objects may now be deleted, or None when
-        a version was committed after the mark started (its references were not marked).
-        """
-        with self._write() as s:
-            if s.scalar(
-                select(func.count()).select_from(VersionRow).where(VersionRow.created_at >= mark_started)
-            ):
-                return None
-            packs = [
-                r.id
-                for r in s.scalars(select(PackRow).where(PackRow.condemned_at.is_not(None)))
-                if r.id not in live_packs
-                and _aware(r.condemned_at) <= cutoff  # type: ignore[arg-type]
-                and _aware(r.created_at) <= cutoff
-            ]
-            commits = [
-                r.commit_id
-                for r in s.scalars(select(ManifestRow))
-                if r.commit_id not in live_commits and _aware(r.created_at) <= cutoff
-            ]
-            recipes = [
-                name
-                for name, created in s.execute(select(RecipeRow.name, RecipeRow.created_at))
-                if name not in live_recipes and _aware(created) <= cutoff
-            ]
-            for i in range(0, len(packs), _BATCH):
-                part = packs[i : i + _BATCH]
-                s.execute(delete(ChunkRow).where(ChunkRow.pack_id.in_(part)))
-                s.execute(delete(PackRow).where(PackRow.id.in_(part)))
-            for i in range(0, len(commits), _BATCH):
-                s.execute(delete(ManifestRow).where(ManifestRow.commit_id.in_(commits[i : i + _BATCH])))
-            for i in range(0, len(recipes), _BATCH):
-                s.execute(delete(RecipeRow).where(RecipeRow.name.in_(recipes[i : i + _BATCH])))
-            return packs, commits, recipes
-
     def known_objects(self) -> tuple[set[str], set[str], set[str]]:
         """(pack ids, manifest commits, recipe names) the index knows, for finding orphans."""
         with self._read() as s:
@@ -589,12 +592,28 @@ class RegistryIndex:
                 "chunk_raw_bytes": s.scalar(select(func.coalesce(func.sum(ChunkRow.raw_len), 0))) or 0,
             }
 
+    # ---- state of the index itself --------------------------------------------------------------
+
+    def get_state(self, name: str) -> str | None:
+        with self._read() as s:
+            row = s.get(StateRow, name)
+            return None if row is None else row.value
+
+    def set_state(self, name: str, value: str) -> None:
+        with self._write() as s:
+            row = s.get(StateRow, name)
+            if row is None:
+                s.add(StateRow(name=name, value=value))
+            else:
+                row.value = value
+
     # ---- recovery -------------------------------------------------------------------------------
 
     def clear(self) -> None:
         """Drop every row (recover rebuilds them from the store)."""
         with self._write() as s:
-            for table in (AliasRow, VersionRow, ModelRow, ManifestRow, RecipeRow, ChunkRow, PackRow):
+            tables = (AliasRow, VersionRow, ModelRow, ManifestRow, RecipeRow, ChunkRow, PackRow, StateRow)
+            for table in tables:
                 s.execute(delete(table))
 
 

@@ -50,6 +50,12 @@ class Settings(BaseModel):
     checksum_algorithm: Literal["sha256"] = "sha256"
     pack_size_mb: int = Field(64, ge=1, le=4096)
     gc_grace_seconds: float = Field(3600.0, ge=0)
+    #: gc copies the live chunks out of packs whose live fraction is below this, then deletes them
+    gc_repack_threshold: float = Field(0.5, ge=0, le=1)
+    #: a store lock not refreshed for this long is stale (its holder died or hangs)
+    lock_stale_seconds: float = Field(1800.0, gt=0)
+    #: how long a push waits for a gc's exclusive lock (and gc for running pushes) before failing
+    lock_wait_seconds: float = Field(900.0, ge=0)
     workers: int = Field(2, ge=1, le=64)
     #: name of the primary replica: "local" (the home's store folder) or a seed section (aws, gcp, azure)
     storage_type: str = "local"

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import blake3
 
+from weightvault.core import layout
 from weightvault.core.errors import (
     ConfigError,
     CorruptObjectError,
@@ -44,7 +45,6 @@ from weightvault.core.errors import (
     WeightvaultError,
 )
 from weightvault.core.manifest import canonical_json
-from weightvault.core.names import check_model_name
 from weightvault.storage.backend import Backend
 from weightvault.storage.replica import ReplicaSet
 
@@ -80,17 +80,11 @@ class KeySlotMissingError(IntegrityError):
 
 
 def keyring_key(model: str) -> str:
-    return f"{KEYS}{check_model_name(model)}/{KEYRING_NAME}"
+    return layout.keyring_key(model)
 
 
 def parse_keyring_key(key: str) -> str | None:
-    if not key.startswith(KEYS) or not key.endswith(f"/{KEYRING_NAME}"):
-        return None
-    model = key[len(KEYS) : -len(KEYRING_NAME) - 1]
-    try:
-        return check_model_name(model)
-    except WeightvaultError:
-        return None
+    return layout.parse_keyring_key(key)
 
 
 def _derive(context: str, material: bytes) -> bytes:
@@ -176,7 +170,7 @@ class KeyringRecord:
             if raw.get("format") != KEYRING_FORMAT:
                 raise FormatError(f"keyring of {model}: unsupported format {raw.get('format')!r}")
             if raw["model"] != model:
-                raise FormatError(f"keyring under keys/{model}/ names model {raw['model']!r}")
+                raise FormatError(f"keyring {layout.keyring_key(model)} names model {raw['model']!r}")
             slots = []
             for d in raw["data_keys"]:
                 slot, state = int(d["slot"]), d["state"]

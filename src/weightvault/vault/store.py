@@ -16,7 +16,8 @@ from weightvault.core.manifest import FileRecipe, Manifest, canonical_json
 from weightvault.storage.backend import Backend
 from weightvault.storage.replica import ReplicaSet
 
-STORE_FORMAT = 1
+#: Format 2: fixed-depth ref and keyring keys, the journal and store locks (docs/format.md).
+STORE_FORMAT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +48,10 @@ class StoreConfig:
         try:
             raw = json.loads(data)
             if raw["format"] != STORE_FORMAT:
-                raise FormatError(f"store format {raw['format']!r} is not supported by this weightvault")
+                raise FormatError(
+                    f"store format {raw['format']!r} is not supported by this weightvault "
+                    f"(it reads and writes format {STORE_FORMAT})"
+                )
             c = raw["chunking"]
             params = ChunkingParams(
                 int(c["min_size"]), int(c["avg_size"]), int(c["max_size"]), c["algorithm"]
@@ -143,16 +147,55 @@ class Store:
     def delete_alias_ref(self, model: str, alias: str) -> None:
         self.backend.delete(layout.alias_ref_key(model, alias))
 
-    def refs(self) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
-        """(model, kind, name, body) for every ref in the store."""
+    def get_ref(self, model: str, kind: str, name: str) -> dict[str, Any] | None:
+        """A ref's body checked against its key, or None when it does not exist."""
+        key = layout.ref_key(model, kind, name)
+        try:
+            data = self.backend.get(key)
+        except MissingObjectError:
+            return None
+        return parse_ref_body(key, model, kind, name, data)
+
+    def ref_keys(self) -> tuple[dict[tuple[str, str, str], str], list[str]]:
+        """Every ref key in the store, parsed: ({(model, kind, name): key}, [keys that parse as no
+        ref of this format])."""
+        found: dict[tuple[str, str, str], str] = {}
+        bad: list[str] = []
         for info in self.backend.list(layout.REFS):
             parsed = layout.parse_ref_key(info.key)
             if parsed is None:
-                continue
+                bad.append(info.key)
+            else:
+                found[parsed] = info.key
+        return found, bad
+
+    def refs(self) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
+        """(model, kind, name, body) for every ref in the store."""
+        found, bad = self.ref_keys()
+        if bad:
+            raise FormatError(f"{bad[0]} is not a ref key of store format {STORE_FORMAT}")
+        for (model, kind, name), key in found.items():
             try:
-                body = json.loads(self.backend.get(info.key))
+                data = self.backend.get(key)
             except MissingObjectError:
                 continue
-            except ValueError as exc:
-                raise FormatError(f"malformed ref {info.key}: {exc}") from exc
-            yield (*parsed, body)
+            yield model, kind, name, parse_ref_body(key, model, kind, name, data)
+
+
+def parse_ref_body(key: str, model: str, kind: str, name: str, data: bytes) -> dict[str, Any]:
+    """A ref body must be a JSON object naming the model and name its key names, and a commit."""
+    try:
+        body = json.loads(data)
+        if not isinstance(body, dict):
+            raise ValueError("not a JSON object")
+        own = body.get("label" if kind == "version" else "alias")
+        if body.get("model") != model or own != name:
+            raise ValueError(f"it names {body.get('model')!r}@{own!r}")
+        commit, label = body.get("commit"), body.get("label")
+        if not isinstance(commit, str) or len(commit) != 40 or not isinstance(label, str):
+            raise ValueError("no commit id or label")
+        if kind == "version":
+            datetime.fromisoformat(body["created"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FormatError(f"malformed ref {key}: {exc}") from exc
+    return body

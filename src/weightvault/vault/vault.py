@@ -7,6 +7,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,11 +39,13 @@ from weightvault.storage.backend import Backend
 from weightvault.storage.replica import ReplicaSet
 from weightvault.vault import gc as gc_module
 from weightvault.vault import recover as recover_module
+from weightvault.vault import refresh as refresh_module
 from weightvault.vault import replication as replication_module
 from weightvault.vault import verify as verify_module
 from weightvault.vault.cache import FileCache
 from weightvault.vault.codecs import BlobCodec, BlobEncoder
 from weightvault.vault.config import Settings, load_settings
+from weightvault.vault.journal import PACK, REF, Journal
 from weightvault.vault.keyring import (
     KEYS,
     Domain,
@@ -52,12 +55,13 @@ from weightvault.vault.keyring import (
     parse_keyring_key,
     provider_params,
 )
+from weightvault.vault.locks import SHARED, holding
 from weightvault.vault.packer import PackSink, default_temp_factory
 from weightvault.vault.pull import check_dest_parent, materialise, plan, select_files
 from weightvault.vault.push import PushPipeline
 from weightvault.vault.reader import ChunkReader
 from weightvault.vault.replicas import open_stores
-from weightvault.vault.source import scan_source
+from weightvault.vault.source import SourceFile, scan_source
 from weightvault.vault.store import Store
 
 if TYPE_CHECKING:
@@ -66,6 +70,20 @@ if TYPE_CHECKING:
 Progress = Callable[[int], None]
 #: Called once per operation with the total byte count before work starts.
 ProgressStart = Callable[[int], None]
+
+
+@dataclass
+class _Staged:
+    """A push's data, written and durable, before its ref makes it a version."""
+
+    pipeline: PushPipeline
+    sink: PackSink
+    slot: int
+    recipe_names: list[str]
+    manifest: Manifest
+    commit: str
+    body: bytes
+    packs: set[str]
 
 
 def timestamp_label(now: datetime) -> str:
@@ -89,6 +107,9 @@ class Vault:
             self.replicas.backend(self.replicas.primary_name) if self.replicas is not None else backend
         )
         self.store = Store(self.backend)
+        #: every ref change and new pack is announced here; readers follow it (``refresh``)
+        self.journal = Journal(self.primary)
+        self.refresh_lock = threading.Lock()
         self._background: list[threading.Thread] = []
         self.index = index or (
             RegistryIndex(settings.database_url)
@@ -129,6 +150,25 @@ class Vault:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # ---- following the store --------------------------------------------------------------------
+
+    def refresh(self) -> refresh_module.RefreshReport:
+        """Bring the index up to date with the store (other machines' pushes, aliases, deletes,
+        gc). Costs one small read when nothing changed; every operation below calls it."""
+        return refresh_module.refresh(self)
+
+    def _cursor(self) -> int:
+        return int(self.index.get_state(refresh_module.CURSOR) or 0)
+
+    def journal_change(self, kind: str, **fields: Any) -> int:
+        return self.journal.append(kind, self._cursor(), **fields)
+
+    def journal_pack(self, pack_id: str, size: int) -> None:
+        self.journal_change(PACK, id=pack_id, size=size)
+
+    def journal_ref(self, model: str, kind: str, name: str) -> None:
+        self.journal_change(REF, model=model, ref=kind, name=name)
 
     # ---- reading the registry ----------------------------------------------------------------
 
@@ -233,23 +273,31 @@ class Vault:
         return dom
 
     def list_models(self) -> list[ModelInfo]:
-        return [self.model(name) for name in self.index.list_model_names()]
+        self.refresh()
+        return [self._model(name) for name in self.index.list_model_names()]
 
     def model(self, name: str) -> ModelInfo:
         check_model_name(name)
+        self.refresh()
+        return self._model(name)
+
+    def _model(self, name: str) -> ModelInfo:
         versions = tuple(self._info(r) for r in self.index.list_versions(name))
         return ModelInfo(name, self.index.model_created(name), versions, self.index.aliases(name))
 
     def list_versions(self, model: str) -> list[VersionInfo]:
         check_model_name(model)
+        self.refresh()
         return [self._info(r) for r in self.index.list_versions(model)]
 
     def show(self, ref: str | Ref) -> VersionInfo:
         r = parse_ref(ref) if isinstance(ref, str) else ref
+        self.refresh()
         return self._info(self.index.resolve(r.model, r.revision), with_files=True)
 
     def resolve(self, ref: str | Ref) -> VersionInfo:
         r = parse_ref(ref) if isinstance(ref, str) else ref
+        self.refresh()
         return self._info(self.index.resolve(r.model, r.revision))
 
     # ---- push -----------------------------------------------------------------------------------
@@ -271,20 +319,91 @@ class Vault:
         check_model_name(model)
         if version is not None:
             check_label(version)
-            if self.index.label_exists(model, version):
+            self.refresh()
+            if self.index.label_exists(model, version):  # before any output (checked again below)
                 raise VersionExistsError(f"version {model}@{version} already exists")
         files = scan_source(source)
         dom = self._push_domain(model)  # keys first: a key problem stops the push before any write
         if on_start:
             on_start(sum(f.size for f in files))
-        if parent is None:
-            with contextlib.suppress(Exception):
-                parent = self.index.resolve(model, None).commit
+        # The shared lock keeps a gc from deleting anything between our dedup probes and our
+        # commit (docs/format.md, "Locks and online gc").
+        with holding(
+            self.primary,
+            SHARED,
+            stale_seconds=self.settings.lock_stale_seconds,
+            wait_seconds=self.settings.lock_wait_seconds,
+        ):
+            self.refresh()
+            if version is not None and self.index.label_exists(model, version):
+                raise VersionExistsError(f"version {model}@{version} already exists")
+            if parent is None:
+                with contextlib.suppress(Exception):
+                    parent = self.index.resolve(model, None).commit
+            for _attempt in range(3):
+                staged = self._push_data(model, files, dom, parent, message, metadata, lineage, progress)
+                missing = [p for p in staged.packs if not self.primary.exists(layout.pack_key(p))]
+                if not missing:
+                    break
+                self.index.drop_packs(missing)  # the store lost them: write their chunks again
+            else:
+                raise ConcurrentModificationError(
+                    f"packs this version needs keep disappearing from the store ({missing[0]}, …)"
+                )
+            if dom is not None:
+                self._check_slot_held(model, staged.slot)
+            created = datetime.now(UTC)
+            label = self._create_ref(model, version, staged.commit, created)
+            self.journal_ref(model, "version", label)
+            try:
+                rec = self.index.add_version(
+                    model=model,
+                    label=label,
+                    commit=staged.commit,
+                    parent=parent,
+                    created=created,
+                    message=message,
+                    metadata=dict(metadata or {}),
+                    total_size=staged.manifest.total_size,
+                    file_count=len(files),
+                    manifest=staged.body,
+                    required_packs=staged.packs,
+                    required_recipes=set(staged.recipe_names),
+                )
+            except BaseException:
+                self.primary.delete(layout.version_ref_key(model, label))
+                self.journal_ref(model, "version", label)
+                raise
+        pipeline, sink = staged.pipeline, staged.sink
+        replication = self._replicate_version(rec)
+        return PushResult(
+            version=self._info(rec),
+            bytes_read=pipeline.bytes_read,
+            bytes_written=sink.bytes_written,
+            chunks_total=pipeline.chunks_total,
+            chunks_new=pipeline.chunks_new,
+            seconds=time.perf_counter() - started,
+            replication=replication,
+        )
+
+    def _push_data(
+        self,
+        model: str,
+        files: list[SourceFile],
+        dom: Domain | None,
+        parent: str | None,
+        message: str,
+        metadata: dict[str, str] | None,
+        lineage: Sequence[dict[str, Any]],
+        progress: Progress | None,
+    ) -> _Staged:
+        """Write what the store lacks of a push (packs, recipes, manifest); nothing is visible yet."""
         sink = PackSink(
             self.backend,
             self.index,
             default_temp_factory(self.backend, self.settings.home / "tmp"),
             self.settings.pack_size,
+            on_sealed=self.journal_pack,
         )
         encoder: BlobEncoder | None = None
         slot = dom.active_slot if dom is not None else 0
@@ -326,39 +445,9 @@ class Vault:
             lineage=tuple(lineage),
         )
         commit, body = self.store.put_manifest(manifest)
-        if dom is not None:
-            self._check_slot_held(model, slot)
-        created = datetime.now(UTC)
-        label = self._create_ref(model, version, commit, created)
         all_chunks = {cid for r in recipes for cid, _ in r.chunks}
-        try:
-            rec = self.index.add_version(
-                model=model,
-                label=label,
-                commit=commit,
-                parent=parent,
-                created=created,
-                message=message,
-                metadata=dict(metadata or {}),
-                total_size=manifest.total_size,
-                file_count=len(files),
-                manifest=body,
-                required_packs=self.index.pack_ids_for_chunks(all_chunks),
-                required_recipes=set(recipe_names),
-            )
-        except BaseException:
-            self.primary.delete(layout.version_ref_key(model, label))
-            raise
-        replication = self._replicate_version(rec)
-        return PushResult(
-            version=self._info(rec),
-            bytes_read=pipeline.bytes_read,
-            bytes_written=sink.bytes_written,
-            chunks_total=pipeline.chunks_total,
-            chunks_new=pipeline.chunks_new,
-            seconds=time.perf_counter() - started,
-            replication=replication,
-        )
+        packs = self.index.pack_ids_for_chunks(all_chunks)
+        return _Staged(pipeline, sink, slot, recipe_names, manifest, commit, body, packs)
 
     def _encode_threads(self, files: Sequence[Any]) -> int:
         """Threads of the push's encode stage: only when compressing, and only when one file is more
@@ -447,14 +536,29 @@ class Vault:
         if on_start:
             on_start(sum(p.entry.size for p in planned))
         dest_path.mkdir(exist_ok=True)
-        counters = materialise(
-            planned,
-            lambda sha: self._recipe(sha, model),
-            reader,
-            self.cache,
-            self.settings.workers,
-            progress or (lambda n: None),
-        )
+        try:
+            counters = materialise(
+                planned,
+                lambda sha: self._recipe(sha, model),
+                reader,
+                self.cache,
+                self.settings.workers,
+                progress or (lambda n: None),
+            )
+        except MissingObjectError:
+            # another machine's gc may have repacked what our index located: follow the store
+            # and try once more (files already placed are found complete and kept)
+            if not self.refresh().applied:
+                raise
+            planned = plan(dest_path, files, True, self.cache)
+            counters = materialise(
+                planned,
+                lambda sha: self._recipe(sha, model),
+                reader,
+                self.cache,
+                self.settings.workers,
+                progress or (lambda n: None),
+            )
         if self.cache is not None:
             self.cache.prune(keep=frozenset(p.entry.sha256 for p in planned))
         return PullResult(
@@ -478,21 +582,26 @@ class Vault:
         r = parse_ref(ref) if isinstance(ref, str) else ref
         if r.revision is None:
             raise RevisionNotFoundError(f"say which version of {r.model} to delete (MODEL@VERSION)")
+        self.refresh()
         rec = self.index.resolve(r.model, r.revision)
         target = self.primary if primary_only else self.backend
         for alias in rec.aliases:
             target.delete(layout.alias_ref_key(r.model, alias))
+            self.journal_ref(r.model, "alias", alias)
         target.delete(layout.version_ref_key(r.model, rec.label))
+        self.journal_ref(r.model, "version", rec.label)
         self.index.delete_version(r.model, rec.label)
         return self._info(rec)
 
     def set_alias(self, model: str, alias: str, revision: str) -> VersionInfo:
         check_model_name(model)
         check_label(alias, "alias")
+        self.refresh()
         rec = self.index.resolve(model, revision)
         if self.index.label_exists(model, alias):
             raise ConflictError(f"{alias!r} is a version label of {model}; an alias cannot shadow it")
         self.store.set_alias_ref(model, alias, rec.label, rec.commit)
+        self.journal_ref(model, "alias", alias)
         if self.replicas is not None and self.settings.sync_enabled:  # aliases move: refresh them everywhere
             replication_module.replicate(self, self.replicas, [layout.alias_ref_key(model, alias)])
         self.index.set_alias(model, alias, rec.label)
@@ -501,9 +610,11 @@ class Vault:
     def remove_alias(self, model: str, alias: str) -> None:
         check_model_name(model)
         check_label(alias, "alias")
+        self.refresh()
         if alias not in self.index.aliases(model):
             raise RevisionNotFoundError(f"alias {alias!r} of model {model!r} not found")
         self.store.delete_alias_ref(model, alias)
+        self.journal_ref(model, "alias", alias)
         self.index.remove_alias(model, alias)
 
     # ---- maintenance ----------------------------------------------------------------------------
@@ -513,9 +624,13 @@ class Vault:
     ) -> VerifyReport:
         return verify_module.verify(self, ref, read_data=read_data, progress=progress)
 
-    def gc(self, *, grace_seconds: float | None = None) -> GcReport:
+    def gc(
+        self, *, grace_seconds: float | None = None, dry_run: bool = False, force: bool = False
+    ) -> GcReport:
+        """Delete what no ref in the store reaches and repack sparse packs (``vault.gc``); with
+        ``dry_run`` only report it; ``force`` deletes even while some objects cannot be parsed."""
         grace = self.settings.gc_grace_seconds if grace_seconds is None else grace_seconds
-        return gc_module.collect(self, grace)
+        return gc_module.collect(self, grace, dry_run=dry_run, force=force)
 
     def recover(self) -> dict[str, int]:
         return recover_module.rebuild_index(self)
