@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from weightvault.cas.hashing import chunk_id as plain_chunk_id
+from weightvault.cas.pack import ENTRY, FOOTER
 from weightvault.core import layout
 from weightvault.core.errors import (
     ConfigError,
@@ -202,7 +203,16 @@ def _repack(vault: Vault, sparse: dict[str, list[Entry]]) -> tuple[list[str], in
     except BaseException:
         sink.abort()
         raise
-    return sink.packs_written, sink.bytes_written
+    return sink.packs_written, sum(vault.primary.stat(layout.pack_key(p)).size for p in sink.packs_written)
+
+
+def _copy_cost(vault: Vault, p: Plan) -> int:
+    """The size of the packs a repack of ``p.sparse`` writes: blobs, tables and footers."""
+    if not p.sparse:
+        return 0
+    chunks = sum(len(e) for e in p.sparse.values())
+    packs = -(-p.live_bytes_to_copy // vault.settings.pack_size) or 1
+    return p.live_bytes_to_copy + ENTRY.size * chunks + FOOTER.size * packs
 
 
 def collect(vault: Vault, grace_seconds: float, *, dry_run: bool = False, force: bool = False) -> GcReport:
@@ -213,11 +223,12 @@ def collect(vault: Vault, grace_seconds: float, *, dry_run: bool = False, force:
         cutoff = (datetime.now(UTC) - timedelta(seconds=grace_seconds)).timestamp()
         p = plan(vault, marked, threshold, cutoff)
         freed = sum(p.dead.values()) + sum(p.orphans.values())
+        cost = _copy_cost(vault, p)
         return GcReport(
             packs_deleted=len(p.dead) + len(p.orphans),
-            bytes_freed=freed - p.live_bytes_to_copy,
+            bytes_freed=freed - cost,
             packs_repacked=len(p.sparse),
-            bytes_rewritten=p.live_bytes_to_copy,
+            bytes_rewritten=cost,
             manifests_deleted=len(p.manifests),
             recipes_deleted=len(p.recipes),
             temp_files_deleted=0,
