@@ -345,9 +345,14 @@ def verify(
     if as_json:
         _emit_json(report.to_json())
     else:
+        shown = set()
         for name, problems in report.affected_versions.items():
             for p in problems:
                 err.print(f"[red]{name}[/]: {p}")
+                shown.add(p)
+        for p in report.problems:
+            if p not in shown:
+                err.print(f"[red]store[/]: {p}")
         if report.ok:
             err.print(f"ok: {report.checked_versions} versions, {report.checked_chunks} chunks checked")
     if not report.ok:
@@ -382,12 +387,16 @@ def gc(
 
 @app.command()
 def recover(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Rebuild the index from the store alone."""
-    counts = STATE.vault().recover()
+    """Rebuild the index from the store alone; non-zero exit when something could not be read."""
+    report = STATE.vault().recover()
     if as_json:
-        _emit_json(counts)
+        _emit_json(report.to_json())
     else:
-        err.print("recovered: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+        for problem in report.problems:
+            err.print(f"[red]skipped[/] {problem}")
+        err.print("recovered: " + ", ".join(f"{v} {k}" for k, v in report.counts.items()))
+    if not report.ok:
+        raise typer.Exit(6)
 
 
 @app.command()

@@ -119,3 +119,21 @@ class GcReport:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class RecoverReport:
+    """What ``recover`` rebuilt (counts by kind) and what it could not read, each with the reason."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def __getitem__(self, kind: str) -> int:
+        return self.counts[kind]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.counts, "problems": self.problems}

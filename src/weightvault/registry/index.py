@@ -31,6 +31,7 @@ from weightvault.core.errors import (
 from weightvault.core.revision import looks_like_commit
 from weightvault.registry.schema import (
     AliasRow,
+    Base,
     ChunkRow,
     ManifestRow,
     ModelRow,
@@ -608,6 +609,22 @@ class RegistryIndex:
                 row.value = value
 
     # ---- recovery -------------------------------------------------------------------------------
+
+    def replace_with(self, other: RegistryIndex) -> None:
+        """Make this index a copy of ``other``, in one transaction: readers in other processes see
+        the old rows or the new ones, never a half-built index (``recover`` builds aside)."""
+        order = (ModelRow, VersionRow, AliasRow, ManifestRow, RecipeRow, PackRow, ChunkRow, StateRow)
+        with self._write() as s:
+            for table in reversed(order):
+                s.execute(delete(table))
+            for table in order:
+                t = Base.metadata.tables[table.__tablename__]
+                columns = list(t.columns)
+                names = [c.name for c in columns]
+                with other._read() as src:
+                    rows = [dict(zip(names, r, strict=True)) for r in src.execute(select(*columns))]
+                for i in range(0, len(rows), _BATCH):
+                    s.execute(insert(t), rows[i : i + _BATCH])
 
     def clear(self) -> None:
         """Drop every row (recover rebuilds them from the store)."""

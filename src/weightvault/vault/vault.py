@@ -33,7 +33,15 @@ from weightvault.core.errors import (
 from weightvault.core.manifest import FileEntry, FileRecipe, Manifest
 from weightvault.core.names import check_label, check_model_name
 from weightvault.core.revision import Ref, parse_ref
-from weightvault.core.types import GcReport, ModelInfo, PullResult, PushResult, VerifyReport, VersionInfo
+from weightvault.core.types import (
+    GcReport,
+    ModelInfo,
+    PullResult,
+    PushResult,
+    RecoverReport,
+    VerifyReport,
+    VersionInfo,
+)
 from weightvault.registry.index import RegistryIndex, VersionRecord
 from weightvault.storage.backend import Backend
 from weightvault.storage.replica import ReplicaSet
@@ -632,7 +640,9 @@ class Vault:
         grace = self.settings.gc_grace_seconds if grace_seconds is None else grace_seconds
         return gc_module.collect(self, grace, dry_run=dry_run, force=force)
 
-    def recover(self) -> dict[str, int]:
+    def recover(self) -> RecoverReport:
+        """Rebuild the index from the store (built aside, swapped in when complete); what could not
+        be read is named in the report."""
         return recover_module.rebuild_index(self)
 
     # ---- replicas -------------------------------------------------------------------------------
