@@ -4,6 +4,7 @@ implement the same methods over REST."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -75,6 +76,7 @@ from weightvault.vault.store import Store
 if TYPE_CHECKING:
     from weightvault.vault.rotation import RotateReport
 
+logger = logging.getLogger(__name__)
 Progress = Callable[[int], None]
 #: Called once per operation with the total byte count before work starts.
 ProgressStart = Callable[[int], None]
@@ -165,6 +167,16 @@ class Vault:
         """Bring the index up to date with the store (other machines' pushes, aliases, deletes,
         gc). Costs one small read when nothing changed; every operation below calls it."""
         return refresh_module.refresh(self)
+
+    def _refresh_to_read(self) -> None:
+        """Refresh before a read; a primary that cannot be reached leaves the index as it is (the
+        read goes on with what this machine knew, and replicas may still serve the data)."""
+        try:
+            self.refresh()
+        except StorageError as exc:
+            if isinstance(exc, IntegrityError):
+                raise
+            logger.warning("could not follow the store's changes (%s); showing what this index knew", exc)
 
     def _cursor(self) -> int:
         return int(self.index.get_state(refresh_module.CURSOR) or 0)
@@ -281,12 +293,12 @@ class Vault:
         return dom
 
     def list_models(self) -> list[ModelInfo]:
-        self.refresh()
+        self._refresh_to_read()
         return [self._model(name) for name in self.index.list_model_names()]
 
     def model(self, name: str) -> ModelInfo:
         check_model_name(name)
-        self.refresh()
+        self._refresh_to_read()
         return self._model(name)
 
     def _model(self, name: str) -> ModelInfo:
@@ -295,17 +307,17 @@ class Vault:
 
     def list_versions(self, model: str) -> list[VersionInfo]:
         check_model_name(model)
-        self.refresh()
+        self._refresh_to_read()
         return [self._info(r) for r in self.index.list_versions(model)]
 
     def show(self, ref: str | Ref) -> VersionInfo:
         r = parse_ref(ref) if isinstance(ref, str) else ref
-        self.refresh()
+        self._refresh_to_read()
         return self._info(self.index.resolve(r.model, r.revision), with_files=True)
 
     def resolve(self, ref: str | Ref) -> VersionInfo:
         r = parse_ref(ref) if isinstance(ref, str) else ref
-        self.refresh()
+        self._refresh_to_read()
         return self._info(self.index.resolve(r.model, r.revision))
 
     # ---- push -----------------------------------------------------------------------------------
