@@ -28,7 +28,7 @@ from weightvault.core.errors import (
     RevisionNotFoundError,
     VersionExistsError,
 )
-from weightvault.core.revision import looks_like_commit
+from weightvault.core.revision import LATEST, looks_like_commit
 from weightvault.registry.schema import (
     AliasRow,
     Base,
@@ -97,8 +97,10 @@ class RegistryIndex:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: Engine = create_engine(url, future=True)
+        self._immediate = threading.local()
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", self._sqlite_begin)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = threading.Lock()  # SQLite allows one writer; queue ours instead of spinning
         self._local = threading.local()
@@ -166,9 +168,20 @@ class RegistryIndex:
         with self._sessions() as s:
             yield s
 
+    def _sqlite_begin(self, conn: Any) -> None:
+        """Write transactions take SQLite's write lock when they start (``BEGIN IMMEDIATE``), before
+        their reads: a commit's checks, a sweep and a recover see what they then write over, even
+        with other processes on the same file. Reads begin deferred and never block writers."""
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if getattr(self._immediate, "on", False) else "BEGIN")
+
     @contextmanager
     def _write(self) -> Iterator[Session]:
         with self._write_lock, self._sessions() as s, s.begin():
+            self._immediate.on = True
+            try:
+                s.connection()  # begins now, immediately, before any read of the transaction
+            finally:
+                self._immediate.on = False
             yield s
 
     # ---- models ---------------------------------------------------------------------------------
@@ -310,40 +323,52 @@ class RegistryIndex:
             )
 
     def resolve(self, model: str, revision: str | None) -> VersionRecord:
-        """Label, then alias, then full commit id, then a unique commit prefix; ``None`` is the latest."""
+        """A label, an alias, a full commit id or a unique commit prefix; ``None`` or ``latest`` is the
+        newest version. A revision that names one version as a label or alias and another by its
+        commit id is ambiguous (git's rule): the error names both."""
         with self._read() as s:
             mid = self._model_id(s, model)
             base = select(VersionRow).where(VersionRow.model_id == mid)
-            if revision is None:
+            if revision is None or revision == LATEST:
                 row = s.scalars(base.order_by(VersionRow.created_at.desc(), VersionRow.id.desc())).first()
                 if row is None:
                     raise RevisionNotFoundError(f"model {model!r} has no versions")
                 return self._record(s, model, row)
-            row = s.scalars(base.where(VersionRow.label == revision)).first()
-            if row is None:
+            named = s.scalars(base.where(VersionRow.label == revision)).first()
+            kind = "label"
+            if named is None:
                 vid = s.scalar(
                     select(AliasRow.version_id).where(AliasRow.model_id == mid, AliasRow.name == revision)
                 )
                 if vid is not None:
-                    row = s.get(VersionRow, vid)
-            if row is None and looks_like_commit(revision):
-                rows = list(
+                    named, kind = s.get(VersionRow, vid), "alias"
+            by_commit: list[VersionRow] = []
+            if looks_like_commit(revision):
+                by_commit = list(
                     s.scalars(
                         base.where(VersionRow.commit_id.startswith(revision)).order_by(
                             VersionRow.created_at.desc(), VersionRow.id.desc()
                         )
                     )
                 )
-                commits = {r.commit_id for r in rows}
-                if len(commits) > 1:
-                    raise AmbiguousRevisionError(
-                        f"commit prefix {revision!r} of {model} matches {len(commits)} versions; "
-                        "give more digits"
-                    )
-                row = rows[0] if rows else None
-            if row is None:
+            commits = {r.commit_id for r in by_commit}
+            if named is not None and commits - {named.commit_id}:
+                other = next(r for r in by_commit if r.commit_id != named.commit_id)
+                raise AmbiguousRevisionError(
+                    f"revision {revision!r} of {model} is ambiguous: {kind} {revision!r} is "
+                    f"{model}@{named.label} (commit {named.commit_id[:12]}), and it is also a prefix "
+                    f"of commit {other.commit_id} ({model}@{other.label}); give the full commit id "
+                    "or another name"
+                )
+            if named is not None:
+                return self._record(s, model, named)
+            if len(commits) > 1:
+                raise AmbiguousRevisionError(
+                    f"commit prefix {revision!r} of {model} matches {len(commits)} versions; give more digits"
+                )
+            if not by_commit:
                 raise RevisionNotFoundError(f"revision {revision!r} of model {model!r} not found")
-            return self._record(s, model, row)
+            return self._record(s, model, by_commit[0])
 
     def delete_version(self, model: str, label: str) -> None:
         with self._write() as s:
@@ -647,6 +672,7 @@ def _chunk_row(pack_id: str, e: PackEntry) -> dict[str, Any]:
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # transactions are begun by us (``_sqlite_begin``), not the driver
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=FULL")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from weightvault.core.errors import ConfigError
 
@@ -69,7 +69,31 @@ class Settings(BaseModel):
     #: a chunk that does not shrink is stored as it is. Off by default: see README.
     compression: Literal["none", "zstd", "float"] = "none"
     encryption: EncryptionSettings = Field(default_factory=EncryptionSettings)
+    #: the seed's flags; each means what it says or is refused (``_seed_flags``)
+    encryption_enabled: bool | None = None
+    versioning_enabled: bool = True
+    access_control_enabled: bool = False
     sections: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _seed_flags(self) -> Settings:
+        """``encryption_enabled: true`` turns encryption on (with the configured provider, else a
+        key file in the home, created 0600 on first use); it may not contradict ``encryption``.
+        Every version is kept, so ``versioning_enabled: false`` cannot be honoured."""
+        flag = self.encryption_enabled
+        if flag is not None:
+            if "enabled" in self.encryption.model_fields_set and self.encryption.enabled != flag:
+                raise ValueError(
+                    f"encryption_enabled: {str(flag).lower()} contradicts encryption.enabled: "
+                    f"{str(self.encryption.enabled).lower()}"
+                )
+            self.encryption.enabled = flag
+        if not self.versioning_enabled:
+            raise ValueError(
+                "versioning_enabled: false cannot be honoured: weightvault keeps every version "
+                "(delete old ones with rm, then gc)"
+            )
+        return self
 
     @property
     def store_path(self) -> Path:
@@ -181,4 +205,6 @@ def load_settings(
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
+        if not where:  # a rule about several settings (``Settings._seed_flags``)
+            raise ConfigError(f"invalid settings: {first['msg'].removeprefix('Value error, ')}") from None
         raise ConfigError(f"invalid setting {where}: {first['msg']}") from None

@@ -72,6 +72,9 @@ class VersionRef:
 class Store:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        #: "does the store have it" means the primary: a copy only on a secondary must not make a
+        #: push skip writing it to the primary
+        self.primary = backend.backend(backend.primary_name) if isinstance(backend, ReplicaSet) else backend
         self.config = self._load_or_init_config()
 
     def _load_or_init_config(self) -> StoreConfig:
@@ -97,7 +100,7 @@ class Store:
         body = manifest.to_bytes()
         commit = manifest.commit_id()
         key = layout.manifest_key(commit)
-        if not self.backend.exists(key):
+        if not self.primary.exists(key):
             self.backend.put(key, body)
         return commit, body
 
@@ -111,7 +114,7 @@ class Store:
     def put_recipe(self, recipe: FileRecipe) -> bytes:
         body = recipe.to_bytes()
         key = layout.recipe_key(recipe.sha256)
-        if not self.backend.exists(key):
+        if not self.primary.exists(key):
             self.backend.put(key, body)
         return body
 
@@ -124,7 +127,7 @@ class Store:
     def put_recipe_object(self, name: str, body: bytes) -> None:
         """A recipe object as it is stored (sealed in an encrypted model), written once."""
         key = layout.recipe_key(name)
-        if not self.backend.exists(key):
+        if not self.primary.exists(key):
             self.backend.put(key, body)
 
     def get_recipe_object(self, name: str) -> bytes:

@@ -32,7 +32,7 @@ from weightvault.core.errors import (
     WeightvaultError,
 )
 from weightvault.core.manifest import FileEntry, FileRecipe, Manifest
-from weightvault.core.names import check_label, check_model_name
+from weightvault.core.names import check_label, check_model_name, check_new_name
 from weightvault.core.revision import Ref, parse_ref
 from weightvault.core.types import (
     GcReport,
@@ -104,8 +104,20 @@ class Vault:
     """Push, pull, list, show, delete, verify, gc and recover model versions."""
 
     def __init__(
-        self, settings: Settings, backend: Backend | None = None, index: RegistryIndex | None = None
+        self,
+        settings: Settings,
+        backend: Backend | None = None,
+        index: RegistryIndex | None = None,
+        *,
+        access_control: bool = False,
     ) -> None:
+        """``access_control`` says the caller (the server) checks every request's grants; an
+        embedded vault has no principals, so ``access_control_enabled`` is refused without it."""
+        if settings.access_control_enabled and not access_control:
+            raise ConfigError(
+                "access_control_enabled: true cannot be honoured by an embedded vault (it has no users "
+                "to check); serve the vault through the weightvault server, or set it to false"
+            )
         self.settings = settings
         settings.home.mkdir(parents=True, exist_ok=True)
         self.replicas: ReplicaSet | None = None
@@ -289,7 +301,16 @@ class Vault:
         """The domain a push of ``model`` seals under: its own, or a new one when encryption is on."""
         dom = self.keys.domain(model)
         if dom is None and self.settings.encryption.enabled:
+            key_file = self.settings.default_key_file
+            existed = key_file.exists()
             dom = self.keys.create(model)
+            if not existed and key_file.exists():
+                logger.warning(
+                    "created the key file %s (mode 0600) that encrypts %s; back it up: without it "
+                    "the encrypted models cannot be read",
+                    key_file,
+                    model,
+                )
         return dom
 
     def list_models(self) -> list[ModelInfo]:
@@ -338,7 +359,7 @@ class Vault:
         started = time.perf_counter()
         check_model_name(model)
         if version is not None:
-            check_label(version)
+            check_new_name(version)
             self.refresh()
             if self.index.label_exists(model, version):  # before any output (checked again below)
                 raise VersionExistsError(f"version {model}@{version} already exists")
@@ -615,7 +636,7 @@ class Vault:
 
     def set_alias(self, model: str, alias: str, revision: str) -> VersionInfo:
         check_model_name(model)
-        check_label(alias, "alias")
+        check_new_name(alias, "alias")
         self.refresh()
         rec = self.index.resolve(model, revision)
         if self.index.label_exists(model, alias):
