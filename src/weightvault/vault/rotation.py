@@ -43,6 +43,7 @@ from weightvault.keys.local_file import LocalFileKeyProvider
 from weightvault.storage.local import fsync_dir
 from weightvault.vault.codecs import BlobEncoder, layout_from_prefix
 from weightvault.vault.keyring import Domain, provider_params
+from weightvault.vault.locks import SHARED, holding
 from weightvault.vault.packer import PackSink, default_temp_factory
 from weightvault.vault.source import SourceFile
 
@@ -209,10 +210,18 @@ def rotate(
             report.replica_errors += [f"{n}: {s}" for n, s in status.items() if s != "ok"]
         target = final
     if reencrypt:
-        for m in models:
-            dom = domains.get(m) or keys.create(m, target, params)
-            report.models.setdefault(m, {"kek_from": None, "rewrapped": False, "kek_to": target.key_id})
-            report.models[m]["reencrypt"] = reencrypt_model(vault, dom, target, progress).to_json()
+        # re-encryption reuses live chunks like a push: a gc must not sweep meanwhile
+        with holding(
+            vault.primary,
+            SHARED,
+            stale_seconds=vault.settings.lock_stale_seconds,
+            wait_seconds=vault.settings.lock_wait_seconds,
+        ):
+            vault.refresh()
+            for m in models:
+                dom = domains.get(m) or keys.create(m, target, params)
+                report.models.setdefault(m, {"kek_from": None, "rewrapped": False, "kek_to": target.key_id})
+                report.models[m]["reencrypt"] = reencrypt_model(vault, dom, target, progress).to_json()
     report.seconds = time.perf_counter() - started
     return report
 
@@ -266,6 +275,7 @@ class _Converter:
             vault.index,
             default_temp_factory(vault.primary, vault.settings.home / "tmp"),
             vault.settings.pack_size,
+            on_sealed=vault.journal_pack,  # other machines learn of the new packs
         )
         self.progress = progress
         self.lock = threading.Lock()
