@@ -1,6 +1,23 @@
-"""weightvault: a self-hosted vault and registry for machine-learning model weights."""
+"""weightvault: a self-hosted vault and registry for machine-learning model weights.
 
-from weightvault.vault.vault import Vault
+``Vault`` is imported on first use, so that the command line (which imports this package
+first) starts without loading the storage stack it may not need.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from weightvault.vault.vault import Vault
 
 __version__ = "0.1.0"
 __all__ = ["Vault", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Vault":
+        from weightvault.vault.vault import Vault
+
+        return Vault
+    raise AttributeError(f"module 'weightvault' has no attribute {name!r}")

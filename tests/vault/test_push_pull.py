@@ -48,7 +48,10 @@ def test_single_file_source(vault: Vault, tmp_path: Path) -> None:
 
 
 def test_timestamp_labels_are_distinct_within_one_second(vault: Vault, model_dir: Path) -> None:
-    labels = [vault.push("m", model_dir).version.label for _ in range(3)]
+    labels = []
+    for i in range(3):  # new content each time: identical content would be "unchanged"
+        (model_dir / "step.txt").write_text(str(i))
+        labels.append(vault.push("m", model_dir).version.label)
     assert len(set(labels)) == 3
     now = datetime.now(UTC).strftime("%Y%m%d%H")
     assert all(label.startswith(now[:8]) and label[:14].isdigit() for label in labels)

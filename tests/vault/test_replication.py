@@ -11,7 +11,7 @@ from weightvault.core import layout
 from weightvault.core.errors import ConfigError
 from weightvault.vault.vault import Vault
 
-from ..conftest import tree_bytes
+from ..conftest import tree_bytes, write_random
 
 
 def _open(tmp_path: Path, sync_enabled: bool = True, **kw: object) -> Vault:
@@ -128,3 +128,18 @@ def test_unknown_provider_is_a_clear_error(tmp_path: Path, model_dir: Path) -> N
         with pytest.raises(ConfigError, match="no replica named 'aws'"):
             v.pull("m", tmp_path / "out", provider="aws")
         assert not (tmp_path / "out").exists()
+
+
+def test_configured_replicas_are_replicated_unless_turned_off(tmp_path: Path, model_dir: Path) -> None:
+    """``replicas:`` alone (no ``sync_enabled``) replicates every push, as the README promises."""
+    home, archive = tmp_path / "home", tmp_path / "archive"
+    home.mkdir()
+    (home / "config.yaml").write_text(f"replicas:\n  archive: {archive.as_uri()}\n")
+    with Vault.open(home) as v:
+        assert v.push("m", model_dir, version="v1").replication == {"archive": "ok"}
+        assert v.replica_status("m@v1") == {"local": True, "archive": True}
+    (home / "config.yaml").write_text(f"sync_enabled: false\nreplicas:\n  archive: {archive.as_uri()}\n")
+    with Vault.open(home) as v:
+        write_random(model_dir / "new.bin", 1000, seed=5)
+        assert v.push("m", model_dir, version="v2").replication == {}
+        assert v.replica_status("m@v2")["archive"] is False

@@ -1,43 +1,40 @@
 """The ``weightvault`` / ``wv`` command line (Typer + Rich).
 
-Every failure the user can cause ends in one line on stderr and an exit code taken from
-``core.errors.ERROR_TABLE``; tracebacks only with ``WEIGHTVAULT_DEBUG=1``.
+Every failure the user can cause ends in one line on stderr and an exit code of its family
+(``core.errors.ERROR_TABLE``; usage errors exit 2); tracebacks only with ``WEIGHTVAULT_DEBUG=1``.
+Start-up stays cheap: the vault, Rich's tables and progress bars are imported by the commands
+that use them, not when the CLI loads. docs/cli.md is the user's side of this contract.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
+from weightvault.cli.output import duration, emit_json, human, out, progress, say, table, warn
+from weightvault.cli.output import err as err  # keys.py prints through cli.err
 from weightvault.core.errors import WeightvaultError, exit_code_for
-from weightvault.core.manifest import parse_metadata
-from weightvault.core.types import VersionInfo
-from weightvault.vault.vault import Vault
+
+if TYPE_CHECKING:
+    from weightvault.core.types import VersionInfo
+    from weightvault.vault.vault import Vault
+
+# the names keys.py (and older callers) use
+_human, _emit_json, _progress = human, emit_json, progress
+
+REV = "MODEL[@REV]"  # a metavar: printed as it is, not read as Rich markup
 
 app = typer.Typer(
     name="weightvault",
     help="Versioned, verified, deduplicated storage for model weights.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    rich_markup_mode="rich",
 )
 alias_app = typer.Typer(
     help="Movable names (production, staging, …) pointing at versions.", no_args_is_help=True
@@ -47,8 +44,8 @@ app.add_typer(alias_app, name="alias")
 app.add_typer(cache_app, name="cache")
 app.add_typer(__import__("weightvault.cli.keys", fromlist=["keys_app"]).keys_app, name="keys")
 
-out = Console()
-err = Console(stderr=True)
+JSON_HELP = "Print the result as JSON on stdout."
+QUIET_HELP = "No progress bar or summary line."
 
 
 @dataclass
@@ -60,6 +57,8 @@ class State:
 
     def vault(self) -> Vault:
         if self._vault is None:
+            from weightvault.vault.vault import Vault
+
             self._vault = Vault.open(self.home, config=self.config)
         return self._vault
 
@@ -92,57 +91,20 @@ def main_options(
     STATE.home, STATE.config, STATE.quiet = home, config, quiet
 
 
-# ---- helpers -------------------------------------------------------------------------------------
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def _emit_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
-
-
-@contextmanager
-def _progress(label: str, quiet: bool) -> Iterator[tuple[Callable[[int], None], Callable[[int], None]]]:
-    """(start(total), advance(n)); the bar appears only once work starts, so errors stay one line."""
-    if quiet or STATE.quiet:
-        yield (lambda n: None), (lambda n: None)
-        return
-    bar = Progress(
-        TextColumn(f"[bold]{label}"),
-        BarColumn(),
-        DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-    )
-    task = bar.add_task(label, total=None)
-
-    def start(total: int) -> None:
-        bar.update(task, total=total or None)
-        bar.start()
-
-    try:
-        yield start, (lambda n: bar.advance(task, n))
-    finally:
-        bar.stop()
-
-
 def _version_row(v: VersionInfo) -> list[str]:
     return [
         v.label,
-        v.commit[:12],
+        v.commit,
         v.created.strftime("%Y-%m-%d %H:%M:%S"),
-        _human(v.total_size),
+        human(v.total_size),
         str(v.file_count),
         ",".join(v.aliases),
         v.message,
     ]
+
+
+def _quiet(*flags: bool) -> bool:
+    return STATE.quiet or any(flags)
 
 
 # ---- commands ------------------------------------------------------------------------------------
@@ -153,29 +115,48 @@ def push(
     model: Annotated[str, typer.Argument(help="Model name, NAME or NAMESPACE/NAME.")],
     source: Annotated[Path, typer.Argument(help="Folder (or single file) of weights.")],
     version: Annotated[
-        str | None, typer.Option("--version", "-v", help="Version label (default: UTC timestamp).")
+        str | None,
+        typer.Option(
+            "--version", "-v", help="Version label (default: UTC timestamp). Always makes a new version."
+        ),
     ] = None,
-    message: Annotated[str, typer.Option("--message", "-m")] = "",
+    message: Annotated[str, typer.Option("--message", "-m", help="What changed in this version.")] = "",
     meta: Annotated[list[str] | None, typer.Option("--meta", help="key=value, repeatable.")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    allow_empty: Annotated[
+        bool, typer.Option("--allow-empty", help="Allow a version with no files.")
+    ] = False,
+    no_default_ignores: Annotated[
+        bool,
+        typer.Option(
+            "--no-default-ignores",
+            help="Also push VCS and cache folders (.git, .hg, .svn, __pycache__, .cache/huggingface, …).",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
 ) -> None:
-    """Store a new version of MODEL from SOURCE."""
+    """Store a new version of MODEL from SOURCE (nothing new when the files equal the latest version)."""
+    from weightvault.core.manifest import parse_metadata
+
     metadata = parse_metadata(meta or [])
-    with _progress("push", quiet or as_json) as (start, advance):
+    with progress("push", _quiet(quiet, as_json)) as (start, advance):
         result = STATE.vault().push(
             model,
             source,
             version=version,
             message=message,
             metadata=metadata,
+            allow_empty=allow_empty,
+            default_ignores=not no_default_ignores,
             progress=advance,
             on_start=start,
         )
+    v = result.version
     if as_json:
-        _emit_json(
+        emit_json(
             {
-                "version": result.version.to_json(),
+                "version": v.to_json(),
+                "unchanged": result.unchanged,
                 "bytes_read": result.bytes_read,
                 "bytes_written": result.bytes_written,
                 "chunks_total": result.chunks_total,
@@ -184,24 +165,29 @@ def push(
                 "replication": result.replication,
             }
         )
-    elif not (quiet or STATE.quiet):
-        v = result.version
-        err.print(
-            f"pushed [bold]{v.model}@{v.label}[/] commit {v.commit[:12]}: {_human(result.bytes_read)} read, "
-            f"{_human(result.bytes_written)} new ({result.chunks_new}/{result.chunks_total} chunks) "
+    elif result.unchanged:
+        if not _quiet(quiet):
+            say(f"{v.model} unchanged, same as {v.label} (commit {v.commit}); no new version")
+    elif not _quiet(quiet):
+        say(
+            f"pushed {v.model}@{v.label} commit {v.commit}: {human(result.bytes_read)} read, "
+            f"{human(result.bytes_written)} new ({result.chunks_new}/{result.chunks_total} chunks) "
             f"in {result.seconds:.1f}s"
         )
     for name, state in result.replication.items():
         if state.startswith("error"):
-            err.print(f"warning: replica {name}: {state}; run `weightvault sync`", markup=False)
+            warn(f"replica {name}: {state}; run `weightvault sync`")
 
 
 @app.command()
 def pull(
     ref: Annotated[
-        str, typer.Argument(help="MODEL[@REV]: REV is a label, alias or commit id; default latest.")
+        str,
+        typer.Argument(
+            metavar=REV, help="REV is a label, alias or commit id (or a unique prefix); default latest."
+        ),
     ],
-    dest: Annotated[Path, typer.Argument(help="Destination folder.")],
+    dest: Annotated[Path, typer.Argument(help="Destination folder (created with its parents).")],
     include: Annotated[
         list[str] | None, typer.Option("--include", help="Glob of files to pull, repeatable.")
     ] = None,
@@ -213,11 +199,11 @@ def pull(
         str | None,
         typer.Option("--provider", help="Replica to read first (aws, gcp, azure, …); others follow."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
 ) -> None:
-    """Materialise a version into DEST, verified."""
-    with _progress("pull", quiet or as_json) as (start, advance):
+    """Materialise a version into DEST, verified: all of it, or nothing (DEST is left as it was)."""
+    with progress("pull", _quiet(quiet, as_json)) as (start, advance):
         result = STATE.vault().pull(
             ref,
             dest,
@@ -229,132 +215,157 @@ def pull(
             on_start=start,
         )
     for fallback in result.fallbacks:
-        err.print(f"warning: {fallback}; served by another replica (run `weightvault repair`)", markup=False)
+        warn(f"{fallback}; served by another replica (run `weightvault repair`)")
+    v = result.version
+    for pattern in result.unmatched_includes:
+        warn(f"--include {pattern!r} matches no file of {v.model}@{v.label}")
     if as_json:
-        _emit_json(
+        emit_json(
             {
-                "version": result.version.to_json(),
+                "version": v.to_json(),
                 "files": list(result.files),
                 "bytes_total": result.bytes_total,
                 "bytes_from_cache": result.bytes_from_cache,
                 "bytes_from_store": result.bytes_from_store,
                 "seconds": result.seconds,
                 "fallbacks": list(result.fallbacks),
+                "unmatched_includes": list(result.unmatched_includes),
             }
         )
-    elif not (quiet or STATE.quiet):
-        v = result.version
-        err.print(
-            f"pulled [bold]{v.model}@{v.label}[/] into {dest}: {len(result.files)} files, "
-            f"{_human(result.bytes_total)} ({_human(result.bytes_from_cache)} from cache) "
+    elif not result.files and (include or exclude):
+        say(f"nothing pulled: no file of {v.model}@{v.label} is selected by --include/--exclude")
+    elif not _quiet(quiet):
+        say(
+            f"pulled {v.model}@{v.label} into {dest}: {len(result.files)} files, "
+            f"{human(result.bytes_total)} ({human(result.bytes_from_cache)} from cache) "
             f"in {result.seconds:.1f}s"
         )
+    if not result.files and (include or exclude):
+        raise typer.Exit(3)  # nothing matched: the not-found family
 
 
 @app.command("ls")
 def ls(
     model: Annotated[str | None, typer.Argument(help="List this model's versions.")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Models and their versions, newest first."""
     vault = STATE.vault()
     if model is not None:
         info = vault.model(model)
         if as_json:
-            _emit_json(info.to_json())
+            emit_json(info.to_json())
             return
-        table = Table("label", "commit", "created (UTC)", "size", "files", "aliases", "message", title=model)
+        t = table("label", "commit", "created (UTC)", "size", "files", "aliases", "message", title=model)
         for v in info.versions:
-            table.add_row(*_version_row(v))
-        out.print(table)
+            t.add_row(*_version_row(v))
+        out.print(t)
         return
     models = vault.list_models()
     if as_json:
-        _emit_json([m.to_json() for m in models])
+        emit_json([m.to_json() for m in models])
         return
     if not models:
-        err.print("no models yet: weightvault push MODEL FOLDER")
+        say("no models yet: weightvault push MODEL FOLDER")
         return
-    table = Table("model", "versions", "latest", "size", "aliases")
+    t = table("model", "versions", "latest", "size", "aliases")
     for m in models:
         latest = m.versions[0] if m.versions else None
-        table.add_row(
+        t.add_row(
             m.name,
             ", ".join(v.label for v in m.versions),
             latest.label if latest else "",
-            _human(latest.total_size) if latest else "",
+            human(latest.total_size) if latest else "",
             ", ".join(f"{a}→{lbl}" for a, lbl in m.aliases.items()),
         )
-    out.print(table)
+    out.print(t)
 
 
 @app.command()
 def show(
-    ref: Annotated[str, typer.Argument(help="MODEL[@REV]")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    ref: Annotated[str, typer.Argument(metavar=REV, help="The version; default the latest.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Files, sizes, SHA-256, commit id and metadata of a version."""
     vault = STATE.vault()
     v = vault.show(ref)
     replicas = vault.replica_status(ref)
     if as_json:
-        _emit_json({**v.to_json(with_files=True), "replicas": replicas})
+        emit_json({**v.to_json(with_files=True), "replicas": replicas})
         return
-    out.print(f"[bold]{v.model}@{v.label}[/]  commit {v.commit}")
+    out.print(f"{v.model}@{v.label}  commit {v.commit}", markup=False, highlight=False)
     out.print(
-        f"created {v.created.isoformat()}  parent {v.parent or '-'}  aliases {', '.join(v.aliases) or '-'}"
+        f"created {v.created.isoformat()}  parent {v.parent or '-'}  aliases {', '.join(v.aliases) or '-'}",
+        markup=False,
+        highlight=False,
     )
     if v.message:
-        out.print(f"message: {v.message}")
+        out.print(f"message: {v.message}", markup=False, highlight=False)
     for k, val in sorted(v.metadata.items()):
-        out.print(f"  {k} = {val}")
-    table = Table("path", "size", "sha256")
+        out.print(f"  {k} = {val}", markup=False, highlight=False)
+    t = table("path", "size", "sha256")
     for f in v.files:
-        table.add_row(f.path, _human(f.size), f.sha256)
-    out.print(table)
-    out.print(f"{v.file_count} files, {_human(v.total_size)}")
+        t.add_row(f.path, human(f.size), f.sha256)
+    out.print(t)
+    out.print(f"{v.file_count} files, {human(v.total_size)}", highlight=False)
     out.print(
         "replicas: "
         + ", ".join(
             f"{n} {'complete' if st is True else 'incomplete' if st is False else st}"
             for n, st in replicas.items()
-        )
+        ),
+        markup=False,
+        highlight=False,
     )
 
 
 @app.command("rm")
 def rm(
-    ref: Annotated[str, typer.Argument(help="MODEL@VERSION to delete (data is reclaimed by gc).")],
+    ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODEL@VERSION",
+            help="The version to delete, by label or commit id (not by alias); gc reclaims its data.",
+        ),
+    ],
+    primary_only: Annotated[
+        bool,
+        typer.Option("--primary-only", help="Delete from the primary store only, not from the replicas."),
+    ] = False,
 ) -> None:
-    """Delete a version's label and aliases; `gc` reclaims its data."""
-    v = STATE.vault().delete(ref)
+    """Delete a version, its label and every alias pointing at it; `gc` reclaims its data."""
+    v = STATE.vault().delete(ref, primary_only=primary_only)
     if not STATE.quiet:
-        err.print(f"deleted {v.model}@{v.label}; run `weightvault gc` to reclaim space")
+        gone = f" and its aliases {', '.join(v.aliases)}" if v.aliases else ""
+        say(f"deleted {v.model}@{v.label} (commit {v.commit}){gone}; run `weightvault gc` to reclaim space")
 
 
 @app.command()
 def verify(
-    ref: Annotated[str | None, typer.Argument(help="MODEL[@REV]; default: everything.")] = None,
+    ref: Annotated[
+        str | None, typer.Argument(metavar=REV, help="One model or version; default everything.")
+    ] = None,
     read_data: Annotated[bool, typer.Option("--read-data", help="Re-read and re-hash every byte.")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
-    """Check that versions can be rebuilt; non-zero exit on any missing or corrupt object."""
-    with _progress("verify", as_json or not read_data) as (start, advance):
+    """Check that versions can be rebuilt; exit 6 on any missing or corrupt object."""
+    with progress("verify", as_json or not read_data) as (start, advance):
         start(0)
         report = STATE.vault().verify(ref, read_data=read_data, progress=advance)
     if as_json:
-        _emit_json(report.to_json())
+        emit_json(report.to_json())
     else:
-        shown = set()
+        shown: set[str] = set()
         for name, problems in report.affected_versions.items():
             for p in problems:
-                err.print(f"[red]{name}[/]: {p}")
+                line = p if p.startswith(f"{name}:") else f"{name}: {p}"
+                say(line)
                 shown.add(p)
         for p in report.problems:
             if p not in shown:
-                err.print(f"[red]store[/]: {p}")
+                say(f"store: {p}")
         if report.ok:
-            err.print(f"ok: {report.checked_versions} versions, {report.checked_chunks} chunks checked")
+            say(f"ok: {report.checked_versions} versions, {report.checked_chunks} chunks checked")
     if not report.ok:
         raise typer.Exit(6)
 
@@ -368,118 +379,131 @@ def gc(
     force: Annotated[
         bool, typer.Option("--force", help="Delete even while some objects in the store cannot be parsed.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Reclaim data no ref in the store reaches; repack sparse packs (safe while others push)."""
-    report = STATE.vault().gc(grace_seconds=grace, dry_run=dry_run, force=force)
+    vault = STATE.vault()
+    period = vault.settings.gc_grace_seconds if grace is None else grace
+    report = vault.gc(grace_seconds=grace, dry_run=dry_run, force=force)
     if as_json:
-        _emit_json(report.to_json())
+        emit_json({**report.to_json(), "grace_seconds": period})
     elif not STATE.quiet:
-        err.print(
+        say(
             ("gc --dry-run would delete: " if report.dry_run else "gc: deleted ")
-            + f"{report.packs_deleted} packs (net {_human(report.bytes_freed)} freed; "
-            f"{report.packs_repacked} repacked, {_human(report.bytes_rewritten)} of live data copied), "
+            + f"{report.packs_deleted} packs (net {human(report.bytes_freed)} freed; "
+            f"{report.packs_repacked} repacked, {human(report.bytes_rewritten)} of live data copied), "
             f"{report.manifests_deleted} manifests, {report.recipes_deleted} recipes, "
             f"{report.temp_files_deleted} temp files, "
-            f"{report.secondary_objects_deleted} objects only on secondaries"
+            f"{report.secondary_objects_deleted} objects only on secondaries; nothing modified within "
+            f"the grace period of {duration(period)} was touched"
         )
 
 
 @app.command()
-def recover(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def recover(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
     """Rebuild the index from the store alone; non-zero exit when something could not be read."""
     report = STATE.vault().recover()
     if as_json:
-        _emit_json(report.to_json())
+        emit_json(report.to_json())
     else:
         for problem in report.problems:
-            err.print(f"[red]skipped[/] {problem}")
-        err.print("recovered: " + ", ".join(f"{v} {k}" for k, v in report.counts.items()))
+            say(f"skipped {problem}")
+        say("recovered: " + ", ".join(f"{v} {k}" for k, v in report.counts.items()))
     if not report.ok:
         raise typer.Exit(6)
 
 
 @app.command()
-def sync(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def sync(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
     """Copy to every secondary replica what the primary has and it lacks (idempotent, resumable)."""
-    with _progress("sync", as_json) as (start, advance):
+    with progress("sync", as_json) as (start, advance):
         start(0)
         report = STATE.vault().sync(progress=advance)
     if as_json:
-        _emit_json(report.to_json())
+        emit_json(report.to_json())
     else:
         for name, n in report.copied.items():
-            err.print(f"{name}: {n} objects, {_human(report.bytes_copied[name])} copied")
+            say(f"{name}: {n} objects, {human(report.bytes_copied[name])} copied")
         for name, errors in report.errors.items():
             for e in errors:
-                err.print(f"error: {name}: {e}", markup=False)
+                say(f"error: {name}: {e}")
     if not report.ok:
         raise typer.Exit(7)
 
 
 @app.command()
-def repair(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def repair(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
     """Re-read every object on every replica and rewrite missing or corrupt copies from good ones."""
-    with _progress("repair", as_json) as (start, advance):
+    with progress("repair", as_json) as (start, advance):
         start(0)
         report = STATE.vault().repair(progress=advance)
     if as_json:
-        _emit_json(report.to_json())
+        emit_json(report.to_json())
     else:
         for item in report.repaired:
-            err.print(f"repaired {item}", markup=False)
+            say(f"repaired {item}")
         for item in report.unrecoverable:
-            err.print(f"error: no good copy of {item}", markup=False)
-        err.print(f"checked {report.checked} objects, repaired {len(report.repaired)}")
+            say(f"error: no good copy of {item}")
+        say(f"checked {report.checked} objects, repaired {len(report.repaired)}")
     if not report.ok:
         raise typer.Exit(6)
 
 
 @app.command()
-def stats(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def stats(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
     """Counts and bytes of the store, index and cache."""
     data = STATE.vault().stats()
     if as_json:
-        _emit_json(data)
+        emit_json(data)
         return
     for k, v in data.items():
-        out.print(f"{k}: {_human(v) if k.endswith('bytes') else v}")
+        out.print(f"{k}: {human(v) if k.endswith('bytes') else v}", markup=False, highlight=False)
 
 
 @alias_app.command("set")
 def alias_set(
-    model: str, alias: str, revision: Annotated[str, typer.Argument(help="Label, alias or commit id.")]
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str, typer.Argument(help="Alias to create or move (production, staging, …).")],
+    revision: Annotated[str, typer.Argument(help="Label, alias or commit id.")],
 ) -> None:
     """Point ALIAS of MODEL at REVISION."""
     v = STATE.vault().set_alias(model, alias, revision)
     if not STATE.quiet:
-        err.print(f"{model}@{alias} -> {v.label} ({v.commit[:12]})")
+        say(f"{model}@{alias} -> {v.label} ({v.commit})")
 
 
 @alias_app.command("rm")
-def alias_rm(model: str, alias: str) -> None:
-    """Remove ALIAS of MODEL."""
+def alias_rm(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str, typer.Argument(help="Alias to remove (the version stays).")],
+) -> None:
+    """Remove ALIAS of MODEL; the version it points at stays."""
     STATE.vault().remove_alias(model, alias)
+    if not STATE.quiet:
+        say(f"removed alias {model}@{alias}")
 
 
 @alias_app.command("ls")
-def alias_ls(model: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def alias_ls(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+) -> None:
     """Aliases of MODEL."""
     aliases = STATE.vault().model(model).aliases
     if as_json:
-        _emit_json(aliases)
+        emit_json(aliases)
         return
     for a, label in sorted(aliases.items()):
-        out.print(f"{a} -> {label}")
+        out.print(f"{a} -> {label}", markup=False, highlight=False)
 
 
 @cache_app.command("ls")
-def cache_ls(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def cache_ls(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
     """Cached files, least recently used first."""
     cache = STATE.vault().cache
     entries = sorted(cache.entries(), key=lambda e: e.last_used) if cache else []
     if as_json:
-        _emit_json(
+        emit_json(
             {
                 "enabled": cache is not None,
                 "max_bytes": cache.max_bytes if cache else 0,
@@ -489,11 +513,14 @@ def cache_ls(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         )
         return
     if cache is None:
-        err.print("cache is disabled")
+        say("cache is disabled")
         return
     for e in entries:
-        out.print(f"{e.sha256}  {_human(e.size)}")
-    out.print(f"{len(entries)} files, {_human(sum(e.size for e in entries))} of {_human(cache.max_bytes)}")
+        out.print(f"{e.sha256}  {human(e.size)}", highlight=False)
+    out.print(
+        f"{len(entries)} files, {human(sum(e.size for e in entries))} of {human(cache.max_bytes)}",
+        highlight=False,
+    )
 
 
 @cache_app.command("prune")
@@ -505,44 +532,44 @@ def cache_prune(
     """Evict least recently used files until the cache fits."""
     cache = STATE.vault().cache
     if cache is None:
-        err.print("cache is disabled")
+        say("cache is disabled")
         return
     removed, freed = cache.prune(None if max_size_gb is None else int(max_size_gb * (1 << 30)))
     if not STATE.quiet:
-        err.print(f"pruned {removed} files, {_human(freed)}")
+        say(f"pruned {removed} files, {human(freed)}")
+
+
+# ---- entry point ---------------------------------------------------------------------------------
+
+
+def _fail(message: str, code: int) -> None:
+    say(f"error: {message}")
+    sys.exit(code)
 
 
 def main() -> None:
-    code = 0
+    """Run the CLI. Typer runs in standalone mode, so usage errors print the usage line and exit 2
+    through whichever click it uses (bundled or standalone); our own errors are turned into one
+    line here."""
+    from weightvault.cli.oserrors import describe_os_error
+
     try:
-        rc = app(standalone_mode=False)  # returns the code of a typer.Exit instead of raising it
-        code = rc if isinstance(rc, int) else 0
+        app(prog_name=Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "weightvault")
     except WeightvaultError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(exit_code_for(exc))
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        _fail(str(exc), exit_code_for(exc))
+    except OSError as exc:
+        _fail(*describe_os_error(exc))
     except KeyboardInterrupt:
-        err.print("interrupted", markup=False)
+        say("interrupted")
         sys.exit(130)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
         if os.environ.get("WEIGHTVAULT_DEBUG"):
             raise
-        err.print(
-            f"internal error: {type(exc).__name__}: {exc}", markup=False, highlight=False, soft_wrap=True
-        )
-        sys.exit(1)
+        _fail(f"internal error: {type(exc).__name__}: {exc}", 1)
     finally:
         if STATE._vault is not None:
-            STATE._vault.close()
-    sys.exit(code)
+            vault, STATE._vault = STATE._vault, None
+            vault.close()
 
 
 if __name__ == "__main__":

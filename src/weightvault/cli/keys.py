@@ -61,7 +61,9 @@ def _new_provider(
 
 
 @keys_app.command("init")
-def init(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def init(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+) -> None:
     """Check the configured key provider (creating its local key file, mode 0600, if absent)."""
     cli = _cli()
     data = cli.STATE.vault().init_keys()
@@ -80,7 +82,7 @@ def init(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 @keys_app.command("status")
 def status(
     model: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Which key protects what: per model, its KEK and data keys, and the live data under each."""
     cli = _cli()
@@ -161,8 +163,8 @@ def rotate(
     new_key_env: Annotated[
         str | None, typer.Option(help="New KEK from this environment variable (base64 of 32 bytes).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary line.")] = False,
 ) -> None:
     """Re-wrap data keys under a new KEK (seconds, any size); --reencrypt also rewrites the data."""
     cli = _cli()

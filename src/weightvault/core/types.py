@@ -62,6 +62,8 @@ class PushResult:
     seconds: float
     #: replica -> "ok", "background" or "error: …" (empty without replicas)
     replication: dict[str, str] = field(default_factory=dict)
+    #: the files equal the latest version's: no new version was made, ``version`` is that one
+    unchanged: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,8 @@ class PullResult:
     seconds: float
     #: copies that were missing, corrupt or unreachable and were read from another replica instead
     fallbacks: tuple[str, ...] = ()
+    #: ``include`` patterns that matched no file of the version
+    unmatched_includes: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

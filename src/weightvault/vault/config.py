@@ -2,8 +2,9 @@
 
 The config file may use our flat keys or the seed's shape (a ``model_weights`` section with
 ``cache_enabled``, ``cache_directory``, ``cache_max_size_gb``, ``checksum_algorithm``, …);
-other top-level sections (``aws``, ``gcp``, ``azure``) are kept in ``sections`` for the layers
-that read them. ``encryption`` is a section of its own (:class:`EncryptionSettings`); in the
+the cloud sections (``aws``, ``gcp``, ``azure``) are kept in ``sections`` for the layers
+that read them. Any other key, in the file or as a ``WEIGHTVAULT_*`` variable, is an error
+(``config_schema``). ``encryption`` is a section of its own (:class:`EncryptionSettings`); in the
 environment, ``WEIGHTVAULT_ENCRYPTION`` takes it as JSON.
 """
 
@@ -18,6 +19,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from weightvault.core.errors import ConfigError
+from weightvault.vault.config_schema import (
+    SEED_MODEL_WEIGHTS_KEYS,
+    check_env_keys,
+    check_file_keys,
+    strings_in,
+)
 
 ENV_PREFIX = "WEIGHTVAULT_"
 DEFAULT_HOME = Path("~/.weightvault")
@@ -61,7 +68,9 @@ class Settings(BaseModel):
     storage_type: str = "local"
     #: secondary replicas by name -> storage URL (s3://…, gs://…, az://…, file:///…)
     replicas: dict[str, str] = Field(default_factory=dict)
-    sync_enabled: bool = False
+    #: replicate every push to the secondaries; on unless explicitly turned off (a configured
+    #: replica that silently receives nothing is a surprise, not a default)
+    sync_enabled: bool = True
     #: "inline": a push returns once every replica has it; "background": once the primary has it
     replication: Literal["inline", "background"] = "inline"
     #: how new chunks are stored: "none" (as they are), "zstd" (plain zstd, level 1), "float"
@@ -125,7 +134,8 @@ class Settings(BaseModel):
         return config
 
 
-_FLAT_KEYS = set(Settings.model_fields) - {"home", "sections"}
+#: settings a file may hold at its top level; the seed's flags only inside ``model_weights``
+_FLAT_KEYS = set(Settings.model_fields) - {"home", "sections"} - SEED_MODEL_WEIGHTS_KEYS
 
 
 def _from_file(path: Path) -> dict[str, Any]:
@@ -135,12 +145,13 @@ def _from_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping")
+    check_file_keys(raw, _FLAT_KEYS, str(path))
     values: dict[str, Any] = {}
     sections: dict[str, Any] = {}
     for key, value in raw.items():
         if key == "model_weights" and isinstance(value, dict):
             for k, v in value.items():
-                if k in _FLAT_KEYS:
+                if k in _FLAT_KEYS or k in SEED_MODEL_WEIGHTS_KEYS:
                     values[k] = v
             sections[key] = value
         elif key in _FLAT_KEYS:
@@ -199,6 +210,7 @@ def load_settings(
             else:
                 values[key] = val
     values.update({k: v for k, v in overrides.items() if v is not None})
+    check_env_keys(env, ENV_PREFIX, _FLAT_KEYS, strings_in(values))
     values["home"] = home_path
     try:
         return Settings(**values)

@@ -1,12 +1,15 @@
 """Materialising a version into a folder: from the cache by hardlink, else rebuilt and verified.
 
-Nothing half-written ever carries a final name: each file is built under a temporary name
-(in the cache, or beside its destination) and renamed once its SHA-256 matched. Conflicts
-with existing files are found before the first byte is written.
+A pull is all or nothing. Conflicts with existing files are found before the first byte is
+written; every file is then built under a temporary name beside its destination (through the
+cache when it fits) and verified; only when all of them are ready are they renamed into place.
+If anything fails, the temporary files and the folders the pull created are removed and files
+it replaced are put back: the destination is left as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import os
@@ -18,7 +21,6 @@ from pathlib import Path
 
 from weightvault.core.errors import (
     DestinationConflictError,
-    InvalidInputError,
     UnsafePathError,
     WeightvaultError,
 )
@@ -111,7 +113,106 @@ class PullCounters:
     from_store: int = 0
 
 
+def make_dirs(path: Path, created: list[Path]) -> None:
+    """``mkdir -p path``, appending each folder it creates (outermost first) to ``created``."""
+    missing: list[Path] = []
+    here = path
+    while not here.is_dir():
+        if here.exists() or here.is_symlink():
+            raise DestinationConflictError(f"{here} exists and is not a folder")
+        missing.append(here)
+        if here.parent == here:
+            break
+        here = here.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            if not folder.is_dir():
+                raise DestinationConflictError(f"{folder} exists and is not a folder") from None
+            continue
+        except OSError as exc:
+            raise os_error(exc, f"creating folder {folder}") from exc
+        created.append(folder)
+
+
+def remove_dirs(created: list[Path]) -> None:
+    """Remove the folders a failed pull created, innermost first, if nothing else is in them."""
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _stage(
+    item: PlannedFile,
+    recipe_for: Callable[[str], FileRecipe],
+    reader: ChunkReader,
+    cache: FileCache | None,
+    counters: PullCounters,
+    progress: Callable[[int], None],
+) -> Path:
+    """Build one file, verified, under a temporary name beside its target; returns that name."""
+    entry, target = item.entry, item.target
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.wv-tmp"
+    try:
+        source = cache.lookup(entry.sha256, entry.size) if cache is not None else None
+        if source is not None:
+            place(source, tmp)
+            counters.from_cache += entry.size
+            progress(entry.size)
+        else:
+            recipe = recipe_for(entry.sha256)
+            into_cache = cache is not None and cache.fits(entry.size)
+            build = cache.temp_file() if into_cache and cache is not None else tmp
+            try:
+                with DirectWriter(build) as out:
+                    reader.write_file(recipe, out, entry.path, progress)
+            except BaseException:
+                build.unlink(missing_ok=True)
+                raise
+            if into_cache and cache is not None:
+                place(cache.admit(build, entry.sha256), tmp)
+            counters.from_store += entry.size
+        return tmp
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, WeightvaultError):
+            raise
+        raise os_error(exc, f"writing {target}") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _commit(staged: list[tuple[Path, Path]]) -> None:
+    """Rename every staged file onto its target; on a failure put back what was renamed."""
+    done: list[tuple[Path, Path | None]] = []  # (target, the replaced file's backup)
+    try:
+        for target, tmp in staged:
+            backup: Path | None = None
+            if target.exists() or target.is_symlink():
+                backup = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.wv-old"
+                os.rename(target, backup)
+            done.append((target, backup))
+            os.replace(tmp, target)
+    except BaseException as exc:
+        for target, backup in reversed(done):
+            with contextlib.suppress(OSError):
+                if backup is not None:
+                    os.replace(backup, target)
+                else:
+                    target.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, WeightvaultError):
+            raise os_error(exc, f"placing {exc.filename or 'a pulled file'}") from exc
+        raise
+    for _, backup in done:
+        if backup is not None:
+            with contextlib.suppress(OSError):
+                backup.unlink()
+
+
 def materialise(
+    dest: Path | None,
     planned: list[PlannedFile],
     recipe_for: Callable[[str], FileRecipe],
     reader: ChunkReader,
@@ -119,48 +220,36 @@ def materialise(
     workers: int,
     progress: Callable[[int], None],
 ) -> PullCounters:
+    """Create ``dest`` (with its parents) and build every planned file, then place them all;
+    on any failure undo everything, the folders this pull made included."""
     counters = PullCounters()
-
-    def one(item: PlannedFile) -> None:
-        entry, target = item.entry, item.target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.wv-tmp"
-        try:
-            source = cache.lookup(entry.sha256, entry.size) if cache is not None else None
-            if source is not None:
-                place(source, tmp)
-                counters.from_cache += entry.size
-                progress(entry.size)
-            else:
-                recipe = recipe_for(entry.sha256)
-                into_cache = cache is not None and cache.fits(entry.size)
-                build = cache.temp_file() if into_cache and cache is not None else tmp
+    staged: list[tuple[Path, Path]] = []
+    created: list[Path] = []
+    try:
+        if dest is not None:
+            make_dirs(dest, created)
+        for folder in sorted({p.target.parent for p in planned}, key=lambda f: len(f.parts)):
+            make_dirs(folder, created)
+        ordered = sorted(planned, key=lambda p: -p.entry.size)
+        failure: BaseException | None = None
+        with ThreadPoolExecutor(workers, thread_name_prefix="wv-pull") as pool:
+            futures = [
+                (p, pool.submit(_stage, p, recipe_for, reader, cache, counters, progress)) for p in ordered
+            ]
+            for item, fut in futures:
                 try:
-                    with DirectWriter(build) as out:
-                        reader.write_file(recipe, out, entry.path, progress)
-                except BaseException:
-                    build.unlink(missing_ok=True)
-                    raise
-                if into_cache and cache is not None:
-                    place(cache.admit(build, entry.sha256), tmp)
-                counters.from_store += entry.size
-            os.replace(tmp, target)
-        except OSError as exc:
+                    staged.append((item.target, fut.result()))
+                except BaseException as exc:
+                    if failure is None:
+                        failure = exc
+                        pool.shutdown(wait=False, cancel_futures=True)
+        if failure is not None:
+            raise failure
+        _commit(staged)
+        staged.clear()
+    except BaseException:
+        for _, tmp in staged:
             tmp.unlink(missing_ok=True)
-            if isinstance(exc, WeightvaultError):
-                raise
-            raise os_error(exc, f"writing {target}") from exc
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-
-    ordered = sorted(planned, key=lambda p: -p.entry.size)
-    with ThreadPoolExecutor(workers, thread_name_prefix="wv-pull") as pool:
-        for fut in [pool.submit(one, p) for p in ordered]:
-            fut.result()
+        remove_dirs(created)
+        raise
     return counters
-
-
-def check_dest_parent(dest: Path) -> None:
-    if not dest.parent.exists():
-        raise InvalidInputError(f"parent folder of destination {dest} does not exist")

@@ -254,4 +254,4 @@ def _translate(exc: BaseException) -> BaseException:
         return exc
     if isinstance(exc, FileNotFoundError):
         return SourceNotFoundError(f"source file disappeared: {exc.filename}")
-    return os_error(exc, "pushing")
+    return os_error(exc, f"reading {exc.filename}" if exc.filename else "pushing")

@@ -3,6 +3,10 @@
 Symlinks are followed only when they resolve inside the source root (Hugging Face caches
 are built of such links); anything pointing outside, special files and unsafe names are refused
 before a single byte is stored.
+
+By default VCS and tool cache folders are not part of a model (as ``huggingface_hub``'s
+``upload_folder`` skips ``.git`` and its own cache): ``DEFAULT_IGNORES`` lists them; a push with
+``default_ignores=False`` takes everything.
 """
 
 from __future__ import annotations
@@ -15,6 +19,23 @@ from pathlib import Path
 from weightvault.core.errors import SourceNotFoundError, UnsafePathError
 from weightvault.core.names import check_relative_path
 
+#: folder (or file) names skipped at any depth: version control metadata and tool caches
+DEFAULT_IGNORES: frozenset[str] = frozenset(
+    {".git", ".hg", ".svn", ".bzr", "__pycache__", ".ipynb_checkpoints"}
+)
+#: multi-part paths skipped at any depth: the Hub client's download metadata in a local_dir
+DEFAULT_IGNORED_PATHS: tuple[tuple[str, ...], ...] = ((".cache", "huggingface"),)
+
+
+def ignored(rel: str) -> bool:
+    """Whether the default ignore rules skip the source path ``rel`` ('/'-separated)."""
+    parts = tuple(rel.split("/"))
+    if any(p in DEFAULT_IGNORES for p in parts):
+        return True
+    return any(
+        parts[i : i + len(skip)] == skip for skip in DEFAULT_IGNORED_PATHS for i in range(len(parts))
+    )
+
 
 @dataclass(frozen=True, slots=True)
 class SourceFile:
@@ -25,11 +46,12 @@ class SourceFile:
     inode: int
 
 
-def scan_source(source: Path | str) -> list[SourceFile]:
+def scan_source(source: Path | str, *, default_ignores: bool = True) -> list[SourceFile]:
+    """The files of ``source`` (a folder or one file), sorted by path."""
     root = Path(source)
     if not root.exists() and not root.is_symlink():
         raise SourceNotFoundError(f"source {root} does not exist")
-    root = root.resolve()
+    root = _resolve(root)
     if root.is_file():
         return [_entry(root.name, root)]
     if not root.is_dir():
@@ -39,6 +61,9 @@ def scan_source(source: Path | str) -> list[SourceFile]:
         here = Path(dirpath)
         for name in list(dirnames):
             full = here / name
+            if default_ignores and ignored(_rel(root, full)):
+                dirnames.remove(name)
+                continue
             if full.is_symlink():
                 dirnames.remove(name)
                 target = _inside(root, full)
@@ -46,11 +71,13 @@ def scan_source(source: Path | str) -> list[SourceFile]:
                     raise UnsafePathError(f"symlink {full} makes a loop")
                 files.extend(
                     _entry(f"{_rel(root, full)}/{sub.path}", sub.abspath)
-                    for sub in scan_source(full.resolve())
+                    for sub in scan_source(target, default_ignores=default_ignores)
                 )
         for name in filenames:
             full = here / name
             rel = _rel(root, full)
+            if default_ignores and ignored(rel):
+                continue
             target = _inside(root, full) if full.is_symlink() else full
             files.append(_entry(rel, target))
     files.sort(key=lambda f: f.path)
@@ -62,8 +89,18 @@ def _rel(root: Path, full: Path) -> str:
     return check_relative_path(rel)
 
 
+def _resolve(path: Path) -> Path:
+    """``path.resolve()``, a symlink loop being a refused source rather than a RuntimeError."""
+    try:
+        return path.resolve(strict=path.is_symlink())
+    except FileNotFoundError:
+        raise SourceNotFoundError(f"symlink {path} is dangling") from None
+    except (RuntimeError, OSError) as exc:  # 3.11/3.12 raise RuntimeError on a loop, 3.13 OSError
+        raise UnsafePathError(f"symlink {path} makes a loop ({exc})") from None
+
+
 def _inside(root: Path, link: Path) -> Path:
-    target = link.resolve()
+    target = _resolve(link)
     if target != root and root not in target.parents:
         raise UnsafePathError(f"symlink {link} points outside the source folder (to {target})")
     if not target.exists():

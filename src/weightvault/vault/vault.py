@@ -4,7 +4,9 @@ implement the same methods over REST."""
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +26,7 @@ from weightvault.core.errors import (
     CorruptObjectError,
     FormatError,
     IntegrityError,
+    InvalidInputError,
     MissingObjectError,
     ObjectExistsError,
     RevisionNotFoundError,
@@ -45,6 +48,7 @@ from weightvault.core.types import (
 )
 from weightvault.registry.index import RegistryIndex, VersionRecord
 from weightvault.storage.backend import Backend
+from weightvault.storage.local import os_error
 from weightvault.storage.replica import ReplicaSet
 from weightvault.vault import gc as gc_module
 from weightvault.vault import recover as recover_module
@@ -66,7 +70,7 @@ from weightvault.vault.keyring import (
 )
 from weightvault.vault.locks import SHARED, holding
 from weightvault.vault.packer import PackSink, default_temp_factory
-from weightvault.vault.pull import check_dest_parent, materialise, plan, select_files
+from weightvault.vault.pull import materialise, plan, select_files
 from weightvault.vault.push import PushPipeline
 from weightvault.vault.reader import ChunkReader
 from weightvault.vault.replicas import open_stores
@@ -94,10 +98,43 @@ class _Staged:
     commit: str
     body: bytes
     packs: set[str]
+    #: the latest version, when it already holds exactly these files (nothing is committed)
+    same: VersionInfo | None = None
 
 
 def timestamp_label(now: datetime) -> str:
     return now.strftime("%Y%m%d%H%M%S")
+
+
+def _make_home(home: Path) -> None:
+    """Create the vault home; a home that cannot be one is a one-line error naming it."""
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"vault home {home} is not a folder (or lies under a file)") from None
+    except OSError as exc:
+        raise os_error(exc, f"creating vault home {home}") from exc
+
+
+def _open_index(settings: Settings) -> RegistryIndex:
+    """The index database: ``database_url``, else SQLite in the home. A URL that is not one, or a
+    database that cannot be reached, is an error naming the setting (password hidden)."""
+    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+    url = settings.database_url
+    try:
+        return RegistryIndex(url) if url else RegistryIndex.sqlite(settings.home / "index.db")
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise ConfigError(f"database_url {_hide_password(url or '')!r} is not usable: {exc}") from None
+    except DBAPIError as exc:
+        where = f"database_url {_hide_password(url)!r}" if url else f"{settings.home / 'index.db'}"
+        raise StorageError(f"cannot open the index database ({where}): {exc.orig}") from None
+    except OSError as exc:
+        raise os_error(exc, f"opening the index database in {settings.home}") from exc
+
+
+def _hide_password(url: str) -> str:
+    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 class Vault:
@@ -119,7 +156,7 @@ class Vault:
                 "to check); serve the vault through the weightvault server, or set it to false"
             )
         self.settings = settings
-        settings.home.mkdir(parents=True, exist_ok=True)
+        _make_home(settings.home)
         self.replicas: ReplicaSet | None = None
         if backend is None:
             backend, self.replicas = open_stores(settings)
@@ -133,11 +170,7 @@ class Vault:
         self.journal = Journal(self.primary)
         self.refresh_lock = threading.Lock()
         self._background: list[threading.Thread] = []
-        self.index = index or (
-            RegistryIndex(settings.database_url)
-            if settings.database_url
-            else RegistryIndex.sqlite(settings.home / "index.db")
-        )
+        self.index = index or _open_index(settings)
         self.cache = (
             FileCache(settings.cache_path, settings.cache_max_bytes) if settings.cache_enabled else None
         )
@@ -353,9 +386,18 @@ class Vault:
         metadata: dict[str, str] | None = None,
         lineage: Sequence[dict[str, Any]] = (),
         parent: str | None = None,
+        allow_empty: bool = False,
+        default_ignores: bool = True,
         progress: Progress | None = None,
         on_start: ProgressStart | None = None,
     ) -> PushResult:
+        """Store a new version of ``model`` from ``source``.
+
+        Files equal to the latest version's make no new version (``unchanged`` in the result,
+        which names that version) unless an explicit ``version`` label is asked for. An empty
+        source is refused unless ``allow_empty``; VCS and cache folders are skipped unless
+        ``default_ignores`` is False (``source.DEFAULT_IGNORES``).
+        """
         started = time.perf_counter()
         check_model_name(model)
         if version is not None:
@@ -363,7 +405,14 @@ class Vault:
             self.refresh()
             if self.index.label_exists(model, version):  # before any output (checked again below)
                 raise VersionExistsError(f"version {model}@{version} already exists")
-        files = scan_source(source)
+        files = scan_source(source, default_ignores=default_ignores)
+        if not files and not allow_empty:
+            raise InvalidInputError(
+                f"source {source} has no files to push"
+                + (" (VCS and cache folders are skipped)" if default_ignores else "")
+                + "; use --allow-empty (allow_empty=True) to make an empty version"
+            )
+        had_domain = self.keys.domain(model) is not None
         dom = self._push_domain(model)  # keys first: a key problem stops the push before any write
         if on_start:
             on_start(sum(f.size for f in files))
@@ -381,8 +430,21 @@ class Vault:
             if parent is None:
                 with contextlib.suppress(Exception):
                     parent = self.index.resolve(model, None).commit
+            check_same = version is None and (dom is None or had_domain)
             for _attempt in range(3):
-                staged = self._push_data(model, files, dom, parent, message, metadata, lineage, progress)
+                staged = self._push_data(
+                    model, files, dom, parent, message, metadata, lineage, progress, check_same
+                )
+                if staged.same is not None:
+                    return PushResult(
+                        version=staged.same,
+                        bytes_read=staged.pipeline.bytes_read,
+                        bytes_written=staged.sink.bytes_written,
+                        chunks_total=staged.pipeline.chunks_total,
+                        chunks_new=staged.pipeline.chunks_new,
+                        seconds=time.perf_counter() - started,
+                        unchanged=True,
+                    )
                 missing = [p for p in staged.packs if not self.primary.exists(layout.pack_key(p))]
                 if not missing:
                     break
@@ -437,8 +499,10 @@ class Vault:
         metadata: dict[str, str] | None,
         lineage: Sequence[dict[str, Any]],
         progress: Progress | None,
+        check_same: bool,
     ) -> _Staged:
-        """Write what the store lacks of a push (packs, recipes, manifest); nothing is visible yet."""
+        """Write what the store lacks of a push (packs, recipes, manifest); nothing is visible yet.
+        With ``check_same``, files equal to the latest version's stop here (``same`` is set)."""
         sink = PackSink(
             self.backend,
             self.index,
@@ -465,6 +529,19 @@ class Vault:
             recipes = pipeline.run(files)
         finally:
             self.index.release_probes()
+        entries = tuple(FileEntry(f.path, r.size, r.sha256) for f, r in zip(files, recipes, strict=True))
+        manifest = Manifest(
+            model=model,
+            files=entries,
+            parent=parent,
+            message=message,
+            metadata=dict(metadata or {}),
+            lineage=tuple(lineage),
+        )
+        if check_same and parent is not None:
+            same = self._same_files(model, parent, entries)
+            if same is not None:  # nothing to commit: the latest version already is this
+                return _Staged(pipeline, sink, slot, [], manifest, parent, b"", set(), same)
         recipe_names: list[str] = []
         for recipe in recipes:
             if dom is None:
@@ -477,18 +554,23 @@ class Vault:
                 self.store.put_recipe_object(name, sealed)
                 self.index.put_recipe(name, recipe.size, sealed)
                 recipe_names.append(name)
-        manifest = Manifest(
-            model=model,
-            files=tuple(FileEntry(f.path, r.size, r.sha256) for f, r in zip(files, recipes, strict=True)),
-            parent=parent,
-            message=message,
-            metadata=dict(metadata or {}),
-            lineage=tuple(lineage),
-        )
         commit, body = self.store.put_manifest(manifest)
         all_chunks = {cid for r in recipes for cid, _ in r.chunks}
         packs = self.index.pack_ids_for_chunks(all_chunks)
         return _Staged(pipeline, sink, slot, recipe_names, manifest, commit, body, packs)
+
+    def _same_files(self, model: str, commit: str, entries: Sequence[FileEntry]) -> VersionInfo | None:
+        """The latest version of ``model`` when it is ``commit`` and holds exactly ``entries``."""
+        try:
+            latest = self.index.resolve(model, None)
+        except WeightvaultError:
+            return None
+        if latest.commit != commit:
+            return None
+        theirs = {(f.path, f.size, f.sha256) for f in self._manifest(latest.commit).files}
+        if theirs != {(f.path, f.size, f.sha256) for f in entries}:
+            return None
+        return self._info(latest)
 
     def _encode_threads(self, files: Sequence[Any]) -> int:
         """Threads of the push's encode stage: only when compressing, and only when one file is more
@@ -571,14 +653,16 @@ class Vault:
         reader.prefer = provider
         model = info.model
         dest_path = Path(dest).absolute()
-        check_dest_parent(dest_path)
         files = select_files(info.files, include, exclude)
+        unmatched = tuple(
+            p for p in include or () if not any(fnmatch.fnmatchcase(f.path, p) for f in info.files)
+        )
         planned = plan(dest_path, files, force, self.cache)
         if on_start:
             on_start(sum(p.entry.size for p in planned))
-        dest_path.mkdir(exist_ok=True)
         try:
             counters = materialise(
+                dest_path if files else None,  # an empty selection creates nothing
                 planned,
                 lambda sha: self._recipe(sha, model),
                 reader,
@@ -588,11 +672,12 @@ class Vault:
             )
         except MissingObjectError:
             # another machine's gc may have repacked what our index located: follow the store
-            # and try once more (files already placed are found complete and kept)
+            # and try once more
             if not self.refresh().applied:
                 raise
-            planned = plan(dest_path, files, True, self.cache)
+            planned = plan(dest_path, files, force, self.cache)
             counters = materialise(
+                dest_path if files else None,
                 planned,
                 lambda sha: self._recipe(sha, model),
                 reader,
@@ -613,18 +698,27 @@ class Vault:
                 f"{f.replica}: {f.key} {f.kind.value}"
                 for f in (self.replicas.drain_failures() if self.replicas else [])
             ),
+            unmatched_includes=unmatched,
         )
 
     # ---- changing names -------------------------------------------------------------------------
 
     def delete(self, ref: str | Ref, *, primary_only: bool = False) -> VersionInfo:
         """Remove a version's label and its aliases (from every replica unless ``primary_only``);
-        its data goes at the next ``gc``."""
+        its data goes at the next ``gc``. The version is named by label or commit id: an alias is
+        refused, as it only borrows the version. The result lists the aliases deleted with it."""
         r = parse_ref(ref) if isinstance(ref, str) else ref
         if r.revision is None:
-            raise RevisionNotFoundError(f"say which version of {r.model} to delete (MODEL@VERSION)")
+            raise InvalidInputError(f"say which version of {r.model} to delete (MODEL@VERSION)")
         self.refresh()
         rec = self.index.resolve(r.model, r.revision)
+        if r.revision in rec.aliases and r.revision != rec.label:
+            # deleting through an alias would also take every other alias of that version
+            raise InvalidInputError(
+                f"{r.model}@{r.revision} is an alias of {r.model}@{rec.label} (commit {rec.commit}); "
+                f"to remove the alias: weightvault alias rm {r.model} {r.revision}; to delete the "
+                f"version: weightvault rm {r.model}@{rec.label}"
+            )
         target = self.primary if primary_only else self.backend
         for alias in rec.aliases:
             target.delete(layout.alias_ref_key(r.model, alias))
