@@ -302,6 +302,40 @@ class RegistryIndex:
                     )
             return self._record(s, model, row)
 
+    def add_versions(self, versions: Sequence[dict[str, Any]]) -> int:
+        """Insert many versions read from the store's refs in one transaction (a full scan or a
+        recover of thousands of refs must not pay one commit each); versions whose label is taken
+        are skipped. Each dict has ``add_version``'s keyword arguments. Returns how many were added."""
+        added = 0
+        with self._write() as s:
+            models: dict[str, int] = {}
+            for v in versions:
+                mid = models.get(v["model"])
+                if mid is None:
+                    mid = models[v["model"]] = self._ensure_model(s, v["model"], v["created"])
+                if s.scalar(
+                    select(VersionRow.id).where(VersionRow.model_id == mid, VersionRow.label == v["label"])
+                ):
+                    continue
+                if s.get(ManifestRow, v["commit"]) is None:
+                    s.add(ManifestRow(commit_id=v["commit"], body=v["manifest"], created_at=v["created"]))
+                s.add(
+                    VersionRow(
+                        model_id=mid,
+                        label=v["label"],
+                        commit_id=v["commit"],
+                        parent=v["parent"],
+                        created_at=v["created"],
+                        message=v["message"],
+                        metadata_json=json.dumps(v["metadata"], sort_keys=True),
+                        total_size=v["total_size"],
+                        file_count=v["file_count"],
+                    )
+                )
+                s.flush()
+                added += 1
+        return added
+
     def list_versions(self, model: str) -> list[VersionRecord]:
         """Newest first."""
         with self._read() as s:
@@ -501,6 +535,18 @@ class RegistryIndex:
             for i in range(0, len(rows), _BATCH):
                 s.execute(insert(ChunkRow), rows[i : i + _BATCH])
             return True
+
+    def add_packs(self, packs: Sequence[tuple[str, int, Sequence[PackEntry], datetime | None]]) -> None:
+        """``add_pack`` for many packs in one transaction (full scans and recover)."""
+        with self._write() as s:
+            for pack_id, size, entries, created in packs:
+                if s.get(PackRow, pack_id) is not None:
+                    continue
+                s.add(PackRow(id=pack_id, size=size, created_at=created or utcnow()))
+                s.flush()
+                rows = list({e.chunk_id: _chunk_row(pack_id, e) for e in entries}.values())
+                for i in range(0, len(rows), _BATCH):
+                    s.execute(insert(ChunkRow), rows[i : i + _BATCH])
 
     def drop_packs(self, pack_ids: Iterable[str]) -> None:
         """Forget packs (deleted from the store); chunks keep their other locations."""

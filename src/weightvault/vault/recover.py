@@ -28,7 +28,7 @@ from weightvault.core.manifest import FileRecipe
 from weightvault.core.types import RecoverReport
 from weightvault.registry.index import RegistryIndex
 from weightvault.vault.keyring import Domain, is_sealed_recipe
-from weightvault.vault.refresh import CURSOR, STORE_ID, read_table
+from weightvault.vault.refresh import CURSOR, STORE_ID, read_table, version_row
 
 if TYPE_CHECKING:
     from weightvault.vault.vault import Vault
@@ -81,6 +81,7 @@ def _build(vault: Vault, index: RegistryIndex, domains: list[Domain]) -> Recover
         report.problems.append(f"{what}: {exc}")
 
     head = vault.journal.head()  # before the listings: what is written meanwhile is applied later
+    packs = []
     for info in backend.list(layout.PACKS):
         pack_id = layout.name_from_key(info.key)
         try:
@@ -88,8 +89,9 @@ def _build(vault: Vault, index: RegistryIndex, domains: list[Domain]) -> Recover
         except (IntegrityError, MissingObjectError) as exc:
             skip(info.key, exc)
             continue
-        index.add_pack(pack_id, size, entries, created=_when(info.mtime))
+        packs.append((pack_id, size, entries, _when(info.mtime)))
         counts["packs"] += 1
+    index.add_packs(packs)
 
     for info in backend.list(layout.RECIPES):
         name = layout.name_from_key(info.key)
@@ -119,6 +121,7 @@ def _build(vault: Vault, index: RegistryIndex, domains: list[Domain]) -> Recover
             versions.append((datetime.fromisoformat(body["created"]), model, name, body["commit"]))
         else:
             aliases.append((model, name, body["label"]))
+    rows = []
     for created, model, label, commit in sorted(versions):
         key = layout.version_ref_key(model, label)
         try:
@@ -128,19 +131,8 @@ def _build(vault: Vault, index: RegistryIndex, domains: list[Domain]) -> Recover
         except (MissingObjectError, IntegrityError) as exc:
             skip(key, exc)
             continue
-        index.add_version(
-            model=model,
-            label=label,
-            commit=commit,
-            parent=manifest.parent,
-            created=created,
-            message=manifest.message,
-            metadata=dict(manifest.metadata),
-            total_size=manifest.total_size,
-            file_count=len(manifest.files),
-            manifest=manifest.to_bytes(),
-        )
-        counts["versions"] += 1
+        rows.append(version_row(model, label, {"commit": commit, "created": created.isoformat()}, manifest))
+    counts["versions"] += index.add_versions(rows)
     for model, alias, label in aliases:
         try:
             index.set_alias(model, alias, label)

@@ -94,6 +94,22 @@ def _manifest_for(vault: Vault, model: str, body: dict[str, Any]) -> Manifest:
     return manifest
 
 
+def version_row(model: str, label: str, body: dict[str, Any], manifest: Manifest) -> dict[str, Any]:
+    """``RegistryIndex.add_version``'s arguments for a version ref and its manifest."""
+    return {
+        "model": model,
+        "label": label,
+        "commit": body["commit"],
+        "parent": manifest.parent,
+        "created": datetime.fromisoformat(body["created"]).astimezone(UTC),
+        "message": manifest.message,
+        "metadata": dict(manifest.metadata),
+        "total_size": manifest.total_size,
+        "file_count": len(manifest.files),
+        "manifest": manifest.to_bytes(),
+    }
+
+
 def _add_version(
     index: RegistryIndex, model: str, label: str, body: dict[str, Any], manifest: Manifest
 ) -> None:
@@ -219,11 +235,16 @@ def full_scan(vault: Vault, index: RegistryIndex) -> RefreshReport:
         zip(todo, fetched, strict=True),
         key=lambda x: (x[1][0].get("created", "") if isinstance(x[1], tuple) and x[1][0] else ""),
     )
+    batch: list[dict[str, Any]] = []
     for (model, _kind, label), got in order:
         if isinstance(got, str):
             report.skipped.append(f"{layout.version_ref_key(model, label)}: {got}")
             continue
-        sync_ref(vault, index, model, "version", label, report, prefetched=got)
+        body, manifest = got
+        if body is None or manifest is None:
+            continue  # deleted since the listing
+        batch.append(version_row(model, label, body, manifest))
+    index.add_versions(batch)
     for model, kind, name in found:
         if kind == "alias":
             sync_ref(vault, index, model, kind, name, report)
@@ -234,11 +255,13 @@ def full_scan(vault: Vault, index: RegistryIndex) -> RefreshReport:
     new = [p for p in listed if p not in known]
     with ThreadPoolExecutor(SCAN_THREADS, thread_name_prefix="wv-scan") as pool:
         tables = list(pool.map(lambda p: _fetch_table(vault.primary, p, listed[p]), new))
+    found_packs = []
     for pack_id, table in zip(new, tables, strict=True):
         if isinstance(table, str):
             report.skipped.append(f"{layout.pack_key(pack_id)}: {table}")
         else:
-            index.add_pack(pack_id, table[0], table[1])
+            found_packs.append((pack_id, table[0], table[1], None))
+    index.add_packs(found_packs)
     index.set_state(STORE_ID, vault.store.config.store_id)
     index.set_state(CURSOR, str(head))
     return report
