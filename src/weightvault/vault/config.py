@@ -58,7 +58,7 @@ class Settings(BaseModel):
     pack_size_mb: int = Field(64, ge=1, le=4096)
     gc_grace_seconds: float = Field(3600.0, ge=0)
     #: gc copies the live chunks out of packs whose live fraction is below this, then deletes them
-    gc_repack_threshold: float = Field(0.5, ge=0, le=1)
+    gc_repack_threshold: float = Field(0.9, ge=0, le=1)
     #: a store lock not refreshed for this long is stale (its holder died or hangs)
     lock_stale_seconds: float = Field(1800.0, gt=0)
     #: how long a push waits for a gc's exclusive lock (and gc for running pushes) before failing
