@@ -162,14 +162,29 @@ def test_gc_reclaims_deleted_versions_after_grace(vault: Vault, tmp_path: Path) 
     assert vault.verify(read_data=True).ok
 
 
-def test_gc_removes_old_orphans_of_killed_pushes(vault: Vault) -> None:
-    vault.backend.put(layout.pack_key("ff" * 32), b"orphan pack of a killed push")
+def test_gc_removes_old_orphans_of_killed_pushes(vault: Vault, tmp_path: Path) -> None:
+    # a complete pack that no journal entry names: what a push killed after writing it leaves
+    with Vault.open(tmp_path / "elsewhere") as other:
+        other.push("x", write_random(tmp_path / "x" / "w.bin", 100_000, seed=9).parent)
+        (orphan,) = [i.key for i in other.primary.list(layout.PACKS)]
+        vault.primary.put(orphan, other.primary.get(orphan))
     vault.backend.put(layout.recipe_key("ee" * 32), b"{}")
     assert vault.gc().packs_deleted == 0  # young orphans may belong to a push in progress
-    assert vault.backend.exists(layout.pack_key("ff" * 32))
+    assert vault.backend.exists(orphan)
     vault.gc(grace_seconds=0)
-    assert not vault.backend.exists(layout.pack_key("ff" * 32))
+    assert not vault.backend.exists(orphan)
     assert not vault.backend.exists(layout.recipe_key("ee" * 32))
+
+
+def test_gc_refuses_while_a_pack_cannot_be_parsed(vault: Vault) -> None:
+    from weightvault.vault.gc import UnparseableObjectsError
+
+    vault.backend.put(layout.pack_key("ff" * 32), b"not a pack: no table can be read from this")
+    with pytest.raises(UnparseableObjectsError, match="ffff"):
+        vault.gc(grace_seconds=0)
+    assert vault.backend.exists(layout.pack_key("ff" * 32))
+    vault.gc(grace_seconds=0, force=True)
+    assert not vault.backend.exists(layout.pack_key("ff" * 32))
 
 
 def test_disk_full_is_a_clear_error_and_nothing_is_visible(tmp_path: Path) -> None:

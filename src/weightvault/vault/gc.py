@@ -37,6 +37,7 @@ from weightvault.core.errors import (
 )
 from weightvault.core.types import GcReport
 from weightvault.storage.backend import Backend
+from weightvault.vault import refresh as refresh_module
 from weightvault.vault.codecs import BlobCodec
 from weightvault.vault.journal import GONE
 from weightvault.vault.locks import EXCLUSIVE, GC, holding
@@ -108,6 +109,27 @@ def mark(vault: Vault) -> Marked:
             out.recipes.add(name)
             out.chunks.update(cid for cid, _ in recipe.chunks)
     return out
+
+
+def learn_unknown_packs(vault: Vault) -> list[str]:
+    """Record every pack in the store that the index does not know (a push killed before its
+    journal entry), so that planning sees its chunks; a pack whose table cannot be read is a
+    problem (gc will not delete what it cannot parse)."""
+    known = {p.id for p in vault.index.packs()}
+    problems = []
+    for info in list(vault.primary.list(layout.PACKS)):
+        pid = layout.name_from_key(info.key)
+        if pid in known:
+            continue
+        try:
+            size, entries = refresh_module.read_table(vault.primary, pid, info.size)
+        except MissingObjectError:
+            continue
+        except IntegrityError as exc:
+            problems.append(f"{info.key}: {exc}")
+            continue
+        vault.index.add_pack(pid, size, entries)
+    return problems
 
 
 def plan(
@@ -219,7 +241,9 @@ def collect(vault: Vault, grace_seconds: float, *, dry_run: bool = False, force:
     threshold = vault.settings.gc_repack_threshold
     if dry_run:
         vault.refresh()
+        problems = learn_unknown_packs(vault)
         marked = mark(vault)
+        marked.problems.extend(problems)
         cutoff = (datetime.now(UTC) - timedelta(seconds=grace_seconds)).timestamp()
         p = plan(vault, marked, threshold, cutoff)
         freed = sum(p.dead.values()) + sum(p.orphans.values())
@@ -239,7 +263,9 @@ def collect(vault: Vault, grace_seconds: float, *, dry_run: bool = False, force:
     stale, wait = vault.settings.lock_stale_seconds, vault.settings.lock_wait_seconds
     with holding(vault.primary, GC, stale_seconds=stale, wait_seconds=wait):
         vault.refresh()
+        unknown = learn_unknown_packs(vault)
         marked = mark(vault)
+        marked.problems.extend(unknown)
         if marked.problems and not force:
             raise UnparseableObjectsError(
                 f"gc deletes nothing while {len(marked.problems)} object(s) cannot be read: "
@@ -250,7 +276,9 @@ def collect(vault: Vault, grace_seconds: float, *, dry_run: bool = False, force:
         new_packs, rewritten = _repack(vault, first.sparse) if first.sparse else ([], 0)
         with holding(vault.primary, EXCLUSIVE, stale_seconds=stale, wait_seconds=wait):
             vault.refresh()
+            unknown = learn_unknown_packs(vault)
             marked = mark(vault)  # pushes that committed while we repacked are roots now
+            marked.problems.extend(unknown)
             if marked.problems and not force:
                 raise UnparseableObjectsError(
                     f"gc deletes nothing while {len(marked.problems)} object(s) cannot be read: "

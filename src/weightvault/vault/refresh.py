@@ -184,8 +184,8 @@ def read_table(backend: Backend, pack_id: str, size: int | None = None) -> tuple
         if size is None:
             size = backend.stat(layout.pack_key(pack_id)).size
         return size, entries
-    except MissingObjectError:
-        pass
+    except (MissingObjectError, FormatError):
+        pass  # no usable copy of the table: the pack carries its own
     key = layout.pack_key(pack_id)
     if size is None:
         size = backend.stat(key).size
