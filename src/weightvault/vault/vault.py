@@ -24,6 +24,7 @@ from weightvault.core.errors import (
     ConfigError,
     ConflictError,
     CorruptObjectError,
+    CredentialsError,
     FormatError,
     IntegrityError,
     InvalidInputError,
@@ -266,7 +267,7 @@ class Vault:
         try:
             self.refresh()
         except StorageError as exc:
-            if isinstance(exc, IntegrityError):
+            if isinstance(exc, CredentialsError):  # keys or credentials: the user must act
                 raise
             logger.warning("could not follow the store's changes (%s); showing what this index knew", exc)
 
