@@ -96,6 +96,7 @@ def test_revisions_latest_label_alias_commit_and_prefix(vault: Vault, model_dir:
 
 def test_ambiguous_commit_prefix(vault: Vault) -> None:
     now = datetime.now(UTC)
+    vault.refresh()  # index rows added below by hand stay (no ref change is journaled)
     for label, commit in (("a", "abcd1" + "0" * 35), ("b", "abcd2" + "0" * 35)):
         vault.index.add_version(
             model="m",

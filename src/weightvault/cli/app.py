@@ -407,9 +407,15 @@ def verify(
     if as_json:
         emit_json(report.to_json())
     else:
+        shown: set[str] = set()
         for name, problems in report.affected_versions.items():
             for p in problems:
-                say(p if p.startswith(f"{name}:") else f"{name}: {p}")
+                line = p if p.startswith(f"{name}:") else f"{name}: {p}"
+                say(line)
+                shown.add(p)
+        for p in report.problems:
+            if p not in shown:
+                say(f"store: {p}")
         if report.ok:
             say(f"ok: {report.checked_versions} versions, {report.checked_chunks} chunks checked")
     if not report.ok:
@@ -421,31 +427,42 @@ def gc(
     grace: Annotated[
         float | None, typer.Option(help="Grace period in seconds (default from settings).")
     ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be deleted.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Delete even while some objects in the store cannot be parsed.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
-    """Reclaim data no version references (mark and sweep, with a grace period)."""
+    """Reclaim data no ref in the store reaches; repack sparse packs (safe while others push)."""
     vault = STATE.vault()
     period = vault.settings.gc_grace_seconds if grace is None else grace
-    report = vault.gc(grace_seconds=grace)
+    report = vault.gc(grace_seconds=grace, dry_run=dry_run, force=force)
     if as_json:
         emit_json({**report.to_json(), "grace_seconds": period})
     elif not STATE.quiet:
         say(
-            f"gc: {report.packs_deleted} packs deleted ({human(report.bytes_freed)}), "
-            f"{report.packs_condemned} newly unreferenced (deleted by a gc after the grace period of "
-            f"{duration(period)}), {report.manifests_deleted} manifests, {report.recipes_deleted} recipes, "
-            f"{report.temp_files_deleted} temp files"
+            ("gc --dry-run would delete: " if report.dry_run else "gc: deleted ")
+            + f"{report.packs_deleted} packs (net {human(report.bytes_freed)} freed; "
+            f"{report.packs_repacked} repacked, {human(report.bytes_rewritten)} of live data copied), "
+            f"{report.manifests_deleted} manifests, {report.recipes_deleted} recipes, "
+            f"{report.temp_files_deleted} temp files, "
+            f"{report.secondary_objects_deleted} objects only on secondaries; nothing modified within "
+            f"the grace period of {duration(period)} was touched"
         )
 
 
 @app.command()
 def recover(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
-    """Rebuild the index from the store alone."""
-    counts = STATE.vault().recover()
+    """Rebuild the index from the store alone; non-zero exit when something could not be read."""
+    report = STATE.vault().recover()
     if as_json:
-        emit_json(counts)
+        emit_json(report.to_json())
     else:
-        say("recovered: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+        for problem in report.problems:
+            say(f"skipped {problem}")
+        say("recovered: " + ", ".join(f"{v} {k}" for k, v in report.counts.items()))
+    if not report.ok:
+        raise typer.Exit(6)
 
 
 @app.command()

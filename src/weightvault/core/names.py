@@ -47,6 +47,15 @@ def check_label(label: str, what: str = "version label") -> str:
     return label
 
 
+def check_new_name(label: str, what: str = "version label") -> str:
+    """A label or alias about to be created: also not ``latest``, which always means the newest
+    version (a label or alias of that name would silently change what ``@latest`` pulls)."""
+    check_label(label, what)
+    if label == "latest":
+        raise InvalidNameError(f"{what} 'latest' is reserved: MODEL@latest always means the newest version")
+    return label
+
+
 def check_relative_path(path: str) -> str:
     """A file path inside a version: relative, '/'-separated, no way out of its root."""
     if not isinstance(path, str) or not path:

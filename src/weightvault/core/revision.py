@@ -9,6 +9,8 @@ from weightvault.core.errors import InvalidRevisionError
 from weightvault.core.names import check_label, check_model_name
 
 COMMIT_ID_LENGTH = 40
+#: ``MODEL@latest`` is always the newest version: no label or alias may be named so.
+LATEST = "latest"
 MIN_COMMIT_PREFIX = 4
 _HEX = re.compile(r"^[0-9a-f]+$")
 

@@ -113,12 +113,38 @@ class VerifyReport:
 
 @dataclass(frozen=True, slots=True)
 class GcReport:
+    """What a gc deleted (or, with ``dry_run``, would delete); ``bytes_freed`` is net of the live
+    bytes copied out of repacked packs."""
+
     packs_deleted: int
     bytes_freed: int
-    packs_condemned: int
+    packs_repacked: int
+    bytes_rewritten: int
     manifests_deleted: int
     recipes_deleted: int
     temp_files_deleted: int
+    secondary_objects_deleted: int
+    dry_run: bool = False
+    problems: list[str] = field(default_factory=list)
+    new_packs: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class RecoverReport:
+    """What ``recover`` rebuilt (counts by kind) and what it could not read, each with the reason."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def __getitem__(self, kind: str) -> int:
+        return self.counts[kind]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.counts, "problems": self.problems}

@@ -28,14 +28,16 @@ from weightvault.core.errors import (
     RevisionNotFoundError,
     VersionExistsError,
 )
-from weightvault.core.revision import looks_like_commit
+from weightvault.core.revision import LATEST, looks_like_commit
 from weightvault.registry.schema import (
     AliasRow,
+    Base,
     ChunkRow,
     ManifestRow,
     ModelRow,
     PackRow,
     RecipeRow,
+    StateRow,
     VersionRow,
 )
 
@@ -105,8 +107,10 @@ class RegistryIndex:
     def __init__(self, url: str) -> None:
         self.url = url = normalise_url(url)
         self.engine: Engine = create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
+        self._immediate = threading.local()
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", self._sqlite_begin)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = threading.Lock()  # SQLite allows one writer; queue ours instead of spinning
         self._local = threading.local()
@@ -178,9 +182,20 @@ class RegistryIndex:
         with self._sessions() as s:
             yield s
 
+    def _sqlite_begin(self, conn: Any) -> None:
+        """Write transactions take SQLite's write lock when they start (``BEGIN IMMEDIATE``), before
+        their reads: a commit's checks, a sweep and a recover see what they then write over, even
+        with other processes on the same file. Reads begin deferred and never block writers."""
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if getattr(self._immediate, "on", False) else "BEGIN")
+
     @contextmanager
     def _write(self) -> Iterator[Session]:
         with self._write_lock, self._sessions() as s, s.begin():
+            self._immediate.on = True
+            try:
+                s.connection()  # begins now, immediately, before any read of the transaction
+            finally:
+                self._immediate.on = False
             if self.engine.dialect.name == "postgresql":
                 # one index writer at a time across every process, as SQLite's database lock gives:
                 # the checks a push's commit and a gc sweep make stay true until they commit
@@ -264,7 +279,14 @@ class RegistryIndex:
                         "push; push again (only the missing data is written)"
                     )
             mid = self._ensure_model(s, model, created)
-            if s.scalar(select(VersionRow.id).where(VersionRow.model_id == mid, VersionRow.label == label)):
+            existing = s.scalar(
+                select(VersionRow).where(VersionRow.model_id == mid, VersionRow.label == label)
+            )
+            if existing is not None:
+                if existing.commit_id == commit:
+                    # the ref this commit just created was already indexed by another process's
+                    # refresh (several processes sharing one PostgreSQL index): the same version
+                    return self._record(s, model, existing)
                 raise VersionExistsError(f"version {model}@{label} already exists")
             if s.scalar(select(AliasRow.id).where(AliasRow.model_id == mid, AliasRow.name == label)):
                 raise ConflictError(f"{label!r} is an alias of {model}; choose another version label")
@@ -305,6 +327,40 @@ class RegistryIndex:
                     )
             return self._record(s, model, row)
 
+    def add_versions(self, versions: Sequence[dict[str, Any]]) -> int:
+        """Insert many versions read from the store's refs in one transaction (a full scan or a
+        recover of thousands of refs must not pay one commit each); versions whose label is taken
+        are skipped. Each dict has ``add_version``'s keyword arguments. Returns how many were added."""
+        added = 0
+        with self._write() as s:
+            models: dict[str, int] = {}
+            for v in versions:
+                mid = models.get(v["model"])
+                if mid is None:
+                    mid = models[v["model"]] = self._ensure_model(s, v["model"], v["created"])
+                if s.scalar(
+                    select(VersionRow.id).where(VersionRow.model_id == mid, VersionRow.label == v["label"])
+                ):
+                    continue
+                if s.get(ManifestRow, v["commit"]) is None:
+                    s.add(ManifestRow(commit_id=v["commit"], body=v["manifest"], created_at=v["created"]))
+                s.add(
+                    VersionRow(
+                        model_id=mid,
+                        label=v["label"],
+                        commit_id=v["commit"],
+                        parent=v["parent"],
+                        created_at=v["created"],
+                        message=v["message"],
+                        metadata_json=json.dumps(v["metadata"], sort_keys=True),
+                        total_size=v["total_size"],
+                        file_count=v["file_count"],
+                    )
+                )
+                s.flush()
+                added += 1
+        return added
+
     def list_versions(self, model: str) -> list[VersionRecord]:
         """Newest first."""
         with self._read() as s:
@@ -326,40 +382,52 @@ class RegistryIndex:
             )
 
     def resolve(self, model: str, revision: str | None) -> VersionRecord:
-        """Label, then alias, then full commit id, then a unique commit prefix; ``None`` is the latest."""
+        """A label, an alias, a full commit id or a unique commit prefix; ``None`` or ``latest`` is the
+        newest version. A revision that names one version as a label or alias and another by its
+        commit id is ambiguous (git's rule): the error names both."""
         with self._read() as s:
             mid = self._model_id(s, model)
             base = select(VersionRow).where(VersionRow.model_id == mid)
-            if revision is None:
+            if revision is None or revision == LATEST:
                 row = s.scalars(base.order_by(VersionRow.created_at.desc(), VersionRow.id.desc())).first()
                 if row is None:
                     raise RevisionNotFoundError(f"model {model!r} has no versions")
                 return self._record(s, model, row)
-            row = s.scalars(base.where(VersionRow.label == revision)).first()
-            if row is None:
+            named = s.scalars(base.where(VersionRow.label == revision)).first()
+            kind = "label"
+            if named is None:
                 vid = s.scalar(
                     select(AliasRow.version_id).where(AliasRow.model_id == mid, AliasRow.name == revision)
                 )
                 if vid is not None:
-                    row = s.get(VersionRow, vid)
-            if row is None and looks_like_commit(revision):
-                rows = list(
+                    named, kind = s.get(VersionRow, vid), "alias"
+            by_commit: list[VersionRow] = []
+            if looks_like_commit(revision):
+                by_commit = list(
                     s.scalars(
                         base.where(VersionRow.commit_id.startswith(revision)).order_by(
                             VersionRow.created_at.desc(), VersionRow.id.desc()
                         )
                     )
                 )
-                commits = {r.commit_id for r in rows}
-                if len(commits) > 1:
-                    raise AmbiguousRevisionError(
-                        f"commit prefix {revision!r} of {model} matches {len(commits)} versions; "
-                        "give more digits"
-                    )
-                row = rows[0] if rows else None
-            if row is None:
+            commits = {r.commit_id for r in by_commit}
+            if named is not None and commits - {named.commit_id}:
+                other = next(r for r in by_commit if r.commit_id != named.commit_id)
+                raise AmbiguousRevisionError(
+                    f"revision {revision!r} of {model} is ambiguous: {kind} {revision!r} is "
+                    f"{model}@{named.label} (commit {named.commit_id[:12]}), and it is also a prefix "
+                    f"of commit {other.commit_id} ({model}@{other.label}); give the full commit id "
+                    "or another name"
+                )
+            if named is not None:
+                return self._record(s, model, named)
+            if len(commits) > 1:
+                raise AmbiguousRevisionError(
+                    f"commit prefix {revision!r} of {model} matches {len(commits)} versions; give more digits"
+                )
+            if not by_commit:
                 raise RevisionNotFoundError(f"revision {revision!r} of model {model!r} not found")
-            return self._record(s, model, row)
+            return self._record(s, model, by_commit[0])
 
     def delete_version(self, model: str, label: str) -> None:
         with self._write() as s:
@@ -374,6 +442,33 @@ class RegistryIndex:
             s.flush()
             if not s.scalar(select(func.count()).select_from(VersionRow).where(VersionRow.model_id == mid)):
                 s.execute(delete(ModelRow).where(ModelRow.id == mid))
+
+    def version_commit(self, model: str, label: str) -> str | None:
+        """The commit of ``model@label`` if that exact label is indexed."""
+        with self._read() as s:
+            return s.scalar(
+                select(VersionRow.commit_id)
+                .join(ModelRow, ModelRow.id == VersionRow.model_id)
+                .where(ModelRow.name == model, VersionRow.label == label)
+            )
+
+    def all_refs(self) -> dict[tuple[str, str, str], str]:
+        """{(model, "version", label): commit, (model, "alias", alias): label} for everything indexed."""
+        out: dict[tuple[str, str, str], str] = {}
+        with self._read() as s:
+            for model, label, commit in s.execute(
+                select(ModelRow.name, VersionRow.label, VersionRow.commit_id).join(
+                    VersionRow, VersionRow.model_id == ModelRow.id
+                )
+            ):
+                out[(model, "version", label)] = commit
+            for model, alias, label in s.execute(
+                select(ModelRow.name, AliasRow.name, VersionRow.label)
+                .join(AliasRow, AliasRow.model_id == ModelRow.id)
+                .join(VersionRow, VersionRow.id == AliasRow.version_id)
+            ):
+                out[(model, "alias", alias)] = label
+        return out
 
     def live_commits(self) -> set[str]:
         with self._read() as s:
@@ -449,54 +544,78 @@ class RegistryIndex:
 
     def add_pack(
         self, pack_id: str, size: int, entries: Sequence[PackEntry], created: datetime | None = None
-    ) -> None:
-        """Record a durable pack.
+    ) -> bool:
+        """Record a durable pack and every chunk in it; False if it was already recorded.
 
-        A chunk already located elsewhere keeps its first location, unless this pack holds it
-        under a higher key slot: data key slots only grow within an encrypted model, so the
-        higher slot is the newer seal (``keys rotate --reencrypt``, or a re-push after the
-        old data key was dropped) and the row moves to it. Plain chunks (slot 0) never move.
+        A chunk may be recorded in several packs (another machine's push, gc copying live
+        chunks out of a sparse pack); a read takes the copy with the highest key slot, which
+        within an encrypted model is the newest seal (``keys rotate --reencrypt``).
         """
         with self._write() as s:
+            if s.get(PackRow, pack_id) is not None:
+                return False
             s.add(PackRow(id=pack_id, size=size, created_at=created or utcnow()))
             s.flush()
-            ids = [e.chunk_id for e in entries]
-            known: dict[bytes, int] = {}
-            for i in range(0, len(ids), _BATCH):
-                found = s.execute(
-                    select(ChunkRow.id, ChunkRow.key_slot).where(ChunkRow.id.in_(ids[i : i + _BATCH]))
-                )
-                known.update((cid, slot) for cid, slot in found)
-            moved = [
-                _chunk_row(pack_id, e)
-                for e in entries
-                if e.chunk_id in known and known[e.chunk_id] < e.key_slot
-            ]
-            if moved:
-                s.execute(update(ChunkRow), moved)
-            rows = [_chunk_row(pack_id, e) for e in entries if e.chunk_id not in known]
-            if rows:
-                s.execute(insert(ChunkRow), rows)
+            rows = list({e.chunk_id: _chunk_row(pack_id, e) for e in entries}.values())
+            for i in range(0, len(rows), _BATCH):
+                s.execute(insert(ChunkRow), rows[i : i + _BATCH])
+            return True
+
+    def add_packs(self, packs: Sequence[tuple[str, int, Sequence[PackEntry], datetime | None]]) -> None:
+        """``add_pack`` for many packs in one transaction (full scans and recover)."""
+        with self._write() as s:
+            for pack_id, size, entries, created in packs:
+                if s.get(PackRow, pack_id) is not None:
+                    continue
+                s.add(PackRow(id=pack_id, size=size, created_at=created or utcnow()))
+                s.flush()
+                rows = list({e.chunk_id: _chunk_row(pack_id, e) for e in entries}.values())
+                for i in range(0, len(rows), _BATCH):
+                    s.execute(insert(ChunkRow), rows[i : i + _BATCH])
+
+    def drop_packs(self, pack_ids: Iterable[str]) -> None:
+        """Forget packs (deleted from the store); chunks keep their other locations."""
+        plist = list(pack_ids)
+        with self._write() as s:
+            for i in range(0, len(plist), _BATCH):
+                part = plist[i : i + _BATCH]
+                s.execute(delete(ChunkRow).where(ChunkRow.pack_id.in_(part)))
+                s.execute(delete(PackRow).where(PackRow.id.in_(part)))
+
+    def drop_objects(self, commits: Iterable[str], recipes: Iterable[str]) -> None:
+        """Forget manifests and recipes deleted from the store."""
+        clist, rlist = list(commits), list(recipes)
+        with self._write() as s:
+            for i in range(0, len(clist), _BATCH):
+                s.execute(delete(ManifestRow).where(ManifestRow.commit_id.in_(clist[i : i + _BATCH])))
+            for i in range(0, len(rlist), _BATCH):
+                s.execute(delete(RecipeRow).where(RecipeRow.name.in_(rlist[i : i + _BATCH])))
+
+    def has_pack(self, pack_id: str) -> bool:
+        with self._read() as s:
+            return s.get(PackRow, pack_id) is not None
 
     def chunk_slot(self, chunk_id: bytes) -> int | None:
         """The dedup probe of an encrypted push: the key slot the chunk is sealed under, if indexed."""
         cur = self._probe_conn().cursor()
         try:
             cur.execute(
-                "SELECT key_slot FROM chunks WHERE id = ?"
+                "SELECT max(key_slot) FROM chunks WHERE id = ?"
                 if self.engine.dialect.paramstyle == "qmark"
-                else "SELECT key_slot FROM chunks WHERE id = %s",
+                else "SELECT max(key_slot) FROM chunks WHERE id = %s",
                 (chunk_id,),
             )
             row = cur.fetchone()
-            return None if row is None else int(row[0])
+            return None if row is None or row[0] is None else int(row[0])
         finally:
             cur.close()
 
     def locate_chunks(
         self, ids: Sequence[bytes], include_condemned: bool = True
     ) -> dict[bytes, ChunkLocation]:
-        out: dict[bytes, ChunkLocation] = {}
+        """One location per chunk: the highest key slot, then a pack not condemned, then the
+        smallest pack id (so every machine with the same rows picks the same copy)."""
+        best: dict[bytes, tuple[tuple[int, int, str], ChunkLocation]] = {}
         unique = list(dict.fromkeys(ids))
         with self._read() as s:
             for i in range(0, len(unique), _BATCH):
@@ -508,9 +627,26 @@ class RegistryIndex:
                 for row, condemned in s.execute(q):
                     if condemned is not None and not include_condemned:
                         continue
-                    out[row.id] = ChunkLocation(
-                        row.pack_id, row.offset, row.stored_len, row.raw_len, row.codec, row.key_slot
-                    )
+                    rank = (-row.key_slot, 0 if condemned is None else 1, row.pack_id)
+                    have = best.get(row.id)
+                    if have is None or rank < have[0]:
+                        loc = ChunkLocation(
+                            row.pack_id, row.offset, row.stored_len, row.raw_len, row.codec, row.key_slot
+                        )
+                        best[row.id] = (rank, loc)
+        return {cid: loc for cid, (_rank, loc) in best.items()}
+
+    def chunk_packs(self) -> dict[str, list[tuple[bytes, int, int, int, int, int]]]:
+        """pack id -> [(chunk id, offset, stored length, raw length, codec, key slot)] for every
+        recorded pack (gc's planning)."""
+        out: dict[str, list[tuple[bytes, int, int, int, int, int]]] = {}
+        with self._read() as s:
+            for pid in s.scalars(select(PackRow.id)):
+                out[pid] = []
+            for r in s.scalars(select(ChunkRow)):
+                out.setdefault(r.pack_id, []).append(
+                    (r.id, r.offset, r.stored_len, r.raw_len, r.codec, r.key_slot)
+                )
         return out
 
     def chunks_in_pack(self, pack_id: str) -> list[tuple[bytes, ChunkLocation]]:
@@ -533,60 +669,6 @@ class RegistryIndex:
     def pack_ids_for_chunks(self, ids: Iterable[bytes]) -> set[str]:
         return {loc.pack_id for loc in self.locate_chunks(list(ids)).values()}
 
-    def set_condemned(self, pack_ids: Iterable[str], when: datetime | None) -> None:
-        plist = list(pack_ids)
-        with self._write() as s:
-            for i in range(0, len(plist), _BATCH):
-                s.execute(
-                    update(PackRow).where(PackRow.id.in_(plist[i : i + _BATCH])).values(condemned_at=when)
-                )
-
-    def sweep(
-        self,
-        *,
-        mark_started: datetime,
-        cutoff: datetime,
-        live_commits: set[str],
-        live_recipes: set[str],
-        live_packs: set[str],
-    ) -> tuple[list[str], list[str], list[str]] | None:
-        """Delete rows of what the mark found dead, atomically with respect to pushes.
-
-        Returns (pack ids, commits, recipe names) whose objects may now be deleted, or None when
-        a version was committed after the mark started (its references were not marked).
-        """
-        with self._write() as s:
-            if s.scalar(
-                select(func.count()).select_from(VersionRow).where(VersionRow.created_at >= mark_started)
-            ):
-                return None
-            packs = [
-                r.id
-                for r in s.scalars(select(PackRow).where(PackRow.condemned_at.is_not(None)))
-                if r.id not in live_packs
-                and _aware(r.condemned_at) <= cutoff  # type: ignore[arg-type]
-                and _aware(r.created_at) <= cutoff
-            ]
-            commits = [
-                r.commit_id
-                for r in s.scalars(select(ManifestRow))
-                if r.commit_id not in live_commits and _aware(r.created_at) <= cutoff
-            ]
-            recipes = [
-                name
-                for name, created in s.execute(select(RecipeRow.name, RecipeRow.created_at))
-                if name not in live_recipes and _aware(created) <= cutoff
-            ]
-            for i in range(0, len(packs), _BATCH):
-                part = packs[i : i + _BATCH]
-                s.execute(delete(ChunkRow).where(ChunkRow.pack_id.in_(part)))
-                s.execute(delete(PackRow).where(PackRow.id.in_(part)))
-            for i in range(0, len(commits), _BATCH):
-                s.execute(delete(ManifestRow).where(ManifestRow.commit_id.in_(commits[i : i + _BATCH])))
-            for i in range(0, len(recipes), _BATCH):
-                s.execute(delete(RecipeRow).where(RecipeRow.name.in_(recipes[i : i + _BATCH])))
-            return packs, commits, recipes
-
     def known_objects(self) -> tuple[set[str], set[str], set[str]]:
         """(pack ids, manifest commits, recipe names) the index knows, for finding orphans."""
         with self._read() as s:
@@ -607,12 +689,44 @@ class RegistryIndex:
                 "chunk_raw_bytes": s.scalar(select(func.coalesce(func.sum(ChunkRow.raw_len), 0))) or 0,
             }
 
+    # ---- state of the index itself --------------------------------------------------------------
+
+    def get_state(self, name: str) -> str | None:
+        with self._read() as s:
+            row = s.get(StateRow, name)
+            return None if row is None else row.value
+
+    def set_state(self, name: str, value: str) -> None:
+        with self._write() as s:
+            row = s.get(StateRow, name)
+            if row is None:
+                s.add(StateRow(name=name, value=value))
+            else:
+                row.value = value
+
     # ---- recovery -------------------------------------------------------------------------------
+
+    def replace_with(self, other: RegistryIndex) -> None:
+        """Make this index a copy of ``other``, in one transaction: readers in other processes see
+        the old rows or the new ones, never a half-built index (``recover`` builds aside)."""
+        order = (ModelRow, VersionRow, AliasRow, ManifestRow, RecipeRow, PackRow, ChunkRow, StateRow)
+        with self._write() as s:
+            for table in reversed(order):
+                s.execute(delete(table))
+            for table in order:
+                t = Base.metadata.tables[table.__tablename__]
+                columns = list(t.columns)
+                names = [c.name for c in columns]
+                with other._read() as src:
+                    rows = [dict(zip(names, r, strict=True)) for r in src.execute(select(*columns))]
+                for i in range(0, len(rows), _BATCH):
+                    s.execute(insert(t), rows[i : i + _BATCH])
 
     def clear(self) -> None:
         """Drop every row (recover rebuilds them from the store)."""
         with self._write() as s:
-            for table in (AliasRow, VersionRow, ModelRow, ManifestRow, RecipeRow, ChunkRow, PackRow):
+            tables = (AliasRow, VersionRow, ModelRow, ManifestRow, RecipeRow, ChunkRow, PackRow, StateRow)
+            for table in tables:
                 s.execute(delete(table))
 
 
@@ -629,6 +743,7 @@ def _chunk_row(pack_id: str, e: PackEntry) -> dict[str, Any]:
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # transactions are begun by us (``_sqlite_begin``), not the driver
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=FULL")

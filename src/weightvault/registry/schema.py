@@ -86,12 +86,21 @@ class ChunkRow(Base):
     __tablename__ = "chunks"
     __table_args__ = (Index("ix_chunks_pack", "pack_id"),)
     id: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
-    pack_id: Mapped[str] = mapped_column(ForeignKey("packs.id", ondelete="CASCADE"))
+    #: a chunk may be stored in several packs (docs/format.md, "Refresh"): one row per copy
+    pack_id: Mapped[str] = mapped_column(ForeignKey("packs.id", ondelete="CASCADE"), primary_key=True)
     offset: Mapped[int] = mapped_column(BigInteger)
     stored_len: Mapped[int] = mapped_column(Integer)
     raw_len: Mapped[int] = mapped_column(Integer)
     codec: Mapped[int] = mapped_column(Integer, default=0)
     key_slot: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class StateRow(Base):
+    """Small named values about the index itself: the journal cursor, the store it mirrors."""
+
+    __tablename__ = "store_state"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
 
 
 # ---- access control (server): principals, tokens, grants, policies, audit --------------------

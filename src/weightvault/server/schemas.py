@@ -269,10 +269,15 @@ class GcStatusOut(BaseModel):
 class GcOut(BaseModel):
     packs_deleted: int
     bytes_freed: int
-    packs_condemned: int
+    packs_repacked: int
+    bytes_rewritten: int
     manifests_deleted: int
     recipes_deleted: int
     temp_files_deleted: int
+    secondary_objects_deleted: int
+    dry_run: bool
+    problems: list[str]
+    new_packs: int
 
 
 class Health(BaseModel):

@@ -56,10 +56,22 @@ class LocalBackend:
         return self.root / check_key(key)
 
     def _ensure_parent(self, path: Path) -> None:
+        """Create missing folders top-down, fsyncing each new one's parent: a new fan-out folder
+        must survive a power cut as surely as the object renamed into it."""
         parent = path.parent
         if parent in self._made_dirs:
             return
-        parent.mkdir(parents=True, exist_ok=True)
+        missing = []
+        folder = parent
+        while folder != self.root and not folder.is_dir():
+            missing.append(folder)
+            folder = folder.parent
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue  # another writer made it (and syncs its parent)
+            fsync_dir(folder.parent)
         with self._lock:
             self._made_dirs.add(parent)
 

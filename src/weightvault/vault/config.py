@@ -17,10 +17,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from weightvault.core.errors import ConfigError
-from weightvault.vault.config_schema import check_env_keys, check_file_keys, strings_in
+from weightvault.vault.config_schema import (
+    SEED_MODEL_WEIGHTS_KEYS,
+    check_env_keys,
+    check_file_keys,
+    strings_in,
+)
 from weightvault.vault.placement import LinkFallback, LinkMode
 
 ENV_PREFIX = "WEIGHTVAULT_"
@@ -66,6 +71,12 @@ class Settings(BaseModel):
     checksum_algorithm: Literal["sha256"] = "sha256"
     pack_size_mb: int = Field(64, ge=1, le=4096)
     gc_grace_seconds: float = Field(3600.0, ge=0)
+    #: gc copies the live chunks out of packs whose live fraction is below this, then deletes them
+    gc_repack_threshold: float = Field(0.9, ge=0, le=1)
+    #: a store lock not refreshed for this long is stale (its holder died or hangs)
+    lock_stale_seconds: float = Field(1800.0, gt=0)
+    #: how long a push waits for a gc's exclusive lock (and gc for running pushes) before failing
+    lock_wait_seconds: float = Field(900.0, ge=0)
     workers: int = Field(2, ge=1, le=64)
     #: name of the primary replica: "local" (the home's store folder) or a seed section (aws, gcp, azure)
     storage_type: str = "local"
@@ -81,12 +92,36 @@ class Settings(BaseModel):
     #: a chunk that does not shrink is stored as it is. Off by default: see README.
     compression: Literal["none", "zstd", "float"] = "none"
     encryption: EncryptionSettings = Field(default_factory=EncryptionSettings)
+    #: the seed's flags; each means what it says or is refused (``_seed_flags``)
+    encryption_enabled: bool | None = None
+    versioning_enabled: bool = True
+    access_control_enabled: bool = False
     #: refuse every push holding a pickle that imports something dangerous (as ``push --refuse-unsafe``)
     refuse_unsafe_pickles: bool = False
     #: let ``import hf --endpoint`` reach loopback, link-local and private addresses (another vault
     #: on the internal network as the upstream); off, an import can only reach public hosts
     import_allow_private_endpoints: bool = False
     sections: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _seed_flags(self) -> Settings:
+        """``encryption_enabled: true`` turns encryption on (with the configured provider, else a
+        key file in the home, created 0600 on first use); it may not contradict ``encryption``.
+        Every version is kept, so ``versioning_enabled: false`` cannot be honoured."""
+        flag = self.encryption_enabled
+        if flag is not None:
+            if "enabled" in self.encryption.model_fields_set and self.encryption.enabled != flag:
+                raise ValueError(
+                    f"encryption_enabled: {str(flag).lower()} contradicts encryption.enabled: "
+                    f"{str(self.encryption.enabled).lower()}"
+                )
+            self.encryption.enabled = flag
+        if not self.versioning_enabled:
+            raise ValueError(
+                "versioning_enabled: false cannot be honoured: weightvault keeps every version "
+                "(delete old ones with rm, then gc)"
+            )
+        return self
 
     @property
     def store_path(self) -> Path:
@@ -122,7 +157,8 @@ class Settings(BaseModel):
         return config
 
 
-_FLAT_KEYS = set(Settings.model_fields) - {"home", "sections"}
+#: settings a file may hold at its top level; the seed's flags only inside ``model_weights``
+_FLAT_KEYS = set(Settings.model_fields) - {"home", "sections"} - SEED_MODEL_WEIGHTS_KEYS
 
 
 def _from_file(path: Path) -> dict[str, Any]:
@@ -144,7 +180,7 @@ def _from_file(path: Path) -> dict[str, Any]:
     for key, value in raw.items():
         if key == "model_weights" and isinstance(value, dict):
             for k, v in value.items():
-                if k in _FLAT_KEYS:
+                if k in _FLAT_KEYS or k in SEED_MODEL_WEIGHTS_KEYS:
                     values[k] = v
             sections[key] = value
         elif key in _FLAT_KEYS:
@@ -210,4 +246,6 @@ def load_settings(
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
+        if not where:  # a rule about several settings (``Settings._seed_flags``)
+            raise ConfigError(f"invalid settings: {first['msg'].removeprefix('Value error, ')}") from None
         raise ConfigError(f"invalid setting {where}: {first['msg']}") from None

@@ -1,146 +1,369 @@
-"""Mark-and-sweep garbage collection with a grace period, safe against concurrent pushes.
+"""Online garbage collection: mark from the store's refs, repack sparse packs, sweep under a lock.
 
-Roots are every version the index knows plus every version ref in the store. A dead pack is
-first *condemned*; it is deleted by a later run once it has been condemned (and has existed)
-for longer than the grace period. A push that reuses a condemned pack un-condemns it in the
-same transaction that makes its version visible, and the sweep refuses to run if any version
-became visible after the mark started. Objects in the store that the index never learnt of
-(a push killed before recording them) are removed once older than the grace period.
+Safe with any number of writers on any machines (docs/format.md, "Locks and online gc"):
+
+1. Take the ``gc`` lock (one gc at a time) and refresh the index from the journal.
+2. **Mark** from every version and alias ref listed in the store (never from the index alone):
+   live commits, their recipes and chunks. An object that cannot be parsed stops gc (unless
+   forced): a malformed ref may be a version someone needs.
+3. **Repack**, online: the live chunks of packs whose live fraction is below
+   ``gc_repack_threshold`` are copied as they are stored (no decryption) into new packs, which
+   are journaled like a push's packs. Pushes go on meanwhile.
+4. Take the ``exclusive`` lock: it waits for every running push (``shared`` lock) to commit, and
+   no push starts while it is held. Refresh and **mark again**, then delete what is still dead
+   and older than the grace period: packs whose every live chunk has a copy in a pack that
+   stays, manifests and recipes no live version reads, and objects no journal entry ever named.
+   A ``gone`` journal entry names them first, so every reader forgets them.
+5. Secondaries lose the same objects, and whatever exists only on them and is dead.
 """
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from weightvault.cas.hashing import chunk_id as plain_chunk_id
+from weightvault.cas.pack import ENTRY, FOOTER
 from weightvault.core import layout
-from weightvault.core.errors import FormatError, MissingObjectError
-from weightvault.core.manifest import Manifest
+from weightvault.core.errors import (
+    ConfigError,
+    CredentialsError,
+    FormatError,
+    IntegrityError,
+    MissingObjectError,
+    StorageError,
+)
 from weightvault.core.types import GcReport
+from weightvault.storage.backend import Backend
+from weightvault.vault import refresh as refresh_module
+from weightvault.vault.codecs import BlobCodec
+from weightvault.vault.journal import GONE
+from weightvault.vault.locks import EXCLUSIVE, GC, holding
+from weightvault.vault.packer import PackSink, default_temp_factory
 
 if TYPE_CHECKING:
     from weightvault.vault.vault import Vault
 
 
-def mark(vault: Vault) -> tuple[set[str], set[str], set[str]]:
-    """(live commits, live recipe names, live pack ids).
+class UnparseableObjectsError(FormatError):
+    """gc will not delete while objects it cannot read might be versions someone needs."""
 
-    A file's live recipe is the one its model reads (``Vault._find_recipe``): the keyed one in
-    an encrypted model that has it, else the plain one. So once ``keys rotate --reencrypt`` has
-    given a file its keyed recipe, the plain recipe and the plain chunks are garbage (unless
-    another version or model still reads them). Encrypted models need their keys to be marked.
-    """
-    commits = vault.index.live_commits()
-    indexed = set(commits)
-    for _model, kind, _name, body in vault.store.refs():
-        if kind == "version" and isinstance(body.get("commit"), str):
-            commits.add(body["commit"])
+    code = "unparseable_objects"
+
+
+@dataclass
+class Marked:
+    commits: set[str] = field(default_factory=set)
+    recipes: set[str] = field(default_factory=set)
+    chunks: set[bytes] = field(default_factory=set)
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    dead: dict[str, int] = field(default_factory=dict)  # pack id -> size: nothing live, or all copied
+    sparse: dict[str, list[tuple[bytes, int, int, int, int, int]]] = field(default_factory=dict)
+    orphans: dict[str, int] = field(default_factory=dict)  # packs no journal entry named
+    manifests: list[str] = field(default_factory=list)
+    recipes: list[str] = field(default_factory=list)
+    live_bytes_to_copy: int = 0
+
+
+def mark(vault: Vault) -> Marked:
+    """Live commits, recipes and chunks, from every ref the store holds right now."""
+    out = Marked()
+    found, bad = vault.store.ref_keys()
+    out.problems.extend(f"{key}: not a ref key of this store format" for key in bad)
+    known = vault.index.all_refs()
+    models: dict[str, str] = {}
+    for (model, kind, name), key in found.items():
+        commit = known.get((model, kind, name)) if kind == "version" else None
+        if commit is None:
+            try:
+                body = vault.store.get_ref(model, kind, name)
+            except FormatError as exc:
+                out.problems.append(f"{key}: {exc}")
+                continue
+            if body is None:
+                continue  # deleted since the listing
+            commit = body["commit"]
+        out.commits.add(commit)
+        models[commit] = model
     wanted: set[tuple[str, str]] = set()
-    for commit in commits:
+    for commit in out.commits:
         try:
-            manifest: Manifest = vault._manifest(commit)
-        except (MissingObjectError, FormatError):
-            if commit in indexed:
-                raise
-            continue  # a dangling ref in the store: verify reports it; nothing to keep for it
+            manifest = vault._manifest(commit)
+        except (MissingObjectError, IntegrityError) as exc:
+            out.problems.append(f"manifest {commit} of {models[commit]}: {exc}")
+            continue
         wanted.update((manifest.model, f.sha256) for f in manifest.files)
-    recipes: set[str] = set()
-    chunk_ids: set[bytes] = set()
     for model, sha in sorted(wanted):
-        name, recipe = vault._find_recipe(sha, model)
-        if name not in recipes:
-            recipes.add(name)
-            chunk_ids.update(cid for cid, _ in recipe.chunks)
-    packs = vault.index.pack_ids_for_chunks(chunk_ids)
-    return commits, recipes, packs
+        try:
+            name, recipe = vault._find_recipe(sha, model)
+        except (MissingObjectError, IntegrityError, CredentialsError, ConfigError) as exc:
+            out.problems.append(f"recipe of file {sha} of {model}: {exc}")
+            continue
+        if name not in out.recipes:
+            out.recipes.add(name)
+            out.chunks.update(cid for cid, _ in recipe.chunks)
+    return out
 
 
-def collect(vault: Vault, grace_seconds: float) -> GcReport:
-    started = datetime.now(UTC)
-    cutoff = started - timedelta(seconds=grace_seconds)
-    live_commits, live_recipes, live_packs = mark(vault)
+def learn_unknown_packs(vault: Vault) -> list[str]:
+    """Record every pack in the store that the index does not know (a push killed before its
+    journal entry), so that planning sees its chunks; a pack whose table cannot be read is a
+    problem (gc will not delete what it cannot parse)."""
+    known = {p.id for p in vault.index.packs()}
+    problems = []
+    for info in list(vault.primary.list(layout.PACKS)):
+        pid = layout.name_from_key(info.key)
+        if pid in known:
+            continue
+        try:
+            size, entries = refresh_module.read_table(vault.primary, pid, info.size)
+        except MissingObjectError:
+            continue
+        except IntegrityError as exc:
+            problems.append(f"{info.key}: {exc}")
+            continue
+        vault.index.add_pack(pid, size, entries)
+    return problems
 
-    all_packs = vault.index.packs()
-    dead = [p.id for p in all_packs if p.id not in live_packs and p.condemned is None]
-    revived = [p.id for p in all_packs if p.id in live_packs and p.condemned is not None]
-    vault.index.set_condemned(dead, started)
-    vault.index.set_condemned(revived, None)
-    if grace_seconds == 0:
-        cutoff = datetime.now(UTC)
 
-    swept = vault.index.sweep(
-        mark_started=started,
-        cutoff=cutoff,
-        live_commits=live_commits,
-        live_recipes=live_recipes,
-        live_packs=live_packs,
+def plan(
+    vault: Vault,
+    marked: Marked,
+    threshold: float,
+    cutoff: float,
+    *,
+    drop: frozenset[str] = frozenset(),
+    copy: bool = True,
+) -> Plan:
+    """Which packs die, which are repacked, which manifests and recipes go.
+
+    A live chunk is *covered* by a pack that stays and holds it under the chunk's highest key
+    slot (the copy a read uses). A pack with no uncovered live chunk dies. A pack whose live
+    fraction is under ``threshold`` (or that is in ``drop``: repacked already) is not a keeper:
+    with ``copy`` its uncovered live chunks are copied and it dies, else it stays. Objects
+    modified after ``cutoff`` are never touched.
+    """
+    out = Plan()
+    listed = {layout.name_from_key(i.key): i for i in vault.primary.list(layout.PACKS)}
+    rows = vault.index.chunk_packs()
+    top: dict[bytes, int] = {}
+    for entries in rows.values():
+        for cid, _off, _stored, _raw, _codec, slot in entries:
+            if cid in marked.chunks and slot > top.get(cid, -1):
+                top[cid] = slot
+    live = {
+        pid: [e for e in entries if e[0] in marked.chunks and e[5] == top[e[0]]]
+        for pid, entries in rows.items()
+    }
+    kept: set[str] = set()
+    for pid in rows:
+        info = listed.get(pid)
+        if info is None:
+            continue  # gone already (a missing live pack is verify's finding, not gc's)
+        live_stored = sum(e[2] for e in live[pid])
+        young = info.mtime >= cutoff
+        if young or (live[pid] and pid not in drop and live_stored / max(info.size, 1) >= threshold):
+            kept.add(pid)
+    covered = {e[0] for pid in kept for e in live[pid]}
+    for pid in sorted(rows):
+        info = listed.get(pid)
+        if info is None or pid in kept:
+            continue
+        need = [e for e in live[pid] if e[0] not in covered]
+        covered.update(e[0] for e in need)
+        if need and not copy:
+            continue  # something live since the first mark: it stays
+        if need:
+            out.sparse[pid] = need
+            out.live_bytes_to_copy += sum(e[2] for e in need)
+        out.dead[pid] = info.size
+    for pid, info in listed.items():
+        if pid not in rows and info.mtime < cutoff:
+            out.orphans[pid] = info.size
+    for info in vault.primary.list(layout.MANIFESTS):
+        name = layout.name_from_key(info.key)
+        if name not in marked.commits and info.mtime < cutoff:
+            out.manifests.append(name)
+    for info in vault.primary.list(layout.RECIPES):
+        name = layout.name_from_key(info.key)
+        if name not in marked.recipes and info.mtime < cutoff:
+            out.recipes.append(name)
+    return out
+
+
+Entry = tuple[bytes, int, int, int, int, int]  # chunk id, offset, stored len, raw len, codec, key slot
+
+
+def _repack(vault: Vault, sparse: dict[str, list[Entry]]) -> tuple[list[str], int]:
+    """Copy the given live chunks, as stored, into new packs (journaled); (new pack ids, bytes)."""
+    sink = PackSink(
+        vault.backend,
+        vault.index,
+        default_temp_factory(vault.backend, vault.settings.home / "tmp"),
+        vault.settings.pack_size,
+        on_sealed=vault.journal_pack,
     )
-    packs, commits, recipes = swept if swept is not None else ([], [], [])
-    sizes = {p.id: p.size for p in all_packs}
-    backend = vault.backend
-    for pid in packs:
-        backend.delete(layout.pack_key(pid))
-        backend.delete(layout.index_key(pid))
-    for commit in commits:
-        backend.delete(layout.manifest_key(commit))
-    for name in recipes:
-        backend.delete(layout.recipe_key(name))
-    _restore_readded(vault, commits, recipes)
+    plain = BlobCodec()
+    try:
+        for pid, entries in sparse.items():
+            for cid, offset, stored_len, raw_len, codec, slot in sorted(entries, key=lambda e: e[1]):
+                blob = vault.backend.get_range(layout.pack_key(pid), offset, stored_len)
+                if len(blob) != stored_len:
+                    raise IntegrityError(f"pack {pid} is truncated")
+                if not codec & 0x80:  # plain blobs are checked before they become the only copy
+                    raw = plain.decode(codec, memoryview(blob), raw_len, cid, slot)
+                    if len(raw) != raw_len or plain_chunk_id(raw) != cid:
+                        raise IntegrityError(f"chunk {cid.hex()} in pack {pid} is corrupt")
+                sink.add(cid, blob, raw_len, codec, slot)
+        sink.flush()
+    except BaseException:
+        sink.abort()
+        raise
+    return sink.packs_written, sum(vault.primary.stat(layout.pack_key(p)).size for p in sink.packs_written)
 
-    orphans = _orphans(vault, cutoff.timestamp())
-    temps = 0
-    stale = getattr(backend, "stale_temp_files", None)
-    if callable(stale):
-        for info in list(stale()):
-            if info.mtime < cutoff.timestamp():
-                backend.remove_temp_file(info.key)  # type: ignore[attr-defined]
-                temps += 1
-    if vault.cache is not None:
-        temps += vault.cache.clean_temp(cutoff.timestamp())
+
+def _copy_cost(vault: Vault, p: Plan) -> int:
+    """The size of the packs a repack of ``p.sparse`` writes: blobs, tables and footers."""
+    if not p.sparse:
+        return 0
+    chunks = sum(len(e) for e in p.sparse.values())
+    packs = -(-p.live_bytes_to_copy // vault.settings.pack_size) or 1
+    return p.live_bytes_to_copy + ENTRY.size * chunks + FOOTER.size * packs
+
+
+def collect(vault: Vault, grace_seconds: float, *, dry_run: bool = False, force: bool = False) -> GcReport:
+    threshold = vault.settings.gc_repack_threshold
+    if dry_run:
+        vault.refresh()
+        problems = learn_unknown_packs(vault)
+        marked = mark(vault)
+        marked.problems.extend(problems)
+        cutoff = (datetime.now(UTC) - timedelta(seconds=grace_seconds)).timestamp()
+        p = plan(vault, marked, threshold, cutoff)
+        freed = sum(p.dead.values()) + sum(p.orphans.values())
+        cost = _copy_cost(vault, p)
+        return GcReport(
+            packs_deleted=len(p.dead) + len(p.orphans),
+            bytes_freed=freed - cost,
+            packs_repacked=len(p.sparse),
+            bytes_rewritten=cost,
+            manifests_deleted=len(p.manifests),
+            recipes_deleted=len(p.recipes),
+            temp_files_deleted=0,
+            secondary_objects_deleted=0,
+            dry_run=True,
+            problems=marked.problems,
+        )
+    stale, wait = vault.settings.lock_stale_seconds, vault.settings.lock_wait_seconds
+    with holding(vault.primary, GC, stale_seconds=stale, wait_seconds=wait):
+        vault.refresh()
+        unknown = learn_unknown_packs(vault)
+        marked = mark(vault)
+        marked.problems.extend(unknown)
+        if marked.problems and not force:
+            raise UnparseableObjectsError(
+                f"gc deletes nothing while {len(marked.problems)} object(s) cannot be read: "
+                f"{marked.problems[0]}; repair or remove them, or run gc --force"
+            )
+        cutoff = (datetime.now(UTC) - timedelta(seconds=grace_seconds)).timestamp()
+        first = plan(vault, marked, threshold, cutoff)
+        new_packs, rewritten = _repack(vault, first.sparse) if first.sparse else ([], 0)
+        with holding(vault.primary, EXCLUSIVE, stale_seconds=stale, wait_seconds=wait):
+            vault.refresh()
+            unknown = learn_unknown_packs(vault)
+            marked = mark(vault)  # pushes that committed while we repacked are roots now
+            marked.problems.extend(unknown)
+            if marked.problems and not force:
+                raise UnparseableObjectsError(
+                    f"gc deletes nothing while {len(marked.problems)} object(s) cannot be read: "
+                    f"{marked.problems[0]}; repair or remove them, or run gc --force"
+                )
+            final = plan(vault, marked, threshold, cutoff, drop=frozenset(first.sparse), copy=False)
+            packs = {**final.dead, **final.orphans}
+            if packs or final.manifests or final.recipes:
+                vault.journal_change(
+                    GONE,
+                    packs=sorted(packs),
+                    manifests=sorted(final.manifests),
+                    recipes=sorted(final.recipes),
+                )
+            for pid in packs:
+                vault.backend.delete(layout.pack_key(pid))
+                vault.backend.delete(layout.index_key(pid))
+            for commit in final.manifests:
+                vault.backend.delete(layout.manifest_key(commit))
+            for name in final.recipes:
+                vault.backend.delete(layout.recipe_key(name))
+            vault.index.drop_packs(packs)
+            vault.index.drop_objects(final.manifests, final.recipes)
+            secondary = _clean_secondaries(vault, marked, cutoff)
+    temps = _clean_temps(vault, cutoff)
     return GcReport(
-        packs_deleted=len(packs) + orphans[0],
-        bytes_freed=sum(sizes.get(p, 0) for p in packs) + orphans[1],
-        packs_condemned=len(dead),
-        manifests_deleted=len(commits),
-        recipes_deleted=len(recipes),
+        packs_deleted=len(packs),
+        bytes_freed=sum(packs.values()) - rewritten,
+        packs_repacked=len([p for p in first.sparse if p in packs]),
+        bytes_rewritten=rewritten,
+        manifests_deleted=len(final.manifests),
+        recipes_deleted=len(final.recipes),
         temp_files_deleted=temps,
+        secondary_objects_deleted=secondary,
+        dry_run=False,
+        problems=marked.problems,
+        new_packs=len(new_packs),
     )
 
 
-def _restore_readded(vault: Vault, commits: list[str], recipes: list[str]) -> None:
-    """A push may re-record a recipe or manifest between our sweep and our deletes: put it back."""
-    for name in recipes:
-        body = vault.index.get_recipe(name)
-        if body is not None:
-            vault.backend.put(layout.recipe_key(name), body)
-    for commit in commits:
-        body = vault.index.get_manifest(commit)
-        if body is not None:
-            vault.backend.put(layout.manifest_key(commit), body)
+def _clean_secondaries(vault: Vault, marked: Marked, cutoff: float) -> int:
+    """Delete from each secondary what is dead there: objects the primary no longer has, that no
+    live version needs (a pack the index still knows may be the last good copy: it stays)."""
+    if vault.replicas is None:
+        return 0
+    known_packs = {p.id for p in vault.index.packs()}
+    n = 0
+    for name in vault.replicas.names:
+        if name == vault.replicas.primary_name:
+            continue
+        backend = vault.replicas.backend(name)
+        try:
+            n += _clean_one(vault.primary, backend, marked, known_packs, cutoff)
+        except StorageError:
+            continue  # unreachable: the next gc cleans it
+    return n
 
 
-def _orphans(vault: Vault, cutoff: float) -> tuple[int, int]:
-    """Delete old store objects the index does not know (left by killed pushes)."""
-    packs, commits, recipes = vault.index.known_objects()
-    ref_commits: set[str] = set()
-    with contextlib.suppress(FormatError):
-        ref_commits = {b.get("commit", "") for _m, k, _n, b in vault.store.refs() if k == "version"}
-    n = freed = 0
-    backend = vault.backend
-    for prefix, known in (
-        (layout.PACKS, packs),
-        (layout.INDEX, packs),
-        (layout.MANIFESTS, commits | ref_commits),
-        (layout.RECIPES, recipes),
+def _clean_one(primary: Backend, backend: Backend, marked: Marked, known: set[str], cutoff: float) -> int:
+    n = 0
+    for prefix, live in (
+        (layout.PACKS, known),
+        (layout.INDEX, known),
+        (layout.MANIFESTS, marked.commits),
+        (layout.RECIPES, marked.recipes),
     ):
+        have = {layout.name_from_key(i.key) for i in primary.list(prefix)}
         for info in list(backend.list(prefix)):
             name = layout.name_from_key(info.key)
-            if name in known or info.mtime >= cutoff:
+            if name in have or name in live or info.mtime >= cutoff:
                 continue
             with contextlib.suppress(MissingObjectError):
                 backend.delete(info.key)
-            if prefix == layout.PACKS:
-                n += 1
-                freed += info.size
-    return n, freed
+            n += 1
+    return n
+
+
+def _clean_temps(vault: Vault, cutoff: float) -> int:
+    temps = 0
+    stale = getattr(vault.primary, "stale_temp_files", None)
+    if callable(stale):
+        for info in list(stale()):
+            if info.mtime < cutoff:
+                vault.primary.remove_temp_file(info.key)  # type: ignore[attr-defined]
+                temps += 1
+    if vault.cache is not None:
+        temps += vault.cache.clean_temp(cutoff)
+    return temps

@@ -36,6 +36,7 @@ from weightvault.core.names import check_label, check_model_name, check_relative
 from weightvault.core.types import PushResult
 from weightvault.vault import safety as safety_module
 from weightvault.vault.codecs import BlobEncoder
+from weightvault.vault.locks import SHARED, holding
 from weightvault.vault.packer import PackSink, default_temp_factory
 from weightvault.vault.source import SourceFile
 from weightvault.vault.stream import FileStream
@@ -79,6 +80,7 @@ def missing_chunks(vault: Vault, model: str, ids: Sequence[bytes]) -> list[bytes
     for cid in ids:
         if len(cid) != CHUNK_ID_SIZE:
             raise InvalidInputError("a chunk id is 32 bytes (64 hex digits)")
+    vault.refresh()  # chunks other machines pushed count too
     have = vault.index.locate_chunks(list(ids), include_condemned=False)
     return [cid for cid in dict.fromkeys(ids) if cid not in have]
 
@@ -95,6 +97,7 @@ def put_chunks(
         vault.index,
         default_temp_factory(vault.backend, vault.settings.home / "tmp"),
         1 << 62,  # one pack per request: it is sealed by flush() below, never mid-stream
+        on_sealed=vault.journal_pack,  # announced to every other machine on the store
     )
     # uploaded chunks come without their file's tensor layout, so "float" stores them with plain zstd
     encoder = BlobEncoder("zstd") if vault.settings.compression != "none" else None
@@ -159,75 +162,95 @@ def commit(
     paths = [check_relative_path(f.path) for f in files]
     if len(set(paths)) != len(paths):
         raise InvalidInputError("a file path appears twice")
-    all_ids = list(dict.fromkeys(c for f in files for c, _ in f.recipe.chunks))
-    where = vault.index.locate_chunks(all_ids)
-    absent = [c for c in all_ids if c not in where]
-    if absent:
-        raise MissingObjectError(
-            f"{len(absent)} chunk(s) of this version were not uploaded (first {absent[0].hex()})"
-        )
-    for f in files:
-        if vault.index.get_recipe(f.recipe.sha256) is None:
-            _check_file(vault, f)
-    streams = [
-        FileStream(FileEntry(f.path, f.recipe.size, f.recipe.sha256), f.recipe, vault.reader, f.path)
-        for f in files
-    ]
-    safety = safety_module.inspect_streams(
-        [(s.entry.path, s.entry.size, s.open) for s in streams],
-        refuse_unsafe or vault.settings.refuse_unsafe_pickles,
-    )
-    if parent is None:
-        with contextlib.suppress(Exception):
-            parent = vault.index.resolve(model, None).commit
-    entries = tuple(FileEntry(f.path, f.recipe.size, f.recipe.sha256) for f in files)
-    if version is None and parent is not None:  # the embedded push's rule: same files, same lineage
-        same = vault._same_files(model, parent, entries)
-        if same is not None and [dict(x) for x in vault._manifest(same.commit).lineage] == [
-            dict(x) for x in lineage
-        ]:
-            return PushResult(
-                version=same,
-                bytes_read=0,
-                bytes_written=0,
-                chunks_total=sum(len(f.recipe.chunks) for f in files),
-                chunks_new=0,
-                seconds=time.perf_counter() - started,
-                unchanged=True,
+    # the shared lock keeps a gc from deleting what this version needs until it is committed
+    # (docs/format.md, "Locks and online gc"); a pack lost before we took it is sent again
+    with holding(
+        vault.primary,
+        SHARED,
+        stale_seconds=vault.settings.lock_stale_seconds,
+        wait_seconds=vault.settings.lock_wait_seconds,
+    ):
+        vault.refresh()
+        if version is not None and vault.index.label_exists(model, version):
+            raise VersionExistsError(f"version {model}@{version} already exists")
+        all_ids = list(dict.fromkeys(c for f in files for c, _ in f.recipe.chunks))
+        where = vault.index.locate_chunks(all_ids)
+        absent = [c for c in all_ids if c not in where]
+        if absent:
+            raise MissingObjectError(
+                f"{len(absent)} chunk(s) of this version were not uploaded (first {absent[0].hex()})"
             )
-    for f in files:
-        body = vault.store.put_recipe(f.recipe)
-        vault.index.put_recipe(f.recipe.sha256, f.recipe.size, body)
-    manifest = Manifest(
-        model=model,
-        files=tuple(FileEntry(f.path, f.recipe.size, f.recipe.sha256) for f in files),
-        parent=parent,
-        message=message,
-        metadata=dict(metadata or {}),
-        lineage=tuple(lineage),
-        safety=safety,
-    )
-    commit_id, body = vault.store.put_manifest(manifest)
-    created = datetime.now(UTC)
-    label = vault._create_ref(model, version, commit_id, created, None)
-    try:
-        rec = vault.index.add_version(
+        packs = {loc.pack_id for loc in where.values()}
+        lost = [p for p in packs if not vault.primary.exists(layout.pack_key(p))]
+        if lost:  # the store lost them (a gc elsewhere): forget them; the client sends their chunks again
+            vault.index.drop_packs(lost)
+            raise MissingObjectError(
+                f"{len(lost)} pack(s) of this version are gone from the store; send again"
+            )
+        for f in files:
+            if vault.index.get_recipe(f.recipe.sha256) is None:
+                _check_file(vault, f)
+        streams = [
+            FileStream(FileEntry(f.path, f.recipe.size, f.recipe.sha256), f.recipe, vault.reader, f.path)
+            for f in files
+        ]
+        safety = safety_module.inspect_streams(
+            [(s.entry.path, s.entry.size, s.open) for s in streams],
+            refuse_unsafe or vault.settings.refuse_unsafe_pickles,
+        )
+        if parent is None:
+            with contextlib.suppress(Exception):
+                parent = vault.index.resolve(model, None).commit
+        entries = tuple(FileEntry(f.path, f.recipe.size, f.recipe.sha256) for f in files)
+        if version is None and parent is not None:  # the embedded push's rule: same files, same lineage
+            same = vault._same_files(model, parent, entries)
+            if same is not None and [dict(x) for x in vault._manifest(same.commit).lineage] == [
+                dict(x) for x in lineage
+            ]:
+                return PushResult(
+                    version=same,
+                    bytes_read=0,
+                    bytes_written=0,
+                    chunks_total=sum(len(f.recipe.chunks) for f in files),
+                    chunks_new=0,
+                    seconds=time.perf_counter() - started,
+                    unchanged=True,
+                )
+        for f in files:
+            body = vault.store.put_recipe(f.recipe)
+            vault.index.put_recipe(f.recipe.sha256, f.recipe.size, body)
+        manifest = Manifest(
             model=model,
-            label=label,
-            commit=commit_id,
+            files=tuple(FileEntry(f.path, f.recipe.size, f.recipe.sha256) for f in files),
             parent=parent,
-            created=created,
             message=message,
             metadata=dict(metadata or {}),
-            total_size=manifest.total_size,
-            file_count=len(files),
-            manifest=body,
-            required_packs={loc.pack_id for loc in where.values()},
-            required_recipes={f.recipe.sha256 for f in files},
+            lineage=tuple(lineage),
+            safety=safety,
         )
-    except BaseException:
-        vault.primary.delete(layout.version_ref_key(model, label))
-        raise
+        commit_id, body = vault.store.put_manifest(manifest)
+        created = datetime.now(UTC)
+        label = vault._create_ref(model, version, commit_id, created, None)
+        vault.journal_ref(model, "version", label)
+        try:
+            rec = vault.index.add_version(
+                model=model,
+                label=label,
+                commit=commit_id,
+                parent=parent,
+                created=created,
+                message=message,
+                metadata=dict(metadata or {}),
+                total_size=manifest.total_size,
+                file_count=len(files),
+                manifest=body,
+                required_packs=packs,
+                required_recipes={f.recipe.sha256 for f in files},
+            )
+        except BaseException:
+            vault.primary.delete(layout.version_ref_key(model, label))
+            vault.journal_ref(model, "version", label)
+            raise
     replication = vault._replicate_version(rec)
     return PushResult(
         version=vault._info(rec),

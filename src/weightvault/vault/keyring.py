@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import blake3
 
+from weightvault.core import layout
 from weightvault.core.errors import (
     ConcurrentModificationError,
     ConfigError,
@@ -96,12 +97,13 @@ class KeySlotMissingError(IntegrityError):
 
 
 def keyring_key(model: str) -> str:
-    return f"{KEYS}{check_model_name(model)}/{KEYRING_NAME}"
+    return layout.keyring_key(model)
 
 
 def claim_key(model: str, generation: int) -> str:
-    """Where a rewrite claims a keyring generation (if-absent): ``keys/<model>/keyring.claims/<n>``."""
-    return f"{KEYS}{check_model_name(model)}/{KEYRING_NAME}.claims/{generation:010d}"
+    """Where a rewrite claims a keyring generation (if-absent):
+    ``keys/<ns>/<name>/keyring.claims/<n>`` (beside the keyring, never a folder of another key)."""
+    return f"{KEYS}{layout.model_path(model)}/{KEYRING_NAME}.claims/{generation:010d}"
 
 
 def _tombstone(generation: int, body: bytes) -> bytes:
@@ -109,13 +111,7 @@ def _tombstone(generation: int, body: bytes) -> bytes:
 
 
 def parse_keyring_key(key: str) -> str | None:
-    if not key.startswith(KEYS) or not key.endswith(f"/{KEYRING_NAME}"):
-        return None
-    model = key[len(KEYS) : -len(KEYRING_NAME) - 1]
-    try:
-        return check_model_name(model)
-    except WeightvaultError:
-        return None
+    return layout.parse_keyring_key(key)
 
 
 def _derive(context: str, material: bytes) -> bytes:
@@ -204,7 +200,7 @@ class KeyringRecord:
             if raw.get("format") != KEYRING_FORMAT:
                 raise FormatError(f"keyring of {model}: unsupported format {raw.get('format')!r}")
             if raw["model"] != model:
-                raise FormatError(f"keyring under keys/{model}/ names model {raw['model']!r}")
+                raise FormatError(f"keyring {layout.keyring_key(model)} names model {raw['model']!r}")
             slots = []
             for d in raw["data_keys"]:
                 slot, state = int(d["slot"]), d["state"]

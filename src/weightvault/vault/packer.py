@@ -1,7 +1,7 @@
 """Collects new chunks of a push into pack objects and makes each one durable and indexed.
 
 Order per pack (docs/format.md, "write order"): pack object durable -> index object -> index
-rows. Only then may a later push deduplicate against its chunks, so a push killed at any
+rows -> journal entry. Only then may a later push deduplicate against its chunks, so a push killed at any
 moment never leaves the index pointing at data that is not on disk.
 """
 
@@ -36,8 +36,10 @@ class PackSink:
         index: RegistryIndex,
         temp_path: Callable[[], Path],
         target_size: int,
+        on_sealed: Callable[[str, int], None] | None = None,
     ) -> None:
         self._backend = backend
+        self._on_sealed = on_sealed
         self._index = index
         self._temp_path = temp_path
         self._target = target_size
@@ -83,6 +85,8 @@ class PackSink:
             self._backend.put_file(layout.pack_key(pack.id), pack.path, consume=True)
             self._backend.put(layout.index_key(pack.id), table)
             self._index.add_pack(pack.id, pack.writer.size, pack.writer.entries)
+            if self._on_sealed is not None:  # other machines learn of the pack (the journal)
+                self._on_sealed(pack.id, pack.writer.size)
         except BaseException:
             pack.file.abort()
             pack.path.unlink(missing_ok=True)

@@ -1,18 +1,21 @@
 """Rebuilding the registry index from the store alone (any single replica and its keys).
 
-Order: packs (from their index objects, or from the table at the end of the pack when the
-index object is lost), recipes, then versions oldest first, then aliases. A chunk found in
-several packs is located in the one with the highest key slot (the newest seal; see
-``RegistryIndex.add_pack``). Sealed recipes are recorded as stored; opening them (with the keys
-of each encrypted model) is how recover tells them from garbage.
+The new index is built aside (a fresh SQLite file in the home) and copied over the live one in
+one transaction only when it is complete, so a failed or interrupted recover leaves the old
+index as it was. Order: packs (from their index objects, or from the table at the end of the
+pack when the index object is lost), recipes, then versions oldest first, then aliases. Every
+object that cannot be read or parsed is named with the reason; the rest is recovered.
+Sealed recipes are recorded as stored; opening them (with the keys of each encrypted model) is
+how recover tells them from garbage.
 """
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from weightvault.cas.pack import FOOTER, decode_table, table_size
 from weightvault.core import layout
 from weightvault.core.errors import (
     CorruptObjectError,
@@ -22,7 +25,11 @@ from weightvault.core.errors import (
     WeightvaultError,
 )
 from weightvault.core.manifest import FileRecipe
+from weightvault.core.types import RecoverReport
+from weightvault.registry.index import RegistryIndex
 from weightvault.vault.keyring import Domain, is_sealed_recipe
+from weightvault.vault.refresh import CURSOR, STORE_ID, read_table, version_row
+from weightvault.vault.store import RefRefusedError
 
 if TYPE_CHECKING:
     from weightvault.vault.vault import Vault
@@ -47,78 +54,99 @@ def _open_recipe(name: str, data: bytes, domains: list[Domain]) -> FileRecipe:
     raise CorruptObjectError(f"sealed recipe {name} opens with the keys of no model")
 
 
-def rebuild_index(vault: Vault) -> dict[str, int]:
-    backend, index, store = vault.backend, vault.index, vault.store
-    counts = {"packs": 0, "recipes": 0, "versions": 0, "aliases": 0, "skipped": 0, "refused_refs": 0}
-    # Every encrypted model's keys are opened before anything is cleared: sealed recipes can only
-    # be told apart with them, and a key problem should stop recover while the index is intact.
+def rebuild_index(vault: Vault) -> RecoverReport:
+    # Every encrypted model's keys are opened first: sealed recipes can only be told apart with
+    # them, and a key problem should stop recover while the index is intact.
     vault.keys.forget()
     domains = [d for m in vault.keys.models() if (d := vault.keys.domain(m)) is not None]
-    index.clear()
+    path = vault.settings.home / f"recover-{uuid.uuid4().hex[:8]}.db"
+    aside = RegistryIndex.sqlite(path)
+    try:
+        report = _build(vault, aside, domains)
+        vault.index.replace_with(aside)
+    finally:
+        aside.close()
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                path.with_name(path.name + suffix).unlink()
+    return report
 
-    pack_infos = {layout.name_from_key(i.key): i for i in backend.list(layout.PACKS)}
-    tables = {layout.name_from_key(i.key): i.key for i in backend.list(layout.INDEX)}
-    for pack_id, info in pack_infos.items():
+
+def _build(vault: Vault, index: RegistryIndex, domains: list[Domain]) -> RecoverReport:
+    backend, store = vault.backend, vault.store
+    report = RecoverReport(
+        {"packs": 0, "recipes": 0, "versions": 0, "aliases": 0, "skipped": 0, "refused_refs": 0}
+    )
+    counts = report.counts
+
+    def skip(what: str, exc: BaseException | str) -> None:
+        counts["skipped"] += 1
+        report.problems.append(f"{what}: {exc}")
+
+    head = vault.journal.head()  # before the listings: what is written meanwhile is applied later
+    packs = []
+    for info in backend.list(layout.PACKS):
+        pack_id = layout.name_from_key(info.key)
         try:
-            if pack_id in tables:
-                entries = decode_table(backend.get(tables[pack_id]))
-            else:
-                tail = backend.get_range(info.key, max(0, info.size - FOOTER.size), FOOTER.size)
-                n = table_size(tail)
-                entries = decode_table(backend.get_range(info.key, info.size - n, n))
-        except (FormatError, MissingObjectError):
-            counts["skipped"] += 1
+            size, entries = read_table(backend, pack_id, info.size)
+        except (IntegrityError, MissingObjectError) as exc:
+            skip(info.key, exc)
             continue
-        index.add_pack(pack_id, info.size, entries, created=_when(info.mtime))
+        packs.append((pack_id, size, entries, _when(info.mtime)))
         counts["packs"] += 1
+    index.add_packs(packs)
 
     for info in backend.list(layout.RECIPES):
         name = layout.name_from_key(info.key)
         try:
             data = backend.get(info.key)
             recipe = _open_recipe(name, data, domains)
-        except (IntegrityError, MissingObjectError):
-            counts["skipped"] += 1
+        except (IntegrityError, MissingObjectError) as exc:
+            skip(info.key, exc)
             continue
         index.put_recipe(name, recipe.size, data, created=_when(info.mtime))
         counts["recipes"] += 1
 
+    found, bad = store.ref_keys()
+    for key in bad:
+        skip(key, "not a ref key of this store format")
     versions: list[tuple[datetime, str, str, str]] = []
     aliases: list[tuple[str, str, str]] = []
-    refused: list[tuple[str, str]] = []
-    for model, kind, name, body in store.refs(refused):
+    for (model, kind, name), key in found.items():
+        try:
+            body = store.get_ref(model, kind, name)
+        except RefRefusedError as exc:  # an encrypted model's ref that fails authentication
+            skip(key, exc)
+            counts["refused_refs"] += 1
+            continue
+        except IntegrityError as exc:
+            skip(key, exc)
+            continue
+        if body is None:
+            continue
         if kind == "version":
             versions.append((datetime.fromisoformat(body["created"]), model, name, body["commit"]))
         else:
             aliases.append((model, name, body["label"]))
-    counts["skipped"] += len(refused)  # refs of encrypted models that fail authentication
-    counts["refused_refs"] = len(refused)
+    rows = []
     for created, model, label, commit in sorted(versions):
+        key = layout.version_ref_key(model, label)
         try:
             manifest, stored = store.read_manifest(commit)
-        except (MissingObjectError, IntegrityError):
-            counts["skipped"] += 1
+            if manifest.model != model:  # a manifest swapped in from another model
+                raise FormatError(f"its manifest {commit} is of model {manifest.model!r}")
+        except (MissingObjectError, IntegrityError) as exc:
+            skip(key, exc)
             continue
-        if manifest.model != model:  # a manifest swapped in from another model
-            counts["skipped"] += 1
-            continue
-        index.add_version(
-            model=model,
-            label=label,
-            commit=commit,
-            parent=manifest.parent,
-            created=created,
-            message=manifest.message,
-            metadata=dict(manifest.metadata),
-            total_size=manifest.total_size,
-            file_count=len(manifest.files),
-            manifest=stored,
-        )
-        counts["versions"] += 1
+        ref = {"commit": commit, "created": created.isoformat()}
+        rows.append(version_row(model, label, ref, manifest, stored))
+    counts["versions"] += index.add_versions(rows)
     for model, alias, label in aliases:
         try:
             index.set_alias(model, alias, label)
             counts["aliases"] += 1
-        except WeightvaultError:
-            counts["skipped"] += 1
-    return counts
+        except WeightvaultError as exc:
+            skip(layout.alias_ref_key(model, alias), exc)
+    index.set_state(STORE_ID, store.config.store_id)
+    index.set_state(CURSOR, str(head))
+    return report

@@ -54,6 +54,7 @@ from weightvault.vault.keyring import (
     parse_keyring_key,
     provider_params,
 )
+from weightvault.vault.locks import SHARED, holding
 from weightvault.vault.packer import PackSink, default_temp_factory
 from weightvault.vault.source import SourceFile
 
@@ -288,13 +289,21 @@ def rotate(
                     move(m, keys.open_with(m, old), final, params, True)
             target = final
     if reencrypt:
-        for m in models:
-            dom = domains.get(m)
-            if dom is None:  # a plain model encrypted now: its existing refs get authenticated
-                dom = keys.create(m, target, params)
-                vault.adopt_refs(m, dom)
-            report.models.setdefault(m, {"kek_from": None, "rewrapped": False, "kek_to": target.key_id})
-            report.models[m]["reencrypt"] = reencrypt_model(vault, dom, target, progress).to_json()
+        # re-encryption reuses live chunks like a push: a gc must not sweep meanwhile
+        with holding(
+            vault.primary,
+            SHARED,
+            stale_seconds=vault.settings.lock_stale_seconds,
+            wait_seconds=vault.settings.lock_wait_seconds,
+        ):
+            vault.refresh()
+            for m in models:
+                dom = domains.get(m)
+                if dom is None:  # a plain model encrypted now: its existing refs get authenticated
+                    dom = keys.create(m, target, params)
+                    vault.adopt_refs(m, dom)
+                report.models.setdefault(m, {"kek_from": None, "rewrapped": False, "kek_to": target.key_id})
+                report.models[m]["reencrypt"] = reencrypt_model(vault, dom, target, progress).to_json()
     report.seconds = time.perf_counter() - started
     return report
 
@@ -371,6 +380,7 @@ class _Converter:
             vault.index,
             default_temp_factory(vault.primary, vault.settings.home / "tmp"),
             vault.settings.pack_size,
+            on_sealed=vault.journal_pack,  # other machines learn of the new packs
         )
         self.progress = progress
         self.lock = threading.Lock()

@@ -16,6 +16,8 @@ from weightvault.core.manifest import FileRecipe, Manifest, canonical_json
 from weightvault.storage.backend import Backend
 from weightvault.storage.replica import ReplicaSet
 
+#: Format 2: fixed-depth ref and keyring keys, the journal and store locks, authenticated refs and
+#: sealed manifests of encrypted models (docs/format.md, "Changes in format 2").
 STORE_FORMAT = 2
 
 
@@ -47,7 +49,10 @@ class StoreConfig:
         try:
             raw = json.loads(data)
             if raw["format"] != STORE_FORMAT:
-                raise FormatError(f"store format {raw['format']!r} is not supported by this weightvault")
+                raise FormatError(
+                    f"store format {raw['format']!r} is not supported by this weightvault "
+                    f"(it reads and writes format {STORE_FORMAT})"
+                )
             c = raw["chunking"]
             params = ChunkingParams(
                 int(c["min_size"]), int(c["avg_size"]), int(c["max_size"]), c["algorithm"]
@@ -90,6 +95,9 @@ class RefRefusedError(IntegrityError):
 class Store:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        #: "does the store have it" means the primary: a copy only on a secondary must not make a
+        #: push skip writing it to the primary
+        self.primary = backend.backend(backend.primary_name) if isinstance(backend, ReplicaSet) else backend
         self.config = self._load_or_init_config()
         #: opens a sealed manifest (set by the vault, which holds the keys)
         self.manifest_opener: Callable[[str, bytes], Manifest] | None = None
@@ -125,7 +133,7 @@ class Store:
             commit = sealer.commit_id(body)
             body = sealer.seal_manifest(commit, body)
         key = layout.manifest_key(commit)
-        if not self.backend.exists(key):
+        if not self.primary.exists(key):
             self.backend.put(key, body)
         return commit, body
 
@@ -152,7 +160,7 @@ class Store:
     def put_recipe(self, recipe: FileRecipe) -> bytes:
         body = recipe.to_bytes()
         key = layout.recipe_key(recipe.sha256)
-        if not self.backend.exists(key):
+        if not self.primary.exists(key):
             self.backend.put(key, body)
         return body
 
@@ -165,7 +173,7 @@ class Store:
     def put_recipe_object(self, name: str, body: bytes) -> None:
         """A recipe object as it is stored (sealed in an encrypted model), written once."""
         key = layout.recipe_key(name)
-        if not self.backend.exists(key):
+        if not self.primary.exists(key):
             self.backend.put(key, body)
 
     def get_recipe_object(self, name: str) -> bytes:
@@ -211,7 +219,7 @@ class Store:
     def has_authenticated_refs(self, model: str) -> bool:
         """Whether any ref of ``model`` carries a MAC (the model is encrypted), checked before a
         push treats a model without a keyring as plain."""
-        for info in self.backend.list(f"{layout.REFS}{model}/"):
+        for info in self.backend.list(layout.model_refs_prefix(model)):
             parsed = layout.parse_ref_key(info.key)
             if parsed is None or parsed[0] != model:
                 continue
@@ -223,30 +231,67 @@ class Store:
                 return True
         return False
 
+    def get_ref(self, model: str, kind: str, name: str) -> dict[str, Any] | None:
+        """A ref's body checked against its key (and, in an encrypted model, its MAC), or None
+        when it does not exist. Raises ``FormatError`` or ``RefRefusedError``."""
+        key = layout.ref_key(model, kind, name)
+        try:
+            data = self.backend.get(key)
+        except MissingObjectError:
+            return None
+        body = parse_ref_body(key, model, kind, name, data)
+        if self.ref_checker is not None:
+            self.ref_checker(model, kind, name, body)
+        return body
+
+    def ref_keys(self) -> tuple[dict[tuple[str, str, str], str], list[str]]:
+        """Every ref key in the store, parsed: ({(model, kind, name): key}, [keys that parse as no
+        ref of this format])."""
+        found: dict[tuple[str, str, str], str] = {}
+        bad: list[str] = []
+        for info in self.backend.list(layout.REFS):
+            parsed = layout.parse_ref_key(info.key)
+            if parsed is None:
+                bad.append(info.key)
+            else:
+                found[parsed] = info.key
+        return found, bad
+
     def refs(
         self, refused: list[tuple[str, str]] | None = None
     ) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
         """(model, kind, name, body) for every authentic ref in the store.
 
         A ref that ``ref_checker`` refuses (an encrypted model's ref without a valid MAC) is
-        skipped and, with ``refused``, reported there as (key, reason)."""
-        for info in self.backend.list(layout.REFS):
-            parsed = layout.parse_ref_key(info.key)
-            if parsed is None:
-                continue
+        skipped and, with ``refused``, reported there as (key, reason); a malformed one raises."""
+        found, bad = self.ref_keys()
+        if bad:
+            raise FormatError(f"{bad[0]} is not a ref key of store format {STORE_FORMAT}")
+        for (model, kind, name), key in found.items():
             try:
-                body = json.loads(self.backend.get(info.key))
-            except MissingObjectError:
+                body = self.get_ref(model, kind, name)
+            except RefRefusedError as exc:
+                if refused is not None:
+                    refused.append((key, str(exc)))
                 continue
-            except ValueError as exc:
-                raise FormatError(f"malformed ref {info.key}: {exc}") from exc
-            if not isinstance(body, dict):
-                raise FormatError(f"malformed ref {info.key}: not an object")
-            if self.ref_checker is not None:
-                try:
-                    self.ref_checker(*parsed, body)
-                except RefRefusedError as exc:
-                    if refused is not None:
-                        refused.append((info.key, str(exc)))
-                    continue
-            yield (*parsed, body)
+            if body is not None:
+                yield model, kind, name, body
+
+
+def parse_ref_body(key: str, model: str, kind: str, name: str, data: bytes) -> dict[str, Any]:
+    """A ref body must be a JSON object naming the model and name its key names, and a commit."""
+    try:
+        body = json.loads(data)
+        if not isinstance(body, dict):
+            raise ValueError("not a JSON object")
+        own = body.get("label" if kind == "version" else "alias")
+        if body.get("model") != model or own != name:
+            raise ValueError(f"it names {body.get('model')!r}@{own!r}")
+        commit, label = body.get("commit"), body.get("label")
+        if not isinstance(commit, str) or len(commit) != 40 or not isinstance(label, str):
+            raise ValueError("no commit id or label")
+        if kind == "version":
+            datetime.fromisoformat(body["created"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FormatError(f"malformed ref {key}: {exc}") from exc
+    return body

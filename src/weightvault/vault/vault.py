@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import logging
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,10 +24,12 @@ from weightvault.core.errors import (
     ConfigError,
     ConflictError,
     CorruptObjectError,
+    CredentialsError,
     FormatError,
     IntegrityError,
     InvalidInputError,
     MissingObjectError,
+    ModelNotFoundError,
     NotFoundError,
     ObjectExistsError,
     RevisionNotFoundError,
@@ -34,9 +38,17 @@ from weightvault.core.errors import (
     WeightvaultError,
 )
 from weightvault.core.manifest import FileEntry, FileRecipe, Manifest
-from weightvault.core.names import check_label, check_model_name, check_relative_path
+from weightvault.core.names import check_label, check_model_name, check_new_name, check_relative_path
 from weightvault.core.revision import Ref, parse_ref
-from weightvault.core.types import GcReport, ModelInfo, PullResult, PushResult, VerifyReport, VersionInfo
+from weightvault.core.types import (
+    GcReport,
+    ModelInfo,
+    PullResult,
+    PushResult,
+    RecoverReport,
+    VerifyReport,
+    VersionInfo,
+)
 from weightvault.registry.index import RegistryIndex, VersionRecord
 from weightvault.storage import oscaps
 from weightvault.storage.backend import Backend
@@ -46,6 +58,7 @@ from weightvault.vault import gc as gc_module
 from weightvault.vault import lineage as lineage_module
 from weightvault.vault import recover as recover_module
 from weightvault.vault import refauth
+from weightvault.vault import refresh as refresh_module
 from weightvault.vault import replication as replication_module
 from weightvault.vault import safety as safety_module
 from weightvault.vault import tensors as tensors_module
@@ -53,6 +66,7 @@ from weightvault.vault import verify as verify_module
 from weightvault.vault.cache import FileCache
 from weightvault.vault.codecs import BlobCodec, BlobEncoder
 from weightvault.vault.config import Settings, load_settings
+from weightvault.vault.journal import PACK, REF, Journal
 from weightvault.vault.keyring import (
     KEYS,
     Domain,
@@ -64,6 +78,7 @@ from weightvault.vault.keyring import (
     provider_params,
     sealed_manifest_model,
 )
+from weightvault.vault.locks import SHARED, holding
 from weightvault.vault.packer import PackSink, default_temp_factory
 from weightvault.vault.placement import Placer, check_link_mode
 from weightvault.vault.pull import materialise, plan, select_files
@@ -80,9 +95,38 @@ if TYPE_CHECKING:
     from weightvault.vault.rotation import RotateReport
     from weightvault.vault.stream import FileStream
 
+logger = logging.getLogger(__name__)
 Progress = Callable[[int], None]
 #: Called once per operation with the total byte count before work starts.
 ProgressStart = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class _NewVersion:
+    """What a push says about the version it makes, besides its files."""
+
+    model: str
+    parent: str | None
+    message: str
+    metadata: dict[str, str]
+    lineage: tuple[dict[str, Any], ...]
+    safety: Any
+
+
+@dataclass
+class _Staged:
+    """A push's data, written and durable, before its ref makes it a version."""
+
+    pipeline: PushPipeline
+    sink: PackSink
+    slot: int
+    recipe_names: list[str]
+    manifest: Manifest
+    commit: str
+    body: bytes
+    packs: set[str]
+    #: the latest version, when it already holds exactly these files (nothing is committed)
+    same: VersionInfo | None = None
 
 
 def timestamp_label(now: datetime) -> str:
@@ -124,8 +168,20 @@ class Vault:
     """Push, pull, list, show, delete, verify, gc and recover model versions."""
 
     def __init__(
-        self, settings: Settings, backend: Backend | None = None, index: RegistryIndex | None = None
+        self,
+        settings: Settings,
+        backend: Backend | None = None,
+        index: RegistryIndex | None = None,
+        *,
+        access_control: bool = False,
     ) -> None:
+        """``access_control`` says the caller (the server) checks every request's grants; an
+        embedded vault has no principals, so ``access_control_enabled`` is refused without it."""
+        if settings.access_control_enabled and not access_control:
+            raise ConfigError(
+                "access_control_enabled: true cannot be honoured by an embedded vault (it has no users "
+                "to check); serve the vault through the weightvault server, or set it to false"
+            )
         oscaps.check_platform()
         self.settings = settings
         _make_home(settings.home)
@@ -138,6 +194,10 @@ class Vault:
             self.replicas.backend(self.replicas.primary_name) if self.replicas is not None else backend
         )
         self.store = Store(self.backend)
+        #: every ref change and new pack is announced here; readers follow it (``refresh``)
+        self.journal = Journal(self.primary)
+        self.refresh_lock = threading.Lock()
+        self._refused_refs: dict[str, IntegrityError] = {}
         self._background: list[threading.Thread] = []
         self.index = index or _open_index(settings)
         self.cache = (
@@ -217,6 +277,48 @@ class Vault:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # ---- following the store --------------------------------------------------------------------
+
+    def refresh(self) -> refresh_module.RefreshReport:
+        """Bring the index up to date with the store (other machines' pushes, aliases, deletes,
+        gc). Costs one small read when nothing changed; every operation below calls it."""
+        report = refresh_module.refresh(self)
+        self._refused_refs.update(report.refused)
+        return report
+
+    def _lookup(self, model: str, revision: str | None) -> VersionRecord:
+        """``index.resolve``; a model whose refs in the store were refused reports why, not
+        "not found" (the store may have removed a ref it could not forge)."""
+        try:
+            return self.index.resolve(model, revision)
+        except (ModelNotFoundError, RevisionNotFoundError):
+            refused = self._refused_refs.get(model)
+            if refused is not None:
+                raise refused from None
+            raise
+
+    def _refresh_to_read(self) -> None:
+        """Refresh before a read; a primary that cannot be reached leaves the index as it is (the
+        read goes on with what this machine knew, and replicas may still serve the data)."""
+        try:
+            self.refresh()
+        except StorageError as exc:
+            if isinstance(exc, CredentialsError):  # keys or credentials: the user must act
+                raise
+            logger.warning("could not follow the store's changes (%s); showing what this index knew", exc)
+
+    def _cursor(self) -> int:
+        return int(self.index.get_state(refresh_module.CURSOR) or 0)
+
+    def journal_change(self, kind: str, **fields: Any) -> int:
+        return self.journal.append(kind, self._cursor(), **fields)
+
+    def journal_pack(self, pack_id: str, size: int) -> None:
+        self.journal_change(PACK, id=pack_id, size=size)
+
+    def journal_ref(self, model: str, kind: str, name: str) -> None:
+        self.journal_change(REF, model=model, ref=kind, name=name)
 
     # ---- reading the registry ----------------------------------------------------------------
 
@@ -380,8 +482,17 @@ class Vault:
                 "from the store; refusing to push it as a plain model or under new keys"
             )
         if dom is None and self.settings.encryption.enabled:
+            key_file = self.settings.default_key_file
+            existed = key_file.exists()
             dom = self.keys.recheck_new_domain(self.keys.create(model))
             self.adopt_refs(model, dom)
+            if not existed and key_file.exists():
+                logger.warning(
+                    "created the key file %s (mode 0600) that encrypts %s; back it up: without it "
+                    "the encrypted models cannot be read",
+                    key_file,
+                    model,
+                )
         return dom
 
     def model_names(self) -> list[str]:
@@ -389,24 +500,32 @@ class Vault:
         return self.index.list_model_names()
 
     def list_models(self) -> list[ModelInfo]:
-        return [self.model(name) for name in self.index.list_model_names()]
+        self._refresh_to_read()
+        return [self._model(name) for name in self.index.list_model_names()]
 
     def model(self, name: str) -> ModelInfo:
         check_model_name(name)
+        self._refresh_to_read()
+        return self._model(name)
+
+    def _model(self, name: str) -> ModelInfo:
         versions = tuple(self._info(r) for r in self.index.list_versions(name))
         return ModelInfo(name, self.index.model_created(name), versions, self.index.aliases(name))
 
     def list_versions(self, model: str) -> list[VersionInfo]:
         check_model_name(model)
+        self._refresh_to_read()
         return [self._info(r) for r in self.index.list_versions(model)]
 
     def show(self, ref: str | Ref) -> VersionInfo:
         r = parse_ref(ref) if isinstance(ref, str) else ref
-        return self._info(self.index.resolve(r.model, r.revision), with_files=True)
+        self._refresh_to_read()
+        return self._info(self._lookup(r.model, r.revision), with_files=True)
 
     def resolve(self, ref: str | Ref) -> VersionInfo:
         r = parse_ref(ref) if isinstance(ref, str) else ref
-        return self._info(self.index.resolve(r.model, r.revision))
+        self._refresh_to_read()
+        return self._info(self._lookup(r.model, r.revision))
 
     # ---- push -----------------------------------------------------------------------------------
 
@@ -441,8 +560,9 @@ class Vault:
         started = time.perf_counter()
         check_model_name(model)
         if version is not None:
-            check_label(version)
-            if self.index.label_exists(model, version):
+            check_new_name(version)
+            self.refresh()
+            if self.index.label_exists(model, version):  # before any output (checked again below)
                 raise VersionExistsError(f"version {model}@{version} already exists")
         if isinstance(source, Path | str):
             files = scan_source(source, default_ignores=default_ignores)
@@ -460,14 +580,93 @@ class Vault:
         dom = self._push_domain(model)  # keys first: a key problem stops the push before any write
         if on_start:
             on_start(sum(f.size for f in files))
-        if parent is None:
-            with contextlib.suppress(Exception):
-                parent = self.index.resolve(model, None).commit
+        # The shared lock keeps a gc from deleting anything between our dedup probes and our
+        # commit (docs/format.md, "Locks and online gc").
+        with holding(
+            self.primary,
+            SHARED,
+            stale_seconds=self.settings.lock_stale_seconds,
+            wait_seconds=self.settings.lock_wait_seconds,
+        ):
+            self.refresh()
+            if version is not None and self.index.label_exists(model, version):
+                raise VersionExistsError(f"version {model}@{version} already exists")
+            if parent is None:
+                with contextlib.suppress(Exception):
+                    parent = self.index.resolve(model, None).commit
+            new = _NewVersion(model, parent, message, dict(metadata or {}), tuple(lineage), safety)
+            check_same = version is None and (dom is None or had_domain)
+            for _attempt in range(3):
+                staged = self._push_data(new, files, dom, progress, check_same)
+                if staged.same is not None:
+                    return PushResult(
+                        version=staged.same,
+                        bytes_read=staged.pipeline.bytes_read,
+                        bytes_written=staged.sink.bytes_written,
+                        chunks_total=staged.pipeline.chunks_total,
+                        chunks_new=staged.pipeline.chunks_new,
+                        seconds=time.perf_counter() - started,
+                        unchanged=True,
+                    )
+                missing = [p for p in staged.packs if not self.primary.exists(layout.pack_key(p))]
+                if not missing:
+                    break
+                self.index.drop_packs(missing)  # the store lost them: write their chunks again
+            else:
+                raise ConcurrentModificationError(
+                    f"packs this version needs keep disappearing from the store ({missing[0]}, …)"
+                )
+            if dom is not None:
+                self._check_slot_held(model, staged.slot)
+            created = datetime.now(UTC)
+            label = self._create_ref(model, version, staged.commit, created, self._signer(dom))
+            self.journal_ref(model, "version", label)
+            try:
+                rec = self.index.add_version(
+                    model=model,
+                    label=label,
+                    commit=staged.commit,
+                    parent=parent,
+                    created=created,
+                    message=message,
+                    metadata=dict(metadata or {}),
+                    total_size=staged.manifest.total_size,
+                    file_count=len(files),
+                    manifest=staged.body,
+                    required_packs=staged.packs,
+                    required_recipes=set(staged.recipe_names),
+                )
+            except BaseException:
+                self.primary.delete(layout.version_ref_key(model, label))
+                self.journal_ref(model, "version", label)
+                raise
+        replication = self._replicate_version(rec)
+        return PushResult(
+            version=self._info(rec),
+            bytes_read=staged.pipeline.bytes_read,
+            bytes_written=staged.sink.bytes_written,
+            chunks_total=staged.pipeline.chunks_total,
+            chunks_new=staged.pipeline.chunks_new,
+            seconds=time.perf_counter() - started,
+            replication=replication,
+        )
+
+    def _push_data(
+        self,
+        new: _NewVersion,
+        files: list[SourceFile],
+        dom: Domain | None,
+        progress: Progress | None,
+        check_same: bool,
+    ) -> _Staged:
+        """Write what the store lacks of a push (packs, recipes, manifest); nothing is visible yet.
+        With ``check_same``, files (and lineage) equal to the latest version's stop here (``same``)."""
         sink = PackSink(
             self.backend,
             self.index,
             default_temp_factory(self.backend, self.settings.home / "tmp"),
             self.settings.pack_size,
+            on_sealed=self.journal_pack,
         )
         encoder: BlobEncoder | None = None
         slot = dom.active_slot if dom is not None else 0
@@ -489,20 +688,21 @@ class Vault:
         finally:
             self.index.release_probes()
         entries = tuple(FileEntry(f.path, r.size, r.sha256) for f, r in zip(files, recipes, strict=True))
-        if version is None and parent is not None and (dom is None or had_domain):
-            same = self._same_files(model, parent, entries)
+        manifest = Manifest(
+            model=new.model,
+            files=entries,
+            parent=new.parent,
+            message=new.message,
+            metadata=dict(new.metadata),
+            lineage=new.lineage,
+            safety=new.safety,
+        )
+        if check_same and new.parent is not None:
+            same = self._same_files(new.model, new.parent, entries)
             if same is not None and [dict(x) for x in self._manifest(same.commit).lineage] == [
-                dict(x) for x in lineage
+                dict(x) for x in new.lineage
             ]:  # new lineage (another base, another upstream commit) is a new version
-                return PushResult(
-                    version=same,
-                    bytes_read=pipeline.bytes_read,
-                    bytes_written=sink.bytes_written,
-                    chunks_total=pipeline.chunks_total,
-                    chunks_new=pipeline.chunks_new,
-                    seconds=time.perf_counter() - started,
-                    unchanged=True,
-                )
+                return _Staged(pipeline, sink, slot, [], manifest, new.parent, b"", set(), same)
         recipe_names: list[str] = []
         for recipe in recipes:
             if dom is None:
@@ -515,49 +715,10 @@ class Vault:
                 self.store.put_recipe_object(name, sealed)
                 self.index.put_recipe(name, recipe.size, sealed)
                 recipe_names.append(name)
-        manifest = Manifest(
-            model=model,
-            files=entries,
-            parent=parent,
-            message=message,
-            metadata=dict(metadata or {}),
-            lineage=tuple(lineage),
-            safety=safety,
-        )
         commit, body = self.store.put_manifest(manifest, dom)
-        if dom is not None:
-            self._check_slot_held(model, slot)
-        created = datetime.now(UTC)
-        label = self._create_ref(model, version, commit, created, self._signer(dom))
         all_chunks = {cid for r in recipes for cid, _ in r.chunks}
-        try:
-            rec = self.index.add_version(
-                model=model,
-                label=label,
-                commit=commit,
-                parent=parent,
-                created=created,
-                message=message,
-                metadata=dict(metadata or {}),
-                total_size=manifest.total_size,
-                file_count=len(files),
-                manifest=body,
-                required_packs=self.index.pack_ids_for_chunks(all_chunks),
-                required_recipes=set(recipe_names),
-            )
-        except BaseException:
-            self.primary.delete(layout.version_ref_key(model, label))
-            raise
-        replication = self._replicate_version(rec)
-        return PushResult(
-            version=self._info(rec),
-            bytes_read=pipeline.bytes_read,
-            bytes_written=sink.bytes_written,
-            chunks_total=pipeline.chunks_total,
-            chunks_new=pipeline.chunks_new,
-            seconds=time.perf_counter() - started,
-            replication=replication,
-        )
+        packs = self.index.pack_ids_for_chunks(all_chunks)
+        return _Staged(pipeline, sink, slot, recipe_names, manifest, commit, body, packs)
 
     def _same_files(self, model: str, commit: str, entries: Sequence[FileEntry]) -> VersionInfo | None:
         """The latest version of ``model`` when it is ``commit`` and holds exactly ``entries``."""
@@ -670,16 +831,28 @@ class Vault:
         if on_start:
             on_start(sum(p.entry.size for p in planned))
         allow_plain = not self._manifest_sealed(info.commit)
-        counters = materialise(
-            dest_path if files else None,  # an empty selection creates nothing
-            planned,
-            lambda sha: self._recipe(sha, model, allow_plain=allow_plain),
-            reader,
-            self.cache,
-            self.settings.workers,
-            progress or (lambda n: None),
-            placer,
-        )
+
+        def place() -> Any:
+            return materialise(
+                dest_path if files else None,  # an empty selection creates nothing
+                planned,
+                lambda sha: self._recipe(sha, model, allow_plain=allow_plain),
+                reader,
+                self.cache,
+                self.settings.workers,
+                progress or (lambda n: None),
+                placer,
+            )
+
+        try:
+            counters = place()
+        except MissingObjectError:
+            # another machine's gc may have repacked what our index located: follow the store
+            # and try once more
+            if not self.refresh().applied:
+                raise
+            planned = plan(dest_path, files, force, self.cache)
+            counters = place()
         if self.cache is not None:
             self.cache.prune(keep=frozenset(p.entry.sha256 for p in planned))
         return PullResult(
@@ -763,6 +936,7 @@ class Vault:
         r = parse_ref(ref) if isinstance(ref, str) else ref
         if r.revision is None:
             raise InvalidInputError(f"say which version of {r.model} to delete (MODEL@VERSION)")
+        self.refresh()
         rec = self.index.resolve(r.model, r.revision)
         if r.revision in rec.aliases and r.revision != rec.label:
             # deleting through an alias would also take every other alias of that version
@@ -774,17 +948,21 @@ class Vault:
         target = self.primary if primary_only else self.backend
         for alias in rec.aliases:
             target.delete(layout.alias_ref_key(r.model, alias))
+            self.journal_ref(r.model, "alias", alias)
         target.delete(layout.version_ref_key(r.model, rec.label))
+        self.journal_ref(r.model, "version", rec.label)
         self.index.delete_version(r.model, rec.label)
         return self._info(rec)
 
     def set_alias(self, model: str, alias: str, revision: str) -> VersionInfo:
         check_model_name(model)
-        check_label(alias, "alias")
+        check_new_name(alias, "alias")
+        self.refresh()
         rec = self.index.resolve(model, revision)
         if self.index.label_exists(model, alias):
             raise ConflictError(f"{alias!r} is a version label of {model}; an alias cannot shadow it")
         self.store.set_alias_ref(model, alias, rec.label, rec.commit, self._signer(self.keys.domain(model)))
+        self.journal_ref(model, "alias", alias)
         if self.replicas is not None and self.settings.sync_enabled:  # aliases move: refresh them everywhere
             replication_module.replicate(self, self.replicas, [layout.alias_ref_key(model, alias)])
         self.index.set_alias(model, alias, rec.label)
@@ -793,9 +971,11 @@ class Vault:
     def remove_alias(self, model: str, alias: str) -> None:
         check_model_name(model)
         check_label(alias, "alias")
+        self.refresh()
         if alias not in self.index.aliases(model):
             raise RevisionNotFoundError(f"alias {alias!r} of model {model!r} not found")
         self.store.delete_alias_ref(model, alias)
+        self.journal_ref(model, "alias", alias)
         self.index.remove_alias(model, alias)
 
     # ---- maintenance ----------------------------------------------------------------------------
@@ -805,9 +985,13 @@ class Vault:
     ) -> VerifyReport:
         return verify_module.verify(self, ref, read_data=read_data, progress=progress)
 
-    def gc(self, *, grace_seconds: float | None = None) -> GcReport:
+    def gc(
+        self, *, grace_seconds: float | None = None, dry_run: bool = False, force: bool = False
+    ) -> GcReport:
+        """Delete what no ref in the store reaches and repack sparse packs (``vault.gc``); with
+        ``dry_run`` only report it; ``force`` deletes even while some objects cannot be parsed."""
         grace = self.settings.gc_grace_seconds if grace_seconds is None else grace_seconds
-        return gc_module.collect(self, grace)
+        return gc_module.collect(self, grace, dry_run=dry_run, force=force)
 
     def gc_status(self) -> dict[str, Any]:
         """What gc would work on: index totals and the packs condemned and waiting out the grace period."""
@@ -818,7 +1002,9 @@ class Vault:
         out["grace_seconds"] = self.settings.gc_grace_seconds
         return out
 
-    def recover(self) -> dict[str, int]:
+    def recover(self) -> RecoverReport:
+        """Rebuild the index from the store (built aside, swapped in when complete); what could not
+        be read is named in the report."""
         return recover_module.rebuild_index(self)
 
     # ---- formats and lineage --------------------------------------------------------------------

@@ -41,6 +41,9 @@ def verify(
 ) -> VerifyReport:
     report = VerifyReport()
     tick = progress or (lambda n: None)
+    vault.refresh()  # another machine may have pushed, deleted or repacked since we last looked
+    if ref is None:
+        report.problems.extend(_store_refs_problems(vault))
     if vault.replicas is not None:
         vault.replicas.drain_failures()
     pack_ok: dict[str, str | None] = {}
@@ -105,6 +108,27 @@ def verify(
             report.affected_versions[name] = problems
             report.problems.extend(p for p in problems if p not in report.problems)
     return report
+
+
+def _store_refs_problems(vault: Vault) -> list[str]:
+    """Refs in the store that the index could not take in: malformed keys or bodies, versions
+    whose manifest is missing or unreadable, aliases pointing at no version."""
+    found, bad = vault.store.ref_keys()
+    problems = [f"{key}: not a ref key of this store format" for key in bad]
+    known = vault.index.all_refs()
+    for (model, kind, name), key in sorted(found.items(), key=lambda x: x[1]):
+        if (model, kind, name) in known:
+            continue
+        try:
+            body = vault.store.get_ref(model, kind, name)
+            if body is None:
+                continue  # deleted since the listing
+            if kind == "version":
+                vault.store.get_manifest(body["commit"])
+            problems.append(f"{key}: in the store but not usable (points at {body['label']!r})")
+        except (MissingObjectError, IntegrityError) as exc:
+            problems.append(f"{key}: {exc}")
+    return problems
 
 
 def _check_store_refs(vault: Vault, rec: VersionRecord) -> list[str]:
