@@ -18,7 +18,7 @@ import typer
 
 from weightvault.cli.output import duration, emit_json, human, out, progress, say, table, warn
 from weightvault.cli.output import err as err  # keys.py prints through cli.err
-from weightvault.core.errors import WeightvaultError, exit_code_for
+from weightvault.core.errors import ConfigError, WeightvaultError, exit_code_for
 
 if TYPE_CHECKING:
     from weightvault.core.types import VersionInfo
@@ -60,6 +60,7 @@ class State:
     quiet: bool = False
     server: str | None = None
     token: str | None = None
+    cache_dir: Path | None = None
     _vault: Vault | None = None
 
     def vault(self) -> Vault:
@@ -67,9 +68,14 @@ class State:
             from weightvault.vault.vault import Vault
 
             if self.server:  # the remote client: same methods, over the server's REST API
+                if self.cache_dir is not None:
+                    raise ConfigError("--cache-dir is for an embedded vault; a remote pull writes only DEST")
                 self._vault = Vault.open(self.server, token=self.token)
             else:
-                self._vault = Vault.open(self.home, config=self.config)
+                # a path on the command line is taken from the working folder, not the home
+                cache = self.cache_dir
+                overrides = {} if cache is None else {"cache_directory": cache.expanduser().absolute()}
+                self._vault = Vault.open(self.home, config=self.config, **overrides)
         return self._vault
 
 
@@ -93,6 +99,13 @@ def main_options(
         Path | None, typer.Option(help="Config file (default $WEIGHTVAULT_CONFIG or HOME/config.yaml).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or chatter.")] = False,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache-dir",
+            help="Local file cache folder (default: the cache_directory setting, or HOME/cache).",
+        ),
+    ] = None,
     server: Annotated[
         str | None,
         typer.Option(envvar="WEIGHTVAULT_SERVER", help="Work through a weightvault server (http[s]://host:port)."),
@@ -107,7 +120,7 @@ def main_options(
     ] = False,
 ) -> None:
     STATE.home, STATE.config, STATE.quiet = home, config, quiet
-    STATE.server, STATE.token = server, token
+    STATE.server, STATE.token, STATE.cache_dir = server, token, cache_dir
 
 
 def _version_row(v: VersionInfo) -> list[str]:
