@@ -74,7 +74,9 @@ class State:
             else:
                 # a path on the command line is taken from the working folder, not the home
                 cache = self.cache_dir
-                overrides = {} if cache is None else {"cache_directory": cache.expanduser().absolute()}
+                overrides: dict[str, object] = {}
+                if cache is not None:
+                    overrides["cache_directory"] = cache.expanduser().absolute()
                 self._vault = Vault.open(self.home, config=self.config, **overrides)
         return self._vault
 
