@@ -12,7 +12,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -74,7 +74,7 @@ class State:
             else:
                 # a path on the command line is taken from the working folder, not the home
                 cache = self.cache_dir
-                overrides: dict[str, object] = {}
+                overrides: dict[str, Any] = {}
                 if cache is not None:
                     overrides["cache_directory"] = cache.expanduser().absolute()
                 self._vault = Vault.open(self.home, config=self.config, **overrides)
