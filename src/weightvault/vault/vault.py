@@ -75,6 +75,7 @@ from weightvault.vault.push import PushPipeline
 from weightvault.vault.reader import ChunkReader
 from weightvault.vault.replicas import open_stores
 from weightvault.vault.source import SourceFile, scan_source
+from weightvault.vault.statcache import StatCache
 from weightvault.vault.store import Store
 
 if TYPE_CHECKING:
@@ -186,6 +187,8 @@ class Vault:
         )
         self._readers: dict[str, ChunkReader] = {}
         self._readers_lock = threading.Lock()
+        #: files this machine hashed before, so a re-push does not read them again (plain models)
+        self.stat_cache = StatCache(settings.home / "statcache.db")
 
     @classmethod
     def open(
@@ -197,6 +200,7 @@ class Vault:
     def close(self) -> None:
         for thread in self._background:  # background replication gets a bounded chance to finish
             thread.join(timeout=30)
+        self.stat_cache.close()
         self.index.close()
         self.backend.close()
 
@@ -405,6 +409,7 @@ class Vault:
             self.refresh()
             if self.index.label_exists(model, version):  # before any output (checked again below)
                 raise VersionExistsError(f"version {model}@{version} already exists")
+        seen_ns = time.time_ns()  # before any stat: the stat cache's "racily clean" rule needs it
         files = scan_source(source, default_ignores=default_ignores)
         if not files and not allow_empty:
             raise InvalidInputError(
@@ -433,7 +438,7 @@ class Vault:
             check_same = version is None and (dom is None or had_domain)
             for _attempt in range(3):
                 staged = self._push_data(
-                    model, files, dom, parent, message, metadata, lineage, progress, check_same
+                    model, files, dom, parent, message, metadata, lineage, progress, check_same, seen_ns
                 )
                 if staged.same is not None:
                     return PushResult(
@@ -500,6 +505,7 @@ class Vault:
         lineage: Sequence[dict[str, Any]],
         progress: Progress | None,
         check_same: bool,
+        seen_ns: int,
     ) -> _Staged:
         """Write what the store lacks of a push (packs, recipes, manifest); nothing is visible yet.
         With ``check_same``, files equal to the latest version's stop here (``same`` is set)."""
@@ -525,10 +531,19 @@ class Vault:
             usable_slots=dom.slots if dom is not None else None,
             encode_threads=self._encode_threads(files),
         )
+        # the stat cache serves plain models only: an encrypted model's chunk ids and cut points
+        # depend on its keys, which a machine-local table should not have to track
+        scheme = f"plain:{self.store.config.store_id}:{self.chunker.params}" if dom is None else None
+        cached = self.stat_cache.lookup(files, scheme) if scheme else {}
         try:
-            recipes = pipeline.run(files)
+            recipes = pipeline.run(files, cached)
         finally:
             self.index.release_probes()
+        if scheme:
+            self.stat_cache.record(
+                ((f, r, seen_ns) for f, r in zip(files, recipes, strict=True) if f.abspath not in cached),
+                scheme,
+            )
         entries = tuple(FileEntry(f.path, r.size, r.sha256) for f, r in zip(files, recipes, strict=True))
         manifest = Manifest(
             model=model,
