@@ -10,6 +10,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -557,22 +558,37 @@ class Vault:
             same = self._same_files(model, parent, entries)
             if same is not None:  # nothing to commit: the latest version already is this
                 return _Staged(pipeline, sink, slot, [], manifest, parent, b"", set(), same)
-        recipe_names: list[str] = []
-        for recipe in recipes:
-            if dom is None:
-                body = self.store.put_recipe(recipe)
-                self.index.put_recipe(recipe.sha256, recipe.size, body)
-                recipe_names.append(recipe.sha256)
-            else:
-                name = dom.recipe_name(recipe.sha256)
-                sealed = dom.seal_recipe(name, recipe.to_bytes())
-                self.store.put_recipe_object(name, sealed)
-                self.index.put_recipe(name, recipe.size, sealed)
-                recipe_names.append(name)
+        recipe_names = self._put_recipes(recipes, dom)
         commit, body = self.store.put_manifest(manifest)
         all_chunks = {cid for r in recipes for cid, _ in r.chunks}
         packs = self.index.pack_ids_for_chunks(all_chunks)
         return _Staged(pipeline, sink, slot, recipe_names, manifest, commit, body, packs)
+
+    def _put_recipes(self, recipes: Sequence[FileRecipe], dom: Domain | None) -> list[str]:
+        """Write the recipe objects of a push, many in flight (each is its own durable object:
+        one at a time, a 10,000-file push waited on 10,000 fsyncs or requests in a row), then
+        index them in one transaction. Returns their names, in order."""
+        objects: dict[str, tuple[int, bytes]] = {}
+        names: list[str] = []
+        for recipe in recipes:
+            if dom is None:
+                name, body = recipe.sha256, recipe.to_bytes()
+            else:
+                name = dom.recipe_name(recipe.sha256)
+                body = objects[name][1] if name in objects else dom.seal_recipe(name, recipe.to_bytes())
+            objects[name] = (recipe.size, body)
+            names.append(name)
+        if len(objects) <= 1:
+            for name, (_size, body) in objects.items():
+                self.store.put_recipe_object(name, body)
+        else:
+            with ThreadPoolExecutor(min(16, len(objects)), thread_name_prefix="wv-recipes") as pool:
+                for fut in [
+                    pool.submit(self.store.put_recipe_object, n, b) for n, (_s, b) in objects.items()
+                ]:
+                    fut.result()
+        self.index.put_recipes([(n, size, body) for n, (size, body) in objects.items()])
+        return names
 
     def _same_files(self, model: str, commit: str, entries: Sequence[FileEntry]) -> VersionInfo | None:
         """The latest version of ``model`` when it is ``commit`` and holds exactly ``entries``."""
