@@ -337,15 +337,41 @@ class RegistryIndex:
         return added
 
     def list_versions(self, model: str) -> list[VersionRecord]:
-        """Newest first."""
+        """Newest first. Two queries whatever the count (plain rows, no ORM objects, aliases in
+        one pass): ``ls MODEL`` stays flat from one version to ten thousand."""
         with self._read() as s:
             mid = self._model_id(s, model)
-            rows = s.scalars(
-                select(VersionRow)
-                .where(VersionRow.model_id == mid)
-                .order_by(VersionRow.created_at.desc(), VersionRow.id.desc())
-            )
-            return [self._record(s, model, r) for r in rows]
+            aliases: dict[int, list[str]] = {}
+            for vid, name in s.execute(
+                select(AliasRow.version_id, AliasRow.name)
+                .where(AliasRow.model_id == mid)
+                .order_by(AliasRow.name)
+            ):
+                aliases.setdefault(vid, []).append(name)
+            v = VersionRow
+            rows = s.execute(
+                select(
+                    v.id, v.label, v.commit_id, v.parent, v.created_at, v.message,
+                    v.metadata_json, v.total_size, v.file_count,
+                )
+                .where(v.model_id == mid)
+                .order_by(v.created_at.desc(), v.id.desc())
+            )  # fmt: skip
+            return [
+                VersionRecord(
+                    model=model,
+                    label=r.label,
+                    commit=r.commit_id,
+                    parent=r.parent,
+                    created=_aware(r.created_at),
+                    message=r.message,
+                    metadata=json.loads(r.metadata_json),
+                    total_size=r.total_size,
+                    file_count=r.file_count,
+                    aliases=tuple(aliases.get(r.id, ())),
+                )
+                for r in rows
+            ]
 
     def label_exists(self, model: str, label: str) -> bool:
         with self._read() as s:
