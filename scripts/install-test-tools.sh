@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install the test tools that do not come from pip: Azurite, the Azure Blob emulator the storage
-# tests run against. Idempotent and quiet: a no-op (a few ms) when the pinned version is present.
+# tests run against, and xfsprogs (mkfs.xfs), with which the copy-on-write tests make an XFS
+# filesystem with reflink in a loop-mounted image. Idempotent and quiet: a no-op (a few ms) when
+# the pinned versions are present.
 #
 #   scripts/install-test-tools.sh        # installs into <repo>/.test-tools
 #   TEST_TOOLS_DIR=/elsewhere scripts/install-test-tools.sh
@@ -13,10 +15,28 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="${TEST_TOOLS_DIR:-$REPO/.test-tools}"
 STAMP="$TOOLS/node_modules/azurite/package.json"
 
+# a symlink that leads nowhere (or to itself) is no install: replace it with a folder of our own
+if [ -L "$TOOLS" ] && [ ! -d "$TOOLS" ]; then
+    rm -f "$TOOLS"
+fi
+
 installed_version() {
     [ -x "$TOOLS/node_modules/.bin/azurite-blob" ] && [ -f "$STAMP" ] || return 1
     sed -n 's/^  "version": "\(.*\)",$/\1/p' "$STAMP"
 }
+
+# xfsprogs from Debian; without root or apt-get the XFS tests skip and say why
+if ! command -v mkfs.xfs >/dev/null 2>&1 && [ ! -x /usr/sbin/mkfs.xfs ]; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "install-test-tools: installing xfsprogs with apt-get" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq --no-install-recommends xfsprogs >/dev/null 2>&1 \
+            || { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends xfsprogs >/dev/null; }
+    else
+        echo "install-test-tools: mkfs.xfs not found and cannot install xfsprogs (needs root and apt-get);" \
+            "the XFS reflink tests will be skipped" >&2
+    fi
+fi
 
 if [ "$(installed_version 2>/dev/null || true)" = "$AZURITE_VERSION" ]; then
     exit 0

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from weightvault.storage import oscaps
+from weightvault.testing.safetensors import safetensors_prefix
 from weightvault.vault.vault import Vault
 
 
@@ -19,6 +21,30 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if key.startswith("WEIGHTVAULT_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("WEIGHTVAULT_HOME", str(tmp_path / "default-home"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "os_paths: run each test twice: on this OS's native paths and with the Linux-only ones "
+        "(O_DIRECT, fcntl, FICLONE) switched off, as on macOS",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("os_paths") is not None:
+        metafunc.parametrize("os_paths", ["native", "portable"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def os_paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, _isolated_env: None) -> str:
+    """``portable``: this process and the processes it starts run without the Linux-only paths."""
+    mode: str = getattr(request, "param", "native")
+    if mode == "portable":
+        for name, value in oscaps.portable_values().items():
+            monkeypatch.setattr(oscaps, name, value)
+        monkeypatch.setenv(oscaps.PORTABLE_ENV, "1")
+    return mode
 
 
 @pytest.fixture
@@ -34,12 +60,19 @@ def vault(home: Path) -> Iterator[Vault]:
 
 
 def write_random(path: Path, size: int, seed: int = 0) -> Path:
+    """``size`` random bytes; a ``*.safetensors`` file gets a valid header (one U8 tensor) first,
+    since a push refuses malformed safetensors files."""
     import random
 
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    path.write_bytes(rng.randbytes(size))
+    if path.name.endswith(".safetensors"):
+        head = safetensors_prefix(size)
+        path.write_bytes(head + rng.randbytes(size - len(head)))
+    else:
+        path.write_bytes(rng.randbytes(size))
     return path
+
 
 
 @pytest.fixture

@@ -71,3 +71,16 @@ def test_recipe_round_trip(chunks: list[tuple[bytes, int]]) -> None:
 def test_recipe_sizes_must_add_up() -> None:
     with pytest.raises(FormatError):
         FileRecipe("ab" * 32, 10, ((b"x" * 32, 5),))
+
+
+def test_safety_findings_round_trip_and_leave_other_commit_ids_alone() -> None:
+    files = (FileEntry("model.bin", 10, "a" * 64), FileEntry("config.json", 2, "b" * 64))
+    plain = Manifest("m", files)
+    assert b"safety" not in plain.to_bytes()  # a manifest without findings keeps its old bytes
+    finding = {"format": "zip", "verdict": "dangerous", "globals": [["posix", "system", "dangerous"]]}
+    scanned = Manifest("m", files, safety={"model.bin": finding})
+    again = Manifest.from_bytes(scanned.to_bytes())
+    assert again.safety == {"model.bin": finding} and again.commit_id() == scanned.commit_id()
+    assert scanned.commit_id() != plain.commit_id()
+    with pytest.raises(FormatError, match="safety"):
+        Manifest("m", files, safety={"elsewhere.bin": finding})

@@ -53,7 +53,7 @@ def test_two_homes_on_one_bucket_see_each_other(
 
     src = tmp_path / "src"
     src.mkdir()
-    (src / "model-00001-of-00001.safetensors").write_bytes(random.Random(1).randbytes(3 << 20))
+    (src / "model-00001-of-00001.bin").write_bytes(random.Random(1).randbytes(3 << 20))
     a, b = _homes(tmp_path, moto, s3_factory, 2)
     try:
         a.push("team/m", src, version="v1")

@@ -21,6 +21,7 @@ from targets import BUCKET, Factory
 from weightvault.core import layout
 from weightvault.core.errors import StorageError
 from weightvault.storage.factory import open_backend
+from weightvault.testing.safetensors import safetensors_prefix
 from weightvault.vault.vault import Vault
 
 RETRY = {"attempts": 2, "base_delay": 0.01, "max_delay": 0.05, "deadline": 5}
@@ -37,7 +38,8 @@ def model(tmp_path: Path) -> Path:
     src = tmp_path / "model"
     src.mkdir()
     rng = random.Random(11)
-    (src / "model.safetensors").write_bytes(rng.randbytes(9 << 20))
+    head = safetensors_prefix(9 << 20)
+    (src / "model.safetensors").write_bytes(head + rng.randbytes((9 << 20) - len(head)))
     (src / "config.json").write_text('{"hidden_size": 8}')
     return src
 

@@ -18,6 +18,9 @@ from weightvault.vault.vault import Vault
 
 from ..conftest import tree_bytes, write_random
 
+# push, pull, cache and durability also run with the Linux-only paths off (as on macOS)
+pytestmark = pytest.mark.os_paths
+
 
 def _big_source(root: Path, files: int = 3, size: int = 160 << 20) -> Path:
     for i in range(files):

@@ -22,13 +22,14 @@ from weightvault.keys import KeyNotFoundError, KeyProviderError, WrongKeyError, 
 from weightvault.keys.env import generate_key_text
 from weightvault.keys.local_file import LocalFileKeyProvider
 from weightvault.registry.index import RegistryIndex
+from weightvault.testing.safetensors import safetensors_prefix
 from weightvault.vault.keyring import KeyringRecord, iter_wrapped, keyring_key, parse_keyring_key
 from weightvault.vault.vault import Vault
 
 from ..conftest import tree_bytes, write_random
 
 SENTINEL = b"WV-SENTINEL-\x8f\x13-c0ffee-9d1e"
-FAST_ARGON = {"memory_kib": 64, "iterations": 1, "lanes": 1}
+FAST_ARGON = {"memory_kib": 19456, "iterations": 2, "lanes": 1}  # OWASP's minimum: the cheapest allowed
 
 
 def sentinel_model(root: Path, size: int = 3_000_000, seed: int = 1) -> Path:
@@ -42,7 +43,8 @@ def sentinel_model(root: Path, size: int = 3_000_000, seed: int = 1) -> Path:
         while len(out) < n:
             out += rng.randbytes(rng.randrange(1000, 40_000)) + SENTINEL * rng.randrange(1, 50)
         (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(bytes(out[:n]))
+        head = safetensors_prefix(n) if name.endswith(".safetensors") else b""
+        (root / name).write_bytes(head + bytes(out[: n - len(head)]))
     (root / "config.json").write_text(json.dumps({"note": SENTINEL.decode("latin-1"), "hidden_size": 64}))
     return root
 
@@ -77,7 +79,10 @@ def keyrings(vault: Vault) -> dict[str, KeyringRecord]:
     out = {}
     for info in vault.backend.list("keys/"):
         model = parse_keyring_key(info.key)
-        assert model is not None
+        if model is None:  # the claims of conditional keyring rewrites: digests once written
+            assert "/keyring.claims/" in info.key and not info.key.endswith("/keyring")
+            assert b"wrapped" not in vault.backend.get(info.key)
+            continue
         out[model] = KeyringRecord.from_bytes(vault.backend.get(info.key), model)
     return out
 
@@ -239,7 +244,8 @@ def test_wrong_key_file_names_the_provider_and_writes_nothing(
     with open_enc(home) as v:
         with pytest.raises(WrongKeyError) as info:
             v.push("m", model_dir, version="v2")
-        assert "local_file" in str(info.value) and other.key_id in str(info.value)
+        # names the provider, never a fingerprint of a key held here
+        assert "local_file" in str(info.value) and other.key_id not in str(info.value)
         with pytest.raises(WrongKeyError, match="local_file"):
             v.pull("m@v1", tmp_path / "out")
         assert not (tmp_path / "out").exists()

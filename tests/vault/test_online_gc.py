@@ -26,7 +26,7 @@ def _open(home: Path, store: Path, **kw: object) -> Vault:
 
 def test_gc_on_a_fresh_home_keeps_what_other_machines_pushed(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    src = write_random(tmp_path / "src" / "model-00001-of-00001.safetensors", 3 << 20, seed=4).parent
+    src = write_random(tmp_path / "src" / "model-00001-of-00001.bin", 3 << 20, seed=4).parent
     with _open(tmp_path / "a", store) as a:
         a.push("m", src, version="v1")
         a.set_alias("m", "prod", "v1")
@@ -119,8 +119,8 @@ def test_two_gcs_and_two_pushers_in_threads_lose_nothing(tmp_path: Path) -> None
 def test_repack_reclaims_a_deleted_version_that_shared_a_small_file(tmp_path: Path) -> None:
     """push v1, push v2 with other weights and the same config.json, rm v1, gc: v1's weights go."""
     store = tmp_path / "store"
-    v1 = write_random(tmp_path / "v1" / "w.safetensors", 12 << 20, seed=1).parent
-    v2 = write_random(tmp_path / "v2" / "w.safetensors", 12 << 20, seed=2).parent
+    v1 = write_random(tmp_path / "v1" / "w.bin", 12 << 20, seed=1).parent
+    v2 = write_random(tmp_path / "v2" / "w.bin", 12 << 20, seed=2).parent
     for d in (v1, v2):
         (d / "config.json").write_text('{"shared": true}')
     with _open(tmp_path / "a", store, pack_size_mb=64) as a:

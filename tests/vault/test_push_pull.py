@@ -23,6 +23,9 @@ from weightvault.vault.vault import Vault
 
 from ..conftest import tree_bytes, write_random
 
+# push, pull, cache and durability also run with the Linux-only paths off (as on macOS)
+pytestmark = pytest.mark.os_paths
+
 
 def test_push_then_pull_is_byte_identical(vault: Vault, model_dir: Path, tmp_path: Path) -> None:
     result = vault.push("org/llama", model_dir, version="v1.0.0", message="first", metadata={"team": "nlp"})

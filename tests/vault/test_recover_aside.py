@@ -44,7 +44,7 @@ def test_a_recover_that_fails_half_way_leaves_the_old_index(
 ) -> None:
     _push_three(vault, tmp_path)
     calls = {"n": 0}
-    real = vault.store.get_manifest
+    real = vault.store.read_manifest
 
     def flaky(commit: str):  # type: ignore[no-untyped-def]
         calls["n"] += 1
@@ -52,7 +52,7 @@ def test_a_recover_that_fails_half_way_leaves_the_old_index(
             raise KeyboardInterrupt  # the user gave up half-way
         return real(commit)
 
-    monkeypatch.setattr(vault.store, "get_manifest", flaky)
+    monkeypatch.setattr(vault.store, "read_manifest", flaky)
     with pytest.raises(KeyboardInterrupt):
         vault.recover()
     monkeypatch.undo()

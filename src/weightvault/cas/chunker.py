@@ -2,10 +2,16 @@
 
 Boundaries depend only on content, so an edit or an insertion moves only the chunks around
 it, and everything after re-synchronises: that is what makes re-pushing a changed shard cheap.
+
+An encrypted model chunks with a secret ``seed`` (derived from its id key): pyfastcdc XORs it into
+every entry of the gear table, so boundaries, and the chunk lengths a bucket shows, cannot be
+computed for a known file without the key. pyfastcdc takes a seed below 2**63, not a whole table; see
+docs/security.md for what that does and does not hide.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -28,11 +34,14 @@ class ChunkingParams:
 
 
 class Chunker:
-    def __init__(self, params: ChunkingParams = ChunkingParams()) -> None:
+    def __init__(self, params: ChunkingParams = ChunkingParams(), seed: int = 0) -> None:
+        if not 0 <= seed < 1 << 63:  # pyfastcdc shifts it left by one in a C uint64
+            raise ValueError("a chunker seed is an integer in [0, 2**63)")
         self.params = params
-        self._cdc = FastCDC(params.avg_size, min_size=params.min_size, max_size=params.max_size)
+        self.keyed = seed != 0
+        self._cdc = FastCDC(params.avg_size, min_size=params.min_size, max_size=params.max_size, seed=seed)
 
-    def chunks(self, stream: BinaryIO) -> Iterator[memoryview]:
+    def chunks(self, stream: BinaryIO | io.RawIOBase) -> Iterator[memoryview]:
         """Yield chunk views of ``stream``; each view is valid only until the next one is requested."""
         for chunk in self._cdc.cut_stream(stream):
             yield chunk.data

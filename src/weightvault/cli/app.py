@@ -43,6 +43,9 @@ cache_app = typer.Typer(help="The local file cache pulls are served from.", no_a
 app.add_typer(alias_app, name="alias")
 app.add_typer(cache_app, name="cache")
 app.add_typer(__import__("weightvault.cli.keys", fromlist=["keys_app"]).keys_app, name="keys")
+app.command("tensors")(__import__("weightvault.cli.formats", fromlist=["tensors"]).tensors)
+app.command("lineage")(__import__("weightvault.cli.lineage", fromlist=["lineage"]).lineage)
+app.add_typer(__import__("weightvault.cli.importer", fromlist=["import_app"]).import_app, name="import")
 
 JSON_HELP = "Print the result as JSON on stdout."
 QUIET_HELP = "No progress bar or summary line."
@@ -132,6 +135,12 @@ def push(
             help="Also push VCS and cache folders (.git, .hg, .svn, __pycache__, .cache/huggingface, …).",
         ),
     ] = False,
+    base: Annotated[
+        str | None, typer.Option("--base", help="MODEL@REV this version was fine-tuned from (lineage).")
+    ] = None,
+    refuse_unsafe: Annotated[
+        bool, typer.Option("--refuse-unsafe", help="Refuse pickles that would run code when loaded.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
 ) -> None:
@@ -148,6 +157,8 @@ def push(
             metadata=metadata,
             allow_empty=allow_empty,
             default_ignores=not no_default_ignores,
+            base=base,
+            refuse_unsafe=refuse_unsafe,
             progress=advance,
             on_start=start,
         )
@@ -199,10 +210,28 @@ def pull(
         str | None,
         typer.Option("--provider", help="Replica to read first (aws, gcp, azure, …); others follow."),
     ] = None,
+    with_base: Annotated[
+        bool, typer.Option("--with-base", help="Also pull the base model it builds on (into DEST/base).")
+    ] = False,
+    base_dest: Annotated[
+        Path | None, typer.Option("--base-dest", help="Where --with-base puts the base (default DEST/base).")
+    ] = None,
+    link_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--link-mode",
+            help="How cached files are placed: auto (clone, else copy), reflink, hardlink or copy.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
 ) -> None:
     """Materialise a version into DEST, verified: all of it, or nothing (DEST is left as it was)."""
+    if with_base:
+        from weightvault.cli.lineage import pull_with_base
+
+        pull_with_base(ref, dest, base_dest, include, exclude, force, provider, link_mode, as_json, quiet)
+        return
     with progress("pull", _quiet(quiet, as_json)) as (start, advance):
         result = STATE.vault().pull(
             ref,
@@ -213,6 +242,7 @@ def pull(
             provider=provider,
             progress=advance,
             on_start=start,
+            link_mode=link_mode,
         )
     for fallback in result.fallbacks:
         warn(f"{fallback}; served by another replica (run `weightvault repair`)")
@@ -230,15 +260,18 @@ def pull(
                 "seconds": result.seconds,
                 "fallbacks": list(result.fallbacks),
                 "unmatched_includes": list(result.unmatched_includes),
+                "link_mode": result.link_mode,
+                "placement": dict(result.placement),
             }
         )
     elif not result.files and (include or exclude):
         say(f"nothing pulled: no file of {v.model}@{v.label} is selected by --include/--exclude")
     elif not _quiet(quiet):
+        placed = ", ".join(f"{n} by {how}" for how, n in sorted(result.placement.items()))
         say(
             f"pulled {v.model}@{v.label} into {dest}: {len(result.files)} files, "
             f"{human(result.bytes_total)} ({human(result.bytes_from_cache)} from cache) "
-            f"in {result.seconds:.1f}s"
+            f"in {result.seconds:.1f}s; placed {placed or 'nothing (all present)'}"
         )
     if not result.files and (include or exclude):
         raise typer.Exit(3)  # nothing matched: the not-found family
@@ -308,6 +341,9 @@ def show(
         t.add_row(f.path, human(f.size), f.sha256)
     out.print(t)
     out.print(f"{v.file_count} files, {human(v.total_size)}", highlight=False)
+    from weightvault.cli.formats import print_safety
+
+    print_safety(v)
     out.print(
         "replicas: "
         + ", ".join(
@@ -508,7 +544,10 @@ def cache_ls(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = 
                 "enabled": cache is not None,
                 "max_bytes": cache.max_bytes if cache else 0,
                 "total_bytes": sum(e.size for e in entries),
-                "entries": [{"sha256": e.sha256, "size": e.size, "last_used": e.last_used} for e in entries],
+                "entries": [
+                    {"sha256": e.sha256, "size": e.size, "last_used": e.last_used, "private": e.private}
+                    for e in entries
+                ],
             }
         )
         return

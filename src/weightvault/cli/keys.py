@@ -208,6 +208,19 @@ def rotate(
             )
         if reencrypt:
             cli.err.print("run `weightvault gc` to delete the data sealed under the old keys", markup=False)
+    if report.kept_old_key_file:
+        cli.err.print(
+            f"warning: the old KEK stays in {report.kept_old_key_file} (the new one waits beside it, .new): "
+            f"keyring copies that do not open with the new KEK yet: {'; '.join(report.old_key_needed_by)}; "
+            "run `weightvault sync`, then rotate again",
+            markup=False,
+        )
+    elif report.old_key_needed_by and new is not None:
+        cli.err.print(
+            "warning: do not destroy the old KEK yet; keyring copies still need it: "
+            + "; ".join(report.old_key_needed_by),
+            markup=False,
+        )
     for problem in report.replica_errors:
         cli.err.print(
             f"warning: keyring not updated on replica {problem}; run `weightvault sync`", markup=False

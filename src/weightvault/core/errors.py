@@ -54,6 +54,18 @@ class UnsafePathError(InvalidInputError):
     code = "unsafe_path"
 
 
+class MalformedFileError(InvalidInputError):
+    """A file claims a format (safetensors, say) but breaks its rules; it is refused before any write."""
+
+    code = "malformed_file"
+
+
+class UnsafeFileError(InvalidInputError):
+    """A file would run code when loaded (a pickle importing ``os.system``, say); the push refuses it."""
+
+    code = "unsafe_file"
+
+
 class SourceNotFoundError(InvalidInputError, FileNotFoundError):
     code = "source_not_found"
 

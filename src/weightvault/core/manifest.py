@@ -50,6 +50,9 @@ class Manifest:
     metadata: Mapping[str, str] = field(default_factory=dict)
     #: Edges to what this version came from (base model, datasets, runs); free-form dicts with a ``kind``.
     lineage: tuple[Mapping[str, Any], ...] = ()
+    #: What the push found in pickle-based files, by path (``vault.safety``); written only when non-empty
+    #: so manifests without pickles keep the bytes, and commit ids, they always had.
+    safety: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_model_name(self.model)
@@ -61,6 +64,8 @@ class Manifest:
             seen.add(entry.path)
             if entry.size < 0 or not _is_hex(entry.sha256, 64):
                 raise FormatError(f"manifest entry for {entry.path!r} is malformed")
+        if not all(isinstance(v, Mapping) and path in seen for path, v in self.safety.items()):
+            raise FormatError("manifest safety findings must name files of the version")
         if self.parent is not None and not _is_hex(self.parent, 40):
             raise FormatError(f"manifest parent {self.parent!r} is not a commit id")
 
@@ -69,17 +74,18 @@ class Manifest:
         return sum(f.size for f in self.files)
 
     def to_bytes(self) -> bytes:
-        return canonical_json(
-            {
-                "format": MANIFEST_FORMAT,
-                "model": self.model,
-                "parent": self.parent,
-                "message": self.message,
-                "metadata": dict(self.metadata),
-                "lineage": [dict(x) for x in self.lineage],
-                "files": [f.to_json() for f in sorted(self.files, key=lambda f: f.path)],
-            }
-        )
+        body: dict[str, Any] = {
+            "format": MANIFEST_FORMAT,
+            "model": self.model,
+            "parent": self.parent,
+            "message": self.message,
+            "metadata": dict(self.metadata),
+            "lineage": [dict(x) for x in self.lineage],
+            "files": [f.to_json() for f in sorted(self.files, key=lambda f: f.path)],
+        }
+        if self.safety:
+            body["safety"] = {k: dict(v) for k, v in self.safety.items()}
+        return canonical_json(body)
 
     def commit_id(self) -> str:
         """40 hex characters: SHA-256 of the canonical manifest, truncated like a git/Hub revision."""
@@ -99,6 +105,7 @@ class Manifest:
                 message=raw.get("message", ""),
                 metadata={str(k): str(v) for k, v in raw.get("metadata", {}).items()},
                 lineage=tuple(raw.get("lineage", ())),
+                safety=dict(raw.get("safety", {})),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise FormatError(f"malformed manifest: {exc}") from exc

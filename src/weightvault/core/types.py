@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,8 @@ class VersionInfo:
     aliases: tuple[str, ...] = ()
     files: tuple[FileEntry, ...] = ()
     lineage: tuple[dict[str, Any], ...] = ()
+    #: pickle-based files by path: what they import and the verdict (``vault.safety``)
+    safety: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self, with_files: bool = False) -> dict[str, Any]:
         out = asdict(self)
@@ -78,6 +81,10 @@ class PullResult:
     fallbacks: tuple[str, ...] = ()
     #: ``include`` patterns that matched no file of the version
     unmatched_includes: tuple[str, ...] = ()
+    #: the link mode asked for, and how many files were placed each way: "reflink", "hardlink",
+    #: "copy" (from the cache) or "written" (from the store straight into the destination)
+    link_mode: str = "auto"
+    placement: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -74,8 +74,7 @@ class SymmetricKekProvider:
         except InvalidTag:
             raise WrongKeyError(
                 self.name,
-                f"the data key was not wrapped with this KEK ({self._key_id})"
-                f" or is damaged{self.wrong_key_hint}",
+                f"the data key was not wrapped with this KEK or is damaged{self.wrong_key_hint}",
             ) from None
 
     def params(self) -> dict[str, Any]:  # pragma: no cover - every subclass overrides

@@ -52,16 +52,15 @@ def wrap_data_key(provider: KeyProvider, data_key: DataKey) -> WrappedKey:
 
 
 def unwrap_data_key(provider: KeyProvider, wrapped: WrappedKey) -> DataKey:
-    """The data key, checked against its fingerprint; errors name both providers' keys."""
-    where = f"data key {wrapped.key_id} was wrapped by {wrapped.provider} key {wrapped.kek_id}"
+    """The data key, checked against its fingerprint; errors name the provider, never a KEK id."""
+    # Never the provider's own key id: for a passphrase it is a fingerprint of the derived key.
+    where = f"data key {wrapped.key_id} (wrapped by {wrapped.provider})"
     try:
         material = provider.unwrap(wrapped.wrapped)
     except WrongKeyError as e:
-        raise WrongKeyError(
-            provider.name, f"{where}; this provider has key {provider.key_id}: {e.detail}"
-        ) from None
+        raise WrongKeyError(provider.name, f"{where}: {e.detail}") from None
     if len(material) != KEY_LEN or data_key_id(material) != wrapped.key_id:
-        raise WrongKeyError(provider.name, f"{where}; unwrapping with key {provider.key_id} gave another key")
+        raise WrongKeyError(provider.name, f"{where}: unwrapping with the configured key gave another key")
     return DataKey(wrapped.key_id, material)
 
 

@@ -1,8 +1,9 @@
 """A KEK derived from a passphrase with a memory-hard KDF (Argon2id; scrypt also read).
 
 Memory-hard so that someone holding the bucket and a wrapped key pays about 64 MiB and
-0.15 s per guess (defaults, RFC 9106's second recommended profile). The salt and cost
-travel in the provider params; the passphrase never does.
+0.15 s per guess (defaults, RFC 9106's second recommended profile); anything below OWASP's
+minimum is refused. The salt and cost come from the local configuration only (a keyring's
+recorded params are never used), so a bucket writer cannot lower them.
 
 Config: ``{"type": "passphrase", "kdf": "argon2id", "salt": "<base64>", "memory_kib": 65536,
 "iterations": 3, "lanes": 4}`` plus either ``"passphrase"`` or ``"passphrase_env"`` (the
@@ -28,6 +29,12 @@ NAME = "passphrase"
 DEFAULT_PASSPHRASE_ENV: Final = "WEIGHTVAULT_PASSPHRASE"
 ARGON2_DEFAULTS: Final = {"memory_kib": 64 * 1024, "iterations": 3, "lanes": 4}
 SCRYPT_DEFAULTS: Final = {"log2_n": 17, "r": 8, "p": 1}
+#: OWASP's minimum Argon2id cost (Password Storage Cheat Sheet): memory (KiB) needed per number
+#: of passes; 5 passes or more need 7 MiB. Anything cheaper is refused, wherever it comes from.
+ARGON2_MIN_MEMORY_KIB: Final = {1: 47104, 2: 19456, 3: 12288, 4: 9216}
+ARGON2_MIN_MEMORY_KIB_MANY_PASSES: Final = 7168
+#: OWASP's minimum scrypt cost: parallelism needed per log2(N), with r >= 8.
+SCRYPT_MIN_P: Final = {13: 10, 14: 5, 15: 3, 16: 2}
 
 
 class PassphraseKeyProvider(SymmetricKekProvider):
@@ -72,10 +79,22 @@ def _check_kdf_params(p: Mapping[str, Any]) -> dict[str, Any]:
         out["lanes"] = config_int(NAME, p, "lanes", ARGON2_DEFAULTS["lanes"], 1, 64)
         if out["memory_kib"] < 8 * out["lanes"]:
             raise KeyProviderConfigError(NAME, "argon2id needs memory_kib >= 8 * lanes")
+        floor = ARGON2_MIN_MEMORY_KIB.get(out["iterations"], ARGON2_MIN_MEMORY_KIB_MANY_PASSES)
+        if out["memory_kib"] < floor:
+            raise KeyProviderConfigError(
+                NAME,
+                f"argon2id with {out['iterations']} pass(es) needs memory_kib >= {floor} "
+                "(OWASP's minimum); weaker parameters are refused",
+            )
     elif kdf == "scrypt":
         out["log2_n"] = config_int(NAME, p, "log2_n", SCRYPT_DEFAULTS["log2_n"], 10, 22)
         out["r"] = config_int(NAME, p, "r", SCRYPT_DEFAULTS["r"], 1, 32)
         out["p"] = config_int(NAME, p, "p", SCRYPT_DEFAULTS["p"], 1, 16)
+        need_p = 1 if out["log2_n"] >= 17 else SCRYPT_MIN_P.get(out["log2_n"], 1 << 30)
+        if out["r"] < 8 or out["p"] < need_p:
+            raise KeyProviderConfigError(
+                NAME, "scrypt parameters are below OWASP's minimum (N=2^17, r=8, p=1 or equivalent)"
+            )
     else:
         raise KeyProviderConfigError(NAME, f"unknown kdf {kdf!r}; use 'argon2id' or 'scrypt'")
     return out

@@ -4,17 +4,21 @@ Writing fresh pages into the page cache costs more CPU than hashing them on thes
 (first touch of new memory), and a push must be durable anyway. ``DirectWriter`` copies into
 two reused, page-aligned 8 MiB buffers and hands each full buffer to an I/O thread that writes
 it with ``O_DIRECT``; the CPU goes on chunking while the disk writes. Where ``O_DIRECT`` is not
-supported (tmpfs, some network file systems) it falls back to ordinary buffered writes.
+supported (tmpfs, some network file systems) it falls back to ordinary buffered writes; where
+the OS has no ``O_DIRECT`` at all (macOS) it asks for ``F_NOCACHE`` instead, else writes buffered.
+Both are looked up in :mod:`weightvault.storage.oscaps`, so nothing here is Linux-only.
 """
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import mmap
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+
+from weightvault.storage import oscaps
 
 BLOCK = 8 << 20
 _IO = ThreadPoolExecutor(max_workers=2, thread_name_prefix="wv-io")
@@ -43,17 +47,33 @@ def _write_all(fd: int, view: memoryview) -> None:
         view = view[n:]
 
 
-class DirectWriter:
-    """A binary, write-only file object: ``write``, ``tell``, ``flush``, ``close``."""
+def _no_cache(fd: int) -> None:
+    """macOS: keep written pages out of the cache (best effort; buffered writes otherwise)."""
+    if oscaps.F_NOCACHE is not None and oscaps.fcntl is not None:  # pragma: no cover - macOS only
+        with contextlib.suppress(OSError):
+            oscaps.fcntl.fcntl(fd, oscaps.F_NOCACHE, 1)
 
-    def __init__(self, path: Path | str) -> None:
+
+class DirectWriter:
+    """A binary, write-only file object: ``write``, ``tell``, ``flush``, ``close``.
+
+    ``mode`` is the new file's permission bits (less the umask): 0o600 for plaintext that other
+    users must not read, from its first byte.
+    """
+
+    def __init__(self, path: Path | str, mode: int = 0o644) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-        self.direct = True
-        try:
-            self._fd = os.open(path, flags | os.O_DIRECT, 0o644)
-        except OSError:
-            self.direct = False
-            self._fd = os.open(path, flags, 0o644)
+        # O_DIRECT only where fcntl can take it off again for the unaligned tail
+        self.direct = bool(oscaps.O_DIRECT) and oscaps.fcntl is not None
+        self._fd = -1
+        if self.direct:
+            try:
+                self._fd = os.open(path, flags | oscaps.O_DIRECT, mode)
+            except OSError:
+                self.direct = False
+        if self._fd < 0:
+            self._fd = os.open(path, flags, mode)
+            _no_cache(self._fd)
         self._bufs = [_take(), _take()]
         self._views = [memoryview(b) for b in self._bufs]
         self._cur = 0
@@ -101,9 +121,10 @@ class DirectWriter:
         try:
             self._wait()
             if self._fill:
-                if self.direct:  # the tail is not block-sized: finish it through the page cache
-                    flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
-                    fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+                if self.direct and oscaps.fcntl is not None:
+                    # the tail is not block-sized: finish it through the page cache
+                    fl = oscaps.fcntl
+                    fl.fcntl(self._fd, fl.F_SETFL, fl.fcntl(self._fd, fl.F_GETFL) & ~oscaps.O_DIRECT)
                 _write_all(self._fd, self._views[self._cur][: self._fill])
             if sync:
                 os.fsync(self._fd)

@@ -1,26 +1,31 @@
-"""Size-limited local cache of whole files, keyed by SHA-256, placed by hardlink.
+"""Size-limited local cache of whole files, keyed by SHA-256.
 
 A cached file is read-only and its mtime is pinned to ``CACHE_MTIME_NS``: a write through
 a hardlink changes the mtime, so a tampered entry is detected without re-hashing and
 dropped instead of being handed out. Recency is kept in the atime, which we set ourselves.
+
+Two areas: ``files/`` for plain models (files 0444, folders as the umask makes them, unless
+``private`` is asked for all) and ``private/`` for encrypted models: the decrypted plaintext
+of an encrypted model must not be readable by other users of the machine, so that area's
+folders are 0700, its files 0400, and its temp files 0600 from their first byte.
 """
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
-from weightvault.storage.local import os_error
-
-CACHE_MTIME_NS = 1_600_000_000 * 10**9
-READ_ONLY = 0o444
+CACHE_MTIME_NS: Final = 1_600_000_000 * 10**9
+READ_ONLY: Final = 0o444
+PRIVATE_DIR: Final = 0o700
+PRIVATE_FILE: Final = 0o400
+PRIVATE_TEMP: Final = 0o600
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,42 +34,94 @@ class CacheEntry:
     size: int
     last_used: float
     path: Path
+    private: bool = False
+
+
+class _Area:
+    """One folder of entries (``<root>/<sha[:2]>/<sha>``) and its temp folder."""
+
+    def __init__(self, files: Path, tmp: Path, private: bool) -> None:
+        self.files = files
+        self.tmp = tmp
+        self.private = private
+        self.file_mode = PRIVATE_FILE if private else READ_ONLY
+        self.temp_mode = PRIVATE_TEMP if private else 0o644
+        self._made: set[Path] = set()
+
+    def mkdir(self, path: Path) -> None:
+        if path in self._made:
+            return
+        if self.private:
+            path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+            os.chmod(path, PRIVATE_DIR)  # the umask may only remove bits; an older folder may have more
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+        self._made.add(path)
+
+    def path_for(self, sha256: str) -> Path:
+        return self.files / sha256[:2] / sha256
 
 
 class FileCache:
-    def __init__(self, root: Path, max_bytes: int) -> None:
+    """The cache under ``root``; ``private`` makes plain models' entries private too."""
+
+    def __init__(self, root: Path, max_bytes: int, *, private: bool = False) -> None:
         self.root = root
         self.max_bytes = max_bytes
-        self._files = root / "files"
-        self._tmp = root / "tmp"
+        self.all_private = private
         self._lock = threading.Lock()
-        self._files.mkdir(parents=True, exist_ok=True)
-        self._tmp.mkdir(parents=True, exist_ok=True)
+        self._plain = _Area(root / "files", root / "tmp", private=False)
+        self._private = _Area(root / "private" / "files", root / "private" / "tmp", private=True)
+        root.mkdir(parents=True, exist_ok=True)
+        self._plain.mkdir(self._plain.files)
+        self._plain.mkdir(self._plain.tmp)
+        self._private.mkdir(root / "private")
+        self._private.mkdir(self._private.files)
+        self._private.mkdir(self._private.tmp)
 
-    def path_for(self, sha256: str) -> Path:
-        return self._files / sha256[:2] / sha256
+    def _area(self, private: bool) -> _Area:
+        return self._private if private or self.all_private else self._plain
 
-    def lookup(self, sha256: str, size: int) -> Path | None:
+    def path_for(self, sha256: str, private: bool = False) -> Path:
+        """Where an entry lives; ``private``: the entry of an encrypted model."""
+        return self._area(private).path_for(sha256)
+
+    def paths_for(self, sha256: str) -> tuple[Path, Path]:
+        """Both places an entry of this content may be."""
+        return self._plain.path_for(sha256), self._private.path_for(sha256)
+
+    def lookup(self, sha256: str, size: int, private: bool = False) -> Path | None:
         """The cached file if present and untouched; marks it used."""
-        path = self.path_for(sha256)
+        area = self._area(private)
+        path = area.path_for(sha256)
         try:
             st = path.stat()
         except FileNotFoundError:
             return None
-        if st.st_size != size or st.st_mtime_ns != CACHE_MTIME_NS or st.st_mode & 0o222:
-            path.unlink(missing_ok=True)  # modified through a link: never hand it out
+        if (
+            st.st_size != size
+            or st.st_mtime_ns != CACHE_MTIME_NS
+            or st.st_mode & 0o222
+            or st.st_mode & 0o777 != area.file_mode
+        ):
+            path.unlink(missing_ok=True)  # modified through a link (or chmod-ed): never hand it out
             return None
         os.utime(path, ns=(time.time_ns(), CACHE_MTIME_NS))
         return path
 
-    def temp_file(self) -> Path:
-        return self._tmp / f"{uuid.uuid4().hex}.part"
+    def temp_file(self, private: bool = False) -> Path:
+        return self._area(private).tmp / f"{uuid.uuid4().hex}.part"
 
-    def admit(self, temp: Path, sha256: str) -> Path:
+    def temp_mode(self, private: bool = False) -> int:
+        """The mode to create a temp file with (0600 for an encrypted model's plaintext)."""
+        return self._area(private).temp_mode
+
+    def admit(self, temp: Path, sha256: str, private: bool = False) -> Path:
         """Move a fully written and verified temp file into the cache."""
-        path = self.path_for(sha256)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(temp, READ_ONLY)
+        area = self._area(private)
+        path = area.path_for(sha256)
+        area.mkdir(path.parent)
+        os.chmod(temp, area.file_mode)
         os.utime(temp, ns=(time.time_ns(), CACHE_MTIME_NS))
         os.replace(temp, path)
         return path
@@ -73,13 +130,16 @@ class FileCache:
         return size <= self.max_bytes
 
     def entries(self) -> Iterator[CacheEntry]:
-        for sub in self._files.iterdir() if self._files.is_dir() else ():
-            for entry in os.scandir(sub):
-                try:
-                    st = entry.stat()
-                except FileNotFoundError:
-                    continue
-                yield CacheEntry(entry.name, st.st_size, st.st_atime, Path(entry.path))
+        for area in (self._plain, self._private):
+            if not area.files.is_dir():
+                continue
+            for sub in area.files.iterdir():
+                for entry in os.scandir(sub):
+                    try:
+                        st = entry.stat()
+                    except FileNotFoundError:
+                        continue
+                    yield CacheEntry(entry.name, st.st_size, st.st_atime, Path(entry.path), area.private)
 
     def total_bytes(self) -> int:
         return sum(e.size for e in self.entries())
@@ -104,28 +164,12 @@ class FileCache:
 
     def clean_temp(self, older_than: float) -> int:
         n = 0
-        for entry in os.scandir(self._tmp):
-            try:
-                if entry.stat().st_mtime < older_than:
-                    os.unlink(entry.path)
-                    n += 1
-            except FileNotFoundError:
-                continue
+        for area in (self._plain, self._private):
+            for entry in os.scandir(area.tmp):
+                try:
+                    if entry.stat().st_mtime < older_than:
+                        os.unlink(entry.path)
+                        n += 1
+                except FileNotFoundError:
+                    continue
         return n
-
-
-def place(source: Path, target_tmp: Path) -> bool:
-    """Hardlink ``source`` at ``target_tmp``; copy when links cannot cross. True if linked."""
-    try:
-        os.link(source, target_tmp)
-        return True
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-            raise os_error(exc, f"linking {target_tmp}") from exc
-    try:
-        shutil.copyfile(source, target_tmp)
-    except OSError as exc:
-        target_tmp.unlink(missing_ok=True)
-        raise os_error(exc, f"copying to {target_tmp}") from exc
-    os.chmod(target_tmp, READ_ONLY)
-    return False

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ from weightvault.vault.config_schema import (
     check_file_keys,
     strings_in,
 )
+from weightvault.vault.placement import LinkFallback, LinkMode
 
 ENV_PREFIX = "WEIGHTVAULT_"
 DEFAULT_HOME = Path("~/.weightvault")
@@ -43,6 +45,9 @@ class EncryptionSettings(BaseModel):
 
     enabled: bool = False
     provider: dict[str, Any] = Field(default_factory=dict)
+    #: other providers whose KEKs may open keyrings (an old KEK during a rotation, a KEK another
+    #: machine rotated to); only these and ``provider`` are ever used, never what a keyring says
+    trusted_providers: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class Settings(BaseModel):
@@ -54,6 +59,15 @@ class Settings(BaseModel):
     cache_enabled: bool = True
     cache_directory: Path | None = None
     cache_max_size_gb: float = Field(20.0, ge=0)
+    #: cache entries of plain models: "shared" (files 0444, folders per the umask) or "private"
+    #: (folders 0700, files 0400); an encrypted model's entries are always private
+    cache_permissions: Literal["shared", "private"] = "shared"
+    #: how a pull places cached files: "auto" (clone, else copy across filesystems, else
+    #: ``link_fallback``), "reflink", "hardlink" or "copy"; see ``vault/placement.py``
+    link_mode: LinkMode = "auto"
+    #: what ``auto`` does on one filesystem without clones (ext4): "copy" (independent files) or
+    #: "hardlink" (read-only, shared with the cache and every other pulled folder)
+    link_fallback: LinkFallback = "copy"
     checksum_algorithm: Literal["sha256"] = "sha256"
     pack_size_mb: int = Field(64, ge=1, le=4096)
     gc_grace_seconds: float = Field(3600.0, ge=0)
@@ -82,6 +96,8 @@ class Settings(BaseModel):
     encryption_enabled: bool | None = None
     versioning_enabled: bool = True
     access_control_enabled: bool = False
+    #: refuse every push holding a pickle that imports something dangerous (as ``push --refuse-unsafe``)
+    refuse_unsafe_pickles: bool = False
     sections: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -125,6 +141,10 @@ class Settings(BaseModel):
     def default_key_file(self) -> Path:
         return self.home / "keys" / "kek.key"
 
+    def trusted_provider_configs(self) -> list[dict[str, Any]]:
+        """The providers besides ``key_provider_config`` that may open keyrings."""
+        return [dict(p) for p in self.encryption.trusted_providers]
+
     def key_provider_config(self) -> dict[str, Any]:
         """The key provider's config, the default local key file filled in."""
         config = dict(self.encryption.provider)
@@ -141,8 +161,14 @@ _FLAT_KEYS = set(Settings.model_fields) - {"home", "sections"} - SEED_MODEL_WEIG
 def _from_file(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        # never the offending text: the line may hold a passphrase or a connection string
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", str(getattr(exc, "problem", None) or "syntax error"))
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping")
     check_file_keys(raw, _FLAT_KEYS, str(path))

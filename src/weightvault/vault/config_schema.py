@@ -17,7 +17,7 @@ from weightvault.core.errors import ConfigError
 #: keys the seed's ``model_weights`` section defines that are not our flat settings
 SEED_MODEL_WEIGHTS_KEYS = frozenset({"versioning_enabled", "access_control_enabled", "encryption_enabled"})
 RETRY_KEYS = frozenset({"attempts", "base_delay", "max_delay", "deadline"})
-ENCRYPTION_KEYS = frozenset({"enabled", "provider"})
+ENCRYPTION_KEYS = frozenset({"enabled", "provider", "trusted_providers"})
 _CLOUD_COMMON = frozenset({"enabled", "model_weights", "retry"})
 #: cloud section -> (its own keys, the keys of its ``model_weights``); the seed's ``region`` and
 #: ``project_id`` among them
@@ -36,13 +36,14 @@ CLOUD_SECTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({"container", "prefix"}),
     ),
 }
-#: ``WEIGHTVAULT_*`` variables that are not settings: the home, the config file, debugging and the
-#: key providers' default variables
+#: ``WEIGHTVAULT_*`` variables that are not settings: the home, the config file, debugging (and
+#: running on the portable fallbacks, ``storage.oscaps``) and the key providers' default variables
 OTHER_ENV = frozenset(
     {
         "WEIGHTVAULT_HOME",
         "WEIGHTVAULT_CONFIG",
         "WEIGHTVAULT_DEBUG",
+        "WEIGHTVAULT_PORTABLE",
         "WEIGHTVAULT_PASSPHRASE",
         "WEIGHTVAULT_KEK",
     }

@@ -10,17 +10,21 @@ is what lets the index and ``recover`` prefer the newest seal of a chunk without
 
 A keyring carries a MAC keyed from the id key over everything else in it, so a flipped bit
 anywhere in it is caught once the id key is unwrapped (the wrapped keys themselves are
-authenticated by the provider). The index database never holds a key or a keyring.
+authenticated by the provider), and a generation number that grows with every rewrite, which
+the home's pins (``vault.trust``) use to refuse an old copy put back. The index database never
+holds a key or a keyring.
 
-Which provider opens a keyring: the configured one when it holds the KEK the keyring names,
-else the one the keyring records (a key file at another path, another KMS key after a
-per-model rotation); passphrases and the like only ever come from the configuration or the
-environment. Keys are created under the configured provider.
+Which provider opens a keyring: only one the local configuration names (``encryption.provider``,
+``encryption.trusted_providers``, the providers this home rotated to, and a key file staged by an
+unfinished rotation). The provider a keyring records is informational: a keyring naming a KEK no
+trusted provider holds is refused, so a bucket writer cannot choose the provider, the KMS endpoint
+or the KDF cost. Keys are created under the configured provider.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import json
 import os
@@ -35,6 +39,7 @@ import blake3
 
 from weightvault.core import layout
 from weightvault.core.errors import (
+    ConcurrentModificationError,
     ConfigError,
     CorruptObjectError,
     FormatError,
@@ -45,8 +50,11 @@ from weightvault.core.errors import (
     WeightvaultError,
 )
 from weightvault.core.manifest import canonical_json
+from weightvault.core.names import check_model_name
 from weightvault.storage.backend import Backend
 from weightvault.storage.replica import ReplicaSet
+from weightvault.vault.store import SEALED_MANIFEST_MAGIC
+from weightvault.vault.trust import KeyringTrustError, LocalTrust, UntrustedKeyProviderError
 
 if TYPE_CHECKING:
     from weightvault.cas.encryption import BlobCipher, DataKey
@@ -57,7 +65,7 @@ if TYPE_CHECKING:
 
 KEYS: Final = "keys/"
 KEYRING_NAME: Final = "keyring"
-KEYRING_FORMAT: Final = 1
+KEYRING_FORMAT: Final = 2
 MAX_SLOT: Final = 255
 ACTIVE: Final = "active"
 RETIRED: Final = "retired"
@@ -65,12 +73,21 @@ RETIRED: Final = "retired"
 _CTX_RECIPE_NAME: Final = "weightvault 2026-11 recipe name key v1"
 _CTX_RECIPE_BODY: Final = "weightvault 2026-11 recipe body key v1"
 _CTX_KEYRING_MAC: Final = "weightvault 2026-11 keyring mac key v1"
+_CTX_REF_MAC: Final = "weightvault 2026-11 ref mac key v1"
+_CTX_COMMIT: Final = "weightvault 2026-11 commit id key v1"
+_CTX_MANIFEST_BODY: Final = "weightvault 2026-11 manifest body key v1"
+#: Sealed manifest: magic ‖ u16 BE len(model) ‖ model ‖ nonce(12) ‖ AES-256-GCM(manifest JSON) ‖ tag(16).
+MANIFEST_MAGIC: Final = SEALED_MANIFEST_MAGIC
+_MANIFEST_AAD: Final = b"weightvault manifest v1\x00"
+_CTX_CHUNKER_SEED: Final = "weightvault 2026-11 chunker seed v1"
 #: Sealed recipe object: magic ‖ nonce(12) ‖ AES-256-GCM(canonical recipe JSON) ‖ tag(16).
 RECIPE_MAGIC: Final = b"WVRCPE\x00\x01"
 _RECIPE_AAD: Final = b"weightvault recipe v1\x00"
 #: Options of a configured provider that say where its secret comes from; never recorded
 #: in a keyring beyond what the provider's own ``params()`` returns, except these names.
 _SECRET_SOURCES: Final = {"passphrase": ("passphrase", "passphrase_env")}
+#: Kinds of provider whose key id is a fingerprint of a key held here (never printed in errors).
+_LOCAL_KINDS: Final = frozenset({"local_file", "env", "passphrase"})
 
 
 class KeySlotMissingError(IntegrityError):
@@ -81,6 +98,16 @@ class KeySlotMissingError(IntegrityError):
 
 def keyring_key(model: str) -> str:
     return layout.keyring_key(model)
+
+
+def claim_key(model: str, generation: int) -> str:
+    """Where a rewrite claims a keyring generation (if-absent):
+    ``keys/<ns>/<name>/keyring.claims/<n>`` (beside the keyring, never a folder of another key)."""
+    return f"{KEYS}{layout.model_path(model)}/{KEYRING_NAME}.claims/{generation:010d}"
+
+
+def _tombstone(generation: int, body: bytes) -> bytes:
+    return canonical_json({"generation": generation, "keyring_blake3": blake3.blake3(body).hexdigest()})
 
 
 def parse_keyring_key(key: str) -> str | None:
@@ -118,6 +145,8 @@ class KeyringRecord:
     slots: tuple[SlotRecord, ...]
     #: set while ``keys rotate --reencrypt`` moves the domain's data to this slot
     reencrypt_target: int | None = None
+    #: grows by one with every rewrite; a home refuses a generation older than one it has seen
+    generation: int = 1
     mac: str = ""
 
     @property
@@ -145,6 +174,7 @@ class KeyringRecord:
             "id_key": self.id_key.to_dict(),
             "data_keys": [s.to_dict() for s in sorted(self.slots, key=lambda s: s.slot)],
             "reencrypt_target": self.reencrypt_target,
+            "generation": self.generation,
         }
 
     def sealed(self, mac_key: bytes) -> KeyringRecord:
@@ -180,6 +210,9 @@ class KeyringRecord:
             if len({s.slot for s in slots}) != len(slots):
                 raise FormatError(f"keyring of {model} lists a slot twice")
             target = raw.get("reencrypt_target")
+            generation = raw["generation"]
+            if not isinstance(generation, int) or isinstance(generation, bool) or generation < 1:
+                raise FormatError(f"keyring of {model}: bad generation {generation!r}")
             provider = raw["provider"]
             if not isinstance(provider, dict) or not isinstance(raw["mac"], str):
                 raise FormatError(f"keyring of {model} is malformed")
@@ -190,10 +223,14 @@ class KeyringRecord:
                 id_key=WrappedKey.from_dict(raw["id_key"]),
                 slots=tuple(slots),
                 reencrypt_target=None if target is None else int(target),
+                generation=generation,
                 mac=raw["mac"],
             )
             if raw.get("kek_id") != rec.kek_id:
                 raise FormatError(f"keyring of {model}: kek_id does not match its id key")
+            for s in rec.slots:
+                if (s.key.provider, s.key.kek_id) != (rec.id_key.provider, rec.kek_id):
+                    raise FormatError(f"keyring of {model}: its keys are wrapped under different KEKs")
             rec.active_slot  # noqa: B018 - validates
             return rec
         except FormatError:
@@ -222,6 +259,13 @@ class Domain:
         self._name_key = _derive(_CTX_RECIPE_NAME, id_key.material)
         self._recipe_aead = AESGCM(_derive(_CTX_RECIPE_BODY, id_key.material))
         self.mac_key = _derive(_CTX_KEYRING_MAC, id_key.material)
+        self._commit_key = _derive(_CTX_COMMIT, id_key.material)
+        self._manifest_aead = AESGCM(_derive(_CTX_MANIFEST_BODY, id_key.material))
+        #: authenticates the model's version and alias refs (``vault.refauth``)
+        self.ref_mac_key = _derive(_CTX_REF_MAC, id_key.material)
+        #: keys the chunker's gear table, so chunk boundaries (and lengths) depend on a secret
+        seed = int.from_bytes(_derive(_CTX_CHUNKER_SEED, id_key.material)[:8], "little")
+        self.chunker_seed = (seed & ((1 << 63) - 1)) | 1  # pyfastcdc's range; never 0 (unkeyed)
 
     @property
     def active_slot(self) -> int:
@@ -239,6 +283,38 @@ class Domain:
         nonce = os.urandom(12)
         return RECIPE_MAGIC + nonce + self._recipe_aead.encrypt(nonce, body, _RECIPE_AAD + name.encode())
 
+    def commit_id(self, manifest_body: bytes) -> str:
+        """A version's commit id in this domain: keyed, so a bucket cannot confirm a guessed manifest."""
+        return blake3.blake3(manifest_body, key=self._commit_key).hexdigest()[:40]
+
+    def _manifest_aad(self, commit: str) -> bytes:
+        return _MANIFEST_AAD + commit.encode() + b"\x00" + self.model.encode()
+
+    def seal_manifest(self, commit: str, body: bytes) -> bytes:
+        name = self.model.encode()
+        nonce = os.urandom(12)
+        sealed = self._manifest_aead.encrypt(nonce, body, self._manifest_aad(commit))
+        return MANIFEST_MAGIC + len(name).to_bytes(2, "big") + name + nonce + sealed
+
+    def open_manifest(self, commit: str, data: bytes) -> bytes:
+        """The manifest JSON; it must be this model's, under this commit id."""
+        from cryptography.exceptions import InvalidTag
+
+        from weightvault.cas.encryption import DecryptionError
+
+        if sealed_manifest_model(data) != self.model:
+            raise CorruptObjectError(f"manifest {commit} is sealed for another model than {self.model}")
+        start = len(MANIFEST_MAGIC) + 2 + len(self.model.encode())
+        try:
+            body = self._manifest_aead.decrypt(
+                data[start : start + 12], data[start + 12 :], self._manifest_aad(commit)
+            )
+        except InvalidTag:
+            raise DecryptionError(f"manifest {commit} of {self.model} failed authentication") from None
+        if self.commit_id(body) != commit:
+            raise CorruptObjectError(f"manifest {commit} of {self.model} does not hash to its name")
+        return body
+
     def open_recipe(self, name: str, data: bytes) -> bytes:
         from cryptography.exceptions import InvalidTag
 
@@ -253,6 +329,22 @@ class Domain:
             raise DecryptionError(
                 f"recipe {name} of {self.model} failed authentication (corrupt, or another model's)"
             ) from None
+
+
+def is_sealed_manifest(data: bytes) -> bool:
+    return data.startswith(MANIFEST_MAGIC)
+
+
+def sealed_manifest_model(data: bytes) -> str:
+    """The model a sealed manifest says it belongs to (authenticated only once it is opened)."""
+    n = len(MANIFEST_MAGIC)
+    if not is_sealed_manifest(data) or len(data) < n + 2:
+        raise CorruptObjectError("not a sealed manifest")
+    size = int.from_bytes(data[n : n + 2], "big")
+    try:
+        return check_model_name(data[n + 2 : n + 2 + size].decode())
+    except (UnicodeDecodeError, WeightvaultError):
+        raise CorruptObjectError("sealed manifest names no valid model") from None
 
 
 def is_sealed_recipe(data: bytes) -> bool:
@@ -289,8 +381,13 @@ class KeyManager:
         primary: Backend,
         replicas: ReplicaSet | None,
         store_id: str,
+        *,
+        trusted_configs: Callable[[], list[dict[str, Any]]] = list,
+        trust: LocalTrust | None = None,
     ) -> None:
         self._provider_config = provider_config
+        self._trusted_configs = trusted_configs
+        self.trust = trust
         self._backend = backend
         self._primary = primary
         self._replicas = replicas
@@ -300,12 +397,41 @@ class KeyManager:
 
     # ---- providers ---------------------------------------------------------------------------
 
-    def configured_config(self) -> dict[str, Any]:
-        config = dict(self._provider_config())
+    def _with_salt(self, config: dict[str, Any]) -> dict[str, Any]:
         if config.get("type") == "passphrase" and "salt" not in config:
-            # unique per store and public, which is all a salt needs to be
-            config["salt"] = base64.b64encode(bytes.fromhex(self._store_id)[:16]).decode()
+            # public, unique per store, and fixed in this home on first use: a bucket writer who
+            # later changes the store's id cannot choose the salt
+            default = base64.b64encode(bytes.fromhex(self._store_id)[:16]).decode()
+            config["salt"] = self.trust.passphrase_salt(default) if self.trust is not None else default
         return config
+
+    def configured_config(self) -> dict[str, Any]:
+        return self._with_salt(dict(self._provider_config()))
+
+    def trusted_configs(self) -> list[dict[str, Any]]:
+        """Every provider config that may open a keyring: the configured one first, then
+        ``encryption.trusted_providers``, the providers this home rotated to, and a key file
+        staged by an unfinished rotation. Nothing from the store."""
+        configured = self.configured_config()
+        out = [configured]
+        out += [self._with_salt(dict(c)) for c in self._trusted_configs()]
+        if self.trust is not None:
+            out += [self._with_salt(dict(c)) for c in self.trust.providers()]
+        if configured.get("type") == "local_file" and configured.get("path"):
+            staged = Path(str(configured["path"])).expanduser()
+            staged = staged.with_name(staged.name + ".new")
+            if staged.exists():
+                out.append({"type": "local_file", "path": str(staged)})
+        unique: list[dict[str, Any]] = []
+        for c in out:
+            if c not in unique:
+                unique.append(c)
+        return unique
+
+    def trust_provider(self, config: Mapping[str, Any]) -> None:
+        """Record in this home a provider its own rotation moved keyrings to."""
+        if self.trust is not None:
+            self.trust.add_provider(config)
 
     def open_provider(self, config: Mapping[str, Any]) -> KeyProvider:
         from weightvault.keys import open_key_provider
@@ -333,25 +459,46 @@ class KeyManager:
         return self.open_provider(config)
 
     def _provider_for(self, rec: KeyringRecord) -> tuple[KeyProvider, list[str]]:
-        """The provider holding the KEK ``rec`` names, and the problems met on the way."""
-        from weightvault.keys import KeyProviderConfigError, KeyProviderError
+        """The trusted provider holding the KEK ``rec`` names, and the problems met on the way.
+
+        Only locally configured providers are candidates; the one a keyring records is never
+        opened (it is the bucket's word)."""
+        from weightvault.keys import KeyProviderConfigError, KeyProviderError, WrongKeyError
 
         problems: list[str] = []
-        config = self.configured_config()
-        try:
-            configured = self.open_provider(config)
-            if configured.name == rec.provider_type and configured.key_id == rec.kek_id:
-                return configured, problems
-            problems.append(f"the configured {configured.name} provider holds key {configured.key_id}")
-        except (KeyProviderError, KeyProviderConfigError) as exc:
-            problems.append(f"the configured provider cannot be opened ({exc})")
-        recorded = dict(rec.provider)
-        if recorded.get("type") == config.get("type"):
-            # where the secret comes from: as recorded, else as configured
-            for option in _SECRET_SOURCES.get(str(recorded.get("type")), ()):
-                if option in config and "passphrase_env" not in recorded:
-                    recorded[option] = config[option]
-        return self.open_provider(recorded), problems
+        first_error: Exception | None = None
+        same_kind: KeyProvider | None = None
+        for config in self.trusted_configs():
+            if config.get("type") != rec.id_key.provider:
+                continue
+            try:
+                provider = self.open_provider(config)
+            except (KeyProviderError, KeyProviderConfigError) as exc:
+                problems.append(f"a configured {config.get('type')} provider cannot be opened ({exc.detail})")
+                first_error = first_error or exc
+                continue
+            if provider.key_id == rec.kek_id:
+                return provider, problems
+            same_kind = same_kind or provider
+        if same_kind is not None and rec.id_key.provider in _LOCAL_KINDS:
+            hint = str(getattr(same_kind, "wrong_key_hint", ""))
+            raise WrongKeyError(
+                same_kind.name,
+                f"cannot open the keys of model {rec.model!r}: they are wrapped under a KEK that no "
+                f"configured {same_kind.name} provider holds{hint}"
+                + (f" ({'; '.join(problems)})" if problems else ""),
+            )
+        if first_error is not None and same_kind is None:
+            raise first_error  # the configured key is missing or unusable: say that, as it is
+        which = rec.id_key.provider
+        if which not in _LOCAL_KINDS:
+            which += f" key {rec.kek_id}"
+        extra = f" ({'; '.join(problems)})" if problems else ""
+        raise UntrustedKeyProviderError(
+            f"the keyring of {rec.model} is wrapped by a {which} KEK that no configured key provider "
+            f"holds; refusing it (if that key is yours, name its provider in encryption.provider or "
+            f"encryption.trusted_providers){extra}"
+        )
 
     # ---- reading keyrings --------------------------------------------------------------------
 
@@ -394,7 +541,10 @@ class KeyManager:
     def _open_verified(self, model: str, data: bytes) -> Domain:
         rec = KeyringRecord.from_bytes(data, model)
         provider, problems = self._provider_for(rec)
-        return self._unwrap(rec, provider, problems)
+        dom = self._unwrap(rec, provider, problems)
+        if self.trust is not None:
+            self.trust.check(model, rec.id_key.key_id, rec.generation)
+        return dom
 
     def _load(self, model: str) -> Domain | None:
         key = keyring_key(model)
@@ -402,6 +552,7 @@ class KeyManager:
             try:
                 data = self._backend.get(key)
             except MissingObjectError:
+                self._missing(model)
                 return None
             return self._open_verified(model, data)
         # The primary decides whether the model has keys (keyrings are written there first), so an
@@ -409,6 +560,7 @@ class KeyManager:
         try:
             data = self._primary.get(key)
         except MissingObjectError:
+            self._missing(model)
             return None
         except StorageError:
             pass  # the primary is unreachable: a replica's copy will do
@@ -417,8 +569,8 @@ class KeyManager:
 
             try:
                 return self._open_verified(model, data)
-            except (FormatError, CorruptObjectError, WrongKeyError):
-                pass  # damaged (a damaged wrapped key looks like a wrong KEK): judged copy by copy below
+            except (IntegrityError, WrongKeyError):
+                pass  # damaged, old or forged (a damaged wrapped key looks like a wrong KEK): judged below
         # Every copy is checked (parsed, unwrapped, MAC): a damaged keyring on one replica falls
         # through to the next, and the failure is reported like any bad copy.
         opened: list[Domain] = []
@@ -430,8 +582,8 @@ class KeyManager:
             try:
                 opened.append(self._open_verified(model, data))
                 return True
-            except WrongKeyError as exc:  # a damaged wrapped key looks like a wrong KEK
-                key_errors.append(exc)
+            except (WrongKeyError, UntrustedKeyProviderError, KeyringTrustError) as exc:
+                key_errors.append(exc)  # a damaged wrapped key looks like a wrong KEK
                 return False
             except (FormatError, CorruptObjectError):
                 return False
@@ -439,12 +591,36 @@ class KeyManager:
         try:
             self._replicas.read(key, verify=verify)
         except MissingObjectError:
+            self._missing(model)
             return None
         except CorruptObjectError:
             if key_errors:
                 raise key_errors[0] from None
             raise
         return opened[-1]
+
+    def open_with(self, model: str, provider: KeyProvider) -> Domain:
+        """The domain of ``model`` opened with ``provider`` (a rotation's old KEK, still in memory
+        after its file was replaced), from the primary's copy."""
+        rec = KeyringRecord.from_bytes(self._primary.get(keyring_key(model)), model)
+        return self._unwrap(rec, provider, [])
+
+    def recheck_new_domain(self, dom: Domain) -> Domain:
+        """After creating a domain under the configured key file: if a rotation replaced the file
+        meanwhile, move the new keyring to the key now there (so it never needs a destroyed KEK)."""
+        config = self.configured_config()
+        if config.get("type") != "local_file":
+            return dom
+        self.forget_providers()
+        current = self.configured()
+        if current.key_id == dom.record.kek_id:
+            return dom
+        return self.rewrap(dom, current, provider_params(current, config))[0]
+
+    def _missing(self, model: str) -> None:
+        """No keyring in the store: fine for a plain model, an error for one this home pinned."""
+        if self.trust is not None:
+            self.trust.check_missing(model)
 
     def domain(self, model: str, *, refresh: bool = False) -> Domain | None:
         """The opened domain of ``model``, or None when it has no keyring (a plain model)."""
@@ -489,7 +665,9 @@ class KeyManager:
 
     # ---- writing keyrings --------------------------------------------------------------------
 
-    def write(self, rec: KeyringRecord, *, if_absent: bool = False) -> dict[str, str]:
+    def write(
+        self, rec: KeyringRecord, *, if_absent: bool = False, mac_key: bytes | None = None
+    ) -> dict[str, str]:
         """Put a sealed keyring on the primary (must succeed), then on every other replica.
 
         Returns replica -> "ok" or the error; a keyring left stale on a replica is reported,
@@ -497,7 +675,15 @@ class KeyManager:
         """
         key = keyring_key(rec.model)
         body = rec.to_bytes()
-        self._primary.put(key, body, if_absent=if_absent)
+        if if_absent:  # a new domain: generation 1, created once
+            self._primary.put(key, body, if_absent=True)
+        else:
+            self._claim(rec, body, mac_key)
+            self._primary.put(key, body)
+            # the claim has done its work: keep only a digest, so it is no copy of old keys
+            self._primary.put(claim_key(rec.model, rec.generation), _tombstone(rec.generation, body))
+        if self.trust is not None:
+            self.trust.check(rec.model, rec.id_key.key_id, rec.generation)
         status: dict[str, str] = {}
         if self._replicas is not None:
             for name in self._replicas.names:
@@ -512,6 +698,35 @@ class KeyManager:
             self._cache.domains.pop(rec.model, None)
             self._cache.plain.discard(rec.model)
         return status
+
+    def _claim(self, rec: KeyringRecord, body: bytes, mac_key: bytes | None) -> None:
+        """Claim generation ``rec.generation`` on the primary with an if-absent put: the
+        conditional write that makes two concurrent rewrites of one keyring (a rotation and a
+        re-encryption, two rotations) fail instead of one silently undoing the other.
+
+        A claim whose keyring write never happened (a crash in between) is rolled forward by
+        the next writer that finds it, once its MAC checks out under the same id key."""
+        claim = claim_key(rec.model, rec.generation)
+        try:
+            self._primary.put(claim, body, if_absent=True)
+            return
+        except ObjectExistsError:
+            pass
+        with contextlib.suppress(WeightvaultError, ValueError):
+            claimed = self._primary.get(claim)
+            current = KeyringRecord.from_bytes(self._primary.get(keyring_key(rec.model)), rec.model)
+            if mac_key is not None and claimed.startswith(b"{") and current.generation < rec.generation:
+                stale = KeyringRecord.from_bytes(claimed, rec.model)
+                if stale.id_key.key_id == rec.id_key.key_id and stale.generation == rec.generation:
+                    stale.check_mac(mac_key)
+                    self._primary.put(keyring_key(rec.model), claimed)  # roll the lost write forward
+                    self._primary.put(claim, _tombstone(rec.generation, claimed))
+        with self._lock:
+            self._cache.domains.pop(rec.model, None)
+        raise ConcurrentModificationError(
+            f"the keyring of {rec.model} was changed by another process meanwhile (generation "
+            f"{rec.generation} is taken); run the command again"
+        )
 
     def create(
         self, model: str, provider: KeyProvider | None = None, params: Mapping[str, Any] | None = None
@@ -557,8 +772,8 @@ class KeyManager:
 
     def update(self, dom: Domain, **changes: Any) -> Domain:
         """Rewrite the keyring of an opened domain with ``changes`` (new slots, states, target)."""
-        rec = replace(dom.record, **changes, mac="").sealed(dom.mac_key)
-        self.write(rec)
+        rec = replace(dom.record, **changes, generation=dom.record.generation + 1, mac="").sealed(dom.mac_key)
+        self.write(rec, mac_key=dom.mac_key)
         new = Domain(rec, dom.id_key, {s.slot: dom.data_keys[s.slot] for s in rec.slots})
         with self._lock:
             self._cache.domains[dom.model] = new
@@ -580,8 +795,10 @@ class KeyManager:
             *tuple(replace(s, state=RETIRED) for s in dom.record.slots),
             SlotRecord(slot, ACTIVE, now, wrap_data_key(provider, dk)),
         )
-        rec = replace(dom.record, slots=slots, reencrypt_target=slot, mac="").sealed(dom.mac_key)
-        self.write(rec)
+        rec = replace(
+            dom.record, slots=slots, reencrypt_target=slot, generation=dom.record.generation + 1, mac=""
+        ).sealed(dom.mac_key)
+        self.write(rec, mac_key=dom.mac_key)
         keys = {**dom.data_keys, slot: dk}
         new = Domain(rec, dom.id_key, keys)
         with self._lock:
@@ -601,9 +818,10 @@ class KeyManager:
             slots=tuple(
                 replace(s, key=wrap_data_key(target, dom.data_keys[s.slot])) for s in dom.record.slots
             ),
+            generation=dom.record.generation + 1,
             mac="",
         ).sealed(dom.mac_key)
-        status = self.write(rec)
+        status = self.write(rec, mac_key=dom.mac_key)
         new = Domain(rec, dom.id_key, dom.data_keys)
         with self._lock:
             self._cache.domains[dom.model] = new
@@ -626,9 +844,11 @@ __all__ = [
     "KeySlotMissingError",
     "KeyringRecord",
     "SlotRecord",
+    "is_sealed_manifest",
     "is_sealed_recipe",
     "iter_wrapped",
     "keyring_key",
     "parse_keyring_key",
     "provider_params",
+    "sealed_manifest_model",
 ]

@@ -1,4 +1,4 @@
-"""Materialising a version into a folder: from the cache by hardlink, else rebuilt and verified.
+"""Materialising a version into a folder: placed from the cache (``placement``), else rebuilt and verified.
 
 A pull is all or nothing. Conflicts with existing files are found before the first byte is
 written; every file is then built under a temporary name beside its destination (through the
@@ -27,7 +27,8 @@ from weightvault.core.errors import (
 from weightvault.core.manifest import FileEntry, FileRecipe
 from weightvault.storage.direct_io import DirectWriter
 from weightvault.storage.local import os_error
-from weightvault.vault.cache import FileCache, place
+from weightvault.vault.cache import FileCache
+from weightvault.vault.placement import Placer
 from weightvault.vault.reader import ChunkReader
 
 #: files up to this size are built by their own, wider pool: their cost is latency (an index
@@ -69,12 +70,12 @@ def _same_content(path: Path, entry: FileEntry, cache: FileCache | None) -> bool
     if st.st_size != entry.size:
         return False
     if cache is not None:
-        cached = cache.path_for(entry.sha256)
-        try:
-            if os.path.samefile(cached, path):
-                return True
-        except FileNotFoundError:
-            pass
+        for cached in cache.paths_for(entry.sha256):
+            try:
+                if os.path.samefile(cached, path):
+                    return True
+            except FileNotFoundError:
+                pass
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(8 << 20):
@@ -156,26 +157,33 @@ def _stage(
     cache: FileCache | None,
     counters: PullCounters,
     progress: Callable[[int], None],
+    placer: Placer,
 ) -> Path:
-    """Build one file, verified, under a temporary name beside its target; returns that name."""
+    """Build one file, verified, under a temporary name beside its target; returns that name.
+
+    ``placer`` puts cached files there (and counts how); ``placer.private`` says whether the
+    model's cache entries are private (an encrypted model's plaintext)."""
     entry, target = item.entry, item.target
+    private = placer.private
     tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.wv-tmp"
     try:
-        source = cache.lookup(entry.sha256, entry.size) if cache is not None else None
+        source = cache.lookup(entry.sha256, entry.size, private) if cache is not None else None
         if source is not None:
-            place(source, tmp)
+            placer.place(source, tmp)
             counters.from_cache += entry.size
             progress(entry.size)
         else:
             recipe = recipe_for(entry.sha256)
             into_cache = cache is not None and cache.fits(entry.size)
-            build = cache.temp_file() if into_cache and cache is not None else tmp
+            build = cache.temp_file(private) if into_cache and cache is not None else tmp
+            mode = cache.temp_mode(private) if into_cache and cache is not None else 0o644
             try:
                 if entry.size > SMALL_FILE:
-                    with DirectWriter(build) as out:
+                    with DirectWriter(build, mode) as out:
                         reader.write_file(recipe, out, entry.path, progress)
                 else:  # no aligned buffers to set up for a few KiB: the page cache, then fsync
-                    with open(build, "wb") as small:
+                    fd = os.open(build, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+                    with open(fd, "wb") as small:
                         reader.write_file(recipe, small, entry.path, progress)
                         small.flush()
                         os.fsync(small.fileno())
@@ -183,7 +191,9 @@ def _stage(
                 build.unlink(missing_ok=True)
                 raise
             if into_cache and cache is not None:
-                place(cache.admit(build, entry.sha256), tmp)
+                placer.place(cache.admit(build, entry.sha256, private), tmp)
+            else:
+                placer.note("written")
             counters.from_store += entry.size
         return tmp
     except OSError as exc:
@@ -231,6 +241,7 @@ def materialise(
     cache: FileCache | None,
     workers: int,
     progress: Callable[[int], None],
+    placer: Placer,
 ) -> PullCounters:
     """Create ``dest`` (with its parents) and build every planned file, then place them all;
     on any failure undo everything, the folders this pull made included."""
@@ -252,7 +263,7 @@ def materialise(
                 (
                     p,
                     (small_pool if p.entry.size <= SMALL_FILE else pool).submit(
-                        _stage, p, recipe_for, reader, cache, counters, progress
+                        _stage, p, recipe_for, reader, cache, counters, progress, placer
                     ),
                 )
                 for p in ordered

@@ -29,6 +29,7 @@ from weightvault.core.types import RecoverReport
 from weightvault.registry.index import RegistryIndex
 from weightvault.vault.keyring import Domain, is_sealed_recipe
 from weightvault.vault.refresh import CURSOR, STORE_ID, read_table, version_row
+from weightvault.vault.store import RefRefusedError
 
 if TYPE_CHECKING:
     from weightvault.vault.vault import Vault
@@ -73,7 +74,9 @@ def rebuild_index(vault: Vault) -> RecoverReport:
 
 def _build(vault: Vault, index: RegistryIndex, domains: list[Domain]) -> RecoverReport:
     backend, store = vault.backend, vault.store
-    report = RecoverReport({"packs": 0, "recipes": 0, "versions": 0, "aliases": 0, "skipped": 0})
+    report = RecoverReport(
+        {"packs": 0, "recipes": 0, "versions": 0, "aliases": 0, "skipped": 0, "refused_refs": 0}
+    )
     counts = report.counts
 
     def skip(what: str, exc: BaseException | str) -> None:
@@ -112,6 +115,10 @@ def _build(vault: Vault, index: RegistryIndex, domains: list[Domain]) -> Recover
     for (model, kind, name), key in found.items():
         try:
             body = store.get_ref(model, kind, name)
+        except RefRefusedError as exc:  # an encrypted model's ref that fails authentication
+            skip(key, exc)
+            counts["refused_refs"] += 1
+            continue
         except IntegrityError as exc:
             skip(key, exc)
             continue
@@ -125,13 +132,14 @@ def _build(vault: Vault, index: RegistryIndex, domains: list[Domain]) -> Recover
     for created, model, label, commit in sorted(versions):
         key = layout.version_ref_key(model, label)
         try:
-            manifest = store.get_manifest(commit)
-            if manifest.model != model:
+            manifest, stored = store.read_manifest(commit)
+            if manifest.model != model:  # a manifest swapped in from another model
                 raise FormatError(f"its manifest {commit} is of model {manifest.model!r}")
         except (MissingObjectError, IntegrityError) as exc:
             skip(key, exc)
             continue
-        rows.append(version_row(model, label, {"commit": commit, "created": created.isoformat()}, manifest))
+        ref = {"commit": commit, "created": created.isoformat()}
+        rows.append(version_row(model, label, ref, manifest, stored))
     counts["versions"] += index.add_versions(rows)
     for model, alias, label in aliases:
         try:

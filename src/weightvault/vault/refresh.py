@@ -48,6 +48,9 @@ class RefreshReport:
     full_scan: bool = False
     #: objects that could not be read or parsed, each with the reason (they were left out)
     skipped: list[str] = field(default_factory=list)
+    #: per model, the integrity error that made the store's refs of it unusable (a forged or
+    #: unauthenticated ref, a manifest of another model): reads of it report this, not "not found"
+    refused: dict[str, IntegrityError] = field(default_factory=dict)
 
 
 def refresh(vault: Vault) -> RefreshReport:
@@ -87,15 +90,19 @@ def apply_entry(vault: Vault, index: RegistryIndex, entry: dict[str, Any], repor
         report.skipped.append(f"journal entry {entry.get('seq')}: {exc}")
 
 
-def _manifest_for(vault: Vault, model: str, body: dict[str, Any]) -> Manifest:
-    manifest = vault.store.get_manifest(body["commit"])
+def _manifest_for(vault: Vault, model: str, body: dict[str, Any]) -> tuple[Manifest, bytes]:
+    """(the manifest a ref names, the object as stored: sealed in an encrypted model)."""
+    manifest, stored = vault.store.read_manifest(body["commit"])
     if manifest.model != model:
         raise FormatError(f"manifest {body['commit']} is of model {manifest.model!r}, not {model!r}")
-    return manifest
+    return manifest, stored
 
 
-def version_row(model: str, label: str, body: dict[str, Any], manifest: Manifest) -> dict[str, Any]:
-    """``RegistryIndex.add_version``'s arguments for a version ref and its manifest."""
+def version_row(
+    model: str, label: str, body: dict[str, Any], manifest: Manifest, stored: bytes
+) -> dict[str, Any]:
+    """``RegistryIndex.add_version``'s arguments for a version ref and its manifest (``stored``:
+    the object as stored, which is what the index keeps)."""
     return {
         "model": model,
         "label": label,
@@ -106,26 +113,15 @@ def version_row(model: str, label: str, body: dict[str, Any], manifest: Manifest
         "metadata": dict(manifest.metadata),
         "total_size": manifest.total_size,
         "file_count": len(manifest.files),
-        "manifest": manifest.to_bytes(),
+        "manifest": stored,
     }
 
 
 def _add_version(
-    index: RegistryIndex, model: str, label: str, body: dict[str, Any], manifest: Manifest
+    index: RegistryIndex, model: str, label: str, body: dict[str, Any], found: tuple[Manifest, bytes]
 ) -> None:
     with contextlib.suppress(VersionExistsError):  # another process on this index applied it first
-        index.add_version(
-            model=model,
-            label=label,
-            commit=body["commit"],
-            parent=manifest.parent,
-            created=datetime.fromisoformat(body["created"]).astimezone(UTC),
-            message=manifest.message,
-            metadata=dict(manifest.metadata),
-            total_size=manifest.total_size,
-            file_count=len(manifest.files),
-            manifest=manifest.to_bytes(),
-        )
+        index.add_version(**version_row(model, label, body, *found))
 
 
 def sync_ref(
@@ -135,7 +131,7 @@ def sync_ref(
     kind: str,
     name: str,
     report: RefreshReport,
-    prefetched: tuple[dict[str, Any] | None, Manifest | None] | None = None,
+    prefetched: tuple[dict[str, Any] | None, tuple[Manifest, bytes] | None] | None = None,
 ) -> None:
     """Make the index agree with one ref of the store (present, moved or deleted)."""
     key = layout.ref_key(model, kind, name)
@@ -152,10 +148,10 @@ def sync_ref(
                 return
             if have == body["commit"]:
                 return
-            manifest = manifest or _manifest_for(vault, model, body)
+            found = manifest or _manifest_for(vault, model, body)
             if have is not None:
                 index.delete_version(model, name)
-            _add_version(index, model, name, body, manifest)
+            _add_version(index, model, name, body, found)
             return
         try:
             current = index.aliases(model).get(name)
@@ -173,7 +169,12 @@ def sync_ref(
             return
         if current != label:
             index.set_alias(model, name, label)
-    except (FormatError, IntegrityError, MissingObjectError, ConflictError, RevisionNotFoundError) as exc:
+    except MissingObjectError as exc:
+        report.skipped.append(f"{key}: {exc}")
+    except IntegrityError as exc:
+        report.skipped.append(f"{key}: {exc}")
+        report.refused[model] = exc
+    except (ConflictError, RevisionNotFoundError) as exc:
         report.skipped.append(f"{key}: {exc}")
 
 
@@ -240,10 +241,10 @@ def full_scan(vault: Vault, index: RegistryIndex) -> RefreshReport:
         if isinstance(got, str):
             report.skipped.append(f"{layout.version_ref_key(model, label)}: {got}")
             continue
-        body, manifest = got
-        if body is None or manifest is None:
+        body, found_manifest = got
+        if body is None or found_manifest is None:
             continue  # deleted since the listing
-        batch.append(version_row(model, label, body, manifest))
+        batch.append(version_row(model, label, body, *found_manifest))
     index.add_versions(batch)
     for model, kind, name in found:
         if kind == "alias":
@@ -269,7 +270,7 @@ def full_scan(vault: Vault, index: RegistryIndex) -> RefreshReport:
 
 def _fetch_version(
     vault: Vault, model: str, label: str
-) -> tuple[dict[str, Any] | None, Manifest | None] | str:
+) -> tuple[dict[str, Any] | None, tuple[Manifest, bytes] | None] | str:
     try:
         body = vault.store.get_ref(model, "version", label)
         return body, (_manifest_for(vault, model, body) if body is not None else None)

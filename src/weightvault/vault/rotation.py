@@ -20,11 +20,12 @@ skips chunks already on it. The old packs and plain recipes become garbage for `
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,14 +36,24 @@ from weightvault.core.errors import (
     ConfigError,
     InvalidInputError,
     ModelNotFoundError,
+    StorageError,
+    WeightvaultError,
 )
 from weightvault.core.manifest import FileRecipe
 from weightvault.core.names import check_model_name
 from weightvault.keys import KeyProvider, open_key_provider
 from weightvault.keys.local_file import LocalFileKeyProvider
+from weightvault.storage.backend import Backend
 from weightvault.storage.local import fsync_dir
 from weightvault.vault.codecs import BlobEncoder, layout_from_prefix
-from weightvault.vault.keyring import Domain, provider_params
+from weightvault.vault.keyring import (
+    KEYS,
+    Domain,
+    KeyringRecord,
+    keyring_key,
+    parse_keyring_key,
+    provider_params,
+)
 from weightvault.vault.locks import SHARED, holding
 from weightvault.vault.packer import PackSink, default_temp_factory
 from weightvault.vault.source import SourceFile
@@ -87,6 +98,11 @@ class RotateReport:
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     replaced_key_file: str | None = None
     replica_errors: list[str] = field(default_factory=list)
+    #: keyring copies (replica: model) that do not open with the new KEK yet: until this is
+    #: empty the old KEK must not be destroyed
+    old_key_needed_by: list[str] = field(default_factory=list)
+    #: the configured key file, left holding the old KEK because a copy still needs it
+    kept_old_key_file: str | None = None
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -96,6 +112,8 @@ class RotateReport:
             "models": self.models,
             "replaced_key_file": self.replaced_key_file,
             "replica_errors": self.replica_errors,
+            "old_key_needed_by": self.old_key_needed_by,
+            "kept_old_key_file": self.kept_old_key_file,
             "seconds": self.seconds,
         }
 
@@ -136,6 +154,34 @@ def _target(
         f"key provider {kind!r} cannot make a new key by itself: give the new key "
         "(--new-key-file, --new-key-env, --new-passphrase-env or --new-kms-key-id)"
     )
+
+
+def _needing_old_key(vault: Vault, target: KeyProvider) -> list[str]:
+    """Every keyring copy, on every replica, that is not wrapped under ``target``, cannot be
+    read, or is missing where the primary has one: while one is left, destroying the old KEK
+    could lose that model on that replica."""
+    backends: list[tuple[str, Backend]] = (
+        [(n, vault.replicas.backend(n)) for n in vault.replicas.names]
+        if vault.replicas is not None
+        else [(vault.settings.storage_type, vault.backend)]
+    )
+    wanted = set(vault.keys.models())
+    out: list[str] = []
+    for name, backend in backends:
+        try:
+            listed = {m for i in backend.list(KEYS) if (m := parse_keyring_key(i.key)) is not None}
+        except StorageError as exc:
+            out.append(f"{name}: unreachable ({exc})")
+            continue
+        for m in sorted(wanted | listed):
+            try:
+                rec = KeyringRecord.from_bytes(backend.get(keyring_key(m)), m)
+            except WeightvaultError as exc:
+                out.append(f"{name}: {m}: no readable copy ({exc})")
+                continue
+            if (rec.id_key.provider, rec.kek_id) != (target.name, target.key_id):
+                out.append(f"{name}: {m}")
+    return out
 
 
 def _models(vault: Vault, model: str | None, reencrypt: bool) -> list[str]:
@@ -181,34 +227,67 @@ def rotate(
         if dom is not None:
             domains[m] = dom
     target, target_config, replace_file = _target(vault, model, new_provider)
+    if replace_file is None:  # this home trusts the KEK it moves keyrings to (a staged file already is)
+        keys.trust_provider(target_config)
     params = provider_params(target, target_config)
     report = RotateReport(provider=params, kek_id=target.key_id)
     same_kms_key = target_config.get("type") == "aws_kms" and new_provider is None
-    for m, dom in domains.items():
+    old = keys.configured() if replace_file is not None else None
+
+    def move(m: str, dom: Domain, to: KeyProvider, to_params: dict[str, Any], force: bool) -> None:
         entry = report.models.setdefault(m, {})
-        entry["kek_from"] = dom.record.kek_id
-        if dom.record.kek_id == target.key_id and not same_kms_key and dict(dom.record.provider) == params:
-            entry["rewrapped"] = False  # already there (a rerun)
+        entry.setdefault("kek_from", dom.record.kek_id)
+        if not force and dom.record.kek_id == to.key_id and dict(dom.record.provider) == to_params:
+            entry.setdefault("rewrapped", False)  # already there (a rerun)
         else:
-            dom, status = keys.rewrap(dom, target, params)
+            for attempt in range(3):  # keyring writes are conditional: a concurrent rewrite wins, we redo
+                try:
+                    dom, status = keys.rewrap(dom, to, to_params)
+                    break
+                except ConcurrentModificationError:
+                    if attempt == 2:
+                        raise
+                    dom = keys.domain(m, refresh=True) or dom
             domains[m] = dom
             entry["rewrapped"] = True
             report.replica_errors += [f"{n}: {s}" for n, s in status.items() if s != "ok"]
-        entry["kek_to"] = target.key_id
-    if replace_file is not None:
-        staged = Path(str(target_config["path"]))
-        os.replace(staged, replace_file)
-        fsync_dir(replace_file.parent)
-        report.replaced_key_file = str(replace_file)
-        keys.forget_providers()
-        final = keys.configured()
-        params = provider_params(final, keys.configured_config())
-        report.provider = params
-        for m, dom in domains.items():  # same keys, the path they are found at now
-            dom, status = keys.rewrap(dom, final, params)
-            domains[m] = dom
-            report.replica_errors += [f"{n}: {s}" for n, s in status.items() if s != "ok"]
-        target = final
+        entry["kek_to"] = to.key_id
+
+    for m, dom in list(domains.items()):
+        move(m, dom, target, params, same_kms_key)
+    if model is None:
+        # keyrings created meanwhile (a first push of another model) are moved too, until none is left
+        for _ in range(5):
+            late = [m for m in keys.models() if m not in domains or domains[m].record.kek_id != target.key_id]
+            if not late:
+                break
+            for m in late:
+                dom = keys.domain(m, refresh=True)
+                if dom is not None:
+                    move(m, dom, target, params, False)
+    report.old_key_needed_by = _needing_old_key(vault, target)
+    if replace_file is not None and old is not None:
+        if report.old_key_needed_by:
+            # the old KEK stays where it is until every keyring everywhere opens with the new one
+            report.kept_old_key_file = str(replace_file)
+        else:
+            staged = Path(str(target_config["path"]))
+            os.replace(staged, replace_file)
+            fsync_dir(replace_file.parent)
+            report.replaced_key_file = str(replace_file)
+            keys.forget_providers()
+            final = keys.configured()
+            params = provider_params(final, keys.configured_config())
+            report.provider = params
+            for m, dom in list(domains.items()):  # same keys, the path they are found at now
+                move(m, dom, final, params, True)
+            # a keyring a push made under the old KEK after our last look is moved with the old
+            # key still in memory (the push itself also rechecks the key file, see Vault._push_domain)
+            for m in keys.models():
+                rec = keys.record(m)
+                if rec is not None and rec.kek_id == old.key_id:
+                    move(m, keys.open_with(m, old), final, params, True)
+            target = final
     if reencrypt:
         # re-encryption reuses live chunks like a push: a gc must not sweep meanwhile
         with holding(
@@ -219,7 +298,10 @@ def rotate(
         ):
             vault.refresh()
             for m in models:
-                dom = domains.get(m) or keys.create(m, target, params)
+                dom = domains.get(m)
+                if dom is None:  # a plain model encrypted now: its existing refs get authenticated
+                    dom = keys.create(m, target, params)
+                    vault.adopt_refs(m, dom)
                 report.models.setdefault(m, {"kek_from": None, "rewrapped": False, "kek_to": target.key_id})
                 report.models[m]["reencrypt"] = reencrypt_model(vault, dom, target, progress).to_json()
     report.seconds = time.perf_counter() - started
@@ -263,12 +345,35 @@ def live_slots(vault: Vault, model: str) -> dict[int, tuple[int, int]]:
     return out
 
 
+class _Joined(io.RawIOBase):
+    """The chunks of a file as one readable stream (to cut them again)."""
+
+    def __init__(self, chunks: Iterator[bytes | memoryview]) -> None:
+        self._chunks = chunks
+        self._left = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        while not self._left:
+            nxt = next(self._chunks, None)
+            if nxt is None:
+                return 0
+            self._left = memoryview(nxt)
+        n = min(len(buf), len(self._left))
+        buf[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n
+
+
 class _Converter:
     def __init__(self, vault: Vault, dom: Domain, slot: int, progress: Callable[[int], None]) -> None:
         self.vault = vault
         self.dom = dom
         self.slot = slot
         self.encoder = BlobEncoder(vault.settings.compression, dom.ciphers[slot], slot)
+        self.chunker = vault.chunker_for(dom)
         self.reader = vault._reader_for(dom.model)
         self.sink = PackSink(
             vault.primary,
@@ -317,7 +422,10 @@ class _Converter:
         self._layout_prefix(job, ids, src)
         new_chunks: list[tuple[bytes, int]] = []
         offset = 0
-        for raw in self.reader.chunks(ids, what):
+        chunks: Iterator[bytes | memoryview] = self.reader.chunks(ids, what)
+        if not keyed:  # cut again with the domain's keyed chunker: plain boundaries are public
+            chunks = self.chunker.chunks(_Joined(chunks))
+        for raw in chunks:
             n = len(raw)
             cid = dom.chunk_id(raw)
             new_chunks.append((cid, n))

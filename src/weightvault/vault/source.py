@@ -32,9 +32,7 @@ def ignored(rel: str) -> bool:
     parts = tuple(rel.split("/"))
     if any(p in DEFAULT_IGNORES for p in parts):
         return True
-    return any(
-        parts[i : i + len(skip)] == skip for skip in DEFAULT_IGNORED_PATHS for i in range(len(parts))
-    )
+    return any(parts[i : i + len(skip)] == skip for skip in DEFAULT_IGNORED_PATHS for i in range(len(parts)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +46,17 @@ class SourceFile:
     dev: int = 0
 
 
-def scan_source(source: Path | str, *, default_ignores: bool = True) -> list[SourceFile]:
-    """The files of ``source`` (a folder or one file), sorted by path."""
+def scan_source(
+    source: Path | str, *, default_ignores: bool = True, links_within: Path | None = None
+) -> list[SourceFile]:
+    """The files of ``source`` (a folder or one file), sorted by path. Symlinks may point anywhere
+    inside ``links_within`` (default: the source itself); a Hub cache snapshot links into its
+    repo's ``blobs/``, one level up."""
     root = Path(source)
     if not root.exists() and not root.is_symlink():
         raise SourceNotFoundError(f"source {root} does not exist")
     root = _resolve(root)
+    fence = _resolve(links_within) if links_within is not None else root
     if root.is_file():
         return [_entry(root.name, root)]
     if not root.is_dir():
@@ -68,19 +71,19 @@ def scan_source(source: Path | str, *, default_ignores: bool = True) -> list[Sou
                 continue
             if full.is_symlink():
                 dirnames.remove(name)
-                target = _inside(root, full)
+                target = _inside(fence, full)
                 if target == root or target in full.parents:
                     raise UnsafePathError(f"symlink {full} makes a loop")
                 files.extend(
                     _entry(f"{_rel(root, full)}/{sub.path}", sub.abspath)
-                    for sub in scan_source(target, default_ignores=default_ignores)
+                    for sub in scan_source(target, default_ignores=default_ignores, links_within=fence)
                 )
         for name in filenames:
             full = here / name
             rel = _rel(root, full)
             if default_ignores and ignored(rel):
                 continue
-            target = _inside(root, full) if full.is_symlink() else full
+            target = _inside(fence, full) if full.is_symlink() else full
             files.append(_entry(rel, target))
     files.sort(key=lambda f: f.path)
     return files
@@ -104,7 +107,7 @@ def _resolve(path: Path) -> Path:
 def _inside(root: Path, link: Path) -> Path:
     target = _resolve(link)
     if target != root and root not in target.parents:
-        raise UnsafePathError(f"symlink {link} points outside the source folder (to {target})")
+        raise UnsafePathError(f"symlink {link} points outside {root} (to {target})")
     if not target.exists():
         raise SourceNotFoundError(f"symlink {link} is dangling")
     return target

@@ -66,6 +66,8 @@ class StatCache:
         with self._lock:
             db = self._conn()
             for src in files:
+                if not src.ctime_ns or not src.dev:  # not from a stat (a synthetic source): no hint
+                    continue
                 row = db.execute(
                     "SELECT dev, ino, size, mtime_ns, ctime_ns, seen_ns, recipe FROM files "
                     "WHERE path = ? AND scheme = ?",
@@ -92,6 +94,7 @@ class StatCache:
         rows = [
             (str(s.abspath), scheme, s.dev, s.inode, s.size, s.mtime_ns, s.ctime_ns, seen, r.to_bytes())
             for s, r, seen in entries
+            if s.ctime_ns and s.dev
         ]
         if not rows:
             return

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from weightvault.cas.chunker import ChunkingParams
 from weightvault.core import layout
-from weightvault.core.errors import FormatError, MissingObjectError, ObjectExistsError
+from weightvault.core.errors import FormatError, IntegrityError, MissingObjectError, ObjectExistsError
 from weightvault.core.manifest import FileRecipe, Manifest, canonical_json
 from weightvault.storage.backend import Backend
 from weightvault.storage.replica import ReplicaSet
 
-#: Format 2: fixed-depth ref and keyring keys, the journal and store locks (docs/format.md).
+#: Format 2: fixed-depth ref and keyring keys, the journal and store locks, authenticated refs and
+#: sealed manifests of encrypted models (docs/format.md, "Changes in format 2").
 STORE_FORMAT = 2
 
 
@@ -69,6 +70,28 @@ class VersionRef:
     created: datetime
 
 
+class ManifestSealer(Protocol):
+    """What sealing a manifest needs (an encrypted model's domain)."""
+
+    def commit_id(self, manifest_body: bytes) -> str: ...
+
+    def seal_manifest(self, commit: str, body: bytes) -> bytes: ...
+
+
+#: The first bytes of a sealed manifest (``vault.keyring.MANIFEST_MAGIC``).
+SEALED_MANIFEST_MAGIC = b"WVMANE\x00\x01"
+
+
+#: Adds a MAC to a ref body of the given kind ("version" or "alias").
+RefSigner = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+class RefRefusedError(IntegrityError):
+    """A ref in the store is not authentic (``vault.refauth``)."""
+
+    code = "ref_not_authentic"
+
+
 class Store:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -76,6 +99,10 @@ class Store:
         #: push skip writing it to the primary
         self.primary = backend.backend(backend.primary_name) if isinstance(backend, ReplicaSet) else backend
         self.config = self._load_or_init_config()
+        #: opens a sealed manifest (set by the vault, which holds the keys)
+        self.manifest_opener: Callable[[str, bytes], Manifest] | None = None
+        #: refuses a ref that is not authentic (set by the vault, which holds the keys)
+        self.ref_checker: Callable[[str, str, str, dict[str, Any]], None] | None = None
 
     def _load_or_init_config(self) -> StoreConfig:
         # The primary defines the store: an unreachable secondary must not stop the vault opening.
@@ -96,20 +123,39 @@ class Store:
         return fresh
 
     # manifests and recipes are content-addressed: writing one twice is harmless
-    def put_manifest(self, manifest: Manifest) -> tuple[str, bytes]:
+    def put_manifest(self, manifest: Manifest, sealer: ManifestSealer | None = None) -> tuple[str, bytes]:
+        """Write a manifest; returns (commit id, the object as stored). With ``sealer`` (an
+        encrypted model's domain) the commit id is keyed and the object sealed."""
         body = manifest.to_bytes()
-        commit = manifest.commit_id()
+        if sealer is None:
+            commit = manifest.commit_id()
+        else:
+            commit = sealer.commit_id(body)
+            body = sealer.seal_manifest(commit, body)
         key = layout.manifest_key(commit)
         if not self.primary.exists(key):
             self.backend.put(key, body)
         return commit, body
 
-    def get_manifest(self, commit: str) -> Manifest:
-        body = self.backend.get(layout.manifest_key(commit))
+    def parse_manifest(self, commit: str, body: bytes) -> Manifest:
+        """A manifest object as stored (plain, or sealed: opened with its model's keys), checked
+        against its commit id."""
+        if body.startswith(SEALED_MANIFEST_MAGIC):
+            if self.manifest_opener is None:
+                raise FormatError(f"manifest {commit} is sealed and no keys are at hand")
+            return self.manifest_opener(commit, body)
         manifest = Manifest.from_bytes(body)
         if manifest.commit_id() != commit:
             raise FormatError(f"manifest {commit} does not hash to its name")
         return manifest
+
+    def read_manifest(self, commit: str) -> tuple[Manifest, bytes]:
+        """(manifest, the object as stored)."""
+        body = self.backend.get(layout.manifest_key(commit))
+        return self.parse_manifest(commit, body), body
+
+    def get_manifest(self, commit: str) -> Manifest:
+        return self.read_manifest(commit)[0]
 
     def put_recipe(self, recipe: FileRecipe) -> bytes:
         body = recipe.to_bytes()
@@ -133,31 +179,70 @@ class Store:
     def get_recipe_object(self, name: str) -> bytes:
         return self.backend.get(layout.recipe_key(name))
 
-    # refs: a version ref is created once (if_absent); an alias ref is replaced atomically
-    def create_version_ref(self, model: str, label: str, commit: str, created: datetime) -> None:
-        body = canonical_json(
-            {"model": model, "label": label, "commit": commit, "created": created.isoformat()}
-        )
-        self.backend.put(layout.version_ref_key(model, label), body, if_absent=True)
+    # refs: a version ref is created once (if_absent); an alias ref is replaced atomically. An
+    # encrypted model's refs carry a MAC (``signer``, from ``vault.refauth``).
+    def create_version_ref(
+        self,
+        model: str,
+        label: str,
+        commit: str,
+        created: datetime,
+        signer: RefSigner | None = None,
+        *,
+        replace: bool = False,
+    ) -> None:
+        """Create the ref (if absent); ``replace`` rewrites it (authenticating an existing version)."""
+        body: dict[str, Any] = {
+            "model": model,
+            "label": label,
+            "commit": commit,
+            "created": created.isoformat(),
+        }
+        if signer is not None:
+            body = signer("version", body)
+        self.backend.put(layout.version_ref_key(model, label), canonical_json(body), if_absent=not replace)
 
     def delete_version_ref(self, model: str, label: str) -> None:
         self.backend.delete(layout.version_ref_key(model, label))
 
-    def set_alias_ref(self, model: str, alias: str, label: str, commit: str) -> None:
-        body = canonical_json({"model": model, "alias": alias, "label": label, "commit": commit})
-        self.backend.put(layout.alias_ref_key(model, alias), body)
+    def set_alias_ref(
+        self, model: str, alias: str, label: str, commit: str, signer: RefSigner | None = None
+    ) -> None:
+        body: dict[str, Any] = {"model": model, "alias": alias, "label": label, "commit": commit}
+        if signer is not None:
+            body = signer("alias", body)
+        self.backend.put(layout.alias_ref_key(model, alias), canonical_json(body))
 
     def delete_alias_ref(self, model: str, alias: str) -> None:
         self.backend.delete(layout.alias_ref_key(model, alias))
 
+    def has_authenticated_refs(self, model: str) -> bool:
+        """Whether any ref of ``model`` carries a MAC (the model is encrypted), checked before a
+        push treats a model without a keyring as plain."""
+        for info in self.backend.list(layout.model_refs_prefix(model)):
+            parsed = layout.parse_ref_key(info.key)
+            if parsed is None or parsed[0] != model:
+                continue
+            try:
+                body = json.loads(self.backend.get(info.key))
+            except (MissingObjectError, ValueError):
+                continue
+            if isinstance(body, dict) and "mac" in body:
+                return True
+        return False
+
     def get_ref(self, model: str, kind: str, name: str) -> dict[str, Any] | None:
-        """A ref's body checked against its key, or None when it does not exist."""
+        """A ref's body checked against its key (and, in an encrypted model, its MAC), or None
+        when it does not exist. Raises ``FormatError`` or ``RefRefusedError``."""
         key = layout.ref_key(model, kind, name)
         try:
             data = self.backend.get(key)
         except MissingObjectError:
             return None
-        return parse_ref_body(key, model, kind, name, data)
+        body = parse_ref_body(key, model, kind, name, data)
+        if self.ref_checker is not None:
+            self.ref_checker(model, kind, name, body)
+        return body
 
     def ref_keys(self) -> tuple[dict[tuple[str, str, str], str], list[str]]:
         """Every ref key in the store, parsed: ({(model, kind, name): key}, [keys that parse as no
@@ -172,17 +257,25 @@ class Store:
                 found[parsed] = info.key
         return found, bad
 
-    def refs(self) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
-        """(model, kind, name, body) for every ref in the store."""
+    def refs(
+        self, refused: list[tuple[str, str]] | None = None
+    ) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
+        """(model, kind, name, body) for every authentic ref in the store.
+
+        A ref that ``ref_checker`` refuses (an encrypted model's ref without a valid MAC) is
+        skipped and, with ``refused``, reported there as (key, reason); a malformed one raises."""
         found, bad = self.ref_keys()
         if bad:
             raise FormatError(f"{bad[0]} is not a ref key of store format {STORE_FORMAT}")
         for (model, kind, name), key in found.items():
             try:
-                data = self.backend.get(key)
-            except MissingObjectError:
+                body = self.get_ref(model, kind, name)
+            except RefRefusedError as exc:
+                if refused is not None:
+                    refused.append((key, str(exc)))
                 continue
-            yield model, kind, name, parse_ref_body(key, model, kind, name, data)
+            if body is not None:
+                yield model, kind, name, body
 
 
 def parse_ref_body(key: str, model: str, kind: str, name: str, data: bytes) -> dict[str, Any]:

@@ -25,10 +25,12 @@ from weightvault.core.errors import (
     ConfigError,
     ConflictError,
     CorruptObjectError,
+    CredentialsError,
     FormatError,
     IntegrityError,
     InvalidInputError,
     MissingObjectError,
+    ModelNotFoundError,
     ObjectExistsError,
     RevisionNotFoundError,
     StorageError,
@@ -48,13 +50,18 @@ from weightvault.core.types import (
     VersionInfo,
 )
 from weightvault.registry.index import RegistryIndex, VersionRecord
+from weightvault.storage import oscaps
 from weightvault.storage.backend import Backend
 from weightvault.storage.local import os_error
 from weightvault.storage.replica import ReplicaSet
 from weightvault.vault import gc as gc_module
+from weightvault.vault import lineage as lineage_module
 from weightvault.vault import recover as recover_module
+from weightvault.vault import refauth
 from weightvault.vault import refresh as refresh_module
 from weightvault.vault import replication as replication_module
+from weightvault.vault import safety as safety_module
+from weightvault.vault import tensors as tensors_module
 from weightvault.vault import verify as verify_module
 from weightvault.vault.cache import FileCache
 from weightvault.vault.codecs import BlobCodec, BlobEncoder
@@ -65,19 +72,23 @@ from weightvault.vault.keyring import (
     Domain,
     KeyManager,
     KeyringRecord,
+    is_sealed_manifest,
     keyring_key,
     parse_keyring_key,
     provider_params,
+    sealed_manifest_model,
 )
 from weightvault.vault.locks import SHARED, holding
 from weightvault.vault.packer import PackSink, default_temp_factory
+from weightvault.vault.placement import Placer, check_link_mode
 from weightvault.vault.pull import materialise, plan, select_files
 from weightvault.vault.push import PushPipeline
 from weightvault.vault.reader import ChunkReader
 from weightvault.vault.replicas import open_stores
 from weightvault.vault.source import SourceFile, scan_source
 from weightvault.vault.statcache import StatCache
-from weightvault.vault.store import Store
+from weightvault.vault.store import RefSigner, Store
+from weightvault.vault.trust import KeyringTrustError, LocalTrust
 
 if TYPE_CHECKING:
     from weightvault.vault.rotation import RotateReport
@@ -86,6 +97,18 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[int], None]
 #: Called once per operation with the total byte count before work starts.
 ProgressStart = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class _NewVersion:
+    """What a push says about the version it makes, besides its files."""
+
+    model: str
+    parent: str | None
+    message: str
+    metadata: dict[str, str]
+    lineage: tuple[dict[str, Any], ...]
+    safety: Any
 
 
 @dataclass
@@ -157,6 +180,7 @@ class Vault:
                 "access_control_enabled: true cannot be honoured by an embedded vault (it has no users "
                 "to check); serve the vault through the weightvault server, or set it to false"
             )
+        oscaps.check_platform()
         self.settings = settings
         _make_home(settings.home)
         self.replicas: ReplicaSet | None = None
@@ -171,10 +195,17 @@ class Vault:
         #: every ref change and new pack is announced here; readers follow it (``refresh``)
         self.journal = Journal(self.primary)
         self.refresh_lock = threading.Lock()
+        self._refused_refs: dict[str, IntegrityError] = {}
         self._background: list[threading.Thread] = []
         self.index = index or _open_index(settings)
         self.cache = (
-            FileCache(settings.cache_path, settings.cache_max_bytes) if settings.cache_enabled else None
+            FileCache(
+                settings.cache_path,
+                settings.cache_max_bytes,
+                private=settings.cache_permissions == "private",
+            )
+            if settings.cache_enabled
+            else None
         )
         self.chunker = Chunker(self.store.config.chunking)
         #: the store-wide reader: plain chunks of any model (encrypted ones need ``_reader_for``)
@@ -185,9 +216,13 @@ class Vault:
             self.primary,
             self.replicas,
             self.store.config.store_id,
+            trusted_configs=settings.trusted_provider_configs,
+            trust=LocalTrust(settings.home / "keys"),
         )
         self._readers: dict[str, ChunkReader] = {}
         self._readers_lock = threading.Lock()
+        self.store.manifest_opener = self._open_sealed_manifest
+        self.store.ref_checker = self._check_ref
         #: files this machine hashed before, so a re-push does not read them again (plain models)
         self.stat_cache = StatCache(settings.home / "statcache.db")
 
@@ -216,7 +251,20 @@ class Vault:
     def refresh(self) -> refresh_module.RefreshReport:
         """Bring the index up to date with the store (other machines' pushes, aliases, deletes,
         gc). Costs one small read when nothing changed; every operation below calls it."""
-        return refresh_module.refresh(self)
+        report = refresh_module.refresh(self)
+        self._refused_refs.update(report.refused)
+        return report
+
+    def _lookup(self, model: str, revision: str | None) -> VersionRecord:
+        """``index.resolve``; a model whose refs in the store were refused reports why, not
+        "not found" (the store may have removed a ref it could not forge)."""
+        try:
+            return self.index.resolve(model, revision)
+        except (ModelNotFoundError, RevisionNotFoundError):
+            refused = self._refused_refs.get(model)
+            if refused is not None:
+                raise refused from None
+            raise
 
     def _refresh_to_read(self) -> None:
         """Refresh before a read; a primary that cannot be reached leaves the index as it is (the
@@ -224,7 +272,7 @@ class Vault:
         try:
             self.refresh()
         except StorageError as exc:
-            if isinstance(exc, IntegrityError):
+            if isinstance(exc, CredentialsError):  # keys or credentials: the user must act
                 raise
             logger.warning("could not follow the store's changes (%s); showing what this index knew", exc)
 
@@ -245,10 +293,12 @@ class Vault:
     def _info(self, rec: VersionRecord, with_files: bool = False) -> VersionInfo:
         files: tuple[FileEntry, ...] = ()
         lineage: tuple[dict[str, Any], ...] = ()
+        safety: dict[str, dict[str, Any]] = {}
         if with_files:
             manifest = self._manifest(rec.commit)
             files = tuple(sorted(manifest.files, key=lambda f: f.path))
             lineage = tuple(dict(x) for x in manifest.lineage)
+            safety = {k: dict(v) for k, v in manifest.safety.items()}
         return VersionInfo(
             model=rec.model,
             label=rec.label,
@@ -262,13 +312,33 @@ class Vault:
             aliases=rec.aliases,
             files=files,
             lineage=lineage,
+            safety=safety,
         )
 
     def _manifest(self, commit: str) -> Manifest:
         body = self.index.get_manifest(commit)
         if body is not None:
-            return Manifest.from_bytes(body)
+            return self.store.parse_manifest(commit, body)
         return self.store.get_manifest(commit)
+
+    def _manifest_sealed(self, commit: str) -> bool:
+        """Whether the version was pushed encrypted (its manifest is sealed)."""
+        body = self.index.get_manifest(commit)
+        if body is None:
+            body = self.backend.get(layout.manifest_key(commit))
+        return is_sealed_manifest(body)
+
+    def _open_sealed_manifest(self, commit: str, data: bytes) -> Manifest:
+        """A sealed manifest, opened with the keys of the model it names and checked to be that
+        model's (a manifest moved to another model, or to another commit id, fails)."""
+        model = sealed_manifest_model(data)
+        dom = self.keys.domain(model)
+        if dom is None:
+            raise IntegrityError(f"manifest {commit} is sealed for model {model}, which has no keys")
+        manifest = Manifest.from_bytes(dom.open_manifest(commit, data))
+        if manifest.model != model:
+            raise IntegrityError(f"manifest {commit} is sealed for {model} but names model {manifest.model}")
+        return manifest
 
     # ---- encryption domains ---------------------------------------------------------------------
 
@@ -312,9 +382,12 @@ class Vault:
         except MissingObjectError:
             return None
 
-    def _find_recipe(self, sha256: str, model: str | None) -> tuple[str, FileRecipe]:
+    def _find_recipe(
+        self, sha256: str, model: str | None, *, allow_plain: bool = True
+    ) -> tuple[str, FileRecipe]:
         """(name, recipe) of a file of ``model``: its keyed recipe when the model is encrypted and
-        has one, else the plain recipe (versions pushed before encryption was turned on)."""
+        has one, else the plain recipe (versions pushed before encryption was turned on). A
+        version pushed encrypted (``allow_plain=False``) accepts only its keyed recipe."""
         dom = self.keys.domain(model) if model is not None else None
         if dom is not None:
             name = dom.recipe_name(sha256)
@@ -324,6 +397,8 @@ class Vault:
                 if recipe.sha256 != sha256:
                     raise FormatError(f"recipe {name} of {model} names another file")
                 return name, recipe
+            if not allow_plain:
+                raise MissingObjectError(f"the sealed recipe of file {sha256} of {model} is missing")
         body = self.index.get_recipe(sha256)
         if body is not None:
             return sha256, FileRecipe.from_bytes(body)
@@ -332,16 +407,53 @@ class Vault:
         except MissingObjectError:
             raise MissingObjectError(f"recipe for file {sha256} is missing from the store") from None
 
-    def _recipe(self, sha256: str, model: str | None = None) -> FileRecipe:
-        return self._find_recipe(sha256, model)[1]
+    def _recipe(self, sha256: str, model: str | None = None, *, allow_plain: bool = True) -> FileRecipe:
+        return self._find_recipe(sha256, model, allow_plain=allow_plain)[1]
+
+    def _check_ref(self, model: str, kind: str, name: str, body: dict[str, Any]) -> None:
+        """Refuse a ref from the store that is not authentic (encrypted models: its MAC)."""
+        refauth.check(self.keys.domain(model), model, kind, name, body)
+
+    @staticmethod
+    def _signer(dom: Domain | None) -> RefSigner | None:
+        if dom is None:
+            return None
+        return lambda kind, body: refauth.sign(dom, kind, body)
+
+    def adopt_refs(self, model: str, dom: Domain) -> None:
+        """A model that just got its keys: authenticate the refs of its existing (plain) versions
+        and aliases from this machine's index, so readers accept them and nothing else."""
+        try:
+            versions = self.index.list_versions(model)
+        except WeightvaultError:
+            return
+        signer = self._signer(dom)
+        for rec in versions:
+            self.store.create_version_ref(model, rec.label, rec.commit, rec.created, signer, replace=True)
+            for alias in rec.aliases:
+                self.store.set_alias_ref(model, alias, rec.label, rec.commit, signer)
+
+    def chunker_for(self, dom: Domain | None) -> Chunker:
+        """The store's chunker for a plain model; one keyed with the domain's secret seed for an
+        encrypted one (chunk boundaries then reveal nothing about a known file)."""
+        if dom is None:
+            return self.chunker
+        return Chunker(self.store.config.chunking, seed=dom.chunker_seed)
 
     def _push_domain(self, model: str) -> Domain | None:
         """The domain a push of ``model`` seals under: its own, or a new one when encryption is on."""
         dom = self.keys.domain(model)
+        if dom is None and self.store.has_authenticated_refs(model):
+            # no keyring, no pin here, but the store's refs say the model is encrypted
+            raise KeyringTrustError(
+                f"model {model} is encrypted (its refs are authenticated) but its keyring is missing "
+                "from the store; refusing to push it as a plain model or under new keys"
+            )
         if dom is None and self.settings.encryption.enabled:
             key_file = self.settings.default_key_file
             existed = key_file.exists()
-            dom = self.keys.create(model)
+            dom = self.keys.recheck_new_domain(self.keys.create(model))
+            self.adopt_refs(model, dom)
             if not existed and key_file.exists():
                 logger.warning(
                     "created the key file %s (mode 0600) that encrypts %s; back it up: without it "
@@ -372,19 +484,19 @@ class Vault:
     def show(self, ref: str | Ref) -> VersionInfo:
         r = parse_ref(ref) if isinstance(ref, str) else ref
         self._refresh_to_read()
-        return self._info(self.index.resolve(r.model, r.revision), with_files=True)
+        return self._info(self._lookup(r.model, r.revision), with_files=True)
 
     def resolve(self, ref: str | Ref) -> VersionInfo:
         r = parse_ref(ref) if isinstance(ref, str) else ref
         self._refresh_to_read()
-        return self._info(self.index.resolve(r.model, r.revision))
+        return self._info(self._lookup(r.model, r.revision))
 
     # ---- push -----------------------------------------------------------------------------------
 
     def push(
         self,
         model: str,
-        source: Path | str,
+        source: Path | str | Sequence[SourceFile],
         *,
         version: str | None = None,
         message: str = "",
@@ -393,15 +505,21 @@ class Vault:
         parent: str | None = None,
         allow_empty: bool = False,
         default_ignores: bool = True,
+        base: str | None = None,
+        refuse_unsafe: bool = False,
         progress: Progress | None = None,
         on_start: ProgressStart | None = None,
     ) -> PushResult:
-        """Store a new version of ``model`` from ``source``.
+        """Store a new version of ``model`` from ``source`` (a folder, a file, or files already
+        scanned).
 
         Files equal to the latest version's make no new version (``unchanged`` in the result,
         which names that version) unless an explicit ``version`` label is asked for. An empty
         source is refused unless ``allow_empty``; VCS and cache folders are skipped unless
-        ``default_ignores`` is False (``source.DEFAULT_IGNORES``).
+        ``default_ignores`` is False (``source.DEFAULT_IGNORES``). ``base`` (MODEL@REV) links the
+        version to the one it was fine-tuned from (a PEFT adapter's config does so by itself).
+        Malformed safetensors files are refused, and with ``refuse_unsafe`` (or the setting
+        ``refuse_unsafe_pickles``) dangerous pickles; nothing is written in either case.
         """
         started = time.perf_counter()
         check_model_name(model)
@@ -411,13 +529,18 @@ class Vault:
             if self.index.label_exists(model, version):  # before any output (checked again below)
                 raise VersionExistsError(f"version {model}@{version} already exists")
         seen_ns = time.time_ns()  # before any stat: the stat cache's "racily clean" rule needs it
-        files = scan_source(source, default_ignores=default_ignores)
+        if isinstance(source, Path | str):
+            files = scan_source(source, default_ignores=default_ignores)
+        else:
+            files = list(source)
         if not files and not allow_empty:
             raise InvalidInputError(
                 f"source {source} has no files to push"
                 + (" (VCS and cache folders are skipped)" if default_ignores else "")
                 + "; use --allow-empty (allow_empty=True) to make an empty version"
             )
+        safety = safety_module.inspect_files(files, refuse_unsafe or self.settings.refuse_unsafe_pickles)
+        lineage = [*lineage, *lineage_module.base_edges(self, files, base)]
         had_domain = self.keys.domain(model) is not None
         dom = self._push_domain(model)  # keys first: a key problem stops the push before any write
         if on_start:
@@ -436,11 +559,10 @@ class Vault:
             if parent is None:
                 with contextlib.suppress(Exception):
                     parent = self.index.resolve(model, None).commit
+            new = _NewVersion(model, parent, message, dict(metadata or {}), tuple(lineage), safety)
             check_same = version is None and (dom is None or had_domain)
             for _attempt in range(3):
-                staged = self._push_data(
-                    model, files, dom, parent, message, metadata, lineage, progress, check_same, seen_ns
-                )
+                staged = self._push_data(new, files, dom, progress, check_same, seen_ns)
                 if staged.same is not None:
                     return PushResult(
                         version=staged.same,
@@ -462,7 +584,7 @@ class Vault:
             if dom is not None:
                 self._check_slot_held(model, staged.slot)
             created = datetime.now(UTC)
-            label = self._create_ref(model, version, staged.commit, created)
+            label = self._create_ref(model, version, staged.commit, created, self._signer(dom))
             self.journal_ref(model, "version", label)
             try:
                 rec = self.index.add_version(
@@ -483,33 +605,28 @@ class Vault:
                 self.primary.delete(layout.version_ref_key(model, label))
                 self.journal_ref(model, "version", label)
                 raise
-        pipeline, sink = staged.pipeline, staged.sink
         replication = self._replicate_version(rec)
         return PushResult(
             version=self._info(rec),
-            bytes_read=pipeline.bytes_read,
-            bytes_written=sink.bytes_written,
-            chunks_total=pipeline.chunks_total,
-            chunks_new=pipeline.chunks_new,
+            bytes_read=staged.pipeline.bytes_read,
+            bytes_written=staged.sink.bytes_written,
+            chunks_total=staged.pipeline.chunks_total,
+            chunks_new=staged.pipeline.chunks_new,
             seconds=time.perf_counter() - started,
             replication=replication,
         )
 
     def _push_data(
         self,
-        model: str,
+        new: _NewVersion,
         files: list[SourceFile],
         dom: Domain | None,
-        parent: str | None,
-        message: str,
-        metadata: dict[str, str] | None,
-        lineage: Sequence[dict[str, Any]],
         progress: Progress | None,
         check_same: bool,
         seen_ns: int,
     ) -> _Staged:
         """Write what the store lacks of a push (packs, recipes, manifest); nothing is visible yet.
-        With ``check_same``, files equal to the latest version's stop here (``same`` is set)."""
+        With ``check_same``, files (and lineage) equal to the latest version's stop here (``same``)."""
         sink = PackSink(
             self.backend,
             self.index,
@@ -524,7 +641,7 @@ class Vault:
         pipeline = PushPipeline(
             self.index,
             sink,
-            self.chunker,
+            self.chunker_for(dom),
             self.settings.workers,
             progress,
             encoder=encoder,
@@ -547,19 +664,22 @@ class Vault:
             )
         entries = tuple(FileEntry(f.path, r.size, r.sha256) for f, r in zip(files, recipes, strict=True))
         manifest = Manifest(
-            model=model,
+            model=new.model,
             files=entries,
-            parent=parent,
-            message=message,
-            metadata=dict(metadata or {}),
-            lineage=tuple(lineage),
+            parent=new.parent,
+            message=new.message,
+            metadata=dict(new.metadata),
+            lineage=new.lineage,
+            safety=new.safety,
         )
-        if check_same and parent is not None:
-            same = self._same_files(model, parent, entries)
-            if same is not None:  # nothing to commit: the latest version already is this
-                return _Staged(pipeline, sink, slot, [], manifest, parent, b"", set(), same)
+        if check_same and new.parent is not None:
+            same = self._same_files(new.model, new.parent, entries)
+            if same is not None and [dict(x) for x in self._manifest(same.commit).lineage] == [
+                dict(x) for x in new.lineage
+            ]:  # new lineage (another base, another upstream commit) is a new version
+                return _Staged(pipeline, sink, slot, [], manifest, new.parent, b"", set(), same)
         recipe_names = self._put_recipes(recipes, dom)
-        commit, body = self.store.put_manifest(manifest)
+        commit, body = self.store.put_manifest(manifest, dom)
         all_chunks = {cid for r in recipes for cid, _ in r.chunks}
         packs = self.index.pack_ids_for_chunks(all_chunks)
         return _Staged(pipeline, sink, slot, recipe_names, manifest, commit, body, packs)
@@ -635,10 +755,12 @@ class Vault:
         self._background.append(thread)
         return {n: "background" for n in replicas.names if n != replicas.primary_name}
 
-    def _create_ref(self, model: str, version: str | None, commit: str, created: datetime) -> str:
+    def _create_ref(
+        self, model: str, version: str | None, commit: str, created: datetime, signer: RefSigner | None
+    ) -> str:
         if version is not None:
             try:
-                self.store.create_version_ref(model, version, commit, created)
+                self.store.create_version_ref(model, version, commit, created, signer)
             except ObjectExistsError:
                 raise VersionExistsError(f"version {model}@{version} already exists in the store") from None
             return version
@@ -648,7 +770,7 @@ class Vault:
             if self.index.label_exists(model, label):
                 continue
             try:
-                self.store.create_version_ref(model, label, commit, created)
+                self.store.create_version_ref(model, label, commit, created, signer)
                 return label
             except ObjectExistsError:
                 continue
@@ -667,8 +789,11 @@ class Vault:
         provider: str | None = None,
         progress: Progress | None = None,
         on_start: ProgressStart | None = None,
+        link_mode: str | None = None,
     ) -> PullResult:
+        """``link_mode`` (default: the setting) says how cached files are placed: see ``placement``."""
         started = time.perf_counter()
+        mode = check_link_mode(link_mode or self.settings.link_mode)
         if provider is not None:
             if self.replicas is None:
                 if provider != self.settings.storage_type:
@@ -689,33 +814,35 @@ class Vault:
             p for p in include or () if not any(fnmatch.fnmatchcase(f.path, p) for f in info.files)
         )
         planned = plan(dest_path, files, force, self.cache)
+        placer = Placer(
+            mode, self.settings.link_fallback, self.cache, dest_path, private=self._cache_private(model)
+        )
+        placer.check()
         if on_start:
             on_start(sum(p.entry.size for p in planned))
-        try:
-            counters = materialise(
+        allow_plain = not self._manifest_sealed(info.commit)
+
+        def place() -> Any:
+            return materialise(
                 dest_path if files else None,  # an empty selection creates nothing
                 planned,
-                lambda sha: self._recipe(sha, model),
+                lambda sha: self._recipe(sha, model, allow_plain=allow_plain),
                 reader,
                 self.cache,
                 self.settings.workers,
                 progress or (lambda n: None),
+                placer,
             )
+
+        try:
+            counters = place()
         except MissingObjectError:
             # another machine's gc may have repacked what our index located: follow the store
             # and try once more
             if not self.refresh().applied:
                 raise
             planned = plan(dest_path, files, force, self.cache)
-            counters = materialise(
-                dest_path if files else None,
-                planned,
-                lambda sha: self._recipe(sha, model),
-                reader,
-                self.cache,
-                self.settings.workers,
-                progress or (lambda n: None),
-            )
+            counters = place()
         if self.cache is not None:
             self.cache.prune(keep=frozenset(p.entry.sha256 for p in planned))
         return PullResult(
@@ -730,7 +857,13 @@ class Vault:
                 for f in (self.replicas.drain_failures() if self.replicas else [])
             ),
             unmatched_includes=unmatched,
+            link_mode=mode,
+            placement=dict(placer.counts),
         )
+
+    def _cache_private(self, model: str) -> bool:
+        """Whether ``model``'s pulled plaintext must be cached for this user only: it is encrypted."""
+        return self.keys.domain(model) is not None
 
     # ---- changing names -------------------------------------------------------------------------
 
@@ -766,7 +899,7 @@ class Vault:
         rec = self.index.resolve(model, revision)
         if self.index.label_exists(model, alias):
             raise ConflictError(f"{alias!r} is a version label of {model}; an alias cannot shadow it")
-        self.store.set_alias_ref(model, alias, rec.label, rec.commit)
+        self.store.set_alias_ref(model, alias, rec.label, rec.commit, self._signer(self.keys.domain(model)))
         self.journal_ref(model, "alias", alias)
         if self.replicas is not None and self.settings.sync_enabled:  # aliases move: refresh them everywhere
             replication_module.replicate(self, self.replicas, [layout.alias_ref_key(model, alias)])
@@ -802,6 +935,22 @@ class Vault:
         """Rebuild the index from the store (built aside, swapped in when complete); what could not
         be read is named in the report."""
         return recover_module.rebuild_index(self)
+
+    # ---- formats and lineage --------------------------------------------------------------------
+
+    def tensors(self, ref: str | Ref, path: str | None = None) -> list[tensors_module.TensorListing]:
+        """The tensors of the version's safetensors files (or of ``path``), from their headers alone."""
+        return tensors_module.list_tensors(self, ref, path)
+
+    def lineage(self, ref: str | Ref) -> lineage_module.LineageReport:
+        """What the version came from and what builds on it."""
+        return lineage_module.lineage(self, ref)
+
+    def pull_with_base(
+        self, ref: str | Ref, dest: Path | str, base_dest: Path | str | None = None, **options: Any
+    ) -> tuple[tuple[PullResult, Path], tuple[PullResult, Path]]:
+        """Pull the version into ``dest`` and its base model into ``base_dest`` (default ``dest/base``)."""
+        return lineage_module.pull_with_base(self, ref, dest, base_dest, **options)
 
     # ---- replicas -------------------------------------------------------------------------------
 
@@ -888,7 +1037,8 @@ class Vault:
                 decode_table(data)
                 return True
             if key.startswith(layout.MANIFESTS):
-                return Manifest.from_bytes(data).commit_id() == name
+                self.store.parse_manifest(name, data)
+                return True
             if key.startswith(layout.RECIPES):
                 if data.startswith(b"{"):
                     return FileRecipe.from_bytes(data).sha256 == name

@@ -5,6 +5,7 @@ recomputed. Encrypted models need their keys for their recipes and data."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from weightvault.core import layout
 from weightvault.core.errors import (
     ConfigError,
     CredentialsError,
+    FormatError,
     IntegrityError,
     MissingObjectError,
     StorageError,
@@ -55,6 +57,7 @@ def verify(
         except (MissingObjectError, IntegrityError) as exc:
             problems.append(f"manifest {rec.commit}: {exc}")
             manifest = vault._manifest(rec.commit)  # the index copy still says what to check
+        problems.extend(_check_store_refs(vault, rec))
         try:
             reader = vault._reader_for(rec.model) if read_data else vault.reader
         except (CredentialsError, ConfigError, IntegrityError) as exc:  # key provider errors among them
@@ -126,6 +129,26 @@ def _store_refs_problems(vault: Vault) -> list[str]:
         except (MissingObjectError, IntegrityError) as exc:
             problems.append(f"{key}: {exc}")
     return problems
+
+
+def _check_store_refs(vault: Vault, rec: VersionRecord) -> list[str]:
+    """The store's refs of a version and its aliases: present, authentic (an encrypted model's
+    MAC) and naming the commit the index has."""
+    out: list[str] = []
+    wanted = [("version", rec.label, layout.version_ref_key(rec.model, rec.label))]
+    wanted += [("alias", a, layout.alias_ref_key(rec.model, a)) for a in rec.aliases]
+    for kind, name, key in wanted:
+        try:
+            body = json.loads(vault.backend.get(key))
+            if not isinstance(body, dict):
+                raise FormatError("not an object")
+            vault._check_ref(rec.model, kind, name, body)
+        except (IntegrityError, ValueError) as exc:
+            out.append(f"{kind} ref {rec.model}@{name}: {exc}")
+            continue
+        if body.get("commit") != rec.commit:
+            out.append(f"{kind} ref {rec.model}@{name} names commit {body.get('commit')}, not {rec.commit}")
+    return out
 
 
 def _check_stored_recipe(vault: Vault, model: str, name: str, sha256: str) -> str | None:

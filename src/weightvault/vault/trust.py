@@ -1,0 +1,161 @@
+"""What this home trusts about encryption, kept on the local machine, never in the store.
+
+The bucket is not trusted (docs/security.md), so what a reader must know about encrypted
+models comes from here:
+
+* **pins** ``<home>/keys/pins/<hash>.json``: for each model this home has opened encrypted, the
+  fingerprint of its id key and the highest keyring generation seen. A missing keyring, a keyring
+  with another id key or an older generation is then an error, never a plain model or a
+  rollback to dropped keys;
+* **rotated-to providers** ``<home>/keys/providers.json``: the key providers this home's own
+  ``keys rotate --new-…`` moved keyrings to (their params, never a secret), trusted beside the
+  configured ones so the machine that rotated keeps reading;
+* **the passphrase salt** ``<home>/keys/passphrase.salt`` when the configuration names none:
+  fixed on first use so a bucket writer cannot choose it later.
+
+Files are written atomically (temp file, fsync, rename) with mode 0600 in a 0700 folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import blake3
+
+from weightvault.core.errors import ConfigError, IntegrityError
+from weightvault.core.manifest import canonical_json
+
+
+class KeyringTrustError(IntegrityError):
+    """A keyring in the store contradicts what this home knows (missing, replaced, older)."""
+
+    code = "keyring_untrusted"
+
+
+class UntrustedKeyProviderError(IntegrityError):
+    """A keyring names a key provider or KEK the local configuration does not name."""
+
+    code = "untrusted_key_provider"
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    model: str
+    id_key: str  # public fingerprint of the domain's id key
+    generation: int
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class LocalTrust:
+    """Pins, locally recorded providers and the passphrase salt of one home; thread-safe."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._lock = threading.Lock()
+
+    # ---- pins -----------------------------------------------------------------------------------
+
+    def pin_path(self, model: str) -> Path:
+        return self.root / "pins" / f"{blake3.blake3(model.encode()).hexdigest()[:32]}.json"
+
+    def pin(self, model: str) -> Pin | None:
+        try:
+            raw = json.loads(self.pin_path(model).read_bytes())
+            return Pin(str(raw["model"]), str(raw["id_key"]), int(raw["generation"]))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"pin file {self.pin_path(model)} is unreadable: {exc}") from None
+
+    def check(self, model: str, id_key: str, generation: int) -> None:
+        """Refuse a keyring that contradicts the pin; raise the pin when it is newer."""
+        with self._lock:
+            pinned = self.pin(model)
+            if pinned is not None:
+                if pinned.id_key != id_key:
+                    raise KeyringTrustError(
+                        f"the keyring of {model} holds another id key than the one this home pinned: "
+                        f"it was replaced in the store (if the model was deleted and re-created on "
+                        f"purpose, remove {self.pin_path(model)})"
+                    )
+                if generation < pinned.generation:
+                    raise KeyringTrustError(
+                        f"the keyring of {model} is generation {generation}, older than generation "
+                        f"{pinned.generation} this home has seen: an old copy was put back in the store"
+                    )
+                if generation == pinned.generation:
+                    return
+            _write_atomic(
+                self.pin_path(model),
+                canonical_json({"model": model, "id_key": id_key, "generation": generation}),
+            )
+
+    def check_missing(self, model: str) -> None:
+        """A model without a keyring in the store: an error when this home knows it is encrypted."""
+        if self.pin(model) is not None:
+            raise KeyringTrustError(
+                f"model {model} is encrypted (this home pinned its keys) but its keyring is missing "
+                f"from the store; refusing to treat it as a plain model (if it was deleted on purpose, "
+                f"remove {self.pin_path(model)})"
+            )
+
+    def forget(self, model: str) -> None:
+        with self._lock:
+            self.pin_path(model).unlink(missing_ok=True)
+
+    # ---- providers this home rotated to ---------------------------------------------------------
+
+    @property
+    def _providers_path(self) -> Path:
+        return self.root / "providers.json"
+
+    def providers(self) -> list[dict[str, Any]]:
+        try:
+            raw = json.loads(self._providers_path.read_bytes())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{self._providers_path} is unreadable: {exc}") from None
+        if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
+            raise ConfigError(f"{self._providers_path} must hold a list of provider configs")
+        return raw
+
+    def add_provider(self, config: Mapping[str, Any]) -> None:
+        entry = {k: v for k, v in config.items() if k != "passphrase"}
+        with self._lock:
+            known = self.providers()
+            if entry not in known:
+                _write_atomic(self._providers_path, json.dumps([*known, entry], indent=1).encode())
+
+    # ---- passphrase salt ------------------------------------------------------------------------
+
+    def passphrase_salt(self, default: str) -> str:
+        """The salt fixed in this home (``default`` on first use)."""
+        path = self.root / "passphrase.salt"
+        with self._lock:
+            try:
+                return path.read_text().strip()
+            except FileNotFoundError:
+                _write_atomic(path, default.encode())
+                return default
+
+
+__all__ = ["KeyringTrustError", "LocalTrust", "Pin", "UntrustedKeyProviderError"]
