@@ -61,6 +61,14 @@ def plan_runs(chunk_ids: list[bytes], where: dict[bytes, ChunkLocation]) -> Iter
         yield _Run(last.pack_id, start, last.offset + last.stored_len - start, tuple(items))
 
 
+
+def _grown(old: bytearray | None, size: int, full: int) -> int:
+    """The size of a thread's reused buffer that must hold ``size`` bytes: doubling from 256 KiB
+    up to ``full`` (a new bytearray is zeroed, so every byte counts in RSS: the threads that
+    pull small files must not each hold the full run buffer a large file needs)."""
+    grown = max(2 * len(old), 256 << 10) if old is not None else 256 << 10
+    return max(size, min(grown, full))
+
 class ChunkReader:
     def __init__(self, backend: Backend, index: RegistryIndex, codec: BlobCodec | None = None) -> None:
         self._backend = backend
@@ -85,21 +93,21 @@ class ChunkReader:
     def _buffer(self, size: int) -> memoryview:
         buf: bytearray | None = getattr(self._local, "buf", None)
         if buf is None or len(buf) < size:
-            buf = bytearray(max(size, RUN_MAX + (4 << 20)))
+            buf = bytearray(_grown(buf, size, RUN_MAX + (4 << 20)))
             self._local.buf = buf
         return memoryview(buf)[:size]
 
     def _out(self, size: int) -> memoryview:
         buf: bytearray | None = getattr(self._local, "out", None)
         if buf is None or len(buf) < size:
-            buf = bytearray(max(size, RUN_MAX + (4 << 20)))
+            buf = bytearray(_grown(buf, size, RUN_MAX + (4 << 20)))
             self._local.out = buf
         return memoryview(buf)[:size]
 
     def _chunk_out(self, size: int) -> memoryview:
         buf: bytearray | None = getattr(self._local, "chunk", None)
         if buf is None or len(buf) < size:
-            buf = bytearray(max(size, 4 << 20))
+            buf = bytearray(_grown(buf, size, 4 << 20))
             self._local.chunk = buf
         return memoryview(buf)[:size]
 
