@@ -543,6 +543,16 @@ class RegistryIndex:
                 RecipeRow(name=n, size=size, body=body, created_at=when) for n, size, body in todo.values()
             )
 
+    def get_recipes(self, names: Sequence[str]) -> dict[str, bytes]:
+        """The bodies of the recipes among ``names`` that the index holds, in one pass."""
+        unique = list(dict.fromkeys(names))
+        found: dict[str, bytes] = {}
+        with self._read() as s:
+            for i in range(0, len(unique), _BATCH):
+                q = select(RecipeRow.name, RecipeRow.body).where(RecipeRow.name.in_(unique[i : i + _BATCH]))
+                found.update((name, body) for name, body in s.execute(q))
+        return found
+
     def get_recipe(self, name: str) -> bytes | None:
         with self._read() as s:
             row = s.get(RecipeRow, name)
