@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Install the test tools that do not come from pip: Azurite, the Azure Blob emulator the storage
-# tests run against, and xfsprogs (mkfs.xfs), with which the copy-on-write tests make an XFS
-# filesystem with reflink in a loop-mounted image. Idempotent and quiet: a no-op (a few ms) when
-# the pinned versions are present.
+# Install the test tools that do not come from pip: PostgreSQL (Debian's server package; the tests
+# start their own throwaway cluster with it), Azurite, the Azure Blob emulator the storage tests
+# run against, and xfsprogs (mkfs.xfs), with which the copy-on-write tests make an XFS filesystem
+# with reflink in a loop-mounted image. Idempotent and quiet: a no-op (a few ms) when the pinned
+# versions are present.
 #
 #   scripts/install-test-tools.sh        # installs into <repo>/.test-tools
 #   TEST_TOOLS_DIR=/elsewhere scripts/install-test-tools.sh
@@ -25,6 +26,21 @@ installed_version() {
     sed -n 's/^  "version": "\(.*\)",$/\1/p' "$STAMP"
 }
 
+apt_install() {
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        echo "install-test-tools: $* required (e.g. apt-get install $*)" >&2
+        exit 1
+    fi
+    echo "install-test-tools: installing $* with apt-get" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && [ -z "${WEIGHTVAULT_PG_BINDIR:-}" ]; then
+    apt_install postgresql
+fi
+
 # xfsprogs from Debian; without root or apt-get the XFS tests skip and say why
 if ! command -v mkfs.xfs >/dev/null 2>&1 && [ ! -x /usr/sbin/mkfs.xfs ]; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -43,14 +59,7 @@ if [ "$(installed_version 2>/dev/null || true)" = "$AZURITE_VERSION" ]; then
 fi
 
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-        echo "install-test-tools: node and npm are required (e.g. apt-get install nodejs npm)" >&2
-        exit 1
-    fi
-    echo "install-test-tools: installing nodejs and npm with apt-get" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+    apt_install nodejs npm
 fi
 
 echo "install-test-tools: installing azurite@$AZURITE_VERSION into $TOOLS" >&2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -11,8 +12,11 @@ from pathlib import Path
 import pytest
 
 from weightvault.storage import oscaps
+from weightvault.testing.postgres import PostgresCluster
 from weightvault.testing.safetensors import safetensors_prefix
 from weightvault.vault.vault import Vault
+
+_db_numbers = itertools.count()
 
 
 @pytest.fixture(autouse=True)
@@ -52,9 +56,32 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One real PostgreSQL server for the session (Debian's package); each test gets its own database."""
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+def new_postgres_database(request: pytest.FixtureRequest) -> str:
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    return cluster.create_database(f"wv_test_{os.getpid()}_{next(_db_numbers)}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def index_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """The index database of a test: the home's SQLite file (None), then a fresh PostgreSQL database,
+    also named in ``WEIGHTVAULT_DATABASE_URL`` so the CLI processes a test runs use it too."""
+    if request.param == "sqlite":
+        return None
+    url = new_postgres_database(request)
+    monkeypatch.setenv("WEIGHTVAULT_DATABASE_URL", url)
+    return url
+
+
 @pytest.fixture
-def vault(home: Path) -> Iterator[Vault]:
-    v = Vault.open(home)
+def vault(home: Path, index_url: str | None) -> Iterator[Vault]:
+    v = Vault.open(home, database_url=index_url)
     yield v
     v.close()
 

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, inspect, text
 
-from weightvault.registry.index import MIGRATIONS, SCHEMA_HEAD, RegistryIndex
+from weightvault.registry.index import MIGRATIONS, SCHEMA_HEAD, RegistryIndex, normalise_url
 
 
-def test_upgrade_from_0001_keeps_recipes(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'i.db'}"
-    engine = create_engine(url)
+def test_upgrade_from_0001_keeps_recipes(db_url: str) -> None:
+    url = db_url
+    engine = create_engine(normalise_url(url))
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:

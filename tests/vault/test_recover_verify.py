@@ -3,10 +3,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from weightvault.core import layout
 from weightvault.vault.vault import Vault
 
-from ..conftest import tree_bytes
+from ..conftest import new_postgres_database, tree_bytes
 
 
 def _snapshot(v: Vault) -> list[tuple[str, str, str, tuple[str, ...], str, dict[str, str]]]:
@@ -40,14 +42,18 @@ def test_recover_rebuilds_the_index_from_the_store_alone(tmp_path: Path, model_d
 
 
 def test_recover_uses_pack_tables_when_index_objects_are_lost(
-    vault: Vault, model_dir: Path, tmp_path: Path
+    vault: Vault, model_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     vault.push("m", model_dir)
     for info in list(vault.backend.list(layout.INDEX)):
         vault.backend.delete(info.key)
-    (vault.settings.home / "index.db").unlink()
     vault.close()
-    with Vault.open(vault.settings.home) as v:
+    if vault.settings.database_url is None:
+        (vault.settings.home / "index.db").unlink()
+        url = None
+    else:  # the PostgreSQL index is lost: a new, empty database
+        url = new_postgres_database(request)
+    with Vault.open(vault.settings.home, database_url=url) as v:
         assert v.recover()["packs"] >= 1
         v.pull("m", tmp_path / "o")
     assert tree_bytes(tmp_path / "o") == tree_bytes(model_dir)

@@ -89,6 +89,8 @@ def test_seed_flags_that_cannot_be_honoured_are_refused(tmp_path: Path) -> None:
         assert v.settings.versioning_enabled
 
 
+# a statement of SQLite's: PostgreSQL has no BEGIN IMMEDIATE (its writers queue on an advisory lock)
+@pytest.mark.parametrize("index_url", ["sqlite"], indirect=True)
 def test_sqlite_write_transactions_begin_immediate(vault: Vault, tmp_path: Path) -> None:
     seen: list[str] = []
 

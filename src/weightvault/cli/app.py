@@ -46,6 +46,8 @@ app.add_typer(__import__("weightvault.cli.keys", fromlist=["keys_app"]).keys_app
 app.command("tensors")(__import__("weightvault.cli.formats", fromlist=["tensors"]).tensors)
 app.command("lineage")(__import__("weightvault.cli.lineage", fromlist=["lineage"]).lineage)
 app.add_typer(__import__("weightvault.cli.importer", fromlist=["import_app"]).import_app, name="import")
+__import__("weightvault.cli.access", fromlist=["register"]).register(app)
+__import__("weightvault.cli.server", fromlist=["register"]).register(app)
 
 JSON_HELP = "Print the result as JSON on stdout."
 QUIET_HELP = "No progress bar or summary line."
@@ -56,13 +58,18 @@ class State:
     home: Path | None = None
     config: Path | None = None
     quiet: bool = False
+    server: str | None = None
+    token: str | None = None
     _vault: Vault | None = None
 
     def vault(self) -> Vault:
         if self._vault is None:
             from weightvault.vault.vault import Vault
 
-            self._vault = Vault.open(self.home, config=self.config)
+            if self.server:  # the remote client: same methods, over the server's REST API
+                self._vault = Vault.open(self.server, token=self.token)
+            else:
+                self._vault = Vault.open(self.home, config=self.config)
         return self._vault
 
 
@@ -86,12 +93,21 @@ def main_options(
         Path | None, typer.Option(help="Config file (default $WEIGHTVAULT_CONFIG or HOME/config.yaml).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or chatter.")] = False,
+    server: Annotated[
+        str | None,
+        typer.Option(envvar="WEIGHTVAULT_SERVER", help="Work through a weightvault server (http[s]://host:port)."),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="WEIGHTVAULT_TOKEN", help="API token for --server.", show_default=False),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
     ] = False,
 ) -> None:
     STATE.home, STATE.config, STATE.quiet = home, config, quiet
+    STATE.server, STATE.token = server, token
 
 
 def _version_row(v: VersionInfo) -> list[str]:

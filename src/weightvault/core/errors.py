@@ -142,6 +142,34 @@ class ConfigError(WeightvaultError, ValueError):
     code = "config_error"
 
 
+class PayloadTooLargeError(InvalidInputError):
+    """A request body, header or upload is larger than the server accepts."""
+
+    code = "payload_too_large"
+
+
+class DigestMismatchError(InvalidInputError):
+    """Uploaded bytes do not hash to the id or SHA-256 they were sent under; nothing was stored."""
+
+    code = "digest_mismatch"
+
+
+class RangeNotSatisfiableError(InvalidInputError):
+    code = "range_not_satisfiable"
+
+
+class AccessDeniedError(WeightvaultError, PermissionError):
+    """The caller is known but may not do this (no grant, too narrow a token scope, protected alias)."""
+
+    code = "forbidden"
+
+
+class AuthenticationError(AccessDeniedError):
+    """No credentials, or a token that is unknown, expired or revoked."""
+
+    code = "unauthenticated"
+
+
 #: code -> (CLI exit code, HTTP status). Subclasses fall back to their nearest listed parent.
 ERROR_TABLE: dict[type[WeightvaultError], tuple[int, int]] = {
     WeightvaultError: (1, 500),
@@ -154,6 +182,10 @@ ERROR_TABLE: dict[type[WeightvaultError], tuple[int, int]] = {
     CredentialsError: (7, 401),
     DiskFullError: (8, 507),
     ConcurrentModificationError: (9, 409),
+    PayloadTooLargeError: (4, 413),
+    RangeNotSatisfiableError: (4, 416),
+    AccessDeniedError: (10, 403),
+    AuthenticationError: (10, 401),
 }
 
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -44,7 +44,7 @@ from weightvault.registry.schema import (
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration; checked against Alembic's own head by a test. Knowing it here lets an
 #: up-to-date database open without importing Alembic (a third of the CLI's start-up time).
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004"
 _BATCH = 500
 #: Alembic keeps its migration context in module globals: two indexes migrating at once in one
 #: process (two vaults opened by two threads) would run each other's steps. One at a time.
@@ -93,10 +93,20 @@ class PackRecord:
     condemned: datetime | None
 
 
+def normalise_url(url: str) -> str:
+    """``postgresql://`` and ``postgres://`` URLs use psycopg 3, the driver we ship."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
 class RegistryIndex:
+    """The index on SQLite (embedded default) or PostgreSQL (servers), chosen by SQLAlchemy URL."""
+
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.engine: Engine = create_engine(url, future=True)
+        self.url = url = normalise_url(url)
+        self.engine: Engine = create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
         self._immediate = threading.local()
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -127,6 +137,10 @@ class RegistryIndex:
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         with _MIGRATE_LOCK, self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                # several server processes may start at once on one database: one migrates, the
+                # others wait here and then find nothing left to do
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7469646576)")
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
@@ -182,6 +196,10 @@ class RegistryIndex:
                 s.connection()  # begins now, immediately, before any read of the transaction
             finally:
                 self._immediate.on = False
+            if self.engine.dialect.name == "postgresql":
+                # one index writer at a time across every process, as SQLite's database lock gives:
+                # the checks a push's commit and a gc sweep make stay true until they commit
+                s.execute(text("SELECT pg_advisory_xact_lock(7469646577)"))
             yield s
 
     # ---- models ---------------------------------------------------------------------------------
@@ -261,7 +279,14 @@ class RegistryIndex:
                         "push; push again (only the missing data is written)"
                     )
             mid = self._ensure_model(s, model, created)
-            if s.scalar(select(VersionRow.id).where(VersionRow.model_id == mid, VersionRow.label == label)):
+            existing = s.scalar(
+                select(VersionRow).where(VersionRow.model_id == mid, VersionRow.label == label)
+            )
+            if existing is not None:
+                if existing.commit_id == commit:
+                    # the ref this commit just created was already indexed by another process's
+                    # refresh (several processes sharing one PostgreSQL index): the same version
+                    return self._record(s, model, existing)
                 raise VersionExistsError(f"version {model}@{label} already exists")
             if s.scalar(select(AliasRow.id).where(AliasRow.model_id == mid, AliasRow.name == label)):
                 raise ConflictError(f"{label!r} is an alias of {model}; choose another version label")

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -100,3 +101,72 @@ class StateRow(Base):
     __tablename__ = "store_state"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+# ---- access control (server): principals, tokens, grants, policies, audit --------------------
+
+
+class PrincipalRow(Base):
+    __tablename__ = "principals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    #: a global administrator: every model, grants, tokens, audit, gc
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TokenRow(Base):
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    principal_id: Mapped[int] = mapped_column(ForeignKey("principals.id", ondelete="CASCADE"))
+    #: SHA-256 of the token: tokens are 256 random bits, so a fast hash is enough and the table
+    #: alone lets no one authenticate
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    last_chars: Mapped[str] = mapped_column(String(8))
+    scope: Mapped[str] = mapped_column(String(8))
+    #: "api" (created by a person) or "oauth" (short-lived, from the client-credentials endpoint)
+    kind: Mapped[str] = mapped_column(String(8), default="api")
+    description: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class GrantRow(Base):
+    __tablename__ = "grants"
+    __table_args__ = (UniqueConstraint("principal_id", "pattern", name="uq_grants_principal_pattern"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    principal_id: Mapped[int] = mapped_column(ForeignKey("principals.id", ondelete="CASCADE"))
+    #: a model name, ``namespace/*`` or ``*``
+    pattern: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ModelPolicyRow(Base):
+    """Per-model access settings; keyed by name so a policy can precede the model's first push."""
+
+    __tablename__ = "model_policies"
+    model: Mapped[str] = mapped_column(String(96), primary_key=True)
+    public_read: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ProtectedAliasRow(Base):
+    __tablename__ = "protected_aliases"
+    model: Mapped[str] = mapped_column(String(96), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(128), primary_key=True)
+
+
+class AuditRow(Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_model_at", "model", "at"), Index("ix_audit_at", "at"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    principal: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str | None] = mapped_column(String(96), nullable=True)
+    version: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    source: Mapped[str] = mapped_column(String(64), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")

@@ -1,2 +1,2 @@
-"""Test and benchmark tooling (loop-mounted filesystems, extent maps, test safetensors files);
-never used at run time."""
+"""Test and benchmark tooling (loop-mounted filesystems, extent maps, test safetensors files,
+throwaway PostgreSQL and weightvault servers); never used at run time."""

@@ -10,8 +10,9 @@ a pickle is read as far as its opcodes go (long byte strings are seeked over).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from typing import IO, Any
 
 from weightvault.cas.pickle_scan import PickleReport, Verdict, scan_file
 from weightvault.cas.safetensors_header import parse_safetensors_header, safetensors_header_length
@@ -21,17 +22,22 @@ from weightvault.vault.source import SourceFile
 SAFETENSORS_SUFFIX = ".safetensors"
 
 
-def check_safetensors(src: SourceFile) -> None:
+def check_safetensors_stream(path: str, size: int, f: IO[bytes]) -> None:
     """Refuse a safetensors file whose header breaks the format, reading only the header."""
     try:
-        with open(src.abspath, "rb") as f:
-            head = f.read(8)
-            total = safetensors_header_length(head, src.size)
-            if total is not None:
-                head += f.read(total - 8)
-            parse_safetensors_header(head, src.size)
+        head = f.read(8)
+        total = safetensors_header_length(head, size)
+        if total is not None:
+            head += f.read(total - 8)
+        parse_safetensors_header(head, size)
     except MalformedFileError as exc:
-        raise MalformedFileError(f"{src.path} is not a valid safetensors file: {exc}") from None
+        raise MalformedFileError(f"{path} is not a valid safetensors file: {exc}") from None
+
+
+def check_safetensors(src: SourceFile) -> None:
+    try:
+        with open(src.abspath, "rb") as f:
+            check_safetensors_stream(src.path, src.size, f)
     except FileNotFoundError:
         raise SourceNotFoundError(f"source file {src.path} disappeared") from None
 
@@ -46,19 +52,47 @@ def scan_pickle(src: SourceFile) -> PickleReport | None:
 
 def inspect_files(files: Sequence[SourceFile], refuse_unsafe: bool) -> dict[str, dict[str, Any]]:
     """Validate and scan ``files``; the pickle findings by path (empty when there is no pickle)."""
+    return inspect_reports(
+        ((src.path, partial(check_safetensors, src), partial(scan_pickle, src)) for src in files),
+        refuse_unsafe,
+    )
+
+
+def inspect_streams(
+    files: Sequence[tuple[str, int, Callable[[], IO[bytes]]]], refuse_unsafe: bool
+) -> dict[str, dict[str, Any]]:
+    """As ``inspect_files`` for files given as (path, size, opener): a server checks uploaded files
+    read back from the store this way."""
+
+    def check(path: str, size: int, opener: Callable[[], IO[bytes]]) -> None:
+        with opener() as f:
+            check_safetensors_stream(path, size, f)
+
+    def scan(size: int, opener: Callable[[], IO[bytes]]) -> PickleReport | None:
+        with opener() as f:
+            return scan_file(f, size)
+
+    return inspect_reports(
+        ((p, partial(check, p, n, o), partial(scan, n, o)) for p, n, o in files), refuse_unsafe
+    )
+
+
+def inspect_reports(
+    files: Iterable[tuple[str, Callable[[], None], Callable[[], PickleReport | None]]], refuse_unsafe: bool
+) -> dict[str, dict[str, Any]]:
     findings: dict[str, dict[str, Any]] = {}
     dangerous: list[str] = []
-    for src in files:
-        if src.path.endswith(SAFETENSORS_SUFFIX):
-            check_safetensors(src)
+    for path, check, scan in files:
+        if path.endswith(SAFETENSORS_SUFFIX):
+            check()
             continue
-        report = scan_pickle(src)
+        report = scan()
         if report is None:
             continue
-        findings[src.path] = report.to_json()
+        findings[path] = report.to_json()
         if report.verdict is Verdict.DANGEROUS:
             bad = [f"{g.module}.{g.name}" for g in report.globals if g.verdict is Verdict.DANGEROUS]
-            dangerous.append(f"{src.path} ({', '.join(bad)})")
+            dangerous.append(f"{path} ({', '.join(bad)})")
     if dangerous and refuse_unsafe:
         raise UnsafeFileError("refusing pickles that would run code when loaded: " + "; ".join(dangerous))
     return findings

@@ -9,7 +9,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +31,7 @@ from weightvault.core.errors import (
     InvalidInputError,
     MissingObjectError,
     ModelNotFoundError,
+    NotFoundError,
     ObjectExistsError,
     RevisionNotFoundError,
     StorageError,
@@ -38,7 +39,7 @@ from weightvault.core.errors import (
     WeightvaultError,
 )
 from weightvault.core.manifest import FileEntry, FileRecipe, Manifest
-from weightvault.core.names import check_label, check_model_name, check_new_name
+from weightvault.core.names import check_label, check_model_name, check_new_name, check_relative_path
 from weightvault.core.revision import Ref, parse_ref
 from weightvault.core.types import (
     GcReport,
@@ -91,7 +92,10 @@ from weightvault.vault.store import RefSigner, Store
 from weightvault.vault.trust import KeyringTrustError, LocalTrust
 
 if TYPE_CHECKING:
+    from weightvault.registry.access import AccessStore
+    from weightvault.vault import ingest as ingest_types
     from weightvault.vault.rotation import RotateReport
+    from weightvault.vault.stream import FileStream
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[int], None]
@@ -221,6 +225,7 @@ class Vault:
         )
         self._readers: dict[str, ChunkReader] = {}
         self._readers_lock = threading.Lock()
+        self._access: AccessStore | None = None
         self.store.manifest_opener = self._open_sealed_manifest
         self.store.ref_checker = self._check_ref
         #: files this machine hashed before, so a re-push does not read them again (plain models)
@@ -228,10 +233,42 @@ class Vault:
 
     @classmethod
     def open(
-        cls, path: Path | str | None = None, *, config: Path | str | None = None, **overrides: Any
+        cls,
+        path: Path | str | None = None,
+        *,
+        config: Path | str | None = None,
+        token: str | None = None,
+        **overrides: Any,
     ) -> Vault:
-        """Open (creating if needed) the vault at ``path``, ``$WEIGHTVAULT_HOME`` or ``~/.weightvault``."""
+        """Open (creating if needed) the vault at ``path``, ``$WEIGHTVAULT_HOME`` or ``~/.weightvault``.
+
+        An ``http(s)://`` URL (or ``$WEIGHTVAULT_SERVER`` when no path is given) opens a remote
+        vault instead: ``weightvault.client.RemoteVault``, the same methods over a server's REST
+        API, authenticated by ``token`` or ``$WEIGHTVAULT_TOKEN``. The client module is imported
+        only then: this façade itself knows nothing of transport.
+        """
+        import os
+
+        target = path if path is not None else os.environ.get("WEIGHTVAULT_SERVER") or None
+        if isinstance(target, str) and target.startswith(("http://", "https://")):
+            if config is not None or overrides:
+                raise ConfigError("a remote vault takes its settings from the server; give only a token")
+            import importlib
+
+            client = importlib.import_module("weightvault.client")
+            return client.RemoteVault(target, token=token or os.environ.get("WEIGHTVAULT_TOKEN"))  # type: ignore[no-any-return]
+        if token is not None:
+            raise ConfigError("a token is for a server URL; a local vault needs none")
         return cls(load_settings(path, config, **overrides))
+
+    @property
+    def access(self) -> AccessStore:
+        """Principals, tokens, grants and the audit log, kept in this vault's index database."""
+        if self._access is None:
+            from weightvault.registry.access import AccessStore
+
+            self._access = AccessStore(self.index)
+        return self._access
 
     def close(self) -> None:
         for thread in self._background:  # background replication gets a bounded chance to finish
@@ -462,6 +499,10 @@ class Vault:
                     model,
                 )
         return dom
+
+    def model_names(self) -> list[str]:
+        """Every model's name, sorted (cheap: no versions are read)."""
+        return self.index.list_model_names()
 
     def list_models(self) -> list[ModelInfo]:
         self._refresh_to_read()
@@ -872,6 +913,58 @@ class Vault:
             placement=dict(placer.counts),
         )
 
+    # ---- streaming and chunk uploads (the server's transport works through these) --------------
+
+    def open_file(self, ref: str | Ref, path: str, *, info: VersionInfo | None = None) -> FileStream:
+        """One file of a version, readable as verified bytes from any offset (``info``: the
+        version, when the caller has just shown it)."""
+        from weightvault.vault.stream import FileStream
+
+        check_relative_path(path)
+        if info is None:
+            info = self.show(ref)
+        entry = next((f for f in info.files if f.path == path), None)
+        if entry is None:
+            raise NotFoundError(f"{info.model}@{info.label} has no file {path!r}")
+        recipe = self._recipe(entry.sha256, info.model)
+        return FileStream(entry, recipe, self._reader_for(info.model), f"{info.model}/{path}")
+
+    def missing_chunks(self, model: str, ids: Sequence[bytes]) -> list[bytes]:
+        from weightvault.vault import ingest
+
+        return ingest.missing_chunks(self, model, ids)
+
+    def put_chunks(
+        self, model: str, chunks: Iterable[tuple[bytes, bytes | memoryview]]
+    ) -> ingest_types.ChunkBatchResult:
+        from weightvault.vault import ingest
+
+        return ingest.put_chunks(self, model, chunks, self.chunker.params.max_size)
+
+    def file_recipe(self, model: str, sha256: str) -> FileRecipe:
+        """How a file of ``model`` is rebuilt from chunks (to name it again in an uploaded version)."""
+        return self._recipe(sha256, model)
+
+    def file_present(self, sha256: str) -> bool:
+        """Whether a file stored by ``put_file`` (or any plain push) is whole in the vault."""
+        from weightvault.vault import ingest
+
+        return ingest.file_present(self, sha256)
+
+    def put_file(self, model: str, pieces: Iterable[bytes], sha256: str, size: int) -> FileRecipe:
+        """Store a whole file sent as a byte stream, checked against ``sha256`` (see ``vault.ingest``)."""
+        from weightvault.vault import ingest
+
+        return ingest.put_file(self, model, pieces, sha256, size)
+
+    def commit_upload(
+        self, model: str, files: Sequence[ingest_types.UploadedFile], **kwargs: Any
+    ) -> PushResult:
+        """A version of files whose chunks were sent with ``put_chunks`` (see ``vault.ingest``)."""
+        from weightvault.vault import ingest
+
+        return ingest.commit(self, model, files, **kwargs)
+
     def _cache_private(self, model: str) -> bool:
         """Whether ``model``'s pulled plaintext must be cached for this user only: it is encrypted."""
         return self.keys.domain(model) is not None
@@ -941,6 +1034,15 @@ class Vault:
         ``dry_run`` only report it; ``force`` deletes even while some objects cannot be parsed."""
         grace = self.settings.gc_grace_seconds if grace_seconds is None else grace_seconds
         return gc_module.collect(self, grace, dry_run=dry_run, force=force)
+
+    def gc_status(self) -> dict[str, Any]:
+        """What gc would work on: index totals and the packs condemned and waiting out the grace period."""
+        out = self.index.stats()
+        condemned = [p for p in self.index.packs() if p.condemned is not None]
+        out["condemned_packs"] = len(condemned)
+        out["condemned_bytes"] = sum(p.size for p in condemned)
+        out["grace_seconds"] = self.settings.gc_grace_seconds
+        return out
 
     def recover(self) -> RecoverReport:
         """Rebuild the index from the store (built aside, swapped in when complete); what could not

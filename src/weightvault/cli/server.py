@@ -1,0 +1,40 @@
+"""``weightvault serve``: the REST API server over this vault (registered by ``cli/app.py``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+
+def _cli() -> Any:
+    from weightvault.cli import app as cli
+
+    return cli
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option("--cors-origin", help="Origin a browser UI may call from (repeatable)."),
+    ] = None,
+    max_upload_mb: Annotated[int, typer.Option(min=1, max=4096, help="Largest chunk-upload request.")] = 128,
+    log_level: Annotated[str, typer.Option(help="uvicorn's log level (warning, info, debug).")] = "info",
+) -> None:
+    """Serve REST API v1, Swagger UI (/docs), /healthz, /readyz and /metrics."""
+    from weightvault.server.app import ServerOptions
+    from weightvault.server.run import serve as run
+
+    cli = _cli()
+    if cli.STATE.server:
+        from weightvault.core.errors import ConfigError
+
+        raise ConfigError("serve runs over a local vault (home or database_url), not over --server")
+    options = ServerOptions(max_upload_bytes=max_upload_mb << 20, cors_origins=list(cors_origin or []))
+    run(cli.STATE.vault(), host, port, options, log_level=log_level)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
