@@ -101,7 +101,6 @@ def write_random(path: Path, size: int, seed: int = 0) -> Path:
     return path
 
 
-
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
     """A small model folder: two weight files, a config, a file in a subfolder."""

@@ -106,7 +106,7 @@ def test_save_pretrained_folder(vault: Vault, tmp_path: Path) -> None:
     (folder / "config.json").write_text(json.dumps({"_name_or_path": "org/tiny", "model_type": "bert"}))
     meta = folder / ".cache" / "huggingface" / "download"
     meta.mkdir(parents=True)
-    (meta / "config.json.metadata").write_text(f"{C1}\n\"etag\"\n1700000000.0\n")
+    (meta / "config.json.metadata").write_text(f'{C1}\n"etag"\n1700000000.0\n')
     first = import_dir(vault, folder)
     assert first.version.model == "org/tiny"
     assert vault.show("org/tiny").lineage[0] == {

@@ -448,3 +448,17 @@ def test_deleted_keyring_is_noticed_by_a_machine_that_never_saw_the_model(
             w.push("m", model_dir, version="v2")
         assert store_listing(w) == before
         assert w.recover()["refused_refs"] == 1  # the authenticated ref is not taken as a plain one
+
+
+def test_edited_refs_are_refused_by_the_automatic_refresh(
+    home: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    commits = two_models(home, model_dir, tmp_path)
+    with Vault.open(home, encryption={"enabled": True}) as v:
+        alias = json.loads(v.primary.get(layout.alias_ref_key("m", "production")))
+        put_ref(v, layout.alias_ref_key("m", "production"), {**alias, "label": "v1", "commit": commits["v1"]})
+    with fresh_machine(home, tmp_path) as w:  # no recover: reading refreshes the index from the store
+        assert w.resolve("m@v2").commit == commits["v2"]
+        with pytest.raises(WeightvaultError):
+            w.pull("m@production", tmp_path / "out")  # refused, never the old version
+        assert not (tmp_path / "out").exists()
