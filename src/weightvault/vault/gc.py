@@ -139,6 +139,7 @@ def plan(
     cutoff: float,
     *,
     drop: frozenset[str] = frozenset(),
+    keep: frozenset[str] = frozenset(),
     copy: bool = True,
 ) -> Plan:
     """Which packs die, which are repacked, which manifests and recipes go.
@@ -147,7 +148,9 @@ def plan(
     slot (the copy a read uses). A pack with no uncovered live chunk dies. A pack whose live
     fraction is under ``threshold`` (or that is in ``drop``: repacked already) is not a keeper:
     with ``copy`` its uncovered live chunks are copied and it dies, else it stays. Objects
-    modified after ``cutoff`` are never touched.
+    modified after ``cutoff`` are never touched, and the packs in ``keep`` (this gc's own
+    repack output) always stay: a store's clock (coarse file times, another server) may date
+    them before ``cutoff``, and they hold the copies the packs in ``drop`` die for.
     """
     out = Plan()
     listed = {layout.name_from_key(i.key): i for i in vault.primary.list(layout.PACKS)}
@@ -167,7 +170,7 @@ def plan(
         if info is None:
             continue  # gone already (a missing live pack is verify's finding, not gc's)
         live_stored = sum(e[2] for e in live[pid])
-        young = info.mtime >= cutoff
+        young = info.mtime >= cutoff or pid in keep
         if young or (live[pid] and pid not in drop and live_stored / max(info.size, 1) >= threshold):
             kept.add(pid)
     covered = {e[0] for pid in kept for e in live[pid]}
@@ -284,7 +287,15 @@ def collect(vault: Vault, grace_seconds: float, *, dry_run: bool = False, force:
                     f"gc deletes nothing while {len(marked.problems)} object(s) cannot be read: "
                     f"{marked.problems[0]}; repair or remove them, or run gc --force"
                 )
-            final = plan(vault, marked, threshold, cutoff, drop=frozenset(first.sparse), copy=False)
+            final = plan(
+                vault,
+                marked,
+                threshold,
+                cutoff,
+                drop=frozenset(first.sparse),
+                keep=frozenset(new_packs),
+                copy=False,
+            )
             packs = {**final.dead, **final.orphans}
             if packs or final.manifests or final.recipes:
                 vault.journal_change(
