@@ -179,6 +179,9 @@ def test_repack_keeps_its_own_packs_when_the_store_clock_dates_them_before_the_c
         assert before - sum(after.values()) >= 0.9 * (12 << 20), report
         assert report.packs_repacked == 1 and report.new_packs == 1
         assert a.verify(read_data=True).ok
+        again = a.gc(grace_seconds=0)  # the repacked pack is all live: nothing more to do
+        assert (again.packs_repacked, again.packs_deleted, again.bytes_rewritten) == (0, 0, 0)
+        assert {i.key: i.size for i in a.primary.list(layout.PACKS)} == after
         a.pull("m@v2", tmp_path / "out")
     assert tree_bytes(tmp_path / "out") == tree_bytes(v2)
 

@@ -146,8 +146,9 @@ def plan(
 
     A live chunk is *covered* by a pack that stays and holds it under the chunk's highest key
     slot (the copy a read uses). A pack with no uncovered live chunk dies. A pack whose live
-    fraction is under ``threshold`` (or that is in ``drop``: repacked already) is not a keeper:
-    with ``copy`` its uncovered live chunks are copied and it dies, else it stays. Objects
+    fraction (of its blobs' bytes) is under ``threshold`` (or that is in ``drop``: repacked
+    already) is not a keeper: with ``copy`` its uncovered live chunks are copied and it dies,
+    else it stays. Objects
     modified after ``cutoff`` are never touched, and the packs in ``keep`` (this gc's own
     repack output) always stay: a store's clock (coarse file times, another server) may date
     them before ``cutoff``, and they hold the copies the packs in ``drop`` die for.
@@ -169,9 +170,12 @@ def plan(
         info = listed.get(pid)
         if info is None:
             continue  # gone already (a missing live pack is verify's finding, not gc's)
+        # the live share of the pack's blobs: its table and footer would be rewritten anyway, so
+        # counting them made a small pack of live chunks look sparse to every gc, forever
         live_stored = sum(e[2] for e in live[pid])
+        blobs = sum(e[2] for e in rows[pid])
         young = info.mtime >= cutoff or pid in keep
-        if young or (live[pid] and pid not in drop and live_stored / max(info.size, 1) >= threshold):
+        if young or (live[pid] and pid not in drop and live_stored / max(blobs, 1) >= threshold):
             kept.add(pid)
     covered = {e[0] for pid in kept for e in live[pid]}
     for pid in sorted(rows):
