@@ -3,9 +3,11 @@ the store's refs, never loses data a push reuses, reclaims space by repacking.""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,6 +16,7 @@ import pytest
 
 from weightvault.core import layout
 from weightvault.storage.backend import ObjectInfo
+from weightvault.storage.local import LocalBackend
 from weightvault.vault import packer
 from weightvault.vault.gc import UnparseableObjectsError
 from weightvault.vault.vault import Vault
@@ -184,6 +187,25 @@ def test_repack_keeps_its_own_packs_when_the_store_clock_dates_them_before_the_c
         assert {i.key: i.size for i in a.primary.list(layout.PACKS)} == after
         a.pull("m@v2", tmp_path / "out")
     assert tree_bytes(tmp_path / "out") == tree_bytes(v2)
+
+
+def test_gc_with_no_grace_leaves_a_writers_temp_file_in_flight(tmp_path: Path) -> None:
+    """A temp file in the store may be a lock or a pack another process is writing right now:
+    gc --grace 0 deleted it under the writer ("writing locks/…: No such file or directory").
+    Only temp files as old as a stale lock are removed."""
+    store = tmp_path / "store"
+    with _open(tmp_path / "a", store, lock_stale_seconds=600) as a:
+        backend = a.primary
+        assert isinstance(backend, LocalBackend)
+        writing = backend.temp_path()
+        writing.write_bytes(b"half of a pack another process is writing")
+        abandoned = backend.temp_path()
+        abandoned.write_bytes(b"left by a writer killed long ago")
+        old = time.time() - 601
+        os.utime(abandoned, (old, old))
+        report = a.gc(grace_seconds=0)
+        assert writing.exists() and not abandoned.exists()
+        assert report.temp_files_deleted == 1
 
 
 def test_gc_refuses_while_a_ref_cannot_be_parsed_unless_forced(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ Safe with any number of writers on any machines (docs/format.md, "Locks and onli
    stays, manifests and recipes no live version reads, and objects no journal entry ever named.
    A ``gone`` journal entry names them first, so every reader forgets them.
 5. Secondaries lose the same objects, and whatever exists only on them and is dead.
+6. Temp files older than the grace period and than ``lock_stale_seconds`` go.
 """
 
 from __future__ import annotations
@@ -318,7 +319,9 @@ def collect(vault: Vault, grace_seconds: float, *, dry_run: bool = False, force:
             vault.index.drop_packs(packs)
             vault.index.drop_objects(final.manifests, final.recipes)
             secondary = _clean_secondaries(vault, marked, cutoff)
-    temps = _clean_temps(vault, cutoff)
+    # a temp file may be a live writer's work in flight (a lock, a pack being written), which no
+    # lock announces: only one older than a lock may go unrefreshed is surely abandoned
+    temps = _clean_temps(vault, min(cutoff, datetime.now(UTC).timestamp() - stale))
     return GcReport(
         packs_deleted=len(packs),
         bytes_freed=sum(packs.values()) - rewritten,
