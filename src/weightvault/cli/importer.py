@@ -1,7 +1,7 @@
-"""``weightvault import dir PATH``: import a local Hub cache repo or ``save_pretrained`` folder.
+"""``weightvault import dir PATH`` (a local Hub cache repo or ``save_pretrained`` folder) and
+``weightvault import hf REPO_ID`` (a repo of a Hub endpoint, through ``huggingface_hub``).
 
 Registered on the main app by ``cli/app.py``; its helpers are taken from there at call time.
-(``import hf`` from a remote endpoint comes with the server.)
 """
 
 from __future__ import annotations
@@ -68,3 +68,63 @@ def import_dir(
     origin = f"{up.get('repo') or path}" + (f"@{up['commit']}" if up.get("commit") else "")
     what = "imported" if result.imported else "already imported as"
     say(f"{what} {v.model}@{v.label} (commit {v.commit[:12]}) from {origin}")
+
+
+@import_app.command("hf")
+def import_hf(
+    repo: Annotated[str, typer.Argument(help="The Hub repo id (org/name).")],
+    revision: Annotated[
+        str | None,
+        typer.Option("--revision", help="Branch, tag or commit (default main), pinned to its commit."),
+    ] = None,
+    include: Annotated[
+        list[str] | None, typer.Option("--include", help="Only files matching this glob (repeatable).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="Leave out files matching this glob (repeatable).")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--as", help="Model name in the vault (default: the repo id).")
+    ] = None,
+    endpoint: Annotated[
+        str | None, typer.Option("--endpoint", help="The Hub endpoint (default https://huggingface.co).")
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", envvar="HF_TOKEN", help="Token for private repos.", show_default=False),
+    ] = None,
+    version: Annotated[str | None, typer.Option("--version", "-v", help="Version label.")] = None,
+    refuse_unsafe: Annotated[
+        bool, typer.Option("--refuse-unsafe", help="Refuse pickles that would run code when loaded.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary line.")] = False,
+) -> None:
+    """Download a Hub repo at a pinned commit and store it; the same commit again is a no-op."""
+    from weightvault.hub.remote import import_hf as run
+
+    cli = _cli()
+    with progress("import", quiet or as_json or cli.STATE.quiet) as (start, advance):
+        result = run(
+            cli.STATE.vault(),
+            repo,
+            revision=revision,
+            include=include or (),
+            exclude=exclude or (),
+            name=name,
+            endpoint=endpoint,
+            token=token,
+            version=version,
+            refuse_unsafe=refuse_unsafe,
+            progress=advance,
+            on_start=start,
+        )
+    if as_json:
+        emit_json(result.to_json())
+        return
+    if quiet or cli.STATE.quiet:
+        return
+    v = result.version
+    up = result.upstream or {}
+    what = "imported" if result.imported else "already imported as"
+    say(f"{what} {v.model}@{v.label} (commit {v.commit[:12]}) from {repo}@{up.get('commit', '')[:12]}")

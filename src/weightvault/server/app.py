@@ -2,7 +2,8 @@
 
 ``create_app(vault)`` serves one open :class:`Vault` (embedded façade over the shared store and
 index); the routes live in ``api_models`` (models, versions, files, aliases, uploads) and
-``api_admin`` (tokens, grants, audit, policies, verify, gc). Processes are stateless: run as many
+``api_admin`` (tokens, grants, audit, policies, verify, gc), and the Hugging Face Hub-compatible
+API in ``hub_api``. Processes are stateless: run as many
 as needed against one PostgreSQL and one store.
 """
 
@@ -27,7 +28,7 @@ from weightvault import __version__
 from weightvault.core import layout
 from weightvault.core.errors import WeightvaultError, http_status_for
 from weightvault.registry.access import AccessStore
-from weightvault.server import api_admin, api_models
+from weightvault.server import api_admin, api_models, hub_api, hub_upload
 from weightvault.server.metrics import Metrics
 from weightvault.server.schemas import Error, Health
 from weightvault.server.transfer import Bridge
@@ -62,6 +63,9 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
 
 
+_NO_LIMIT = 1 << 62
+
+
 class _Limits:
     """Pure ASGI middleware: header and body size limits (JSON errors), and request metrics."""
 
@@ -84,6 +88,8 @@ class _Limits:
         limit = (
             self.options.max_upload_bytes
             if scope["path"].endswith("/-/chunks")
+            else _NO_LIMIT  # a whole file, streamed into chunks as it arrives (bounded memory)
+            if scope["path"].startswith(hub_upload.LFS_PREFIX)
             else self.options.max_json_bytes
         )
         declared = next((v for k, v in headers if k == b"content-length"), None)
@@ -179,6 +185,10 @@ def create_app(vault: Vault, options: ServerOptions | None = None) -> FastAPI:
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return _error(status, exc.code, exc.message, headers)
 
+    @app.exception_handler(hub_api.HubError)
+    async def _hub_error(_request: Request, exc: hub_api.HubError) -> JSONResponse:
+        return exc.response()
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
@@ -233,6 +243,8 @@ def create_app(vault: Vault, options: ServerOptions | None = None) -> FastAPI:
 
     app.include_router(api_models.router, prefix=f"/api/{API_VERSION}")
     app.include_router(api_admin.router, prefix=f"/api/{API_VERSION}")
+    # last: the Hub's "/{ns}/{name}/resolve/..." routes are broad (hub_upload adds to this router)
+    app.include_router(hub_api.router)
     app.add_middleware(_Limits, options=options, metrics=metrics)
     if options.cors_origins:
         app.add_middleware(

@@ -98,6 +98,9 @@ class Settings(BaseModel):
     access_control_enabled: bool = False
     #: refuse every push holding a pickle that imports something dangerous (as ``push --refuse-unsafe``)
     refuse_unsafe_pickles: bool = False
+    #: let ``import hf --endpoint`` reach loopback, link-local and private addresses (another vault
+    #: on the internal network as the upstream); off, an import can only reach public hosts
+    import_allow_private_endpoints: bool = False
     sections: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -261,3 +261,74 @@ def commit(
         seconds=time.perf_counter() - started,
         replication=replication,
     )
+
+
+class _Counted:
+    """A read() view of byte pieces that hashes and counts what passes through."""
+
+    def __init__(self, pieces: Iterable[bytes]) -> None:
+        self._it = iter(pieces)
+        self._buf = b""
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self._buf) < n:
+            piece = next(self._it, None)
+            if piece is None:
+                break
+            self._buf += piece
+        out, self._buf = (self._buf, b"") if n < 0 else (self._buf[:n], self._buf[n:])
+        self.sha256.update(out)
+        self.size += len(out)
+        return out
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+def put_file(vault: Vault, model: str, pieces: Iterable[bytes], sha256: str, size: int) -> FileRecipe:
+    """Store one whole file that arrives as a byte stream (a Hub LFS upload): chunked here, its
+    size and SHA-256 checked before anything is kept, its chunks stored as one pack and its recipe
+    recorded, so a later commit can name the file by its SHA-256."""
+    check_plain(vault, model)
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise InvalidInputError("a file's SHA-256 is 64 lowercase hex digits")
+    if size < 0:
+        raise InvalidInputError("a file's size cannot be negative")
+    source = _Counted(pieces)
+    recipe_chunks: list[tuple[bytes, int]] = []
+
+    def chunks() -> Iterator[tuple[bytes, bytes]]:
+        for view in vault.chunker.chunks(source):  # type: ignore[arg-type]
+            data = bytes(view)
+            cid = chunk_id(data)
+            recipe_chunks.append((cid, len(data)))
+            yield cid, data
+            if source.size > size:
+                raise PayloadTooLargeError(f"the upload is larger than the {size} bytes announced")
+        if source.size != size:
+            raise InvalidInputError(f"the upload has {source.size} bytes, not the {size} announced")
+        if source.sha256.hexdigest() != sha256:
+            raise DigestMismatchError(f"the upload does not hash to {sha256}")
+
+    if size > 0:
+        put_chunks(vault, model, chunks(), vault.chunker.params.max_size)
+    elif sha256 != hashlib.sha256(b"").hexdigest() or source.read():
+        raise DigestMismatchError(f"the upload does not hash to {sha256}")
+    recipe = FileRecipe(sha256, size, tuple(recipe_chunks))
+    body = vault.store.put_recipe(recipe)
+    vault.index.put_recipe(sha256, size, body)
+    return recipe
+
+
+def file_present(vault: Vault, sha256: str) -> bool:
+    """Whether a plain file's recipe and every chunk of it are in the vault and not condemned by
+    a gc (an upload that waited past the gc grace period has to be sent again)."""
+    body = vault.index.get_recipe(sha256)
+    if body is None:
+        return False
+    ids = [c for c, _ in FileRecipe.from_bytes(body).chunks]
+    return len(vault.index.locate_chunks(ids, include_condemned=False)) == len(set(ids))

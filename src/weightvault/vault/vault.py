@@ -873,12 +873,14 @@ class Vault:
 
     # ---- streaming and chunk uploads (the server's transport works through these) --------------
 
-    def open_file(self, ref: str | Ref, path: str) -> FileStream:
-        """One file of a version, readable as verified bytes from any offset."""
+    def open_file(self, ref: str | Ref, path: str, *, info: VersionInfo | None = None) -> FileStream:
+        """One file of a version, readable as verified bytes from any offset (``info``: the
+        version, when the caller has just shown it)."""
         from weightvault.vault.stream import FileStream
 
         check_relative_path(path)
-        info = self.show(ref)
+        if info is None:
+            info = self.show(ref)
         entry = next((f for f in info.files if f.path == path), None)
         if entry is None:
             raise NotFoundError(f"{info.model}@{info.label} has no file {path!r}")
@@ -896,6 +898,22 @@ class Vault:
         from weightvault.vault import ingest
 
         return ingest.put_chunks(self, model, chunks, self.chunker.params.max_size)
+
+    def file_recipe(self, model: str, sha256: str) -> FileRecipe:
+        """How a file of ``model`` is rebuilt from chunks (to name it again in an uploaded version)."""
+        return self._recipe(sha256, model)
+
+    def file_present(self, sha256: str) -> bool:
+        """Whether a file stored by ``put_file`` (or any plain push) is whole in the vault."""
+        from weightvault.vault import ingest
+
+        return ingest.file_present(self, sha256)
+
+    def put_file(self, model: str, pieces: Iterable[bytes], sha256: str, size: int) -> FileRecipe:
+        """Store a whole file sent as a byte stream, checked against ``sha256`` (see ``vault.ingest``)."""
+        from weightvault.vault import ingest
+
+        return ingest.put_file(self, model, pieces, sha256, size)
 
     def commit_upload(
         self, model: str, files: Sequence[ingest_types.UploadedFile], **kwargs: Any
