@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= test
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench bench-quick bench-rss clean
 
 $(VENV)/.installed-$(EXTRAS): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,16 @@ test: $(VENV)/.installed-test
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
 
+# every row of issue 9's table in one run (installs restic for the peer rows on first use);
+# bench-quick: smaller sizes and fewer runs for a loaded machine; bench-rss: peak RSS of a big model
 bench: $(VENV)/.installed-test
-	$(PY) bench/bench_core.py
+	$(PY) bench/bench_table.py
+
+bench-quick: $(VENV)/.installed-test
+	$(PY) bench/bench_table.py --quick
+
+bench-rss: $(VENV)/.installed-test
+	$(PY) bench/bench_table.py --large $(or $(SIZE),16GiB)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -362,15 +362,41 @@ class RegistryIndex:
         return added
 
     def list_versions(self, model: str) -> list[VersionRecord]:
-        """Newest first."""
+        """Newest first. Two queries whatever the count (plain rows, no ORM objects, aliases in
+        one pass): ``ls MODEL`` stays flat from one version to ten thousand."""
         with self._read() as s:
             mid = self._model_id(s, model)
-            rows = s.scalars(
-                select(VersionRow)
-                .where(VersionRow.model_id == mid)
-                .order_by(VersionRow.created_at.desc(), VersionRow.id.desc())
-            )
-            return [self._record(s, model, r) for r in rows]
+            aliases: dict[int, list[str]] = {}
+            for vid, name in s.execute(
+                select(AliasRow.version_id, AliasRow.name)
+                .where(AliasRow.model_id == mid)
+                .order_by(AliasRow.name)
+            ):
+                aliases.setdefault(vid, []).append(name)
+            v = VersionRow
+            rows = s.execute(
+                select(
+                    v.id, v.label, v.commit_id, v.parent, v.created_at, v.message,
+                    v.metadata_json, v.total_size, v.file_count,
+                )
+                .where(v.model_id == mid)
+                .order_by(v.created_at.desc(), v.id.desc())
+            )  # fmt: skip
+            return [
+                VersionRecord(
+                    model=model,
+                    label=r.label,
+                    commit=r.commit_id,
+                    parent=r.parent,
+                    created=_aware(r.created_at),
+                    message=r.message,
+                    metadata=json.loads(r.metadata_json),
+                    total_size=r.total_size,
+                    file_count=r.file_count,
+                    aliases=tuple(aliases.get(r.id, ())),
+                )
+                for r in rows
+            ]
 
     def label_exists(self, model: str, label: str) -> bool:
         with self._read() as s:
@@ -524,12 +550,33 @@ class RegistryIndex:
     def put_recipe(self, name: str, size: int, body: bytes, created: datetime | None = None) -> None:
         """Record a recipe by its name in the store; ``body`` is the object exactly as stored
         (sealed in an encrypted model, so the index holds nothing the bucket does not)."""
+        self.put_recipes([(name, size, body)], created)
+
+    def put_recipes(self, recipes: Sequence[tuple[str, int, bytes]], created: datetime | None = None) -> None:
+        """``put_recipe`` for a whole push in one transaction (a commit per file of a
+        10,000-file push cost more than hashing it)."""
+        when = created or utcnow()
+        todo = {r[0]: r for r in recipes}
+        names = list(todo)
         with self._write() as s:
-            row = s.get(RecipeRow, name)
-            if row is None:
-                s.add(RecipeRow(name=name, size=size, body=body, created_at=created or utcnow()))
-            else:  # in use again: restart its grace period
-                row.created_at = created or utcnow()
+            for i in range(0, len(names), 500):
+                batch = names[i : i + 500]
+                for row in s.scalars(select(RecipeRow).where(RecipeRow.name.in_(batch))):
+                    row.created_at = when  # in use again: restart its grace period
+                    del todo[row.name]
+            s.add_all(
+                RecipeRow(name=n, size=size, body=body, created_at=when) for n, size, body in todo.values()
+            )
+
+    def get_recipes(self, names: Sequence[str]) -> dict[str, bytes]:
+        """The bodies of the recipes among ``names`` that the index holds, in one pass."""
+        unique = list(dict.fromkeys(names))
+        found: dict[str, bytes] = {}
+        with self._read() as s:
+            for i in range(0, len(unique), _BATCH):
+                q = select(RecipeRow.name, RecipeRow.body).where(RecipeRow.name.in_(unique[i : i + _BATCH]))
+                found.update((name, body) for name, body in s.execute(q))
+        return found
 
     def get_recipe(self, name: str) -> bytes | None:
         with self._read() as s:

@@ -5,7 +5,8 @@ windows): one task computes its SHA-256, the other cuts it into chunks, names th
 BLAKE3 and packs the new ones. Both run in native code that releases the GIL, so with two
 workers both cores stay busy.
 A file whose size, mtime or inode changes while it is read is refused rather than stored
-under a hash that does not describe it.
+under a hash that does not describe it. A file the stat cache (``statcache``) vouches for is
+not read at all: its recipe is reused when every chunk of it is still indexed.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import hashlib
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
 
 from weightvault.cas.chunker import Chunker
 from weightvault.cas.hashing import chunk_id
@@ -139,6 +141,7 @@ class PushPipeline:
         self.chunks_total = 0
         self.chunks_new = 0
         self.bytes_read = 0
+        self.files_reused = 0  # files taken from the stat cache, not read
 
     # ---- per-chunk work ----------------------------------------------------------------------
 
@@ -199,13 +202,33 @@ class PushPipeline:
 
     # ---- the whole tree ----------------------------------------------------------------------
 
-    def run(self, files: list[SourceFile]) -> list[FileRecipe]:
+    def _reuse(self, st: _FileState, recipe: FileRecipe) -> bool:
+        """Take a stat-cache recipe for ``st`` when every chunk of it is still indexed."""
+        for cid, _n in recipe.chunks:
+            if cid not in self._known and not self._index.has_chunk(cid):
+                return False
+        with self._known_lock:
+            self._known.update(cid for cid, _n in recipe.chunks)
+        st.sha256, st.chunks = recipe.sha256, list(recipe.chunks)
+        self.files_reused += 1
+        self._progress(st.source.size)
+        return True
+
+    def run(
+        self, files: list[SourceFile], cached: Mapping[Path, FileRecipe] | None = None
+    ) -> list[FileRecipe]:
+        """The recipes of ``files``, in order. ``cached``: recipes from the stat cache (by
+        abspath), used instead of reading a file when all their chunks are indexed."""
         states = [_FileState(f) for f in files]
         order = sorted(states, key=lambda s: -s.source.size)  # big files first balances the workers
+        cached = cached or {}
         try:
             with ThreadPoolExecutor(self._workers, thread_name_prefix="wv-push") as pool:
                 futures: list[Future[None]] = []
                 for st in order:
+                    hit = cached.get(st.source.abspath)
+                    if hit is not None and self._reuse(st, hit):
+                        continue
                     if st.source.size <= SMALL_FILE:
                         futures.append(pool.submit(self._small_file, st))
                     else:

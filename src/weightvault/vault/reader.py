@@ -9,10 +9,11 @@ handed out as a view of the fetched bytes, without a copy.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from weightvault.cas.hashing import chunk_id
@@ -61,6 +62,14 @@ def plan_runs(chunk_ids: list[bytes], where: dict[bytes, ChunkLocation]) -> Iter
         yield _Run(last.pack_id, start, last.offset + last.stored_len - start, tuple(items))
 
 
+def _grown(old: bytearray | None, size: int, full: int) -> int:
+    """The size of a thread's reused buffer that must hold ``size`` bytes: doubling from 256 KiB
+    up to ``full`` (a new bytearray is zeroed, so every byte counts in RSS: the threads that
+    pull small files must not each hold the full run buffer a large file needs)."""
+    grown = max(2 * len(old), 256 << 10) if old is not None else 256 << 10
+    return max(size, min(grown, full))
+
+
 class ChunkReader:
     def __init__(self, backend: Backend, index: RegistryIndex, codec: BlobCodec | None = None) -> None:
         self._backend = backend
@@ -75,6 +84,16 @@ class ChunkReader:
         self._replicas = backend if isinstance(backend, ReplicaSet) else None
         #: replica to try first (``pull --provider``); the primary and the others follow
         self.prefer: str | None = None
+        #: chunk locations found ahead (``with_locations``); anything else is asked of the index
+        self._located: dict[bytes, ChunkLocation] = {}
+
+    def with_locations(self, ids: Sequence[bytes]) -> ChunkReader:
+        """This reader (same buffers), knowing where ``ids`` are from one pass over the index: a
+        pull of 10,000 small files otherwise asks the index 10,000 times. For one pull only: a
+        later gc may move chunks, and a retry after a refresh takes a fresh view."""
+        view = copy.copy(self)
+        view._located = self._index.locate_chunks(ids)
+        return view
 
     def for_codec(self, codec: BlobCodec) -> ChunkReader:
         """A reader of the same store for another domain."""
@@ -85,21 +104,21 @@ class ChunkReader:
     def _buffer(self, size: int) -> memoryview:
         buf: bytearray | None = getattr(self._local, "buf", None)
         if buf is None or len(buf) < size:
-            buf = bytearray(max(size, RUN_MAX + (4 << 20)))
+            buf = bytearray(_grown(buf, size, RUN_MAX + (4 << 20)))
             self._local.buf = buf
         return memoryview(buf)[:size]
 
     def _out(self, size: int) -> memoryview:
         buf: bytearray | None = getattr(self._local, "out", None)
         if buf is None or len(buf) < size:
-            buf = bytearray(max(size, RUN_MAX + (4 << 20)))
+            buf = bytearray(_grown(buf, size, RUN_MAX + (4 << 20)))
             self._local.out = buf
         return memoryview(buf)[:size]
 
     def _chunk_out(self, size: int) -> memoryview:
         buf: bytearray | None = getattr(self._local, "chunk", None)
         if buf is None or len(buf) < size:
-            buf = bytearray(max(size, 4 << 20))
+            buf = bytearray(_grown(buf, size, 4 << 20))
             self._local.chunk = buf
         return memoryview(buf)[:size]
 
@@ -192,7 +211,10 @@ class ChunkReader:
 
     def chunks(self, chunk_ids: list[bytes], what: str) -> Iterator[bytes | memoryview]:
         """Yield verified raw chunks in order; views are valid until the next one."""
-        where = self._index.locate_chunks(chunk_ids)
+        known = self._located
+        where = (
+            known if known and all(c in known for c in chunk_ids) else self._index.locate_chunks(chunk_ids)
+        )
         missing = [c for c in chunk_ids if c not in where]
         if missing:
             raise MissingObjectError(f"chunk {missing[0].hex()} of {what} is not in the index")

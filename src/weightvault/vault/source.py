@@ -42,6 +42,8 @@ class SourceFile:
     size: int
     mtime_ns: int
     inode: int
+    ctime_ns: int = 0  # with ``dev``: the rest of the stat the push's stat cache keys on
+    dev: int = 0
 
 
 def scan_source(
@@ -119,4 +121,4 @@ def _entry(rel: str, path: Path) -> SourceFile:
         raise SourceNotFoundError(f"source file {path} disappeared") from None
     if not stat.S_ISREG(st.st_mode):
         raise UnsafePathError(f"source {path} is not a regular file")
-    return SourceFile(rel, path, st.st_size, st.st_mtime_ns, st.st_ino)
+    return SourceFile(rel, path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, st.st_dev)

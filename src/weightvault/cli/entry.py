@@ -1,0 +1,22 @@
+"""The console scripts' entry point: ``--version`` is answered before Typer, Rich and the
+commands load (building the command tree alone costs more than the whole answer), every
+other command line goes to ``cli.app``."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    if sys.argv[1:] == ["--version"]:
+        from weightvault import __version__
+
+        sys.stdout.write(f"weightvault {__version__}\n")
+        return
+    from weightvault.cli.app import main as run
+
+    run()
+
+
+if __name__ == "__main__":
+    main()

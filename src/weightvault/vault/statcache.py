@@ -1,0 +1,115 @@
+"""This machine's memory of files it already hashed, so a re-push does not read them again.
+
+An entry maps a file's real path and stat (device, inode, size, mtime and ctime in ns) under
+one chunking scheme to the recipe the push computed for it. It is a hint, never the truth:
+a push uses it only when every chunk of the recipe is still in the index, and the entry is
+trusted only when the file's mtime and ctime fall in an earlier whole second than the moment
+the file was stat'ed for hashing. A file rewritten within that same second (which a clock of
+one-second granularity cannot tell apart) is read and hashed again ("racily clean" in git's
+terms). It lives in its own SQLite file beside the home's index: stat values mean nothing on
+another machine, so it is never shared through the store or a server database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from weightvault.core.errors import FormatError
+from weightvault.core.manifest import FileRecipe
+from weightvault.vault.source import SourceFile
+
+NS = 1_000_000_000
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT NOT NULL, scheme TEXT NOT NULL,
+    dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
+    seen_ns INTEGER NOT NULL, recipe BLOB NOT NULL,
+    PRIMARY KEY (path, scheme)
+)
+"""
+
+
+def trusted(src: SourceFile, seen_ns: int) -> bool:
+    """Whether a stat match can stand for equal content: the file's last change (mtime or
+    ctime) is in a whole second before the one in which it was stat'ed for hashing."""
+    return max(src.mtime_ns, src.ctime_ns) // NS < seen_ns // NS
+
+
+class StatCache:
+    """Lookups for a whole push in one query pass; records in one transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # a lost entry costs one re-hash, nothing else
+            db.execute(_SCHEMA)
+            self._db = db
+        return self._db
+
+    def lookup(self, files: Sequence[SourceFile], scheme: str) -> dict[Path, FileRecipe]:
+        """The cached recipes of ``files`` whose stat matches a trusted entry, by abspath."""
+        if not files or not self.path.exists():
+            return {}
+        hits: dict[Path, FileRecipe] = {}
+        with self._lock:
+            db = self._conn()
+            for src in files:
+                if not src.ctime_ns or not src.dev:  # not from a stat (a synthetic source): no hint
+                    continue
+                row = db.execute(
+                    "SELECT dev, ino, size, mtime_ns, ctime_ns, seen_ns, recipe FROM files "
+                    "WHERE path = ? AND scheme = ?",
+                    (str(src.abspath), scheme),
+                ).fetchone()
+                if row is None or tuple(row[:5]) != (
+                    src.dev,
+                    src.inode,
+                    src.size,
+                    src.mtime_ns,
+                    src.ctime_ns,
+                ):
+                    continue
+                if not trusted(src, row[5]):
+                    continue
+                with contextlib.suppress(FormatError):
+                    recipe = FileRecipe.from_bytes(row[6])
+                    if recipe.size == src.size:
+                        hits[src.abspath] = recipe
+        return hits
+
+    def record(self, entries: Iterable[tuple[SourceFile, FileRecipe, int]], scheme: str) -> None:
+        """Remember ``(file, recipe, seen_ns)`` triples (``seen_ns``: when the file was stat'ed)."""
+        rows = [
+            (str(s.abspath), scheme, s.dev, s.inode, s.size, s.mtime_ns, s.ctime_ns, seen, r.to_bytes())
+            for s, r, seen in entries
+            if s.ctime_ns and s.dev
+        ]
+        if not rows:
+            return
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
