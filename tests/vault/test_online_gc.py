@@ -3,14 +3,21 @@ the store's refs, never loses data a push reuses, reclaims space by repacking.""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from weightvault.core import layout
+from weightvault.storage.backend import ObjectInfo
+from weightvault.storage.local import LocalBackend
+from weightvault.vault import packer
 from weightvault.vault.gc import UnparseableObjectsError
 from weightvault.vault.vault import Vault
 
@@ -139,6 +146,66 @@ def test_repack_reclaims_a_deleted_version_that_shared_a_small_file(tmp_path: Pa
     with _open(tmp_path / "b", store) as b:
         b.pull("m@v2", tmp_path / "out")
     assert tree_bytes(tmp_path / "out") == tree_bytes(v2)
+
+
+def test_repack_keeps_its_own_packs_when_the_store_clock_dates_them_before_the_cutoff(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store's modification times may lag our clock (coarse file times, another server's
+    clock): gc's own repacked pack then looks older than its grace cutoff. It must still stay,
+    and the sparse pack it replaces must go, whatever order their random ids sort in."""
+    store = tmp_path / "store"
+    v1 = write_random(tmp_path / "v1" / "w.bin", 12 << 20, seed=1).parent
+    v2 = write_random(tmp_path / "v2" / "w.bin", 12 << 20, seed=2).parent
+    for d in (v1, v2):
+        (d / "config.json").write_text('{"shared": true}')
+    with _open(tmp_path / "a", store, pack_size_mb=64) as a:
+        a.push("m", v1, version="v1")
+        a.push("m", v2, version="v2")
+        old = {i.key for i in a.primary.list(layout.PACKS)}
+        before = sum(i.size for i in a.primary.list(layout.PACKS))
+        a.delete("m@v1")
+        real_list = a.primary.list
+
+        def lagging(prefix: str = "") -> Iterator[ObjectInfo]:  # the store's clock runs 1 s behind
+            return (ObjectInfo(i.key, i.size, i.mtime - 1.0) for i in real_list(prefix))
+
+        monkeypatch.setattr(a.primary, "list", lagging)
+        # the repacked pack's id sorts after every other pack's (the order in which the old
+        # planner let the first of two packs holding a chunk claim it)
+        monkeypatch.setattr(packer, "uuid", SimpleNamespace(uuid4=lambda: SimpleNamespace(hex="f" * 32)))
+        report = a.gc(grace_seconds=0)
+        monkeypatch.undo()
+        after = {i.key: i.size for i in a.primary.list(layout.PACKS)}
+        assert layout.pack_key("f" * 64) in after  # the repack's output stayed
+        assert len(old - set(after)) == 1  # and v1's pack went
+        assert before - sum(after.values()) >= 0.9 * (12 << 20), report
+        assert report.packs_repacked == 1 and report.new_packs == 1
+        assert a.verify(read_data=True).ok
+        again = a.gc(grace_seconds=0)  # the repacked pack is all live: nothing more to do
+        assert (again.packs_repacked, again.packs_deleted, again.bytes_rewritten) == (0, 0, 0)
+        assert {i.key: i.size for i in a.primary.list(layout.PACKS)} == after
+        a.pull("m@v2", tmp_path / "out")
+    assert tree_bytes(tmp_path / "out") == tree_bytes(v2)
+
+
+def test_gc_with_no_grace_leaves_a_writers_temp_file_in_flight(tmp_path: Path) -> None:
+    """A temp file in the store may be a lock or a pack another process is writing right now:
+    gc --grace 0 deleted it under the writer ("writing locks/…: No such file or directory").
+    Only temp files as old as a stale lock are removed."""
+    store = tmp_path / "store"
+    with _open(tmp_path / "a", store, lock_stale_seconds=600) as a:
+        backend = a.primary
+        assert isinstance(backend, LocalBackend)
+        writing = backend.temp_path()
+        writing.write_bytes(b"half of a pack another process is writing")
+        abandoned = backend.temp_path()
+        abandoned.write_bytes(b"left by a writer killed long ago")
+        old = time.time() - 601
+        os.utime(abandoned, (old, old))
+        report = a.gc(grace_seconds=0)
+        assert writing.exists() and not abandoned.exists()
+        assert report.temp_files_deleted == 1
 
 
 def test_gc_refuses_while_a_ref_cannot_be_parsed_unless_forced(tmp_path: Path) -> None:

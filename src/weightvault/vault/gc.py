@@ -15,6 +15,7 @@ Safe with any number of writers on any machines (docs/format.md, "Locks and onli
    stays, manifests and recipes no live version reads, and objects no journal entry ever named.
    A ``gone`` journal entry names them first, so every reader forgets them.
 5. Secondaries lose the same objects, and whatever exists only on them and is dead.
+6. Temp files older than the grace period and than ``lock_stale_seconds`` go.
 """
 
 from __future__ import annotations
@@ -139,15 +140,19 @@ def plan(
     cutoff: float,
     *,
     drop: frozenset[str] = frozenset(),
+    keep: frozenset[str] = frozenset(),
     copy: bool = True,
 ) -> Plan:
     """Which packs die, which are repacked, which manifests and recipes go.
 
     A live chunk is *covered* by a pack that stays and holds it under the chunk's highest key
     slot (the copy a read uses). A pack with no uncovered live chunk dies. A pack whose live
-    fraction is under ``threshold`` (or that is in ``drop``: repacked already) is not a keeper:
-    with ``copy`` its uncovered live chunks are copied and it dies, else it stays. Objects
-    modified after ``cutoff`` are never touched.
+    fraction (of its blobs' bytes) is under ``threshold`` (or that is in ``drop``: repacked
+    already) is not a keeper: with ``copy`` its uncovered live chunks are copied and it dies,
+    else it stays. Objects
+    modified after ``cutoff`` are never touched, and the packs in ``keep`` (this gc's own
+    repack output) always stay: a store's clock (coarse file times, another server) may date
+    them before ``cutoff``, and they hold the copies the packs in ``drop`` die for.
     """
     out = Plan()
     listed = {layout.name_from_key(i.key): i for i in vault.primary.list(layout.PACKS)}
@@ -166,9 +171,12 @@ def plan(
         info = listed.get(pid)
         if info is None:
             continue  # gone already (a missing live pack is verify's finding, not gc's)
+        # the live share of the pack's blobs: its table and footer would be rewritten anyway, so
+        # counting them made a small pack of live chunks look sparse to every gc, forever
         live_stored = sum(e[2] for e in live[pid])
-        young = info.mtime >= cutoff
-        if young or (live[pid] and pid not in drop and live_stored / max(info.size, 1) >= threshold):
+        blobs = sum(e[2] for e in rows[pid])
+        young = info.mtime >= cutoff or pid in keep
+        if young or (live[pid] and pid not in drop and live_stored / max(blobs, 1) >= threshold):
             kept.add(pid)
     covered = {e[0] for pid in kept for e in live[pid]}
     for pid in sorted(rows):
@@ -284,7 +292,15 @@ def collect(vault: Vault, grace_seconds: float, *, dry_run: bool = False, force:
                     f"gc deletes nothing while {len(marked.problems)} object(s) cannot be read: "
                     f"{marked.problems[0]}; repair or remove them, or run gc --force"
                 )
-            final = plan(vault, marked, threshold, cutoff, drop=frozenset(first.sparse), copy=False)
+            final = plan(
+                vault,
+                marked,
+                threshold,
+                cutoff,
+                drop=frozenset(first.sparse),
+                keep=frozenset(new_packs),
+                copy=False,
+            )
             packs = {**final.dead, **final.orphans}
             if packs or final.manifests or final.recipes:
                 vault.journal_change(
@@ -303,7 +319,9 @@ def collect(vault: Vault, grace_seconds: float, *, dry_run: bool = False, force:
             vault.index.drop_packs(packs)
             vault.index.drop_objects(final.manifests, final.recipes)
             secondary = _clean_secondaries(vault, marked, cutoff)
-    temps = _clean_temps(vault, cutoff)
+    # a temp file may be a live writer's work in flight (a lock, a pack being written), which no
+    # lock announces: only one older than a lock may go unrefreshed is surely abandoned
+    temps = _clean_temps(vault, min(cutoff, datetime.now(UTC).timestamp() - stale))
     return GcReport(
         packs_deleted=len(packs),
         bytes_freed=sum(packs.values()) - rewritten,
