@@ -136,13 +136,21 @@ class RegistryIndex:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
-        with _MIGRATE_LOCK, self.engine.begin() as conn:
-            if self.engine.dialect.name == "postgresql":
-                # several server processes may start at once on one database: one migrates, the
-                # others wait here and then find nothing left to do
-                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7469646576)")
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        # on SQLite the migration's transaction takes the write lock when it begins (a deferred one
+        # that reads first cannot wait for the lock when it comes to write: "database is locked")
+        with _MIGRATE_LOCK:
+            self._immediate.on = True
+            try:
+                with self.engine.begin() as conn:
+                    self._immediate.on = False
+                    if self.engine.dialect.name == "postgresql":
+                        # several server processes may start at once on one database: one migrates,
+                        # the others wait here and then find nothing left to do
+                        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7469646576)")
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+            finally:
+                self._immediate.on = False
 
     def close(self) -> None:
         self.release_probes()
@@ -792,8 +800,10 @@ def _chunk_row(pack_id: str, e: PackEntry) -> dict[str, Any]:
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.isolation_level = None  # transactions are begun by us (``_sqlite_begin``), not the driver
     cur = dbapi_conn.cursor()
+    # the wait first: switching a new database to WAL takes its lock, which another process that
+    # opens it at the same moment may hold
+    cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
