@@ -7,11 +7,14 @@ Registered on the main app by ``cli/app.py``; its helpers are taken from there a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from weightvault.cli.output import emit_json, progress, say
+
+if TYPE_CHECKING:
+    from weightvault.hub.importer import ImportResult
 
 import_app = typer.Typer(
     help="Import models from Hugging Face Hub folders, pinned to their commits.", no_args_is_help=True
@@ -58,16 +61,19 @@ def import_dir(
             progress=advance,
             on_start=start,
         )
-    if as_json:
-        emit_json(result.to_json())
-        return
-    if quiet or cli.STATE.quiet:
-        return
-    v = result.version
     up = result.upstream or {}
     origin = f"{up.get('repo') or path}" + (f"@{up['commit']}" if up.get("commit") else "")
-    what = "imported" if result.imported else "already imported as"
-    say(f"{what} {v.model}@{v.label} (commit {v.commit[:12]}) from {origin}")
+    _report(result, origin, as_json=as_json, quiet=quiet or cli.STATE.quiet)
+
+
+def _report(result: ImportResult, origin: str, *, as_json: bool, quiet: bool) -> None:
+    """What both imports print: the JSON result, or one line saying what was stored."""
+    if as_json:
+        emit_json(result.to_json())
+    elif not quiet:
+        v = result.version
+        what = "imported" if result.imported else "already imported as"
+        say(f"{what} {v.model}@{v.label} (commit {v.commit[:12]}) from {origin}")
 
 
 @import_app.command("hf")
@@ -119,12 +125,6 @@ def import_hf(
             progress=advance,
             on_start=start,
         )
-    if as_json:
-        emit_json(result.to_json())
-        return
-    if quiet or cli.STATE.quiet:
-        return
-    v = result.version
     up = result.upstream or {}
-    what = "imported" if result.imported else "already imported as"
-    say(f"{what} {v.model}@{v.label} (commit {v.commit[:12]}) from {repo}@{up.get('commit', '')[:12]}")
+    origin = f"{repo}@{up.get('commit', '')[:12]}"
+    _report(result, origin, as_json=as_json, quiet=quiet or cli.STATE.quiet)
