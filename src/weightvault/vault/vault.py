@@ -242,21 +242,15 @@ class Vault:
     ) -> Vault:
         """Open (creating if needed) the vault at ``path``, ``$WEIGHTVAULT_HOME`` or ``~/.weightvault``.
 
-        An ``http(s)://`` URL (or ``$WEIGHTVAULT_SERVER`` when no path is given) opens a remote
-        vault instead: ``weightvault.client.RemoteVault``, the same methods over a server's REST
-        API, authenticated by ``token`` or ``$WEIGHTVAULT_TOKEN``. The client module is imported
-        only then: this façade itself knows nothing of transport.
+        This is the embedded vault only: a server URL (``http(s)://``, or ``$WEIGHTVAULT_SERVER``
+        when no path is given) is opened by ``weightvault.Vault.open``, which sits above both this
+        façade and the remote client; here it is refused rather than taken for a folder.
         """
         import os
 
         target = path if path is not None else os.environ.get("WEIGHTVAULT_SERVER") or None
         if isinstance(target, str) and target.startswith(("http://", "https://")):
-            if config is not None or overrides:
-                raise ConfigError("a remote vault takes its settings from the server; give only a token")
-            import importlib
-
-            client = importlib.import_module("weightvault.client")
-            return client.RemoteVault(target, token=token or os.environ.get("WEIGHTVAULT_TOKEN"))  # type: ignore[no-any-return]
+            raise ConfigError(f"{target} is a server: open it with weightvault.Vault.open")
         if token is not None:
             raise ConfigError("a token is for a server URL; a local vault needs none")
         return cls(load_settings(path, config, **overrides))
