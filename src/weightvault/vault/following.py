@@ -4,7 +4,7 @@ in the journal, so that other machines' indexes follow this one's."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from weightvault.core.errors import (
     CredentialsError,
@@ -15,10 +15,6 @@ from weightvault.core.errors import (
 from weightvault.registry.index import VersionRecord
 from weightvault.vault import refresh as refresh_module
 from weightvault.vault.journal import PACK, REF
-
-if TYPE_CHECKING:
-    pass
-
 from weightvault.vault.state import VaultState
 
 logger = logging.getLogger(__name__)

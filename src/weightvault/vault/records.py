@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from weightvault.cas.chunker import Chunker
 from weightvault.cas.pack import decode_table
@@ -34,6 +34,7 @@ from weightvault.storage.backend import Backend
 from weightvault.vault import refauth
 from weightvault.vault.codecs import BlobCodec
 from weightvault.vault.config import Settings
+from weightvault.vault.following import Following
 from weightvault.vault.keyring import (
     KEYS,
     Domain,
@@ -46,14 +47,9 @@ from weightvault.vault.keyring import (
 from weightvault.vault.placement import Placer, check_link_mode
 from weightvault.vault.pull import materialise, plan, select_files
 from weightvault.vault.reader import ChunkReader
+from weightvault.vault.state import Progress, ProgressStart
 from weightvault.vault.store import RefSigner
 from weightvault.vault.trust import KeyringTrustError
-
-if TYPE_CHECKING:
-    pass
-
-from weightvault.vault.following import Following
-from weightvault.vault.state import Progress, ProgressStart
 
 logger = logging.getLogger(__name__)
 

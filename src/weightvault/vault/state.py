@@ -5,7 +5,6 @@ versions); the façade ``vault.Vault`` builds it once and adds the user's verbs.
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 from collections.abc import Callable
@@ -26,9 +25,7 @@ from weightvault.storage.replica import ReplicaSet
 from weightvault.vault.cache import FileCache
 from weightvault.vault.config import Settings
 from weightvault.vault.journal import Journal
-from weightvault.vault.keyring import (
-    KeyManager,
-)
+from weightvault.vault.keyring import KeyManager
 from weightvault.vault.reader import ChunkReader
 from weightvault.vault.replicas import open_stores
 from weightvault.vault.statcache import StatCache
@@ -38,8 +35,6 @@ from weightvault.vault.trust import LocalTrust
 if TYPE_CHECKING:
     from weightvault.registry.access import AccessStore
 
-
-logger = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
 #: Called once per operation with the total byte count before work starts.

@@ -1,10 +1,14 @@
 """The one façade every interface uses. It knows nothing of transport: a remote client can
-implement the same methods over REST."""
+implement the same methods over REST.
+
+It stands on layers that the operations share (``state``: what an open vault holds;
+``following``: the index kept in step with the store; ``records``: reading versions;
+``versions``: making them visible), and adds the verbs; the operation modules (gc, ingest,
+rotation, …) work on those layers, never on this module."""
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -65,8 +69,6 @@ if TYPE_CHECKING:
     from weightvault.vault import ingest as ingest_types
     from weightvault.vault.rotation import RotateReport
     from weightvault.vault.stream import FileStream
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

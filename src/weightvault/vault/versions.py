@@ -3,11 +3,9 @@ changes nothing, and its copy to the replicas."""
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from weightvault.core.errors import (
     ObjectExistsError,
@@ -15,19 +13,11 @@ from weightvault.core.errors import (
     WeightvaultError,
 )
 from weightvault.core.manifest import FileEntry
-from weightvault.core.types import (
-    VersionInfo,
-)
+from weightvault.core.types import VersionInfo
 from weightvault.registry.index import VersionRecord
 from weightvault.vault import replication as replication_module
-from weightvault.vault.store import RefSigner
-
-if TYPE_CHECKING:
-    pass
-
 from weightvault.vault.records import Records
-
-logger = logging.getLogger(__name__)
+from weightvault.vault.store import RefSigner
 
 
 def timestamp_label(now: datetime) -> str:
