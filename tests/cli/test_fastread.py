@@ -163,6 +163,16 @@ def test_a_unique_commit_prefix_is_served_and_an_ambiguous_one_is_left_to_the_fu
     assert got.returncode == 4 and "ambiguous" in got.stderr
 
 
+def test_a_model_whose_versions_were_all_deleted_lists_the_same(filled: Path) -> None:
+    with Vault.open(filled) as v:
+        v.delete("alpha@20261123142501")
+    settle(filled)
+    assert "alpha" not in assert_same(filled, "ls")
+    assert fast(filled, "ls", "alpha", "--json")[:2] == (DECLINED, "")  # not found: the full CLI says so
+    got = entry(filled, "ls", "alpha", "--json")
+    assert got.returncode == 3 and got.stderr == "error: model 'alpha' not found\n"
+
+
 def test_an_empty_vault_says_so_the_same_way(tmp_path: Path) -> None:
     home = tmp_path / "empty"
     Vault.open(home).close()
