@@ -227,37 +227,11 @@ def pull(
             on_start=start,
             link_mode=link_mode,
         )
-    for fallback in result.fallbacks:
-        warn(f"{fallback}; served by another replica (run `weightvault repair`)")
-    v = result.version
-    for pattern in result.unmatched_includes:
-        warn(f"--include {pattern!r} matches no file of {v.model}@{v.label}")
-    if as_json:
-        emit_json(
-            {
-                "version": v.to_json(),
-                "files": list(result.files),
-                "bytes_total": result.bytes_total,
-                "bytes_from_cache": result.bytes_from_cache,
-                "bytes_from_store": result.bytes_from_store,
-                "seconds": result.seconds,
-                "fallbacks": list(result.fallbacks),
-                "unmatched_includes": list(result.unmatched_includes),
-                "link_mode": result.link_mode,
-                "placement": dict(result.placement),
-            }
-        )
-    elif not result.files and (include or exclude):
-        say(f"nothing pulled: no file of {v.model}@{v.label} is selected by --include/--exclude")
-    elif not _quiet(quiet):
-        placed = ", ".join(f"{n} by {how}" for how, n in sorted(result.placement.items()))
-        say(
-            f"pulled {v.model}@{v.label} into {dest}: {len(result.files)} files, "
-            f"{human(result.bytes_total)} ({human(result.bytes_from_cache)} from cache) "
-            f"in {result.seconds:.1f}s; placed {placed or 'nothing (all present)'}"
-        )
-    if not result.files and (include or exclude):
-        raise typer.Exit(3)  # nothing matched: the not-found family
+    from weightvault.cli import views
+
+    code = views.print_pull(result, dest, bool(include or exclude), as_json, _quiet(quiet))
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("ls")

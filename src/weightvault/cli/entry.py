@@ -1,7 +1,8 @@
 """The console scripts' entry point: ``--version`` is answered before Typer, Rich and the
 commands load (building the command tree alone costs more than the whole answer); ``ls`` and
 ``show`` on a local home whose index is current are answered by ``cli.fastread`` from the index
-alone; every other command line goes to ``cli.app``."""
+alone; a ``pull`` whose files are all cached and linked into place is done by ``cli.fastpull``;
+every other command line goes to ``cli.app``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ def main() -> None:
     from weightvault.cli.fastread import serve
 
     if serve(sys.argv[1:]):
+        return
+    from weightvault.cli.fastpull import serve as pull
+
+    if pull(sys.argv[1:]):
         return
     from weightvault.cli.app import main as run
 

@@ -12,10 +12,6 @@ messages and exit codes stay the only ones.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from weightvault.core.types import VersionInfo
 
 Printer = Callable[[], None]
 
@@ -65,7 +61,7 @@ def _prepare(home: str | None, command: str, arg: str | None, as_json: bool) -> 
         raise SnapshotUnavailable("the full path reports a bad name") from None
     with open_current(home) as snap:
         if ref is not None:
-            version = _with_files(snap.resolve(ref.model, ref.revision), snap.manifest_body)
+            version = snap.with_files(snap.resolve(ref.model, ref.revision))
             replicas: dict[str, bool | str] = {"local": True}
             return lambda: views.print_version(version, replicas, as_json)
         if arg is not None:
@@ -76,32 +72,6 @@ def _prepare(home: str | None, command: str, arg: str | None, as_json: bool) -> 
             return lambda: views.print_model(info, arg, as_json)
         models = [snap.model(name) for name in snap.model_names()]
         return lambda: views.print_models(models, as_json)
-
-
-def _with_files(v: VersionInfo, body_of: Callable[[str], bytes | None]) -> VersionInfo:
-    """The version with its manifest's files, lineage and safety, as ``Vault.show`` gives it;
-    a manifest the index lacks or that is sealed (encrypted) is for the full path."""
-    from dataclasses import replace
-
-    from weightvault.core.errors import FormatError
-    from weightvault.core.manifest import Manifest
-    from weightvault.registry.snapshot import SnapshotUnavailable
-
-    body = body_of(v.commit)
-    if body is None or not body.lstrip().startswith(b"{"):
-        raise SnapshotUnavailable("the manifest is not a plain one in the index")
-    try:
-        manifest = Manifest.from_bytes(body)
-    except FormatError:
-        raise SnapshotUnavailable("the full path reports the manifest") from None
-    if manifest.commit_id() != v.commit:
-        raise SnapshotUnavailable("the full path reports the manifest")
-    return replace(
-        v,
-        files=tuple(sorted(manifest.files, key=lambda f: f.path)),
-        lineage=tuple(dict(x) for x in manifest.lineage),
-        safety={k: dict(x) for k, x in manifest.safety.items()},
-    )
 
 
 def serve(argv: Sequence[str]) -> bool:

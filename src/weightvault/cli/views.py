@@ -1,8 +1,9 @@
-"""How ``ls`` and ``show`` print what they read.
+"""How ``ls``, ``show`` and ``pull`` print what they read or did.
 
-Both the full command line (``cli/app.py``) and the read-only fast path (``cli/fastread.py``)
-print through these functions, so the two cannot drift apart: same table, same JSON, byte for
-byte. Nothing here imports Typer, the vault or the index, and a JSON answer not even Rich.
+Both the full command line (``cli/app.py``) and the fast paths (``cli/fastread.py``,
+``cli/fastpull.py``) print through these functions, so the two cannot drift apart: same table,
+same JSON, byte for byte. Nothing here imports Typer, the vault or the index, and a JSON answer
+not even Rich.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from weightvault.cli.plain import emit_json, human
-from weightvault.core.types import ModelInfo, VersionInfo
+from weightvault.core.types import ModelInfo, PullResult, VersionInfo
 
 NO_MODELS = "no models yet: weightvault push MODEL FOLDER"
 
@@ -107,3 +108,45 @@ def print_safety(v: VersionInfo) -> None:
         out.print(f"pickle {finding.get('verdict')} {path}{detail}", markup=False, highlight=False)
         for problem in finding.get("problems", []):
             out.print(f"  {problem}", markup=False, highlight=False)
+
+
+def _say(text: str) -> None:
+    """``cli.output.say``, Rich loaded only when there is something to say."""
+    from weightvault.cli.output import say
+
+    say(text)
+
+
+def print_pull(result: PullResult, dest: object, selecting: bool, as_json: bool, quiet: bool) -> int:
+    """A pull's warnings and summary; the exit code: 3 (not found) when ``--include`` /
+    ``--exclude`` (``selecting``) left no file to pull."""
+    for fallback in result.fallbacks:
+        _say(f"warning: {fallback}; served by another replica (run `weightvault repair`)")
+    v = result.version
+    for pattern in result.unmatched_includes:
+        _say(f"warning: --include {pattern!r} matches no file of {v.model}@{v.label}")
+    if as_json:
+        emit_json(
+            {
+                "version": v.to_json(),
+                "files": list(result.files),
+                "bytes_total": result.bytes_total,
+                "bytes_from_cache": result.bytes_from_cache,
+                "bytes_from_store": result.bytes_from_store,
+                "seconds": result.seconds,
+                "fallbacks": list(result.fallbacks),
+                "unmatched_includes": list(result.unmatched_includes),
+                "link_mode": result.link_mode,
+                "placement": dict(result.placement),
+            }
+        )
+    elif not result.files and selecting:
+        _say(f"nothing pulled: no file of {v.model}@{v.label} is selected by --include/--exclude")
+    elif not quiet:
+        placed = ", ".join(f"{n} by {how}" for how, n in sorted(result.placement.items()))
+        _say(
+            f"pulled {v.model}@{v.label} into {dest}: {len(result.files)} files, "
+            f"{human(result.bytes_total)} ({human(result.bytes_from_cache)} from cache) "
+            f"in {result.seconds:.1f}s; placed {placed or 'nothing (all present)'}"
+        )
+    return 3 if not result.files and selecting else 0

@@ -159,6 +159,31 @@ class IndexSnapshot:
         )
         return self._info(model, row, aliases)
 
+    def with_files(self, v: VersionInfo) -> VersionInfo:
+        """The version with its manifest's files, lineage and safety, as ``Vault.show`` gives it
+        (the manifest checked against its commit id, as the store checks it); a manifest the
+        index lacks, or a sealed (encrypted) one, is for the full path."""
+        from dataclasses import replace
+
+        from weightvault.core.errors import FormatError
+        from weightvault.core.manifest import Manifest
+
+        body = self.manifest_body(v.commit)
+        if body is None or not body.lstrip().startswith(b"{"):
+            raise SnapshotUnavailable("the manifest is not a plain one in the index")
+        try:
+            manifest = Manifest.from_bytes(body)
+        except FormatError:
+            raise SnapshotUnavailable("the full path reports the manifest") from None
+        if manifest.commit_id() != v.commit:
+            raise SnapshotUnavailable("the full path reports the manifest")
+        return replace(
+            v,
+            files=tuple(sorted(manifest.files, key=lambda f: f.path)),
+            lineage=tuple(dict(x) for x in manifest.lineage),
+            safety={k: dict(x) for k, x in manifest.safety.items()},
+        )
+
     def manifest_body(self, commit: str) -> bytes | None:
         row = self._db.execute("SELECT body FROM manifests WHERE commit_id = ?", (commit,)).fetchone()
         return None if row is None else bytes(row[0])

@@ -90,8 +90,9 @@ class FileCache:
         """Both places an entry of this content may be."""
         return self._plain.path_for(sha256), self._private.path_for(sha256)
 
-    def lookup(self, sha256: str, size: int, private: bool = False) -> Path | None:
-        """The cached file if present and untouched; marks it used."""
+    def usable(self, sha256: str, size: int, private: bool = False) -> Path | None:
+        """The cached file if present and untouched, changing nothing (``lookup`` without its
+        side effects: a caller that must decide before it writes anything asks this first)."""
         area = self._area(private)
         path = area.path_for(sha256)
         try:
@@ -104,7 +105,15 @@ class FileCache:
             or st.st_mode & 0o222
             or st.st_mode & 0o777 != area.file_mode
         ):
-            path.unlink(missing_ok=True)  # modified through a link (or chmod-ed): never hand it out
+            return None
+        return path
+
+    def lookup(self, sha256: str, size: int, private: bool = False) -> Path | None:
+        """The cached file if present and untouched; marks it used."""
+        path = self.usable(sha256, size, private)
+        if path is None:
+            # absent, or modified through a link (or chmod-ed): never hand it out
+            self.path_for(sha256, private).unlink(missing_ok=True)
             return None
         os.utime(path, ns=(time.time_ns(), CACHE_MTIME_NS))
         return path

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -109,16 +111,43 @@ def _store_id(root: Path) -> str:
     return str(raw["id"])
 
 
-def open_current(home: str | None) -> IndexSnapshot:
-    """A snapshot of the home's index, which has applied every change the store's journal holds
-    (as a refresh would have left it), or ``SnapshotUnavailable``. ``home``: the ``--home``
-    option as given."""
+#: variables a pull reads (the settings it places files by): accepted by ``open_home`` when asked
+PULL_ENV = {
+    "WEIGHTVAULT_CACHE_DIRECTORY": "cache_directory",
+    "WEIGHTVAULT_CACHE_PERMISSIONS": "cache_permissions",
+    "WEIGHTVAULT_LINK_MODE": "link_mode",
+    "WEIGHTVAULT_LINK_FALLBACK": "link_fallback",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FastHome:
+    """Where a home is and the settings it gives (the config file's, then the accepted
+    environment variables', as ``load_settings`` layers them); every other setting is default."""
+
+    home: Path
+    store: Path
+    settings: dict[str, Any]
+
+
+def open_home(home: str | None, env_settings: Mapping[str, str] = {}) -> tuple[FastHome, IndexSnapshot]:
+    """The home and a snapshot of its index, which has applied every change the store's journal
+    holds (as a refresh would have left it), or ``SnapshotUnavailable``. ``home``: the
+    ``--home`` option as given; ``env_settings``: variables accepted besides the harmless ones
+    (variable -> setting, each value checked as strictly as the config file's)."""
     env = os.environ
-    unknown = sorted(k for k in env if k.startswith("WEIGHTVAULT_") and k not in HARMLESS_ENV)
+    unknown = sorted(
+        k for k in env if k.startswith("WEIGHTVAULT_") and k not in HARMLESS_ENV and k not in env_settings
+    )
     if unknown:
         raise SnapshotUnavailable(f"environment {unknown[0]} needs the full settings")
     home_path = Path(home or env.get("WEIGHTVAULT_HOME") or "~/.weightvault").expanduser().absolute()
     config = _config(home_path)
+    for var, key in env_settings.items():
+        if (value := env.get(var)) is not None:
+            if not value or not SAFE_KEYS[key](value):
+                raise SnapshotUnavailable(f"environment {var} needs the full settings")
+            config[key] = value
     url = env.get("WEIGHTVAULT_STORE_URL", config.get("store_url"))
     root = _local_store(url) if url else home_path / "store"
     store_id = _store_id(root)
@@ -134,4 +163,9 @@ def open_current(home: str | None) -> IndexSnapshot:
     except BaseException:
         snap.close()
         raise
-    return snap
+    return FastHome(home_path, root, config), snap
+
+
+def open_current(home: str | None) -> IndexSnapshot:
+    """``open_home``'s snapshot, for a read that needs no setting."""
+    return open_home(home)[1]

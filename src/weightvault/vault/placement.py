@@ -95,6 +95,19 @@ class Placer:
                 "use --link-mode auto"
             )
 
+    def planned_method(self) -> Method:
+        """How cached files will be placed, known before any is (a clone is probed when the
+        mode may clone): a caller that handles only links decides with it before it writes."""
+        if self.cache is None:
+            return "written"
+        if self.mode in ("auto", "reflink") and self._probe_clone():
+            return "reflink"
+        if self.mode == "hardlink" or (
+            self.mode == "auto" and self.same_filesystem and self.fallback == "hardlink"
+        ):
+            return "hardlink"
+        return "copy"
+
     def _probe_clone(self) -> bool:
         """Clone a small temp file from the cache's filesystem into the destination's."""
         assert self.cache is not None

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from weightvault.core.errors import (
     DestinationConflictError,
@@ -29,7 +30,9 @@ from weightvault.storage.direct_io import DirectWriter
 from weightvault.storage.local import os_error
 from weightvault.vault.cache import FileCache
 from weightvault.vault.placement import Placer
-from weightvault.vault.reader import ChunkReader
+
+if TYPE_CHECKING:  # the reader loads the index (SQLAlchemy): a warm pull from the cache needs neither
+    from weightvault.vault.reader import ChunkReader
 
 #: files up to this size are built by their own, wider pool: their cost is latency (an index
 #: lookup, a ranged read, an fsync of the cache file), not CPU, so many in flight overlap it
