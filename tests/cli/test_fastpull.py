@@ -5,18 +5,21 @@ in every case it does not fully handle."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from weightvault.core.revision import parse_ref
 from weightvault.registry.snapshot import SnapshotUnavailable
+from weightvault.testing.loopfs import LoopMountUnavailableError, xfs_mount
 from weightvault.vault import config, fastopen, warmpull
 from weightvault.vault.cache import FileCache
 from weightvault.vault.vault import Vault
@@ -349,3 +352,31 @@ def test_defaults_mirror_the_settings() -> None:
         assert fields[key].default == value, key
     for key in fastopen.PULL_ENV.values():
         assert key in fields
+
+
+@pytest.fixture(scope="module")
+def xfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with contextlib.ExitStack() as stack:
+        try:
+            mountpoint = stack.enter_context(xfs_mount(tmp_path_factory.mktemp("xfs-image")))
+        except LoopMountUnavailableError as exc:
+            pytest.skip(f"no XFS with reflink in a loop-mounted image here: {exc}")
+        yield mountpoint
+
+
+def test_a_clone_on_xfs_leaves_the_same_tree_and_prints_the_same(xfs: Path) -> None:
+    """``auto`` and ``reflink`` on a filesystem with copy-on-write clones: placed by reflink,
+    independent writable files (not the cache's inode), as the full path places them."""
+    root = xfs / "fastpull"
+    write_random(root / "src" / "w.safetensors", 200_000, seed=7)
+    (root / "src" / "cfg.json").write_text("{}")
+    with Vault.open(root / "home") as v:
+        v.push("m", root / "src", version="v1")
+        v.pull("m", root / "warm")
+    settle(root / "home")
+    err = assert_same(root / "home", root / "runs", "m@v1")
+    assert "placed 2 by reflink" in err
+    assert_same(root / "home", root / "runs", "m@v1", "--link-mode", "reflink", "--json")
+    cached = {p.stat().st_ino for p in (root / "home" / "cache" / "files").rglob("*") if p.is_file()}
+    placed = set(inodes(root / "runs" / "fast-0").values())
+    assert len(placed) == 2 and not cached & placed
