@@ -45,6 +45,7 @@ sys.path.insert(0, str(HERE))
 from bench_core import (  # noqa: E402  (a sibling script, not a package)
     GNU_TIME,
     BenchError,
+    compile_package,
     env_with,
     machine_info,
     rmtree,
@@ -493,6 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = out / "work-table"
     work.mkdir(parents=True, exist_ok=True)
     wv = weightvault_cmd(args.weightvault)
+    compile_package()
     machine = machine_info(out)
     loads = [os.getloadavg()]
     t = Table()

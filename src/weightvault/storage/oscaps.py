@@ -9,8 +9,6 @@ when they run (``oscaps.O_DIRECT``), which is what lets the tests switch the Lin
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import sys
 from collections.abc import Callable
@@ -45,6 +43,9 @@ def _load_clonefile() -> ClonefileFn | None:
     """``int clonefile(const char *src, const char *dst, uint32_t flags)`` from libSystem (APFS)."""
     if not DARWIN:
         return None
+    import ctypes  # here, not at the top: ctypes.util alone loads subprocess and tempfile
+    import ctypes.util
+
     try:  # pragma: no cover - macOS only
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libSystem.dylib", use_errno=True)
         fn: Any = libc.clonefile
