@@ -17,6 +17,7 @@ import pytest
 from weightvault.cas.compression import ENCRYPTED
 from weightvault.core.errors import AccessDeniedError
 from weightvault.demo.synthetic import generate_model
+from weightvault.testing.proxy import CuttingProxy
 from weightvault.testing.server import ServerProcess
 from weightvault.vault.vault import Vault
 
@@ -213,12 +214,19 @@ def test_a_read_token_cannot_upload(enc_served: Served, tmp_path: Path) -> None:
         with _client(enc_served) as admin:
             sid = _open(admin, "org/ro", "r.bin", data)
         assert c.put(f"/models/org/ro/-/uploads/{sid}", params={"offset": 0}, content=data).status_code == 403
+        assert c.get(f"/models/org/ro/-/uploads/{sid}").status_code == 403
         assert c.post("/models/org/ro/-/versions/from-uploads", json=files).status_code == 403
+        with _client(enc_served) as admin:
+            assert admin.get(f"/models/org/ro/-/uploads/{sid}").json()["offset"] == 0  # nothing arrived
+            assert admin.delete(f"/models/org/ro/-/uploads/{sid}").status_code == 204
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "r.bin").write_bytes(data)
     with Vault.open(enc_served.url, token=reader) as remote, pytest.raises(AccessDeniedError):
         remote.push("org/ro", tmp_path / "m")
     assert _state(enc_served) == before
+    with enc_served.local() as v:  # every refusal is in the audit log
+        denied = {(e.action, e.outcome) for e in v.access.audit_log(principal="reader", model="org/ro")}
+    assert {("upload", "denied"), ("push", "denied")} <= denied
 
 
 def _codecs(v: Vault, model: str, label: str) -> dict[bytes, tuple[int, int, int]]:
@@ -252,3 +260,20 @@ def test_float_compression_is_applied_to_remote_pushes(
     with _client(float_served) as c:
         r = c.post("/models/f/-/chunks/missing", json={"ids": ["00" * 32]})
         assert r.status_code == 400 and r.json()["code"] == "config_error"
+
+
+def test_a_broken_file_upload_resumes_from_the_servers_offset(enc_served: Served, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    data = b"".join(hashlib.sha256(str(i).encode()).digest() for i in range(250_000))  # 8 MB
+    (src / "big.bin").write_bytes(data)
+    proxy = CuttingProxy(enc_served.process.port, "/uploads/", cut_after=3_000_000, cut_method="PUT")
+    with proxy, Vault.open(proxy.url, token=enc_served.admin) as remote:
+        result = remote.push("org/resumed", src, version="v1")
+        remote.pull("org/resumed@v1", tmp_path / "out")
+    assert (tmp_path / "out" / "big.bin").read_bytes() == data
+    puts = [s for s in proxy.seen if s.method == "PUT"]
+    assert proxy.cuts == 1 and len(puts) == 2
+    assert puts[0].path.endswith("?offset=0") and not puts[1].path.endswith("?offset=0")  # resumed
+    assert result.bytes_written < 2 * len(data)  # the part that arrived was not sent again
+    assert _spools(enc_served) == []

@@ -11,12 +11,13 @@ reports. The version is then committed by path and SHA-256, as the chunk protoco
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from weightvault.client.http import Http
-from weightvault.core.errors import BackendUnavailableError, DigestMismatchError
+from weightvault.core.errors import BackendUnavailableError, ConflictError, DigestMismatchError
 from weightvault.vault import filescan
 from weightvault.vault.source import SourceFile
 
@@ -85,10 +86,13 @@ def send_file(http: Http, model: str, sf: SourceFile, sha256: str) -> int:
                 content=_body(sf, offset, sent),
                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(sf.size - offset)},
             )
-        except BackendUnavailableError:
+        except (BackendUnavailableError, ConflictError):
+            # the request broke off (or the server still finishes the broken one): what arrived
+            # stays in the session, so ask its offset and send the rest
             if attempt == RESUME_ATTEMPTS - 1:
                 raise
-            offset = int(http.json("GET", url)["offset"])  # what arrived stays: send the rest
+            time.sleep(0.2 * (attempt + 1))
+            offset = int(http.json("GET", url)["offset"])
             continue
         if d["complete"]:
             return sent[0]
