@@ -98,10 +98,13 @@ def files_missing(model: str, body: FilesMissingIn, vault: VaultDep, who: Caller
     tags=["upload"],
     summary="Open an upload session for one file (step 2 of a file push)",
 )
-def open_upload(model: str, body: AnnouncedFileIn, request: Request, who: CallerDep) -> UploadOut:
+def open_upload(
+    model: str, body: AnnouncedFileIn, request: Request, vault: VaultDep, who: CallerDep
+) -> UploadOut:
     check_model_name(model)
     check_relative_path(body.path)
     who.require(model, Level.WRITE, "upload")
+    file_ingest.prepare(vault, model)  # a key problem stops the push before any byte is sent
     session = _sessions(request).create(model, body.path, body.size, body.sha256, _principal(who))
     return _out(session, 0, False)
 

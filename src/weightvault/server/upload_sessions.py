@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from weightvault.core.errors import ConflictError, DigestMismatchError, NotFoundError, PayloadTooLargeError
+from weightvault.storage.local import os_error
 
 IDLE_SECONDS = 24 * 3600
 _ID = re.compile(r"^[0-9a-f]{32}$")
@@ -190,9 +191,14 @@ class Appender:
             )
         view = memoryview(data)
         at = self.progress.offset
-        while view:
-            n = os.pwrite(self._fd, view, at)
-            view, at = view[n:], at + n
+        try:
+            while view:
+                n = os.pwrite(self._fd, view, at)
+                view, at = view[n:], at + n
+        except OSError as exc:  # a full disk: keep what was whole before this piece
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self.progress.offset)
+            raise os_error(exc, f"spooling the upload of {self.session.path}") from None
         self.progress.sha.update(data)
         self.progress.offset += len(data)
 

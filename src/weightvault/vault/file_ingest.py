@@ -77,6 +77,13 @@ def needs_files(vault: Vault, model: str) -> bool:
     return vault.keys.domain(model) is not None or vault.store.has_authenticated_refs(model)
 
 
+def prepare(vault: Vault, model: str) -> None:
+    """Keys first, as an embedded push: the model's keyring is opened (or made, when encryption
+    is on), so a key problem is reported before a client sends any file."""
+    check_model_name(model)
+    vault._push_domain(model)
+
+
 def _held(vault: Vault, model: str, dom: Domain | None, sha256: str, size: int) -> FileRecipe | None:
     """The recipe of a file of ``model`` when the vault can rebuild it: its keyed recipe in an
     encrypted model (a plain one does not count there), every chunk indexed, not condemned by a
