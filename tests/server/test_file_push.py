@@ -204,6 +204,8 @@ def test_a_read_token_cannot_upload(enc_served: Served, tmp_path: Path) -> None:
         v.access.add_grant("reader", "org/*", "writer")  # the grant allows more than the token's scope
     data = b"r" * 1000
     sha = hashlib.sha256(data).hexdigest()
+    with _client(enc_served) as admin:  # a session the reader will try to write to (makes the keys)
+        sid = _open(admin, "org/ro", "r.bin", data)
     before = _state(enc_served)
     with _client(enc_served, reader) as c:
         assert c.get("/models/org/ro/-/upload-mode").status_code == 403
@@ -211,8 +213,6 @@ def test_a_read_token_cannot_upload(enc_served: Served, tmp_path: Path) -> None:
         assert c.post("/models/org/ro/-/files/missing", json=files).status_code == 403
         r = c.post("/models/org/ro/-/uploads", json=files["files"][0])
         assert r.status_code == 403 and r.json()["code"] == "forbidden"
-        with _client(enc_served) as admin:
-            sid = _open(admin, "org/ro", "r.bin", data)
         assert c.put(f"/models/org/ro/-/uploads/{sid}", params={"offset": 0}, content=data).status_code == 403
         assert c.get(f"/models/org/ro/-/uploads/{sid}").status_code == 403
         assert c.post("/models/org/ro/-/versions/from-uploads", json=files).status_code == 403
