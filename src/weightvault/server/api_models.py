@@ -133,7 +133,7 @@ def commit_version(model: str, body: VersionIn, request: Request, vault: VaultDe
     if body.version is not None:
         check_label(body.version)
     who.require(model, Level.WRITE, "push", body.version)
-    _require_chunk_mode(vault, model)
+    _require_chunk_mode(vault, model, read_refs=True)
     files = []
     for f in body.files:
         check_relative_path(f.path)
@@ -309,10 +309,11 @@ def remove_alias(model: str, alias: str, vault: VaultDep, who: CallerDep) -> Res
     return Response(status_code=204)
 
 
-def _require_chunk_mode(vault: Vault, model: str) -> None:
+def _require_chunk_mode(vault: Vault, model: str, *, read_refs: bool = False) -> None:
     """Chunks a client named cannot be keyed, sealed or float-compressed: such models take
-    whole files (``api_uploads``), so their pushes store what an embedded push would."""
-    if file_ingest.needs_files(vault, model):
+    whole files (``api_uploads``), so their pushes store what an embedded push would. The
+    commit also reads the model's refs (a deleted keyring does not make a model plain)."""
+    if file_ingest.needs_files(vault, model, read_refs=read_refs):
         raise ConfigError(
             f"{model} is pushed in whole files on this server (encrypted or float-compressed): "
             "see GET .../upload-mode and the /uploads routes"
