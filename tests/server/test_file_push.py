@@ -21,7 +21,7 @@ from weightvault.testing.proxy import CuttingProxy
 from weightvault.testing.server import ServerProcess
 from weightvault.vault.vault import Vault
 
-from ..conftest import tree_bytes
+from ..conftest import run_cli, tree_bytes
 from ..vault.test_encryption import SENTINEL, sentinel_model
 from .conftest import Served
 
@@ -277,3 +277,17 @@ def test_a_broken_file_upload_resumes_from_the_servers_offset(enc_served: Served
     assert puts[0].path.endswith("?offset=0") and not puts[1].path.endswith("?offset=0")  # resumed
     assert result.bytes_written < 2 * len(data)  # the part that arrived was not sent again
     assert _spools(enc_served) == []
+
+
+def test_cli_pushes_an_encrypted_model_through_the_server(enc_served: Served, tmp_path: Path) -> None:
+    src = sentinel_model(tmp_path / "src", 400_000)
+    env = {"WEIGHTVAULT_SERVER": enc_served.url, "WEIGHTVAULT_TOKEN": enc_served.admin}
+    home = tmp_path / "client-home"  # the client's home: no keys are made or needed here
+    pushed = run_cli(home, "push", "org/cli", str(src), "--version", "v1", "-q", env=env)
+    assert pushed.returncode == 0, pushed.stderr
+    pulled = run_cli(home, "pull", "org/cli@v1", str(tmp_path / "out"), "-q", env=env)
+    assert pulled.returncode == 0, pulled.stderr
+    assert tree_bytes(tmp_path / "out") == tree_bytes(src)
+    assert not (home / "keys").exists()
+    with enc_served.local() as local:
+        assert local.keys.domain("org/cli") is not None
