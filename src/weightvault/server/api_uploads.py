@@ -169,22 +169,25 @@ async def send_upload(
     counter = request.app.state.metrics.upload_bytes
     appender = await run_in_threadpool(sessions.begin, session, offset)
     try:
-        buf = bytearray()
+        pieces: list[bytes] = []  # gathered up to WRITE_BATCH, then written in one call
+        held = 0
         try:
             async for piece in request.stream():
                 counter.inc(len(piece))
-                buf += piece
-                if len(buf) >= WRITE_BATCH:
-                    data = bytes(buf)
-                    buf.clear()
+                pieces.append(piece)
+                held += len(piece)
+                if held >= WRITE_BATCH:
+                    data = b"".join(pieces)
+                    pieces.clear()
+                    held = 0
                     await run_in_threadpool(appender.write, data)
         except ClientDisconnect:
-            await run_in_threadpool(appender.write, bytes(buf))  # kept: the client resumes from here
+            await run_in_threadpool(appender.write, b"".join(pieces))  # kept: the client resumes from here
             raise InvalidInputError(
                 f"{session.path}: the request ended early; resume from its offset"
             ) from None
-        if buf:
-            await run_in_threadpool(appender.write, bytes(buf))
+        if pieces:
+            await run_in_threadpool(appender.write, b"".join(pieces))
         complete = await run_in_threadpool(appender.finish)
         if complete:
             await run_in_threadpool(
