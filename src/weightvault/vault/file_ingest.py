@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from weightvault.cas.hashing import chunk_id
 from weightvault.core import layout
 from weightvault.core.errors import (
+    ConcurrentModificationError,
     DigestMismatchError,
     InvalidInputError,
     MissingObjectError,
@@ -48,7 +49,7 @@ from weightvault.vault.source import SourceFile
 from weightvault.vault.stream import FileStream
 
 if TYPE_CHECKING:
-    from weightvault.vault.vault import Vault
+    from weightvault.vault.versions import Versions as Vault  # the layer of the vault this works on
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -152,16 +153,18 @@ def ingest_file(vault: Vault, model: str, path: str, spool: Path, sha256: str, s
         encoder: BlobEncoder | None = None
         if dom is not None or vault.settings.compression != "none":
             encoder = BlobEncoder(vault.settings.compression, dom.ciphers[slot] if dom else None, slot)
+        workers = vault.settings.workers
         pipeline = PushPipeline(
             vault.index,
             sink,
             vault.chunker_for(dom),
-            vault.settings.workers,
+            workers,
             None,
             encoder=encoder,
             chunk_id_fn=dom.chunk_id if dom is not None else chunk_id,
             usable_slots=dom.slots if dom is not None else None,
-            encode_threads=vault._encode_threads([src]),
+            # one file is more than a worker's share of this push: compression gets its own pool
+            encode_threads=workers if vault.settings.compression != "none" and workers > 1 else 0,
         )
         try:
             (recipe,) = pipeline.run([src])
@@ -169,9 +172,15 @@ def ingest_file(vault: Vault, model: str, path: str, spool: Path, sha256: str, s
             vault.index.release_probes()
         if recipe.sha256 != sha256:  # the spool changed under us: what was stored is unreferenced
             raise DigestMismatchError(f"{path}: the upload does not hash to {sha256}")
-        vault._put_recipes([recipe], dom)
-    if dom is not None:
-        vault._check_slot_held(model, slot)
+        name = dom.recipe_name(sha256) if dom is not None else sha256
+        body = dom.seal_recipe(name, recipe.to_bytes()) if dom is not None else recipe.to_bytes()
+        vault.store.put_recipe_object(name, body)
+        vault.index.put_recipes([(name, size, body)])
+    held = vault.keys.record(model) if dom is not None else None
+    if dom is not None and (held is None or slot not in {s.slot for s in held.slots}):
+        raise ConcurrentModificationError(
+            f"the data keys of {model} were rotated while {path} was stored; send it again"
+        )
     return recipe
 
 
