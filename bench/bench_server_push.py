@@ -30,9 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from weightvault import Vault
 from weightvault.demo.synthetic import format_size, generate_model, parse_size
 from weightvault.testing.server import ServerProcess
-from weightvault.vault.vault import Vault
 
 HERE = Path(__file__).resolve().parent
 MODEL = "bench/sealed"

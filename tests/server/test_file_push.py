@@ -14,12 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
+from weightvault import Vault
 from weightvault.cas.compression import ENCRYPTED
 from weightvault.core.errors import AccessDeniedError
 from weightvault.demo.synthetic import generate_model
 from weightvault.testing.proxy import CuttingProxy
 from weightvault.testing.server import ServerProcess
-from weightvault.vault.vault import Vault
 
 from ..conftest import run_cli, tree_bytes
 from ..vault.test_encryption import SENTINEL, sentinel_model
