@@ -10,7 +10,6 @@ import errno
 import os
 import shutil
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,7 +76,7 @@ class LocalBackend:
 
     def temp_path(self) -> Path:
         """A fresh path on the store's filesystem, for writers that want ``put_file(consume=True)``."""
-        return self._tmp / f"{uuid.uuid4().hex}.tmp"
+        return self._tmp / f"{os.urandom(16).hex()}.tmp"
 
     def _publish(self, tmp: Path, key: str, if_absent: bool) -> None:
         dest = self._path(key)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +118,7 @@ class FileCache:
         return path
 
     def temp_file(self, private: bool = False) -> Path:
-        return self._area(private).tmp / f"{uuid.uuid4().hex}.part"
+        return self._area(private).tmp / f"{os.urandom(16).hex()}.part"
 
     def temp_mode(self, private: bool = False) -> int:
         """The mode to create a temp file with (0600 for an encrypted model's plaintext)."""

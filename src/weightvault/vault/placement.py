@@ -22,7 +22,6 @@ import errno
 import os
 import shutil
 import threading
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Final, Literal, get_args
@@ -114,7 +113,7 @@ class Placer:
         if self._clones is False:
             return False
         source = self.cache.temp_file(self.private)
-        target = _existing(self.dest) / f".wv-probe-{uuid.uuid4().hex[:12]}"
+        target = _existing(self.dest) / f".wv-probe-{os.urandom(6).hex()}"
         try:
             source.write_bytes(b"\0" * 4096)
             clone_file(source, target)

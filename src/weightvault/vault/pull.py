@@ -13,7 +13,6 @@ import contextlib
 import fnmatch
 import hashlib
 import os
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -168,7 +167,7 @@ def _stage(
     model's cache entries are private (an encrypted model's plaintext)."""
     entry, target = item.entry, item.target
     private = placer.private
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.wv-tmp"
+    tmp = target.parent / f".{target.name}.{os.urandom(6).hex()}.wv-tmp"
     try:
         source = cache.lookup(entry.sha256, entry.size, private) if cache is not None else None
         if source is not None:
@@ -216,7 +215,7 @@ def _commit(staged: list[tuple[Path, Path]]) -> None:
         for target, tmp in staged:
             backup: Path | None = None
             if target.exists() or target.is_symlink():
-                backup = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.wv-old"
+                backup = target.parent / f".{target.name}.{os.urandom(6).hex()}.wv-old"
                 os.rename(target, backup)
             done.append((target, backup))
             os.replace(tmp, target)
