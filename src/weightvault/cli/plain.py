@@ -58,15 +58,24 @@ def _leaf(value: Any) -> str:
     return _str(value) if isinstance(value, str) else _flat(0)(value)
 
 
+_CONTAINERS = (dict, list, tuple)
+#: leaves by exact type, checked before the (slower) ``isinstance`` of the containers
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
 def _is_flat(children: Any) -> bool:
-    """No child is a non-empty container."""
-    return not any(isinstance(c, dict | list | tuple) and c for c in children)
+    """No child is a non-empty container (a loop: ``all`` over a generator took as long as
+    encoding the row)."""
+    for c in children:  # noqa: SIM110
+        if type(c) not in _LEAVES and isinstance(c, _CONTAINERS) and c:
+            return False
+    return True
 
 
 def _encode(value: Any, depth: int) -> str:
     if isinstance(value, dict):
         children: Any = value.values()
-    elif isinstance(value, list | tuple):
+    elif isinstance(value, (list, tuple)):
         children = value
     else:
         return _leaf(value)
