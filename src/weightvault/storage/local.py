@@ -12,6 +12,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from weightvault.core.errors import (
@@ -24,6 +25,8 @@ from weightvault.storage.backend import ObjectInfo, check_key
 from weightvault.storage.batch_sync import Batch
 
 TMP_DIR = ".tmp"
+#: files written or renamed at once by ``put_many``
+_MANY = 16
 
 
 def fsync_dir(path: Path) -> None:
@@ -111,27 +114,34 @@ class LocalBackend:
         """Write many small objects, each atomically, made durable together: every temp file is
         written, one batch sync makes their bytes durable, they are renamed into place, and one
         more makes the new names durable (``batch_sync``): two journal commits for the batch
-        instead of two per object. On return every object is durable, as after ``put``."""
+        instead of two per object. On return every object is durable, as after ``put``. File
+        creations and renames wait on the filesystem's journal, so several run at once."""
         for key, _ in items:
             check_key(key)
-        temps: list[tuple[Path, str]] = []
+        temps = [(self.temp_path(), key, data) for key, data in items]
+
+        def write(tmp: Path, data: bytes) -> None:
+            with open(tmp, "wb") as f:
+                f.write(data)
+
+        def publish(tmp: Path, key: str) -> Path:
+            dest = self._path(key)
+            self._ensure_parent(dest)
+            os.replace(tmp, dest)
+            return dest.parent
+
         try:
-            with Batch(self.root) as batch:
-                for key, data in items:
-                    tmp = self.temp_path()
-                    temps.append((tmp, key))
-                    with open(tmp, "wb") as f:
-                        f.write(data)
+            with Batch(self.root) as batch, ThreadPoolExecutor(_MANY, thread_name_prefix="wv-put") as pool:
+                for written in [pool.submit(write, tmp, data) for tmp, _key, data in temps]:
+                    written.result()
+                for tmp, _key, _data in temps:
                     batch.add(tmp)
                 batch.sync()
-                for tmp, key in temps:
-                    dest = self._path(key)
-                    self._ensure_parent(dest)
-                    os.replace(tmp, dest)
-                    batch.add_dirs([dest.parent])
+                for fut in [pool.submit(publish, tmp, key) for tmp, key, _data in temps]:
+                    batch.add_dirs([fut.result()])
                 batch.sync_dirs()
         except OSError as exc:
-            for tmp, _ in temps:
+            for tmp, _key, _data in temps:
                 tmp.unlink(missing_ok=True)
             raise os_error(exc, f"writing {len(items)} objects") from exc
 

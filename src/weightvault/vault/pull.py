@@ -279,12 +279,15 @@ def _admit_all(ctx: _Context, batch: Batch | None) -> None:
     an entry only ever gets its cache name once its bytes are on disk."""
     if not ctx.admissions or ctx.cache is None:
         return
+    cache = ctx.cache
     if batch is not None:
         for adm in ctx.admissions:
             batch.add(adm.temp)
         batch.sync()
-    for adm in ctx.admissions:
-        ctx.cache.admit(adm.temp, adm.sha256, adm.private)
+    # each admission is a few metadata calls that wait on the filesystem's journal: many at once
+    with ThreadPoolExecutor(SMALL_FILE_THREADS, thread_name_prefix="wv-admit") as pool:
+        for fut in [pool.submit(cache.admit, a.temp, a.sha256, a.private) for a in ctx.admissions]:
+            fut.result()
     ctx.admissions.clear()
 
 
