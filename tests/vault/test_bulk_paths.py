@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from weightvault.cas.hashing import chunk_id
 from weightvault.core import layout
 from weightvault.core.errors import CorruptObjectError, DiskFullError, StorageError
-from weightvault.storage import oscaps
+from weightvault.storage import batch_sync, oscaps
 from weightvault.storage.local import LocalBackend
 from weightvault.vault import placement
 from weightvault.vault.vault import Vault
@@ -263,3 +264,41 @@ def test_a_corrupt_pack_in_a_one_pass_pull_names_the_file_and_leaves_nothing(
         assert v.cache is not None
         assert not v.cache.path_for(sha).exists()
         assert list((v.cache.root / "tmp").iterdir()) == []
+
+
+def test_a_pull_whose_batch_sync_fails_admits_nothing_and_leaves_the_destination_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An entry gets its cache name only after the sync that makes it durable: when the sync
+    reports a write-back error, no entry of the batch is admitted and the pull is undone."""
+    src = _small_tree(tmp_path / "src", 30)
+    with Vault.open(tmp_path / "home") as v:
+        v.push("m", src)
+
+        def failing_sync(self: batch_sync.Batch) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(batch_sync.Batch, "sync", failing_sync)
+        with pytest.raises(StorageError, match="Input/output error"):
+            v.pull("m", tmp_path / "out", link_mode="copy")
+        monkeypatch.undo()
+        assert not (tmp_path / "out").exists()
+        assert v.cache is not None
+        assert list(v.cache.entries()) == []
+        assert list((v.cache.root / "tmp").iterdir()) == []
+        v.pull("m", tmp_path / "out", link_mode="copy")
+    assert tree_bytes(tmp_path / "out") == tree_bytes(src)
+
+
+def test_the_one_pass_pull_is_only_for_copies_a_hardlink_fallback_still_links(tmp_path: Path) -> None:
+    src = _model(tmp_path / "src")
+    with Vault.open(tmp_path / "home", link_fallback="hardlink") as v:
+        v.push("m", src)
+        cold = v.pull("m", tmp_path / "a")
+        if "reflink" in cold.placement:
+            pytest.skip("this filesystem clones, so auto never reaches its fallback here")
+        assert cold.placement == {"hardlink": 5}
+        assert v.cache is not None
+        for f in v.show("m").files:
+            assert os.path.samefile(tmp_path / "a" / f.path, v.cache.path_for(f.sha256))
+    assert tree_bytes(tmp_path / "a") == tree_bytes(src)

@@ -280,14 +280,19 @@ def _admit_all(ctx: _Context, batch: Batch | None) -> None:
     if not ctx.admissions or ctx.cache is None:
         return
     cache = ctx.cache
-    if batch is not None:
-        for adm in ctx.admissions:
-            batch.add(adm.temp)
-        batch.sync()
-    # each admission is a few metadata calls that wait on the filesystem's journal: many at once
-    with ThreadPoolExecutor(SMALL_FILE_THREADS, thread_name_prefix="wv-admit") as pool:
-        for fut in [pool.submit(cache.admit, a.temp, a.sha256, a.private) for a in ctx.admissions]:
-            fut.result()
+    try:
+        if batch is not None:
+            for adm in ctx.admissions:
+                batch.add(adm.temp)
+            batch.sync()
+        # each admission is a few metadata calls that wait on the filesystem's journal: many at once
+        with ThreadPoolExecutor(SMALL_FILE_THREADS, thread_name_prefix="wv-admit") as pool:
+            for fut in [pool.submit(cache.admit, a.temp, a.sha256, a.private) for a in ctx.admissions]:
+                fut.result()
+    except OSError as exc:
+        if isinstance(exc, WeightvaultError):
+            raise
+        raise os_error(exc, f"adding pulled files to the cache {cache.root}") from exc
     ctx.admissions.clear()
 
 
