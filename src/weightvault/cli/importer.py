@@ -52,7 +52,7 @@ def import_dir(
     cli = _cli()
     with progress("import", quiet or as_json or cli.STATE.quiet) as (start, advance):
         result = run(
-            cli.STATE.vault(),
+            cli.STATE.local_vault("import dir"),
             path,
             name=name,
             revision=revision,
@@ -112,7 +112,7 @@ def import_hf(
     cli = _cli()
     with progress("import", quiet or as_json or cli.STATE.quiet) as (start, advance):
         result = run(
-            cli.STATE.vault(),
+            cli.STATE.local_vault("import hf"),
             repo,
             revision=revision,
             include=include or (),

@@ -66,7 +66,7 @@ def init(
 ) -> None:
     """Check the configured key provider (creating its local key file, mode 0600, if absent)."""
     cli = _cli()
-    data = cli.STATE.vault().init_keys()
+    data = cli.STATE.local_vault("keys init").init_keys()
     if as_json:
         cli._emit_json(data)
         return
@@ -168,7 +168,7 @@ def rotate(
 ) -> None:
     """Re-wrap data keys under a new KEK (seconds, any size); --reencrypt also rewrites the data."""
     cli = _cli()
-    vault = cli.STATE.vault()
+    vault = cli.STATE.local_vault("keys rotate")
     new = _new_provider(
         vault.keys.configured_config(), new_key_file, new_kms_key_id, new_passphrase_env, new_key_env
     )
