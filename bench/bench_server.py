@@ -112,6 +112,12 @@ def run_clients(spec: dict[str, Any], n: int) -> tuple[float, int, int]:
     return seconds, sum(r["bytes"] for r in results), sum(r["errors"] for r in results)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # ---- the static references --------------------------------------------------------------------------
 
 
@@ -250,7 +256,9 @@ def bench(size: int, runs: int, clients: Sequence[int], out: Path, work: Path) -
                             ],
                         }
                     load_before = os.getloadavg()[0]
+                    cpu_before = cpu_seconds(server.proc.pid) if server.proc else 0.0
                     samples = [run_clients(spec, n) for _ in range(runs)]
+                    cpu = (cpu_seconds(server.proc.pid) if server.proc else 0.0) - cpu_before
                     secs = [s for s, _, _ in samples]
                     row[name] = {
                         "seconds_median": statistics.median(secs),
@@ -261,6 +269,9 @@ def bench(size: int, runs: int, clients: Sequence[int], out: Path, work: Path) -
                         "bytes_ok": all(b == n * total for _, b, _ in samples),
                         "load": [round(load_before, 1), round(os.getloadavg()[0], 1)],
                     }
+                    if name.startswith("weightvault"):  # less noisy than time on a shared machine
+                        delivered = sum(b for _, b, _ in samples)
+                        row[name]["server_cpu_s_per_gb"] = cpu / (delivered / 1e9) if delivered else 0.0
                 results["pull"][str(n)] = row
         finally:
             for s in servers.values():
@@ -280,17 +291,19 @@ def markdown(res: dict[str, Any]) -> str:
         f"Server pull/push, {format_size(res['size'])} synthetic checkpoint ({res['files']} files), "
         f"{m['cpus']} CPUs, Python {m['python']}, {m['date']}",
         "",
-        "| clients | server (client) | MB/s (median) | vs best static | errors | all bytes | load 1-min |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| clients | server (client) | MB/s (median) | vs best static | errors | all bytes | load 1-min "
+        "| server CPU s/GB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for n, row in res["pull"].items():
         best = max(v["mb_per_s_median"] for k, v in row.items() if k in ("nginx", "http.server"))
         for name, v in row.items():
             ratio = f"{v['mb_per_s_median'] / best:.2f}" if name not in ("nginx", "http.server") else ""
             load = " to ".join(str(x) for x in v.get("load", []))
+            cpu = f"{v['server_cpu_s_per_gb']:.2f}" if "server_cpu_s_per_gb" in v else ""
             lines.append(
                 f"| {n} | {name} | {v['mb_per_s_median']:.0f} | {ratio} | {v['errors']} | {v['bytes_ok']} "
-                f"| {load} |"
+                f"| {load} | {cpu} |"
             )
     p = res["push"]
     lines += [
