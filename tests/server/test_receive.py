@@ -22,12 +22,18 @@ DATA = bytes(range(256)) * 12_000  # 3 MB: several receive buffers
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    """/whole: the file, ignoring Range; /short: announces it all, sends 40 %; /missing: a JSON 404."""
+    """/whole: the file, ignoring Range; /short: announces it all, sends 40 %; /missing, /full:
+    JSON errors (404, 507)."""
 
     def do_GET(self) -> None:
-        if self.path.endswith("/missing"):
-            body = b'{"code": "model_not_found", "message": "model x not found"}'
-            self.send_response(404)
+        if self.path.endswith(("/missing", "/full")):
+            full = self.path.endswith("/full")
+            body = (
+                b'{"code": "disk_full", "message": "the server store is full"}'
+                if full
+                else b'{"code": "model_not_found", "message": "model x not found"}'
+            )
+            self.send_response(507 if full else 404)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -74,6 +80,8 @@ def test_a_body_cut_short_is_a_transfer_error_and_what_arrived_was_consumed(serv
 def test_an_error_answer_is_the_typed_error_of_its_code(server: str) -> None:
     with pytest.raises(ModelNotFoundError, match="model x not found"):
         _collect(server + "/missing")
+    with pytest.raises(DiskFullError, match="store is full"):  # an OSError, not a transfer failure
+        _collect(server + "/full")
 
 
 def test_a_failing_consumer_stops_the_download_with_its_error(server: str) -> None:

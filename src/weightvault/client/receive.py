@@ -11,6 +11,7 @@ body is read through httpx instead.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import queue
 import ssl
@@ -109,11 +110,13 @@ def get(
     try:
         conn.request("GET", target, headers=headers)
         response = conn.getresponse()
-        if response.status >= 400:
-            raise error_of(response.status, response.read(1 << 20), url)
+        failure = response.read(1 << 20) if response.status >= 400 else None
     except (OSError, http.client.HTTPException) as exc:
         conn.close()
         raise BackendUnavailableError(f"{url}: transfer failed: {type(exc).__name__}: {exc}") from exc
+    if failure is not None:
+        conn.close()
+        raise error_of(response.status, failure, url)
     try:
         on_status(response.status)
         expected = response.length  # None without a Content-Length
@@ -128,9 +131,12 @@ def get(
                     break
                 consumer.put(buf, n)
                 total += n
-        except (OSError, http.client.HTTPException) as exc:
-            consumer.finish()  # what arrived is written: a later pull resumes after it
-            raise BackendUnavailableError(f"{url}: transfer failed: {type(exc).__name__}: {exc}") from exc
+        except BaseException as exc:
+            with contextlib.suppress(BaseException):
+                consumer.finish()  # what arrived is written: a later pull resumes after it
+            if isinstance(exc, (OSError, http.client.HTTPException)):
+                raise BackendUnavailableError(f"{url}: transfer failed: {type(exc).__name__}: {exc}") from exc
+            raise
         consumer.finish()  # raises what the consumer raised (a full disk, say) as it is
         if expected is not None and total < expected:
             raise BackendUnavailableError(
