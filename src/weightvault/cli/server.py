@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-
-def _cli() -> Any:
-    from weightvault.cli import app as cli
-
-    return cli
+from weightvault.cli.state import STATE
 
 
 def serve(
@@ -27,8 +23,7 @@ def serve(
     from weightvault.server.app import ServerOptions
     from weightvault.server.run import serve as run
 
-    cli = _cli()
-    vault = cli.STATE.local_vault("serve")  # over a home or a database_url, never over --server
+    vault = STATE.local_vault("serve")  # over a home or a database_url, never over --server
     options = ServerOptions(max_upload_bytes=max_upload_mb << 20, cors_origins=list(cors_origin or []))
     run(vault, host, port, options, log_level=log_level)
 
