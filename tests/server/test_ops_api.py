@@ -15,11 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from weightvault import Vault
 from weightvault.client import RemoteVault
 from weightvault.core.errors import AccessDeniedError, ConfigError, exit_code_for
 from weightvault.server.api_ops import _public
 from weightvault.testing.server import ServerProcess
-from weightvault.vault.vault import Vault
 
 from ..cli.inproc import wv_in
 from ..conftest import write_random

@@ -27,8 +27,8 @@ import httpx
 import pytest
 import yaml
 
+from weightvault import Vault
 from weightvault.testing.server import free_port
-from weightvault.vault.vault import Vault
 
 from ..conftest import new_postgres_database, tree_bytes, write_random
 
