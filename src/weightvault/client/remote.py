@@ -2,7 +2,8 @@
 
 Returned by ``Vault.open("http://host:8080", token=...)``. Results are the same domain objects
 (``ModelInfo``, ``VersionInfo``, ``PushResult`` …) and failures the same typed errors. What only
-makes sense next to the store (recover, sync, repair, keys, the local cache) raises ConfigError.
+makes sense next to the store (key init and rotation, the local cache) raises ConfigError; the
+operations (recover, sync, repair, key and replica status, gc) run on the server for admins.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote
 
-from weightvault.client import convert
+from weightvault.client import convert, file_upload
 from weightvault.client.access import RemoteAccess
 from weightvault.client.download import fetch_all
 from weightvault.client.http import Http
@@ -26,13 +27,23 @@ from weightvault.core.errors import (
     ConfigError,
     InvalidInputError,
     MissingObjectError,
+    NotUploadedError,
     RevisionNotFoundError,
 )
 from weightvault.core.names import check_label, check_model_name
 from weightvault.core.revision import Ref, parse_ref
-from weightvault.core.types import GcReport, ModelInfo, PullResult, PushResult, VerifyReport, VersionInfo
+from weightvault.core.types import (
+    GcReport,
+    ModelInfo,
+    PullResult,
+    PushResult,
+    RecoverReport,
+    VerifyReport,
+    VersionInfo,
+)
 from weightvault.vault.pull import make_dirs, plan, remove_dirs, select_files
-from weightvault.vault.source import scan_source
+from weightvault.vault.replication import RepairReport, SyncReport
+from weightvault.vault.source import SourceFile, scan_source
 
 Progress = Callable[[int], None]
 COMMIT_ATTEMPTS = 3
@@ -130,10 +141,20 @@ class RemoteVault:
                 f"source {source} has no files to push"
                 + ("; empty versions are not made through a server" if allow_empty else "")
             )
-        chunker, max_request = chunker_of(self.http)
         tick = progress or (lambda n: None)
         if on_start:
             on_start(sum(f.size for f in files))
+        commit = {
+            "version": version,
+            "message": message,
+            "metadata": dict(metadata or {}),
+            "lineage": [dict(x) for x in lineage],
+            "parent": parent,
+            "refuse_unsafe": refuse_unsafe,
+        }
+        if self.http.json("GET", f"/models/{model}/-/upload-mode")["mode"] == "files":
+            return self._push_files(model, files, commit, tick, started)
+        chunker, max_request = chunker_of(self.http)
         with ThreadPoolExecutor(min(self.workers, 2), thread_name_prefix="wv-scan") as pool:
             scanned = list(pool.map(lambda f: scan(f, chunker, tick), files))
         sent_chunks = sent_bytes = 0
@@ -147,12 +168,7 @@ class RemoteVault:
                 }
                 for f in scanned
             ],
-            "version": version,
-            "message": message,
-            "metadata": dict(metadata or {}),
-            "lineage": [dict(x) for x in lineage],
-            "parent": parent,
-            "refuse_unsafe": refuse_unsafe,
+            **commit,
         }
         for attempt in range(COMMIT_ATTEMPTS):
             # ask, send what is missing, commit; a gc that removed freshly sent data in between
@@ -171,6 +187,35 @@ class RemoteVault:
             bytes_written=sent_bytes,
             chunks_total=d["chunks_total"],
             chunks_new=sent_chunks,
+            seconds=time.perf_counter() - started,
+            replication=d["replication"],
+            unchanged=bool(d.get("unchanged")),
+        )
+
+    def _push_files(
+        self, model: str, files: list[SourceFile], commit: dict[str, Any], tick: Progress, started: float
+    ) -> PushResult:
+        """A push in whole files (``client.file_upload``): the server encrypts or float-compresses."""
+        shas = file_upload.hash_files(files, min(self.workers, 2), tick)
+        body = {"files": file_upload.announced(files, shas), **commit}
+        sent_bytes = 0
+        for attempt in range(COMMIT_ATTEMPTS):
+            # as for chunks: a gc that removed freshly sent data before the commit makes it fail
+            # with MissingObjectError, and asking again sends those files again
+            _n, nbytes = file_upload.send_missing_files(self.http, model, files, shas, self.workers)
+            sent_bytes += nbytes
+            try:
+                d = self.http.json("POST", f"/models/{model}/-/versions/from-uploads", json=body)
+                break
+            except (ConcurrentModificationError, NotUploadedError):
+                if attempt == COMMIT_ATTEMPTS - 1:
+                    raise
+        return PushResult(
+            version=convert.version(d["version"]),
+            bytes_read=sum(f.size for f in files),
+            bytes_written=sent_bytes,
+            chunks_total=d["chunks_total"],
+            chunks_new=0,
             seconds=time.perf_counter() - started,
             replication=d["replication"],
             unchanged=bool(d.get("unchanged")),
@@ -277,10 +322,12 @@ class RemoteVault:
             d["affected_versions"],
         )
 
-    def gc(self, *, grace_seconds: float | None = None) -> GcReport:
+    def gc(
+        self, *, grace_seconds: float | None = None, dry_run: bool = False, force: bool = False
+    ) -> GcReport:
         if grace_seconds is not None:
-            raise ConfigError("the server's gc uses its configured grace period")
-        return GcReport(**self.http.json("POST", "/gc"))
+            raise ConfigError("--grace is not available through a server: its gc uses the configured period")
+        return GcReport(**self.http.json("POST", "/gc", params={"dry_run": dry_run, "force": force}))
 
     def gc_status(self) -> dict[str, Any]:
         return self.http.json("GET", "/gc")  # type: ignore[no-any-return]
@@ -289,21 +336,38 @@ class RemoteVault:
         return {**self.gc_status(), "server": self.url}
 
     def _local_only(self, what: str) -> NoReturn:
-        raise ConfigError(f"{what} works on a local vault next to its store; run it on the server's machine")
+        raise ConfigError(f"{what} is not available through a server; run it on the server's machine")
 
-    def recover(self) -> NoReturn:
-        self._local_only("recover")
+    # ---- operations (global administrators; each run is in the server's audit log) ------------
 
-    def sync(self, progress: Progress | None = None) -> NoReturn:
-        self._local_only("sync")
+    def recover(self) -> RecoverReport:
+        """Rebuild the server's index from its store."""
+        d = self.http.json("POST", "/ops/recover")
+        return RecoverReport(d["counts"], d["problems"])
 
-    def repair(self, progress: Progress | None = None) -> NoReturn:
-        self._local_only("repair")
+    def sync(self, progress: Progress | None = None) -> SyncReport:
+        """Copy to every secondary replica of the server's store what it lacks."""
+        return SyncReport(**{k: v for k, v in self.http.json("POST", "/ops/sync").items() if k != "ok"})
+
+    def repair(self, progress: Progress | None = None) -> RepairReport:
+        """Re-read every object on every replica of the server's store; rewrite bad copies."""
+        return RepairReport(**{k: v for k, v in self.http.json("POST", "/ops/repair").items() if k != "ok"})
 
     def replica_status(self, ref: str | Ref) -> dict[str, bool | str]:
-        """Replicas are the server's business; a remote client sees none."""
-        self.show(ref)
-        return {}
+        """Per replica of the server's store: whether the version is complete there (admins)."""
+        r = _ref(ref)
+        params = {"model": r.model, **({"rev": r.revision} if r.revision else {})}
+        return self.http.json("GET", "/ops/replicas", params=params)["complete"]  # type: ignore[no-any-return]
+
+    def replicas(self) -> list[str]:
+        """The server store's replica names, the primary first."""
+        return self.http.json("GET", "/ops/replicas")["replicas"]  # type: ignore[no-any-return]
+
+    def key_status(self, model: str | None = None) -> dict[str, Any]:
+        """As ``Vault.key_status``, without any secret (the server drops them)."""
+        if model is not None:
+            check_model_name(model)
+        return self.http.json("GET", "/ops/keys", params={"model": model} if model else None)  # type: ignore[no-any-return]
 
     @property
     def cache(self) -> None:
@@ -316,4 +380,6 @@ class RemoteVault:
 
 
 #: façade methods that need the store and its keys next to the caller
-_LOCAL_ONLY = frozenset({"init_keys", "key_status", "rotate_keys", "version_keys", "object_ok"})
+_LOCAL_ONLY = frozenset(
+    {"init_keys", "rotate_keys", "version_keys", "object_ok", "tensors", "lineage", "pull_with_base"}
+)
