@@ -94,19 +94,6 @@ class Placer:
                 "use --link-mode auto"
             )
 
-    def planned_method(self) -> Method:
-        """How cached files will be placed, known before any is (a clone is probed when the
-        mode may clone): a caller that handles only links decides with it before it writes."""
-        if self.cache is None:
-            return "written"
-        if self.mode in ("auto", "reflink") and self._probe_clone():
-            return "reflink"
-        if self.mode == "hardlink" or (
-            self.mode == "auto" and self.same_filesystem and self.fallback == "hardlink"
-        ):
-            return "hardlink"
-        return "copy"
-
     def _probe_clone(self) -> bool:
         """Clone a small temp file from the cache's filesystem into the destination's."""
         assert self.cache is not None
@@ -126,6 +113,18 @@ class Placer:
             source.unlink(missing_ok=True)
             target.unlink(missing_ok=True)
         return self._clones
+
+    def copies(self) -> bool:
+        """Whether placing a cached file here copies its bytes (no clone, no hardlink): a pull
+        then writes the destination in the same pass as the cache entry instead of reading the
+        entry back (``pull``). Probes a clone once, as ``place`` would."""
+        if self.cache is None:
+            return False
+        if self.mode == "copy":
+            return True
+        if self.mode != "auto" or (self.same_filesystem and self.fallback == "hardlink"):
+            return False
+        return not self._probe_clone()
 
     def place(self, source: Path, target: Path) -> Method:
         """Put a copy of cached ``source`` at ``target`` (a temp name that does not exist yet)."""

@@ -109,11 +109,11 @@ def warm_pull(
     try:
         placer = Placer(mode, _setting(where, "link_fallback"), cache, dest_path)
         placer.check()
-        method = placer.planned_method() if planned else None
+        copies = bool(planned) and placer.copies()
     except Exception:
         raise SnapshotUnavailable("the full path reports the link mode") from None
-    if method not in (None, "reflink", "hardlink"):
-        raise SnapshotUnavailable(f"placement by {method}: the full path does it")
+    if copies:
+        raise SnapshotUnavailable("placement by copy: the full path does it")
     on_start(sum(p.entry.size for p in planned))
     try:
         counters = materialise(
