@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from weightvault.core.errors import DigestMismatchError, InvalidInputError
 from weightvault.server.upload_sessions import IDLE_SECONDS, UploadSessions
@@ -56,6 +57,13 @@ def _sweep(sessions: UploadSessions) -> None:
                 p.unlink()
 
 
+def _keep(sessions: UploadSessions, spool: Path, model: str, sha256: str) -> None:
+    target = pending_path(sessions, model, sha256)
+    target.parent.mkdir(mode=0o700, exist_ok=True)
+    _sweep(sessions)
+    os.replace(spool, target)
+
+
 async def receive(
     sessions: UploadSessions, pieces: AsyncIterator[bytes], model: str, sha256: str, size: int, principal: str
 ) -> None:
@@ -69,23 +77,23 @@ async def receive(
         try:
             batch: list[bytes] = []
             held = 0
-            async for piece in pieces:
-                batch.append(piece)
-                held += len(piece)
-                if held >= WRITE_BATCH:
-                    data = b"".join(batch)
-                    batch.clear()
-                    held = 0
-                    await run_in_threadpool(appender.write, data)
+            try:
+                async for piece in pieces:
+                    batch.append(piece)
+                    held += len(piece)
+                    if held >= WRITE_BATCH:
+                        data = b"".join(batch)
+                        batch.clear()
+                        held = 0
+                        await run_in_threadpool(appender.write, data)
+            except ClientDisconnect:  # an LFS PUT does not resume: the client sends it again
+                raise InvalidInputError(f"the upload of {sha256} ended early; send it again") from None
             await run_in_threadpool(appender.write, b"".join(batch))
             if not await run_in_threadpool(appender.finish):
                 raise InvalidInputError(
                     f"the upload has {appender.offset} bytes, not the {size} announced; send it again"
                 )
-            target = pending_path(sessions, model, sha256)
-            target.parent.mkdir(mode=0o700, exist_ok=True)
-            _sweep(sessions)
-            os.replace(sessions.spool(session.id), target)
+            await run_in_threadpool(_keep, sessions, sessions.spool(session.id), model, sha256)
         finally:
             await run_in_threadpool(sessions.end, appender)
     finally:
