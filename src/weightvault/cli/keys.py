@@ -60,7 +60,7 @@ def init(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Check the configured key provider (creating its local key file, mode 0600, if absent)."""
-    data = STATE.vault().init_keys()
+    data = STATE.local_vault("keys init").init_keys()
     if as_json:
         emit_json(data)
         return
@@ -160,7 +160,7 @@ def rotate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary line.")] = False,
 ) -> None:
     """Re-wrap data keys under a new KEK (seconds, any size); --reencrypt also rewrites the data."""
-    vault = STATE.vault()
+    vault = STATE.local_vault("keys rotate")
     new = _new_provider(
         vault.keys.configured_config(), new_key_file, new_kms_key_id, new_passphrase_env, new_key_env
     )
