@@ -6,7 +6,8 @@ models comes from here:
 * **pins** ``<home>/keys/pins/<hash>.json``: for each model this home has opened encrypted, the
   fingerprint of its id key and the highest keyring generation seen. A missing keyring, a keyring
   with another id key or an older generation is then an error, never a plain model or a
-  rollback to dropped keys;
+  rollback to dropped keys; a newer keyring naming the pinned id key among those it replaces
+  (``keys rotate MODEL --new-domain``) moves the pin to its own id key;
 * **rotated-to providers** ``<home>/keys/providers.json``: the key providers this home's own
   ``keys rotate --new-…`` moved keyrings to (their params, never a secret), trusted beside the
   configured ones so the machine that rotated keeps reading;
@@ -22,7 +23,7 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,12 +86,18 @@ class LocalTrust:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"pin file {self.pin_path(model)} is unreadable: {exc}") from None
 
-    def check(self, model: str, id_key: str, generation: int) -> None:
-        """Refuse a keyring that contradicts the pin; raise the pin when it is newer."""
+    def check(self, model: str, id_key: str, generation: int, replaces: Sequence[str] = ()) -> None:
+        """Refuse a keyring that contradicts the pin; raise the pin when it is newer.
+
+        A keyring of another id key is accepted only as the successor of the pinned domain: it
+        names the pinned id key in ``replaces`` (it was opened with a trusted KEK and its MAC
+        checked, so only a holder of that KEK made it) and is of a later generation. The pin
+        then moves to the new id key, and the old domain's keyring is refused from then on."""
         with self._lock:
             pinned = self.pin(model)
             if pinned is not None:
-                if pinned.id_key != id_key:
+                successor = pinned.id_key in replaces and generation > pinned.generation
+                if pinned.id_key != id_key and not successor:
                     raise KeyringTrustError(
                         f"the keyring of {model} holds another id key than the one this home pinned: "
                         f"it was replaced in the store (if the model was deleted and re-created on "

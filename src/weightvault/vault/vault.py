@@ -94,6 +94,7 @@ from weightvault.vault.trust import KeyringTrustError, LocalTrust
 if TYPE_CHECKING:
     from weightvault.registry.access import AccessStore
     from weightvault.vault import ingest as ingest_types
+    from weightvault.vault.domains import NewDomainReport
     from weightvault.vault.rotation import RotateReport
     from weightvault.vault.stream import FileStream
 
@@ -447,9 +448,19 @@ class Vault:
     def _recipe(self, sha256: str, model: str | None = None, *, allow_plain: bool = True) -> FileRecipe:
         return self._find_recipe(sha256, model, allow_plain=allow_plain)[1]
 
-    def _check_ref(self, model: str, kind: str, name: str, body: dict[str, Any]) -> None:
-        """Refuse a ref from the store that is not authentic (encrypted models: its MAC)."""
-        refauth.check(self.keys.domain(model), model, kind, name, body)
+    def _check_ref(self, model: str, kind: str, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Refuse a ref from the store that is not authentic (encrypted models: its MAC); returns
+        the ref as it must be read when that differs (``refauth.check``). A ref refused by the
+        domain this process opened earlier is checked once more against the keyring in the
+        store (another machine may have moved the model to a new domain since)."""
+        dom = self.keys.domain(model)
+        try:
+            return refauth.check(dom, model, kind, name, body)
+        except refauth.RefAuthError:
+            fresh = self.keys.domain(model, refresh=True)
+            if fresh is None or dom is None or fresh.record.generation == dom.record.generation:
+                raise
+            return refauth.check(fresh, model, kind, name, body)
 
     @staticmethod
     def _signer(dom: Domain | None) -> RefSigner | None:
@@ -777,6 +788,7 @@ class Vault:
         """A re-encryption may have dropped the data key this push sealed under: then push again."""
         rec = self.keys.record(model)
         if rec is None or slot not in {s.slot for s in rec.slots}:
+            self.keys.forget(model)  # the next attempt opens the keyring as it is now
             raise ConcurrentModificationError(
                 f"the data keys of {model} were rotated during the push; push again (only what is "
                 "missing is written)"
@@ -1003,7 +1015,9 @@ class Vault:
         rec = self.index.resolve(model, revision)
         if self.index.label_exists(model, alias):
             raise ConflictError(f"{alias!r} is a version label of {model}; an alias cannot shadow it")
-        self.store.set_alias_ref(model, alias, rec.label, rec.commit, self._signer(self.keys.domain(model)))
+        # the keyring as it is now: a ref signed with a domain replaced meanwhile would be refused
+        dom = self.keys.domain(model, refresh=True)
+        self.store.set_alias_ref(model, alias, rec.label, rec.commit, self._signer(dom))
         self.journal_ref(model, "alias", alias)
         if self.replicas is not None and self.settings.sync_enabled:  # aliases move: refresh them everywhere
             replication_module.replicate(self, self.replicas, [layout.alias_ref_key(model, alias)])
@@ -1268,6 +1282,14 @@ class Vault:
         from weightvault.vault.rotation import rotate
 
         return rotate(self, model, reencrypt=reencrypt, new_provider=new_provider, progress=progress)
+
+    def rotate_domain(self, model: str, *, progress: Progress | None = None) -> NewDomainReport:
+        """Move ``model`` to a new encryption domain: new id key, MAC keys, chunker seed and data
+        key; every version re-chunked and re-sealed, every ref re-signed (``vault.domains``).
+        For when a key holder leaves; rerun to finish an interrupted one."""
+        from weightvault.vault.domains import rotate_domain
+
+        return rotate_domain(self, model, progress)
 
     def stats(self) -> dict[str, Any]:
         out = self.index.stats()
