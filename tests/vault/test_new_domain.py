@@ -234,22 +234,38 @@ def test_interrupted_rotation_stays_readable_and_a_rerun_completes_it(
         assert pulled(v, tmp_path, "done") == before
 
 
+@pytest.mark.parametrize("step", ["_announce", "_settle"])
 def test_interruption_after_the_switch_is_settled_by_a_rerun(
-    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
 ) -> None:
     before = three_versions(home, tmp_path)
+    enc = {"enabled": True, "provider": {"type": "local_file", "path": str(home / "keys" / "kek.key")}}
+    opts: dict[str, Any] = {
+        "store_url": f"file://{home / 'store'}",
+        "encryption": enc,
+        "cache_enabled": False,
+    }
+    with Vault.open(tmp_path / "indexed-home", **opts) as w:
+        w.list_versions("m")  # indexes the old commits and pins the old domain
 
     def crash(*_a: Any, **_k: Any) -> None:
         raise KeyboardInterrupt("power cut")
 
-    monkeypatch.setattr(domains, "_settle", crash)
+    monkeypatch.setattr(domains, step, crash)
     with Vault.open(home, **ENC) as v, pytest.raises(KeyboardInterrupt):
         v.rotate_domain("m")
     monkeypatch.undo()
-    other = tmp_path / "other-home"
-    enc = {"enabled": True, "provider": {"type": "local_file", "path": str(home / "keys" / "kek.key")}}
-    with Vault.open(other, store_url=f"file://{home / 'store'}", encryption=enc, cache_enabled=False) as w:
-        assert pulled(w, tmp_path, "switched") == before  # refs in transition read in the new domain
+    with Vault.open(home, **ENC) as v:
+        ring = v.keys.domain("m")
+        assert ring is not None and ring.record.replaces and ring.record.next_domain is None  # switched
+        raw = json.loads(v.primary.get(layout.alias_ref_key("m", "production")))
+        assert "next" in raw  # refs still in transition
+    # readers in the new domain read them: a home that never saw the model, one that indexed the
+    # old commits (from the journal, or by re-reading the refs when nothing was journalled)
+    with Vault.open(tmp_path / "fresh-home", **opts) as w:
+        assert pulled(w, tmp_path, "fresh") == before
+    with Vault.open(tmp_path / "indexed-home", **opts) as w:
+        assert pulled(w, tmp_path, "indexed") == before
     with Vault.open(home, **ENC) as v:
         v.rotate_domain("m")
         raw = json.loads(v.primary.get(layout.alias_ref_key("m", "production")))

@@ -316,4 +316,6 @@ class RemoteVault:
 
 
 #: façade methods that need the store and its keys next to the caller
-_LOCAL_ONLY = frozenset({"init_keys", "key_status", "rotate_keys", "version_keys", "object_ok"})
+_LOCAL_ONLY = frozenset(
+    {"init_keys", "key_status", "rotate_keys", "rotate_domain", "version_keys", "object_ok"}
+)

@@ -347,6 +347,14 @@ def _unsettled(vault: Vault, dom: Domain) -> list[tuple[str, str, dict[str, Any]
     return out
 
 
+def _announce(vault: Vault, model: str) -> None:
+    """Journal every ref of ``model`` right after the switch: other machines' indexes re-read
+    them (now in the new domain) at their next refresh, before the refs are even rewritten."""
+    refs = [(kind, name) for (m, kind, name) in vault.store.ref_keys()[0] if m == model]
+    for kind, name in sorted(refs, key=lambda r: (r[0] != "version", r[1])):
+        vault.journal_ref(model, kind, name)
+
+
 def _settle(vault: Vault, dom: Domain, report: NewDomainReport) -> None:
     """Rewrite every ref in transition as a plain ref of ``dom`` (versions first) and journal it."""
     refs = sorted(_unsettled(vault, dom), key=lambda r: (r[0] != "version", r[1]))
@@ -398,6 +406,7 @@ def rotate_domain(vault: Vault, model: str, progress: Callable[[int], None] | No
             report.replica_errors += [f"{n}: {s}" for n, s in status.items() if s != "ok"]
         new, status = vault.keys.switch_domain(dom)
         report.replica_errors += [f"{n}: keyring: {s}" for n, s in status.items() if s != "ok"]
+        _announce(vault, model)
     report.id_key_to = new.id_key_id
     _settle(vault, new, report)
     report.seconds = time.perf_counter() - started

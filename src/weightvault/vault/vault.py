@@ -536,7 +536,25 @@ class Vault:
     def show(self, ref: str | Ref) -> VersionInfo:
         r = parse_ref(ref) if isinstance(ref, str) else ref
         self._refresh_to_read()
-        return self._info(self._lookup(r.model, r.revision), with_files=True)
+        try:
+            return self._info(self._lookup(r.model, r.revision), with_files=True)
+        except IntegrityError:
+            if not self._follow_new_domain(r.model):
+                raise
+            return self._info(self._lookup(r.model, r.revision), with_files=True)
+
+    def _follow_new_domain(self, model: str) -> bool:
+        """When ``model`` was moved to a new domain and this index still names the old commits
+        (the move stopped before announcing it): re-read the model's refs from the store."""
+        dom = self.keys.domain(model, refresh=True)
+        if dom is None or not dom.record.replaces:
+            return False
+        report = refresh_module.RefreshReport()
+        found, _bad = self.store.ref_keys()
+        for m, kind, name in sorted(found, key=lambda r: r[1] != "version"):
+            if m == model:
+                refresh_module.sync_ref(self, self.index, m, kind, name, report)
+        return True
 
     def resolve(self, ref: str | Ref) -> VersionInfo:
         r = parse_ref(ref) if isinstance(ref, str) else ref
