@@ -221,6 +221,7 @@ def test_interrupted_rotation_stays_readable_and_a_rerun_completes_it(
         assert moved == ["v1", "v2"]
         ring = KeyringRecord.from_bytes(v.primary.get(keyring_key("m")), "m")
         assert ring.next_domain is not None and ring.id_key.key_id == old_id
+        assert v.key_status("m")["models"][0]["new_domain_in_progress"] is True
         assert pulled(v, tmp_path, "mid") == before  # the old domain still serves everything
     monkeypatch.setattr(domains._Mover, "version", real_version)
     with Vault.open(home, **ENC) as v:

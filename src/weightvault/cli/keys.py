@@ -127,6 +127,12 @@ def status(
             first = False
         if "usage_error" in m:
             cli.err.print(f"{m['model']}: {m['usage_error']}", markup=False)
+        if m.get("new_domain_in_progress"):
+            cli.err.print(
+                f"{m['model']}: move to a new domain unfinished; run `weightvault keys rotate {m['model']} "
+                "--new-domain` again",
+                markup=False,
+            )
         if m.get("reencrypt_in_progress"):
             cli.err.print(
                 f"{m['model']}: re-encryption to slot {m['reencrypt_in_progress']} unfinished; "

@@ -1267,6 +1267,8 @@ class Vault:
                     kek_id=rec.kek_id,
                     id_key=rec.id_key.key_id,
                     reencrypt_in_progress=rec.reencrypt_target,
+                    new_domain_in_progress=rec.next_domain is not None,
+                    replaced_id_keys=list(rec.replaces),
                     data_keys=[
                         {"slot": sl.slot, "key_id": sl.key.key_id, "state": sl.state, "created": sl.created}
                         for sl in sorted(rec.slots, key=lambda x: x.slot)
