@@ -39,6 +39,17 @@ class RefAuthError(RefRefusedError):
     """A ref of an encrypted model is missing its MAC, fails it, or contradicts its key."""
 
 
+class AliasRollbackError(RefRefusedError):
+    """An authentic alias ref older than one this home has seen: the bucket put an old one back."""
+
+    code = "alias_rollback"
+
+    def __init__(self, message: str, model: str, alias: str) -> None:
+        super().__init__(message)
+        self.model = model
+        self.alias = alias
+
+
 def _mac(dom: Domain, kind: str, body: Mapping[str, Any]) -> str:
     fields = {k: v for k, v in body.items() if k != "mac"}
     return blake3.blake3(canonical_json({"kind": kind, **fields}), key=dom.ref_mac_key).hexdigest()
@@ -108,4 +119,4 @@ def check(
     return None
 
 
-__all__ = ["RefAuthError", "check", "in_next", "own_fields", "sign", "sign_transition"]
+__all__ = ["AliasRollbackError", "RefAuthError", "check", "in_next", "own_fields", "sign", "sign_transition"]

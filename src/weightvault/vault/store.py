@@ -207,9 +207,18 @@ class Store:
         self.backend.delete(layout.version_ref_key(model, label))
 
     def set_alias_ref(
-        self, model: str, alias: str, label: str, commit: str, signer: RefSigner | None = None
+        self,
+        model: str,
+        alias: str,
+        label: str,
+        commit: str,
+        signer: RefSigner | None = None,
+        seq: int | None = None,
     ) -> None:
+        """``seq``: the alias's sequence number (encrypted models), which readers pin (rollback)."""
         body: dict[str, Any] = {"model": model, "alias": alias, "label": label, "commit": commit}
+        if seq is not None:
+            body["seq"] = seq
         if signer is not None:
             body = signer("alias", body)
         self.backend.put(layout.alias_ref_key(model, alias), canonical_json(body))

@@ -201,6 +201,8 @@ class Vault:
         self.journal = Journal(self.primary)
         self.refresh_lock = threading.Lock()
         self._refused_refs: dict[str, IntegrityError] = {}
+        #: (model, alias) -> why the store's ref of that alias was refused as a rollback
+        self._rollbacks: dict[tuple[str, str], refauth.AliasRollbackError] = {}
         self._background: list[threading.Thread] = []
         self.index = index or _open_index(settings)
         self.cache = (
@@ -295,7 +297,11 @@ class Vault:
 
     def _lookup(self, model: str, revision: str | None) -> VersionRecord:
         """``index.resolve``; a model whose refs in the store were refused reports why, not
-        "not found" (the store may have removed a ref it could not forge)."""
+        "not found" (the store may have removed a ref it could not forge). An alias whose ref in
+        the store was rolled back is an error, not the target this index knew before."""
+        rolled_back = self._rolled_back(model, revision) if revision is not None else None
+        if rolled_back is not None:
+            raise rolled_back
         try:
             return self.index.resolve(model, revision)
         except (ModelNotFoundError, RevisionNotFoundError):
@@ -455,12 +461,78 @@ class Vault:
         store (another machine may have moved the model to a new domain since)."""
         dom = self.keys.domain(model)
         try:
-            return refauth.check(dom, model, kind, name, body)
+            moved = refauth.check(dom, model, kind, name, body)
         except refauth.RefAuthError:
             fresh = self.keys.domain(model, refresh=True)
             if fresh is None or dom is None or fresh.record.generation == dom.record.generation:
                 raise
-            return refauth.check(fresh, model, kind, name, body)
+            dom = fresh
+            moved = refauth.check(fresh, model, kind, name, body)
+        if kind == "alias" and dom is not None:
+            self._check_alias_seq(model, name, moved or body)
+        return moved
+
+    def _check_alias_seq(self, model: str, alias: str, body: dict[str, Any]) -> None:
+        """Refuse an authentic alias ref older than one this home has seen (docs/security.md)."""
+        seq = body.get("seq")
+        if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
+            raise refauth.RefAuthError(f"alias ref {model}@{alias} has a malformed sequence number")
+        trust = self.keys.trust
+        if trust is None:
+            return
+        message = (
+            f"alias {model}@{alias} in the store (-> {body.get('label')}, sequence {seq}) is older than "
+            "the one this home has seen (sequence {pinned}): it was rolled back in the store; if that "
+            f"was deliberate, accept it with `weightvault alias accept {model} {alias}`"
+        )
+        pinned = trust.check_alias(model, alias, seq, message)
+        if pinned is None:
+            self._rollbacks.pop((model, alias), None)
+            return
+        error = refauth.AliasRollbackError(message.replace("{pinned}", str(pinned)), model, alias)
+        self._rollbacks[(model, alias)] = error
+        raise error
+
+    def _rolled_back(self, model: str, alias: str) -> refauth.AliasRollbackError | None:
+        """The refusal of ``alias`` as rolled back, from this process or remembered by the home."""
+        error = self._rollbacks.get((model, alias))
+        if error is None and self.keys.trust is not None:
+            remembered = self.keys.trust.rolled_back(model, alias)
+            if remembered is not None:
+                pinned = self.keys.trust.alias_seqs(model).get(alias)
+                error = refauth.AliasRollbackError(remembered.replace("{pinned}", str(pinned)), model, alias)
+        return error
+
+    def _alias_seq(self, model: str, alias: str) -> int:
+        """The sequence number of a new alias ref: above the alias's current one in the store
+        (as stored: only to go above it), above the one this home pinned, and at least the time
+        in microseconds (so an alias removed and set again from another machine still grows)."""
+        seq = time.time_ns() // 1000
+        with contextlib.suppress(WeightvaultError):
+            raw = self.store.get_raw_ref(model, "alias", alias)
+            if raw is not None and isinstance(raw.get("seq"), int):
+                seq = max(seq, raw["seq"] + 1)
+        if self.keys.trust is not None:
+            pinned = self.keys.trust.alias_seqs(model).get(alias)
+            if pinned is not None:
+                seq = max(seq, pinned + 1)
+        return seq
+
+    def accept_alias(self, model: str, alias: str) -> VersionInfo | None:
+        """Take the store's ref of ``alias`` as it is, even older than one this home has seen (a
+        store restored on purpose): forget the alias's pin and read the ref again."""
+        check_model_name(model)
+        check_label(alias, "alias")
+        if self.keys.trust is not None:
+            self.keys.trust.forget_alias(model, alias)
+        self._rollbacks.pop((model, alias), None)
+        report = refresh_module.RefreshReport()
+        refresh_module.sync_ref(self, self.index, model, "alias", alias, report)
+        if report.refused:
+            raise next(iter(report.refused.values()))
+        if alias not in self.index.aliases(model):
+            return None
+        return self._info(self.index.resolve(model, alias))
 
     @staticmethod
     def _signer(dom: Domain | None) -> RefSigner | None:
@@ -479,7 +551,9 @@ class Vault:
         for rec in versions:
             self.store.create_version_ref(model, rec.label, rec.commit, rec.created, signer, replace=True)
             for alias in rec.aliases:
-                self.store.set_alias_ref(model, alias, rec.label, rec.commit, signer)
+                self.store.set_alias_ref(
+                    model, alias, rec.label, rec.commit, signer, self._alias_seq(model, alias)
+                )
 
     def chunker_for(self, dom: Domain | None) -> Chunker:
         """The store's chunker for a plain model; one keyed with the domain's secret seed for an
@@ -1035,7 +1109,11 @@ class Vault:
             raise ConflictError(f"{alias!r} is a version label of {model}; an alias cannot shadow it")
         # the keyring as it is now: a ref signed with a domain replaced meanwhile would be refused
         dom = self.keys.domain(model, refresh=True)
-        self.store.set_alias_ref(model, alias, rec.label, rec.commit, self._signer(dom))
+        seq = self._alias_seq(model, alias) if dom is not None else None
+        self.store.set_alias_ref(model, alias, rec.label, rec.commit, self._signer(dom), seq)
+        if seq is not None and self.keys.trust is not None:
+            self.keys.trust.check_alias(model, alias, seq)
+            self._rollbacks.pop((model, alias), None)
         self.journal_ref(model, "alias", alias)
         if self.replicas is not None and self.settings.sync_enabled:  # aliases move: refresh them everywhere
             replication_module.replicate(self, self.replicas, [layout.alias_ref_key(model, alias)])
