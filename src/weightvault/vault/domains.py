@@ -28,6 +28,7 @@ commit ids change (they are keyed by the domain).
 from __future__ import annotations
 
 import hashlib
+import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -54,7 +55,7 @@ from weightvault.vault.rotation import _Joined
 from weightvault.vault.source import SourceFile
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from weightvault.registry.index import VersionRecord
     from weightvault.vault.vault import Vault
@@ -96,6 +97,46 @@ class NewDomainReport:
             "replica_errors": self.replica_errors,
             "seconds": self.seconds,
         }
+
+
+#: chunks read ahead of the re-chunking (each up to the chunker's max size): bounded memory
+_READ_AHEAD = 8
+
+
+def _read_ahead(chunks: Iterator[bytes | memoryview]) -> Iterator[bytes]:
+    """``chunks`` read (fetched, opened, verified) by a thread of their own, a few ahead of the
+    consumer, so reading the old domain and sealing the new one use both cores."""
+    out: queue.Queue[bytes | BaseException | None] = queue.Queue(_READ_AHEAD)
+    stop = threading.Event()
+
+    def put(item: bytes | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if not put(bytes(chunk)):
+                    return
+            put(None)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(exc)
+
+    thread = threading.Thread(target=produce, name="wv-new-domain-read", daemon=True)
+    thread.start()
+    try:
+        while (item := out.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _versions(vault: Vault, model: str) -> list[VersionRecord]:
@@ -169,7 +210,7 @@ class _Mover:
         chunks: list[tuple[bytes, int]] = []
         offset = written = 0
         what = f"{self.model}:{entry.path}"
-        for raw in self.chunker.chunks(_Joined(self.reader.chunks(ids, what))):
+        for raw in self.chunker.chunks(_Joined(_read_ahead(self.reader.chunks(ids, what)))):
             n = len(raw)
             digest.update(raw)
             cid = self.new.chunk_id(raw)
