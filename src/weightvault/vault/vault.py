@@ -55,6 +55,8 @@ from weightvault.storage import oscaps
 from weightvault.storage.backend import Backend
 from weightvault.storage.local import os_error
 from weightvault.storage.replica import ReplicaSet
+from weightvault.vault import aliasseq as aliasseq_module
+from weightvault.vault import domains as domains_module
 from weightvault.vault import gc as gc_module
 from weightvault.vault import lineage as lineage_module
 from weightvault.vault import recover as recover_module
@@ -299,7 +301,7 @@ class Vault:
         """``index.resolve``; a model whose refs in the store were refused reports why, not
         "not found" (the store may have removed a ref it could not forge). An alias whose ref in
         the store was rolled back is an error, not the target this index knew before."""
-        rolled_back = self._rolled_back(model, revision) if revision is not None else None
+        rolled_back = aliasseq_module.rolled_back(self, model, revision) if revision is not None else None
         if rolled_back is not None:
             raise rolled_back
         try:
@@ -469,68 +471,15 @@ class Vault:
             dom = fresh
             moved = refauth.check(fresh, model, kind, name, body)
         if kind == "alias" and dom is not None:
-            self._check_alias_seq(model, name, moved or body)
+            aliasseq_module.check(self, model, name, moved or body)
         return moved
-
-    def _check_alias_seq(self, model: str, alias: str, body: dict[str, Any]) -> None:
-        """Refuse an authentic alias ref older than one this home has seen (docs/security.md)."""
-        seq = body.get("seq")
-        if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
-            raise refauth.RefAuthError(f"alias ref {model}@{alias} has a malformed sequence number")
-        trust = self.keys.trust
-        if trust is None:
-            return
-        message = (
-            f"alias {model}@{alias} in the store (-> {body.get('label')}, sequence {seq}) is older than "
-            "the one this home has seen (sequence {pinned}): it was rolled back in the store; if that "
-            f"was deliberate, accept it with `weightvault alias accept {model} {alias}`"
-        )
-        pinned = trust.check_alias(model, alias, seq, message)
-        if pinned is None:
-            self._rollbacks.pop((model, alias), None)
-            return
-        error = refauth.AliasRollbackError(message.replace("{pinned}", str(pinned)), model, alias)
-        self._rollbacks[(model, alias)] = error
-        raise error
-
-    def _rolled_back(self, model: str, alias: str) -> refauth.AliasRollbackError | None:
-        """The refusal of ``alias`` as rolled back, from this process or remembered by the home."""
-        error = self._rollbacks.get((model, alias))
-        if error is None and self.keys.trust is not None:
-            remembered = self.keys.trust.rolled_back(model, alias)
-            if remembered is not None:
-                pinned = self.keys.trust.alias_seqs(model).get(alias)
-                error = refauth.AliasRollbackError(remembered.replace("{pinned}", str(pinned)), model, alias)
-        return error
-
-    def _alias_seq(self, model: str, alias: str) -> int:
-        """The sequence number of a new alias ref: above the alias's current one in the store
-        (as stored: only to go above it), above the one this home pinned, and at least the time
-        in microseconds (so an alias removed and set again from another machine still grows)."""
-        seq = time.time_ns() // 1000
-        with contextlib.suppress(WeightvaultError):
-            raw = self.store.get_raw_ref(model, "alias", alias)
-            if raw is not None and isinstance(raw.get("seq"), int):
-                seq = max(seq, raw["seq"] + 1)
-        if self.keys.trust is not None:
-            pinned = self.keys.trust.alias_seqs(model).get(alias)
-            if pinned is not None:
-                seq = max(seq, pinned + 1)
-        return seq
 
     def accept_alias(self, model: str, alias: str) -> VersionInfo | None:
         """Take the store's ref of ``alias`` as it is, even older than one this home has seen (a
         store restored on purpose): forget the alias's pin and read the ref again."""
         check_model_name(model)
         check_label(alias, "alias")
-        if self.keys.trust is not None:
-            self.keys.trust.forget_alias(model, alias)
-        self._rollbacks.pop((model, alias), None)
-        report = refresh_module.RefreshReport()
-        refresh_module.sync_ref(self, self.index, model, "alias", alias, report)
-        if report.refused:
-            raise next(iter(report.refused.values()))
-        if alias not in self.index.aliases(model):
+        if aliasseq_module.accept(self, model, alias) is None:
             return None
         return self._info(self.index.resolve(model, alias))
 
@@ -552,7 +501,7 @@ class Vault:
             self.store.create_version_ref(model, rec.label, rec.commit, rec.created, signer, replace=True)
             for alias in rec.aliases:
                 self.store.set_alias_ref(
-                    model, alias, rec.label, rec.commit, signer, self._alias_seq(model, alias)
+                    model, alias, rec.label, rec.commit, signer, aliasseq_module.next_seq(self, model, alias)
                 )
 
     def chunker_for(self, dom: Domain | None) -> Chunker:
@@ -613,22 +562,9 @@ class Vault:
         try:
             return self._info(self._lookup(r.model, r.revision), with_files=True)
         except IntegrityError:
-            if not self._follow_new_domain(r.model):
+            if not domains_module.follow(self, r.model):
                 raise
             return self._info(self._lookup(r.model, r.revision), with_files=True)
-
-    def _follow_new_domain(self, model: str) -> bool:
-        """When ``model`` was moved to a new domain and this index still names the old commits
-        (the move stopped before announcing it): re-read the model's refs from the store."""
-        dom = self.keys.domain(model, refresh=True)
-        if dom is None or not dom.record.replaces:
-            return False
-        report = refresh_module.RefreshReport()
-        found, _bad = self.store.ref_keys()
-        for m, kind, name in sorted(found, key=lambda r: r[1] != "version"):
-            if m == model:
-                refresh_module.sync_ref(self, self.index, m, kind, name, report)
-        return True
 
     def resolve(self, ref: str | Ref) -> VersionInfo:
         r = parse_ref(ref) if isinstance(ref, str) else ref
@@ -1109,11 +1045,10 @@ class Vault:
             raise ConflictError(f"{alias!r} is a version label of {model}; an alias cannot shadow it")
         # the keyring as it is now: a ref signed with a domain replaced meanwhile would be refused
         dom = self.keys.domain(model, refresh=True)
-        seq = self._alias_seq(model, alias) if dom is not None else None
+        seq = aliasseq_module.next_seq(self, model, alias) if dom is not None else None
         self.store.set_alias_ref(model, alias, rec.label, rec.commit, self._signer(dom), seq)
-        if seq is not None and self.keys.trust is not None:
-            self.keys.trust.check_alias(model, alias, seq)
-            self._rollbacks.pop((model, alias), None)
+        if seq is not None:
+            aliasseq_module.pin_written(self, model, alias, seq)
         self.journal_ref(model, "alias", alias)
         if self.replicas is not None and self.settings.sync_enabled:  # aliases move: refresh them everywhere
             replication_module.replicate(self, self.replicas, [layout.alias_ref_key(model, alias)])
