@@ -42,9 +42,9 @@ from typing import Any
 
 import httpx
 
+from weightvault import Vault
 from weightvault.demo.synthetic import format_size, generate_model, parse_size
 from weightvault.testing.server import ServerProcess, free_port
-from weightvault.vault.vault import Vault
 
 HERE = Path(__file__).resolve().parent
 MODEL = "bench/served"

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from weightvault import Vault
 from weightvault.core.errors import AccessDeniedError, AuthenticationError, ModelNotFoundError
-from weightvault.vault.vault import Vault
 
 from ..conftest import tree_bytes
 from .conftest import Served

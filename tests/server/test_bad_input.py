@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from weightvault import Vault
 from weightvault.cas.hashing import chunk_id
-from weightvault.vault.vault import Vault
 
 from .conftest import Served
 

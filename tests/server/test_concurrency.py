@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from weightvault import Vault
 from weightvault.core.errors import ConcurrentModificationError
 from weightvault.testing.server import ServerProcess
-from weightvault.vault.vault import Vault
 
 from ..conftest import new_postgres_database, tree_bytes
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from weightvault import Vault
 from weightvault.client import RemoteVault
 from weightvault.core.errors import (
     ConfigError,
@@ -17,7 +18,6 @@ from weightvault.core.errors import (
     RevisionNotFoundError,
     VersionExistsError,
 )
-from weightvault.vault.vault import Vault
 
 from ..conftest import run_cli, tree_bytes, write_random
 from .conftest import Served

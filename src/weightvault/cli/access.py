@@ -2,8 +2,8 @@
 
 Run against the home (the local index: whoever can open it is trusted, as ``weightvault token
 create --scope admin`` must work before any token exists) or, with ``--server``, through the
-server's API as the token's principal. Registered on the main app by ``cli/app.py``; shared
-helpers are taken from there at call time.
+server's API as the token's principal. Registered on the main app by ``cli/app.py``; the vault
+of the invocation comes from ``cli/state.py``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from weightvault.cli import output
+from weightvault.cli.state import STATE
 from weightvault.core.errors import InvalidInputError
 
 token_app = typer.Typer(
@@ -28,12 +29,6 @@ grant_app = typer.Typer(
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def _cli() -> Any:
-    from weightvault.cli import app as cli
-
-    return cli
 
 
 def parse_duration(text: str) -> timedelta:
@@ -59,7 +54,7 @@ def parse_since(text: str) -> datetime:
 
 
 def _access() -> Any:
-    return _cli().STATE.vault().access
+    return STATE.vault().access
 
 
 def _actor() -> str:
@@ -89,12 +84,11 @@ def token_create(
     new = _access().create_token(
         principal, scope, expires_in=lifetime, description=description, admin=admin, actor=_actor()
     )
-    cli = _cli()
     if as_json:
         output.emit_json({"token": new.token, **new.info.to_json()})
         return
     output.out.print(new.token, markup=False, highlight=False)
-    if not cli.STATE.quiet:
+    if not STATE.quiet:
         output.err.print(
             f"token #{new.info.id} for {principal} ({scope}, expires {_fmt(new.info.expires)}); "
             "it is not shown again",
@@ -134,7 +128,7 @@ def token_list(
 def token_revoke(token_id: Annotated[int, typer.Argument(help="The token's id (token list).")]) -> None:
     """Revoke a token at once (every server process refuses it from its next request)."""
     info = _access().revoke_token(token_id, actor=_actor())
-    if not _cli().STATE.quiet:
+    if not STATE.quiet:
         output.err.print(f"revoked token #{info.id} of {info.principal} (…{info.last_chars})", markup=False)
 
 

@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from weightvault.cli import access, formats, importer, keys, lineage, server
 from weightvault.cli.output import duration, emit_json, human, out, progress, say, table, warn
-from weightvault.cli.output import err as err  # keys.py prints through cli.err
-from weightvault.core.errors import ConfigError, WeightvaultError, exit_code_for
+from weightvault.cli.state import STATE as STATE  # the invocation's options, read by every command
+from weightvault.core.errors import WeightvaultError, exit_code_for
 
 if TYPE_CHECKING:
     from weightvault.core.types import VersionInfo
-    from weightvault.vault.vault import Vault
-
-# the names keys.py (and older callers) use
-_human, _emit_json, _progress = human, emit_json, progress
 
 REV = "MODEL[@REV]"  # a metavar: printed as it is, not read as Rich markup
 
@@ -42,46 +38,15 @@ alias_app = typer.Typer(
 cache_app = typer.Typer(help="The local file cache pulls are served from.", no_args_is_help=True)
 app.add_typer(alias_app, name="alias")
 app.add_typer(cache_app, name="cache")
-app.add_typer(__import__("weightvault.cli.keys", fromlist=["keys_app"]).keys_app, name="keys")
-app.command("tensors")(__import__("weightvault.cli.formats", fromlist=["tensors"]).tensors)
-app.command("lineage")(__import__("weightvault.cli.lineage", fromlist=["lineage"]).lineage)
-app.add_typer(__import__("weightvault.cli.importer", fromlist=["import_app"]).import_app, name="import")
-__import__("weightvault.cli.access", fromlist=["register"]).register(app)
-__import__("weightvault.cli.server", fromlist=["register"]).register(app)
+app.add_typer(keys.keys_app, name="keys")
+app.command("tensors")(formats.tensors)
+app.command("lineage")(lineage.lineage)
+app.add_typer(importer.import_app, name="import")
+access.register(app)
+server.register(app)
 
 JSON_HELP = "Print the result as JSON on stdout."
 QUIET_HELP = "No progress bar or summary line."
-
-
-@dataclass
-class State:
-    home: Path | None = None
-    config: Path | None = None
-    quiet: bool = False
-    server: str | None = None
-    token: str | None = None
-    cache_dir: Path | None = None
-    _vault: Vault | None = None
-
-    def vault(self) -> Vault:
-        if self._vault is None:
-            from weightvault.vault.vault import Vault
-
-            if self.server:  # the remote client: same methods, over the server's REST API
-                if self.cache_dir is not None:
-                    raise ConfigError("--cache-dir is for an embedded vault; a remote pull writes only DEST")
-                self._vault = Vault.open(self.server, token=self.token)
-            else:
-                # a path on the command line is taken from the working folder, not the home
-                cache = self.cache_dir
-                overrides: dict[str, Any] = {}
-                if cache is not None:
-                    overrides["cache_directory"] = cache.expanduser().absolute()
-                self._vault = Vault.open(self.home, config=self.config, **overrides)
-        return self._vault
-
-
-STATE = State()
 
 
 def _print_version(value: bool) -> None:
@@ -110,7 +75,9 @@ def main_options(
     ] = None,
     server: Annotated[
         str | None,
-        typer.Option(envvar="WEIGHTVAULT_SERVER", help="Work through a weightvault server (http[s]://host:port)."),
+        typer.Option(
+            envvar="WEIGHTVAULT_SERVER", help="Work through a weightvault server (http[s]://host:port)."
+        ),
     ] = None,
     token: Annotated[
         str | None,

@@ -2,25 +2,20 @@
 
 ``tensors MODEL@REV [FILE]`` reads only the safetensors headers, by range, through the vault
 (``Vault.tensors``). Registered on the main app by ``cli/app.py``; the vault of the invocation
-is taken from there at call time.
+comes from ``cli/state.py``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from weightvault.cli.output import emit_json, human, out, say, table
+from weightvault.cli.state import STATE
 
 if TYPE_CHECKING:
     from weightvault.core.types import VersionInfo
-
-
-def _cli() -> Any:
-    from weightvault.cli import app as cli
-
-    return cli
 
 
 def tensors(
@@ -29,7 +24,7 @@ def tensors(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Name, dtype, shape and size of every tensor, read from the headers alone."""
-    listings = _cli().STATE.vault().tensors(ref, file)
+    listings = STATE.vault().tensors(ref, file)
     if as_json:
         emit_json([x.to_json() for x in listings])
         return

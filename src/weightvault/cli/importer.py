@@ -1,17 +1,18 @@
 """``weightvault import dir PATH`` (a local Hub cache repo or ``save_pretrained`` folder) and
 ``weightvault import hf REPO_ID`` (a repo of a Hub endpoint, through ``huggingface_hub``).
 
-Registered on the main app by ``cli/app.py``; its helpers are taken from there at call time.
+Registered on the main app by ``cli/app.py``; the vault of the invocation comes from ``cli/state.py``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from weightvault.cli.output import emit_json, progress, say
+from weightvault.cli.state import STATE
 
 if TYPE_CHECKING:
     from weightvault.hub.importer import ImportResult
@@ -19,12 +20,6 @@ if TYPE_CHECKING:
 import_app = typer.Typer(
     help="Import models from Hugging Face Hub folders, pinned to their commits.", no_args_is_help=True
 )
-
-
-def _cli() -> Any:
-    from weightvault.cli import app as cli
-
-    return cli
 
 
 @import_app.command("dir")
@@ -49,10 +44,9 @@ def import_dir(
     """Store a local Hub folder as a version whose lineage pins the upstream repo and commit."""
     from weightvault.hub.importer import import_dir as run
 
-    cli = _cli()
-    with progress("import", quiet or as_json or cli.STATE.quiet) as (start, advance):
+    with progress("import", quiet or as_json or STATE.quiet) as (start, advance):
         result = run(
-            cli.STATE.vault(),
+            STATE.vault(),
             path,
             name=name,
             revision=revision,
@@ -63,7 +57,7 @@ def import_dir(
         )
     up = result.upstream or {}
     origin = f"{up.get('repo') or path}" + (f"@{up['commit']}" if up.get("commit") else "")
-    _report(result, origin, as_json=as_json, quiet=quiet or cli.STATE.quiet)
+    _report(result, origin, as_json=as_json, quiet=quiet or STATE.quiet)
 
 
 def _report(result: ImportResult, origin: str, *, as_json: bool, quiet: bool) -> None:
@@ -109,10 +103,9 @@ def import_hf(
     """Download a Hub repo at a pinned commit and store it; the same commit again is a no-op."""
     from weightvault.hub.remote import import_hf as run
 
-    cli = _cli()
-    with progress("import", quiet or as_json or cli.STATE.quiet) as (start, advance):
+    with progress("import", quiet or as_json or STATE.quiet) as (start, advance):
         result = run(
-            cli.STATE.vault(),
+            STATE.vault(),
             repo,
             revision=revision,
             include=include or (),
@@ -127,4 +120,4 @@ def import_hf(
         )
     up = result.upstream or {}
     origin = f"{repo}@{up.get('commit', '')[:12]}"
-    _report(result, origin, as_json=as_json, quiet=quiet or cli.STATE.quiet)
+    _report(result, origin, as_json=as_json, quiet=quiet or STATE.quiet)

@@ -1,8 +1,7 @@
 """``weightvault keys``: set up the key provider, see which key protects what, rotate keys.
 
-Registered on the main app by ``cli/app.py``; the shared helpers (the vault of this
-invocation, JSON output, progress bars) are taken from there at call time, so importing this
-module while ``app.py`` is still being imported is fine.
+Registered on the main app by ``cli/app.py``; the vault of this invocation comes from
+``cli/state.py``, JSON output and progress bars from ``cli/output.py``.
 """
 
 from __future__ import annotations
@@ -14,18 +13,14 @@ from typing import Annotated, Any
 
 import typer
 
+from weightvault.cli.output import emit_json, err, human, out, progress
+from weightvault.cli.state import STATE
 from weightvault.core.errors import InvalidInputError
 
 keys_app = typer.Typer(
     help="Encryption keys: set up the key provider, show which key protects what, rotate.",
     no_args_is_help=True,
 )
-
-
-def _cli() -> Any:
-    from weightvault.cli import app as cli
-
-    return cli
 
 
 def _new_provider(
@@ -65,14 +60,13 @@ def init(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Check the configured key provider (creating its local key file, mode 0600, if absent)."""
-    cli = _cli()
-    data = cli.STATE.vault().init_keys()
+    data = STATE.vault().init_keys()
     if as_json:
-        cli._emit_json(data)
+        emit_json(data)
         return
     if data["created_key_file"]:
-        cli.err.print(f"created key file {data['created_key_file']} (mode 0600); back it up", markup=False)
-    cli.err.print(
+        err.print(f"created key file {data['created_key_file']} (mode 0600); back it up", markup=False)
+    err.print(
         f"key provider {data['provider']['type']} works: KEK {data['kek_id']}"
         + ("" if data["encryption_enabled"] else "; set encryption.enabled: true to encrypt new models"),
         markup=False,
@@ -85,10 +79,9 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Which key protects what: per model, its KEK and data keys, and the live data under each."""
-    cli = _cli()
-    data = cli.STATE.vault().key_status(model)
+    data = STATE.vault().key_status(model)
     if as_json:
-        cli._emit_json(data)
+        emit_json(data)
         return
     from rich.table import Table
 
@@ -104,7 +97,7 @@ def status(
                 "0",
                 "plain",
                 str(plain["chunks"]),
-                cli._human(plain["bytes"]),
+                human(plain["bytes"]),
             )
             continue
         provider = m["provider"]
@@ -122,25 +115,25 @@ def status(
                 slot,
                 state,
                 str(usage["chunks"]) if usage else ("?" if "usage_error" in m else "0"),
-                cli._human(usage["bytes"]) if usage else "",
+                human(usage["bytes"]) if usage else "",
             )
             first = False
         if "usage_error" in m:
-            cli.err.print(f"{m['model']}: {m['usage_error']}", markup=False)
+            err.print(f"{m['model']}: {m['usage_error']}", markup=False)
         if m.get("new_domain_in_progress"):
-            cli.err.print(
+            err.print(
                 f"{m['model']}: move to a new domain unfinished; run `weightvault keys rotate {m['model']} "
                 "--new-domain` again",
                 markup=False,
             )
         if m.get("reencrypt_in_progress"):
-            cli.err.print(
+            err.print(
                 f"{m['model']}: re-encryption to slot {m['reencrypt_in_progress']} unfinished; "
                 "run `weightvault keys rotate --reencrypt` again",
                 markup=False,
             )
-    cli.out.print(table)
-    cli.out.print(
+    out.print(table)
+    out.print(
         f"encryption {'enabled' if data['encryption_enabled'] else 'disabled'} for new models; "
         f"configured provider: {data['configured_provider'].get('type')}"
     )
@@ -182,7 +175,6 @@ def rotate(
 ) -> None:
     """Re-wrap data keys under a new KEK (seconds, any size); --reencrypt also rewrites the data;
     MODEL --new-domain replaces every key of the model."""
-    cli = _cli()
     if new_domain:
         if model is None:
             raise InvalidInputError(
@@ -196,16 +188,16 @@ def rotate(
             )
         _rotate_domain(model, as_json, quiet)
         return
-    vault = cli.STATE.vault()
+    vault = STATE.vault()
     new = _new_provider(
         vault.keys.configured_config(), new_key_file, new_kms_key_id, new_passphrase_env, new_key_env
     )
-    with cli._progress("re-encrypt", quiet or as_json or not reencrypt) as (start, advance):
+    with progress("re-encrypt", quiet or as_json or not reencrypt) as (start, advance):
         start(0)
         report = vault.rotate_keys(model, reencrypt=reencrypt, new_provider=new, progress=advance)
     if as_json:
-        cli._emit_json(report.to_json())
-    elif not (quiet or cli.STATE.quiet):
+        emit_json(report.to_json())
+    elif not (quiet or STATE.quiet):
         for name, entry in report.models.items():
             line = f"{name}: "
             if entry.get("rewrapped"):
@@ -216,7 +208,7 @@ def rotate(
                 r = entry["reencrypt"]
                 line += (
                     f"; data re-encrypted under slot {r['slot']}: {r['chunks_written']} chunks, "
-                    f"{cli._human(r['bytes_written'])} written"
+                    f"{human(r['bytes_written'])} written"
                     + (f", {r['files_rekeyed']} plain files encrypted" if r["files_rekeyed"] else "")
                     + (
                         f", dropped slot(s) {', '.join(map(str, r['dropped_slots']))}"
@@ -224,55 +216,52 @@ def rotate(
                         else ""
                     )
                 )
-            cli.err.print(line, markup=False)
+            err.print(line, markup=False)
         if not report.models:
-            cli.err.print("no encrypted models: nothing to rotate", markup=False)
+            err.print("no encrypted models: nothing to rotate", markup=False)
         if report.replaced_key_file:
-            cli.err.print(f"new KEK written to {report.replaced_key_file}; the old one is gone", markup=False)
+            err.print(f"new KEK written to {report.replaced_key_file}; the old one is gone", markup=False)
         if new is not None:
-            cli.err.print(
+            err.print(
                 f"set encryption.provider in your config to {report.provider} so new models use the new key",
                 markup=False,
             )
         if reencrypt:
-            cli.err.print("run `weightvault gc` to delete the data sealed under the old keys", markup=False)
+            err.print("run `weightvault gc` to delete the data sealed under the old keys", markup=False)
     if report.kept_old_key_file:
-        cli.err.print(
+        err.print(
             f"warning: the old KEK stays in {report.kept_old_key_file} (the new one waits beside it, .new): "
             f"keyring copies that do not open with the new KEK yet: {'; '.join(report.old_key_needed_by)}; "
             "run `weightvault sync`, then rotate again",
             markup=False,
         )
     elif report.old_key_needed_by and new is not None:
-        cli.err.print(
+        err.print(
             "warning: do not destroy the old KEK yet; keyring copies still need it: "
             + "; ".join(report.old_key_needed_by),
             markup=False,
         )
     for problem in report.replica_errors:
-        cli.err.print(
-            f"warning: keyring not updated on replica {problem}; run `weightvault sync`", markup=False
-        )
+        err.print(f"warning: keyring not updated on replica {problem}; run `weightvault sync`", markup=False)
 
 
 def _rotate_domain(model: str, as_json: bool, quiet: bool) -> None:
-    cli = _cli()
-    vault = cli.STATE.vault()
-    with cli._progress("new domain", quiet or as_json) as (start, advance):
+    vault = STATE.vault()
+    with progress("new domain", quiet or as_json) as (start, advance):
         start(0)
         report = vault.rotate_domain(model, progress=advance)
     if as_json:
-        cli._emit_json(report.to_json())
-    elif not (quiet or cli.STATE.quiet):
-        cli.err.print(
+        emit_json(report.to_json())
+    elif not (quiet or STATE.quiet):
+        err.print(
             f"{model}: moved to a new domain (id key {report.id_key_from} -> {report.id_key_to}): "
             f"{report.versions} versions, {report.aliases} aliases re-signed, {report.files_moved} files "
-            f"re-chunked, {cli._human(report.bytes_written)} written; commit ids changed, labels did not",
+            f"re-chunked, {human(report.bytes_written)} written; commit ids changed, labels did not",
             markup=False,
         )
-        cli.err.print(
+        err.print(
             "run `weightvault gc` (on the primary and every replica) to delete the old domain's data",
             markup=False,
         )
     for problem in report.replica_errors:
-        cli.err.print(f"warning: replica {problem}; run `weightvault sync`", markup=False)
+        err.print(f"warning: replica {problem}; run `weightvault sync`", markup=False)

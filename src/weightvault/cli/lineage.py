@@ -1,6 +1,6 @@
 """``weightvault lineage MODEL@REV``: what a version came from and what builds on it.
 
-Registered on the main app by ``cli/app.py``; its helpers are taken from there at call time.
+Registered on the main app by ``cli/app.py``; the vault of the invocation comes from ``cli/state.py``.
 """
 
 from __future__ import annotations
@@ -11,12 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from weightvault.cli.output import emit_json, human, out, say
-
-
-def _cli() -> Any:
-    from weightvault.cli import app as cli
-
-    return cli
+from weightvault.cli.state import STATE
 
 
 def describe(edge: dict[str, Any]) -> str:
@@ -39,7 +34,7 @@ def lineage(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """The lineage graph both ways: bases and upstream repos; adapters and fine-tunes built on it."""
-    report = _cli().STATE.vault().lineage(ref)
+    report = STATE.vault().lineage(ref)
     if as_json:
         emit_json(report.to_json())
         return
@@ -72,8 +67,7 @@ def pull_with_base(
 ) -> None:
     """``pull --with-base``: the version into DEST and its base into DEST/base (or --base-dest);
     the include/exclude globs apply to both."""
-    cli = _cli()
-    results = cli.STATE.vault().pull_with_base(
+    results = STATE.vault().pull_with_base(
         ref,
         dest,
         base_dest,
@@ -97,7 +91,7 @@ def pull_with_base(
                 for role, (r, where) in zip(("version", "base"), results, strict=True)
             }
         )
-    elif not (quiet or cli.STATE.quiet):
+    elif not (quiet or STATE.quiet):
         for r, where in results:
             v = r.version
             say(f"pulled {v.model}@{v.label} into {where}: {len(r.files)} files, {human(r.bytes_total)}")

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-
-def _cli() -> Any:
-    from weightvault.cli import app as cli
-
-    return cli
+from weightvault.cli.state import STATE
 
 
 def serve(
@@ -27,13 +23,12 @@ def serve(
     from weightvault.server.app import ServerOptions
     from weightvault.server.run import serve as run
 
-    cli = _cli()
-    if cli.STATE.server:
+    if STATE.server:
         from weightvault.core.errors import ConfigError
 
         raise ConfigError("serve runs over a local vault (home or database_url), not over --server")
     options = ServerOptions(max_upload_bytes=max_upload_mb << 20, cors_origins=list(cors_origin or []))
-    run(cli.STATE.vault(), host, port, options, log_level=log_level)
+    run(STATE.vault(), host, port, options, log_level=log_level)
 
 
 def register(app: typer.Typer) -> None:

@@ -37,7 +37,7 @@ from weightvault.server.schemas import (
     VersionOut,
     WhoAmI,
 )
-from weightvault.server.transfer import frames, parse_range
+from weightvault.server.transfer import file_body, frames, parse_range
 from weightvault.vault.ingest import UploadedFile
 from weightvault.vault.stream import FileStream
 from weightvault.vault.vault import Vault
@@ -239,24 +239,10 @@ async def download(
     if span is not None:
         status = 206
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
-    metrics = request.app.state.metrics
-    started = time.perf_counter()
-
-    def produce() -> Iterator[bytes]:
-        # every chunk is checked against its id here; the whole file's SHA-256 by the client
-        return fs.iter_bytes(start, stop, check_sha256=False)
-
-    async def body() -> Any:
-        async for piece in request.app.state.bridge.stream(produce):
-            metrics.bytes_out.inc(len(piece))
-            yield piece
-        metrics.pull_seconds.observe(time.perf_counter() - started)
-
     if size == 0:
         return Response(b"", status_code=200, headers=headers, media_type="application/octet-stream")
-    return StreamingResponse(
-        body(), status_code=status, headers=headers, media_type="application/octet-stream"
-    )
+    body = file_body(request.app.state.bridge, request.app.state.metrics, fs, start, stop)
+    return StreamingResponse(body, status_code=status, headers=headers, media_type="application/octet-stream")
 
 
 @router.head(M + "/versions/{rev}/files/{path:path}", include_in_schema=False)

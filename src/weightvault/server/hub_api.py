@@ -15,8 +15,7 @@ Routes exist for ``name`` and ``namespace/name`` repos (a repo id has at most on
 from __future__ import annotations
 
 import hashlib
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
@@ -41,7 +40,7 @@ from weightvault.core.names import check_label, check_model_name, check_relative
 from weightvault.core.revision import Ref
 from weightvault.core.types import VersionInfo
 from weightvault.server.auth import Caller, bearer, caller
-from weightvault.server.transfer import parse_range
+from weightvault.server.transfer import file_body, parse_range
 from weightvault.vault.stream import FileStream
 from weightvault.vault.vault import Vault
 
@@ -424,19 +423,5 @@ async def resolve_get(
     if span is not None:
         status = 206
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
-    metrics = request.app.state.metrics
-    started = time.perf_counter()
-
-    def produce() -> Iterator[bytes]:
-        # every chunk is checked against its id as it is read; the client checks the SHA-256
-        return fs.iter_bytes(start, stop, check_sha256=False)
-
-    async def body() -> Any:
-        async for piece in request.app.state.bridge.stream(produce):
-            metrics.bytes_out.inc(len(piece))
-            yield piece
-        metrics.pull_seconds.observe(time.perf_counter() - started)
-
-    return StreamingResponse(
-        body(), status_code=status, headers=headers, media_type="application/octet-stream"
-    )
+    body = file_body(request.app.state.bridge, request.app.state.metrics, fs, start, stop)
+    return StreamingResponse(body, status_code=status, headers=headers, media_type="application/octet-stream")

@@ -16,12 +16,17 @@ import concurrent.futures
 import contextlib
 import re
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from weightvault.cas.frames import FRAME_HEADER
 from weightvault.cas.hashing import CHUNK_ID_SIZE
 from weightvault.core.errors import InvalidInputError, PayloadTooLargeError, RangeNotSatisfiableError
+
+if TYPE_CHECKING:
+    from weightvault.server.metrics import Metrics
+    from weightvault.vault.stream import FileStream
 
 QUEUE_DEPTH = 4
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -152,6 +157,26 @@ class Bridge:
                     await asyncio.shield(task)
             raise
         return await task
+
+
+def file_body(
+    bridge: Bridge, metrics: Metrics, fs: FileStream, start: int, stop: int
+) -> AsyncIterator[bytes]:
+    """Bytes ``start:stop`` of a version's file for a response body, read on the download pool and
+    counted in the metrics (bytes sent, and the whole download's time from this call)."""
+    started = time.perf_counter()
+
+    def produce() -> Iterator[bytes]:
+        # every chunk is checked against its id as it is read; the client checks the SHA-256
+        return fs.iter_bytes(start, stop, check_sha256=False)
+
+    async def body() -> AsyncIterator[bytes]:
+        async for piece in bridge.stream(produce):
+            metrics.bytes_out.inc(len(piece))
+            yield piece
+        metrics.pull_seconds.observe(time.perf_counter() - started)
+
+    return body()
 
 
 async def frames(

@@ -78,3 +78,18 @@ def check_key(key: str) -> str:
         if part in ("", ".", ".."):
             raise InvalidInputError(f"invalid object key {key!r}")
     return key
+
+
+def split_prefix(prefix: str) -> str:
+    """Normalise a store prefix (``/a/b/`` -> ``a/b``) and refuse ones that could escape (``..``)."""
+    prefix = prefix.strip("/")
+    return check_key(prefix) if prefix else ""
+
+
+def is_valid_key(key: str) -> bool:
+    """Whether a name found in a bucket is one weightvault could have written (not ``dir/``)."""
+    try:
+        check_key(key)
+    except InvalidInputError:
+        return False
+    return True

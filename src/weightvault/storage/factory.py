@@ -15,29 +15,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from weightvault.core.errors import ConfigError, InvalidInputError
-from weightvault.storage.backend import Backend, check_key
+from weightvault.core.errors import ConfigError
+from weightvault.storage.backend import Backend
 
 #: Option names every cloud backend understands, turned into a ``RetryPolicy``.
 RETRY_OPTIONS = ("retry_attempts", "retry_base_delay", "retry_max_delay", "retry_deadline")
 
 _memory_stores: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 _memory_lock = threading.Lock()
-
-
-def split_prefix(prefix: str) -> str:
-    """Normalise a store prefix (``/a/b/`` -> ``a/b``) and refuse ones that could escape (``..``)."""
-    prefix = prefix.strip("/")
-    return check_key(prefix) if prefix else ""
-
-
-def is_valid_key(key: str) -> bool:
-    """Whether a name found in a bucket is one weightvault could have written (not ``dir/``)."""
-    try:
-        check_key(key)
-    except InvalidInputError:
-        return False
-    return True
 
 
 def open_backend(url: str, **options: Any) -> Backend:

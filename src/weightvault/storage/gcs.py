@@ -38,8 +38,7 @@ from weightvault.core.errors import (
     StorageError,
     WeightvaultError,
 )
-from weightvault.storage.backend import ObjectInfo, check_key
-from weightvault.storage.factory import is_valid_key, split_prefix
+from weightvault.storage.backend import ObjectInfo, check_key, is_valid_key, split_prefix
 from weightvault.storage.retry import (
     TRANSIENT,
     TRANSIENT_STATUSES,

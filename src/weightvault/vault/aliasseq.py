@@ -19,7 +19,7 @@ from weightvault.vault import refauth
 from weightvault.vault import refresh as refresh_module
 
 if TYPE_CHECKING:
-    from weightvault.vault.vault import Vault
+    from weightvault.vault.state import VaultState as Vault  # the layer of the vault this works on
 
 
 def check(vault: Vault, model: str, alias: str, body: dict[str, Any]) -> None:

@@ -59,7 +59,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from weightvault.registry.index import VersionRecord
-    from weightvault.vault.vault import Vault
+    from weightvault.vault.records import Records
+    from weightvault.vault.versions import Versions as Vault  # the layer of the vault this works on
 
 
 @dataclass(slots=True)
@@ -411,7 +412,7 @@ def _settle(vault: Vault, dom: Domain, report: NewDomainReport) -> None:
     vault.refresh()
 
 
-def follow(vault: Vault, model: str) -> bool:
+def follow(vault: Records, model: str) -> bool:
     """When ``model`` was moved to a new domain and this index still names the old commits (the
     move stopped before announcing it): re-read the model's refs from the store. False when the
     model was never moved (nothing to follow)."""

@@ -45,7 +45,7 @@ from weightvault.vault.locks import EXCLUSIVE, GC, holding
 from weightvault.vault.packer import PackSink, default_temp_factory
 
 if TYPE_CHECKING:
-    from weightvault.vault.vault import Vault
+    from weightvault.vault.records import Records as Vault  # the layer of the vault this works on
 
 
 class UnparseableObjectsError(FormatError):

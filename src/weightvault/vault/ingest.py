@@ -42,7 +42,7 @@ from weightvault.vault.source import SourceFile
 from weightvault.vault.stream import FileStream
 
 if TYPE_CHECKING:
-    from weightvault.vault.vault import Vault
+    from weightvault.vault.versions import Versions as Vault  # the layer of the vault this works on
 
 
 @dataclass(frozen=True, slots=True)

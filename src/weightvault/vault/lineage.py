@@ -32,7 +32,7 @@ from weightvault.core.types import PullResult, VersionInfo
 from weightvault.vault.source import SourceFile
 
 if TYPE_CHECKING:
-    from weightvault.vault.vault import Vault
+    from weightvault.vault.records import Records as Vault  # the layer of the vault this works on
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")

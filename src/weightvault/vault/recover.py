@@ -32,7 +32,7 @@ from weightvault.vault.refresh import CURSOR, STORE_ID, read_table, version_row
 from weightvault.vault.store import RefRefusedError
 
 if TYPE_CHECKING:
-    from weightvault.vault.vault import Vault
+    from weightvault.vault.state import VaultState as Vault  # the layer of the vault this works on
 
 
 def _when(ts: float) -> datetime:

@@ -34,7 +34,7 @@ from weightvault.vault.journal import GONE, PACK, REF
 
 if TYPE_CHECKING:
     from weightvault.registry.index import RegistryIndex
-    from weightvault.vault.vault import Vault
+    from weightvault.vault.state import VaultState as Vault  # the layer of the vault this works on
 
 CURSOR = "journal_seq"
 STORE_ID = "store_id"

@@ -22,7 +22,7 @@ from weightvault.storage.backend import Backend, ObjectInfo
 from weightvault.storage.replica import ReplicaSet
 
 if TYPE_CHECKING:
-    from weightvault.vault.vault import Vault
+    from weightvault.vault.records import Records as Vault  # the layer of the vault this works on
 
 COPY_PIECE = 8 << 20
 SYNC_PARALLEL = 4

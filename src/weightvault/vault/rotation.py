@@ -60,7 +60,7 @@ from weightvault.vault.source import SourceFile
 
 if TYPE_CHECKING:
     from weightvault.registry.index import VersionRecord
-    from weightvault.vault.vault import Vault
+    from weightvault.vault.versions import Versions as Vault  # the layer of the vault this works on
 
 #: How many times a re-encryption re-checks for live chunks left on old slots (pushes that
 #: were sealing under the old data key while it ran) before it gives up dropping old keys.

@@ -21,7 +21,7 @@ from weightvault.core.manifest import FileEntry
 from weightvault.core.revision import Ref, parse_ref
 
 if TYPE_CHECKING:
-    from weightvault.vault.vault import Vault
+    from weightvault.vault.records import Records as Vault  # the layer of the vault this works on
 
 SAFETENSORS_SUFFIX = ".safetensors"
 

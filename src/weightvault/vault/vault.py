@@ -1,38 +1,31 @@
 """The one façade every interface uses. It knows nothing of transport: a remote client can
-implement the same methods over REST."""
+implement the same methods over REST.
+
+It stands on layers that the operations share (``state``: what an open vault holds;
+``following``: the index kept in step with the store; ``records``: reading versions;
+``versions``: making them visible), and adds the verbs; the operation modules (gc, ingest,
+rotation, …) work on those layers, never on this module."""
 
 from __future__ import annotations
 
 import contextlib
-import fnmatch
-import logging
-import re
-import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightvault.cas.chunker import Chunker
 from weightvault.cas.hashing import chunk_id
-from weightvault.cas.pack import decode_table
 from weightvault.core import layout
 from weightvault.core.errors import (
     ConcurrentModificationError,
     ConfigError,
     ConflictError,
-    CorruptObjectError,
-    CredentialsError,
-    FormatError,
-    IntegrityError,
     InvalidInputError,
     MissingObjectError,
-    ModelNotFoundError,
     NotFoundError,
-    ObjectExistsError,
     RevisionNotFoundError,
     StorageError,
     VersionExistsError,
@@ -43,67 +36,41 @@ from weightvault.core.names import check_label, check_model_name, check_new_name
 from weightvault.core.revision import Ref, parse_ref
 from weightvault.core.types import (
     GcReport,
-    ModelInfo,
     PullResult,
     PushResult,
     RecoverReport,
     VerifyReport,
     VersionInfo,
 )
-from weightvault.registry.index import RegistryIndex, VersionRecord
-from weightvault.storage import oscaps
-from weightvault.storage.backend import Backend
-from weightvault.storage.local import os_error
 from weightvault.storage.replica import ReplicaSet
 from weightvault.vault import aliasseq as aliasseq_module
-from weightvault.vault import domains as domains_module
 from weightvault.vault import gc as gc_module
 from weightvault.vault import lineage as lineage_module
 from weightvault.vault import recover as recover_module
-from weightvault.vault import refauth
-from weightvault.vault import refresh as refresh_module
 from weightvault.vault import replication as replication_module
 from weightvault.vault import safety as safety_module
 from weightvault.vault import tensors as tensors_module
 from weightvault.vault import verify as verify_module
-from weightvault.vault.cache import FileCache
-from weightvault.vault.codecs import BlobCodec, BlobEncoder
-from weightvault.vault.config import Settings, load_settings
-from weightvault.vault.journal import PACK, REF, Journal
+from weightvault.vault.codecs import BlobEncoder
+from weightvault.vault.config import load_settings
 from weightvault.vault.keyring import (
     KEYS,
     Domain,
-    KeyManager,
-    KeyringRecord,
-    is_sealed_manifest,
-    keyring_key,
     parse_keyring_key,
     provider_params,
-    sealed_manifest_model,
 )
 from weightvault.vault.locks import SHARED, holding
 from weightvault.vault.packer import PackSink, default_temp_factory
-from weightvault.vault.placement import Placer, check_link_mode
-from weightvault.vault.pull import materialise, plan, select_files
 from weightvault.vault.push import PushPipeline
-from weightvault.vault.reader import ChunkReader
-from weightvault.vault.replicas import open_stores
 from weightvault.vault.source import SourceFile, scan_source
-from weightvault.vault.statcache import StatCache
-from weightvault.vault.store import RefSigner, Store
-from weightvault.vault.trust import KeyringTrustError, LocalTrust
+from weightvault.vault.state import Progress, ProgressStart
+from weightvault.vault.versions import Versions
 
 if TYPE_CHECKING:
-    from weightvault.registry.access import AccessStore
     from weightvault.vault import ingest as ingest_types
     from weightvault.vault.domains import NewDomainReport
     from weightvault.vault.rotation import RotateReport
     from weightvault.vault.stream import FileStream
-
-logger = logging.getLogger(__name__)
-Progress = Callable[[int], None]
-#: Called once per operation with the total byte count before work starts.
-ProgressStart = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -134,107 +101,8 @@ class _Staged:
     same: VersionInfo | None = None
 
 
-def timestamp_label(now: datetime) -> str:
-    return now.strftime("%Y%m%d%H%M%S")
-
-
-def _make_home(home: Path) -> None:
-    """Create the vault home; a home that cannot be one is a one-line error naming it."""
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise ConfigError(f"vault home {home} is not a folder (or lies under a file)") from None
-    except OSError as exc:
-        raise os_error(exc, f"creating vault home {home}") from exc
-
-
-def _open_index(settings: Settings) -> RegistryIndex:
-    """The index database: ``database_url``, else SQLite in the home. A URL that is not one, or a
-    database that cannot be reached, is an error naming the setting (password hidden)."""
-    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
-
-    url = settings.database_url
-    try:
-        return RegistryIndex(url) if url else RegistryIndex.sqlite(settings.home / "index.db")
-    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
-        raise ConfigError(f"database_url {_hide_password(url or '')!r} is not usable: {exc}") from None
-    except DBAPIError as exc:
-        where = f"database_url {_hide_password(url)!r}" if url else f"{settings.home / 'index.db'}"
-        raise StorageError(f"cannot open the index database ({where}): {exc.orig}") from None
-    except OSError as exc:
-        raise os_error(exc, f"opening the index database in {settings.home}") from exc
-
-
-def _hide_password(url: str) -> str:
-    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
-
-
-class Vault:
+class Vault(Versions):
     """Push, pull, list, show, delete, verify, gc and recover model versions."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        backend: Backend | None = None,
-        index: RegistryIndex | None = None,
-        *,
-        access_control: bool = False,
-    ) -> None:
-        """``access_control`` says the caller (the server) checks every request's grants; an
-        embedded vault has no principals, so ``access_control_enabled`` is refused without it."""
-        if settings.access_control_enabled and not access_control:
-            raise ConfigError(
-                "access_control_enabled: true cannot be honoured by an embedded vault (it has no users "
-                "to check); serve the vault through the weightvault server, or set it to false"
-            )
-        oscaps.check_platform()
-        self.settings = settings
-        _make_home(settings.home)
-        self.replicas: ReplicaSet | None = None
-        if backend is None:
-            backend, self.replicas = open_stores(settings)
-        self.backend: Backend = backend
-        #: where pushes write first; with replicas, secondaries are filled after each version commits
-        self.primary: Backend = (
-            self.replicas.backend(self.replicas.primary_name) if self.replicas is not None else backend
-        )
-        self.store = Store(self.backend)
-        #: every ref change and new pack is announced here; readers follow it (``refresh``)
-        self.journal = Journal(self.primary)
-        self.refresh_lock = threading.Lock()
-        self._refused_refs: dict[str, IntegrityError] = {}
-        #: (model, alias) -> why the store's ref of that alias was refused as a rollback
-        self._rollbacks: dict[tuple[str, str], refauth.AliasRollbackError] = {}
-        self._background: list[threading.Thread] = []
-        self.index = index or _open_index(settings)
-        self.cache = (
-            FileCache(
-                settings.cache_path,
-                settings.cache_max_bytes,
-                private=settings.cache_permissions == "private",
-            )
-            if settings.cache_enabled
-            else None
-        )
-        self.chunker = Chunker(self.store.config.chunking)
-        #: the store-wide reader: plain chunks of any model (encrypted ones need ``_reader_for``)
-        self.reader = ChunkReader(self.backend, self.index)
-        self.keys = KeyManager(
-            settings.key_provider_config,
-            self.backend,
-            self.primary,
-            self.replicas,
-            self.store.config.store_id,
-            trusted_configs=settings.trusted_provider_configs,
-            trust=LocalTrust(settings.home / "keys"),
-        )
-        self._readers: dict[str, ChunkReader] = {}
-        self._readers_lock = threading.Lock()
-        self._access: AccessStore | None = None
-        self.store.manifest_opener = self._open_sealed_manifest
-        self.store.ref_checker = self._check_ref
-        #: files this machine hashed before, so a re-push does not read them again (plain models)
-        self.stat_cache = StatCache(settings.home / "statcache.db")
 
     @classmethod
     def open(
@@ -247,329 +115,24 @@ class Vault:
     ) -> Vault:
         """Open (creating if needed) the vault at ``path``, ``$WEIGHTVAULT_HOME`` or ``~/.weightvault``.
 
-        An ``http(s)://`` URL (or ``$WEIGHTVAULT_SERVER`` when no path is given) opens a remote
-        vault instead: ``weightvault.client.RemoteVault``, the same methods over a server's REST
-        API, authenticated by ``token`` or ``$WEIGHTVAULT_TOKEN``. The client module is imported
-        only then: this façade itself knows nothing of transport.
+        This is the embedded vault only: a server URL (``http(s)://``, or ``$WEIGHTVAULT_SERVER``
+        when no path is given) is opened by ``weightvault.Vault.open``, which sits above both this
+        façade and the remote client; here it is refused rather than taken for a folder.
         """
         import os
 
         target = path if path is not None else os.environ.get("WEIGHTVAULT_SERVER") or None
         if isinstance(target, str) and target.startswith(("http://", "https://")):
-            if config is not None or overrides:
-                raise ConfigError("a remote vault takes its settings from the server; give only a token")
-            import importlib
-
-            client = importlib.import_module("weightvault.client")
-            return client.RemoteVault(target, token=token or os.environ.get("WEIGHTVAULT_TOKEN"))  # type: ignore[no-any-return]
+            raise ConfigError(f"{target} is a server: open it with weightvault.Vault.open")
         if token is not None:
             raise ConfigError("a token is for a server URL; a local vault needs none")
         return cls(load_settings(path, config, **overrides))
-
-    @property
-    def access(self) -> AccessStore:
-        """Principals, tokens, grants and the audit log, kept in this vault's index database."""
-        if self._access is None:
-            from weightvault.registry.access import AccessStore
-
-            self._access = AccessStore(self.index)
-        return self._access
-
-    def close(self) -> None:
-        for thread in self._background:  # background replication gets a bounded chance to finish
-            thread.join(timeout=30)
-        self.stat_cache.close()
-        self.index.close()
-        self.backend.close()
 
     def __enter__(self) -> Vault:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # ---- following the store --------------------------------------------------------------------
-
-    def refresh(self) -> refresh_module.RefreshReport:
-        """Bring the index up to date with the store (other machines' pushes, aliases, deletes,
-        gc). Costs one small read when nothing changed; every operation below calls it."""
-        report = refresh_module.refresh(self)
-        self._refused_refs.update(report.refused)
-        return report
-
-    def _lookup(self, model: str, revision: str | None) -> VersionRecord:
-        """``index.resolve``; a model whose refs in the store were refused reports why, not
-        "not found" (the store may have removed a ref it could not forge). An alias whose ref in
-        the store was rolled back is an error, not the target this index knew before."""
-        rolled_back = aliasseq_module.rolled_back(self, model, revision) if revision is not None else None
-        if rolled_back is not None:
-            raise rolled_back
-        try:
-            return self.index.resolve(model, revision)
-        except (ModelNotFoundError, RevisionNotFoundError):
-            refused = self._refused_refs.get(model)
-            if refused is not None:
-                raise refused from None
-            raise
-
-    def _refresh_to_read(self) -> None:
-        """Refresh before a read; a primary that cannot be reached leaves the index as it is (the
-        read goes on with what this machine knew, and replicas may still serve the data)."""
-        try:
-            self.refresh()
-        except StorageError as exc:
-            if isinstance(exc, CredentialsError):  # keys or credentials: the user must act
-                raise
-            logger.warning("could not follow the store's changes (%s); showing what this index knew", exc)
-
-    def _cursor(self) -> int:
-        return int(self.index.get_state(refresh_module.CURSOR) or 0)
-
-    def journal_change(self, kind: str, **fields: Any) -> int:
-        return self.journal.append(kind, self._cursor(), **fields)
-
-    def journal_pack(self, pack_id: str, size: int) -> None:
-        self.journal_change(PACK, id=pack_id, size=size)
-
-    def journal_ref(self, model: str, kind: str, name: str) -> None:
-        self.journal_change(REF, model=model, ref=kind, name=name)
-
-    # ---- reading the registry ----------------------------------------------------------------
-
-    def _info(self, rec: VersionRecord, with_files: bool = False) -> VersionInfo:
-        files: tuple[FileEntry, ...] = ()
-        lineage: tuple[dict[str, Any], ...] = ()
-        safety: dict[str, dict[str, Any]] = {}
-        if with_files:
-            manifest = self._manifest(rec.commit)
-            files = tuple(sorted(manifest.files, key=lambda f: f.path))
-            lineage = tuple(dict(x) for x in manifest.lineage)
-            safety = {k: dict(v) for k, v in manifest.safety.items()}
-        return VersionInfo(
-            model=rec.model,
-            label=rec.label,
-            commit=rec.commit,
-            created=rec.created,
-            message=rec.message,
-            metadata=rec.metadata,
-            total_size=rec.total_size,
-            file_count=rec.file_count,
-            parent=rec.parent,
-            aliases=rec.aliases,
-            files=files,
-            lineage=lineage,
-            safety=safety,
-        )
-
-    def _manifest(self, commit: str) -> Manifest:
-        body = self.index.get_manifest(commit)
-        if body is not None:
-            return self.store.parse_manifest(commit, body)
-        return self.store.get_manifest(commit)
-
-    def _manifest_sealed(self, commit: str) -> bool:
-        """Whether the version was pushed encrypted (its manifest is sealed)."""
-        body = self.index.get_manifest(commit)
-        if body is None:
-            body = self.backend.get(layout.manifest_key(commit))
-        return is_sealed_manifest(body)
-
-    def _open_sealed_manifest(self, commit: str, data: bytes) -> Manifest:
-        """A sealed manifest, opened with the keys of the model it names and checked to be that
-        model's (a manifest moved to another model, or to another commit id, fails)."""
-        model = sealed_manifest_model(data)
-        dom = self.keys.domain(model)
-        if dom is None:
-            raise IntegrityError(f"manifest {commit} is sealed for model {model}, which has no keys")
-        manifest = Manifest.from_bytes(dom.open_manifest(commit, data))
-        if manifest.model != model:
-            raise IntegrityError(f"manifest {commit} is sealed for {model} but names model {manifest.model}")
-        return manifest
-
-    # ---- encryption domains ---------------------------------------------------------------------
-
-    def _reader_for(self, model: str) -> ChunkReader:
-        """The chunk reader of ``model``'s domain (the store-wide one for a plain model).
-
-        Opening the domain unwraps its keys, so a wrong or missing key fails here, before
-        anything is read or written.
-        """
-        dom = self.keys.domain(model)
-        if dom is None:
-            return self.reader
-        with self._readers_lock:
-            reader = self._readers.get(model)
-            if reader is None or reader.codec.domain is not dom:
-                codec = BlobCodec(dom, refresh=lambda: self.keys.domain(model, refresh=True))
-                reader = self.reader.for_codec(codec)
-                self._readers[model] = reader
-            return reader
-
-    def _read_checked(self, key: str, check: Callable[[bytes], bool]) -> bytes:
-        """An object from the store; with replicas, the first copy that passes ``check``."""
-        if self.replicas is not None:
-            return self.replicas.read(key, verify=check).data
-        return self.backend.get(key)
-
-    def _sealed_recipe_body(self, dom: Domain, name: str) -> bytes | None:
-        body = self.index.get_recipe(name)
-        if body is not None:
-            return body
-
-        def opens(data: bytes) -> bool:
-            try:
-                dom.open_recipe(name, data)
-            except CorruptObjectError:
-                return False
-            return True
-
-        try:
-            return self._read_checked(layout.recipe_key(name), opens)
-        except MissingObjectError:
-            return None
-
-    def _find_recipe(
-        self, sha256: str, model: str | None, *, allow_plain: bool = True
-    ) -> tuple[str, FileRecipe]:
-        """(name, recipe) of a file of ``model``: its keyed recipe when the model is encrypted and
-        has one, else the plain recipe (versions pushed before encryption was turned on). A
-        version pushed encrypted (``allow_plain=False``) accepts only its keyed recipe."""
-        dom = self.keys.domain(model) if model is not None else None
-        if dom is not None:
-            name = dom.recipe_name(sha256)
-            body = self._sealed_recipe_body(dom, name)
-            if body is not None:
-                recipe = FileRecipe.from_bytes(dom.open_recipe(name, body))
-                if recipe.sha256 != sha256:
-                    raise FormatError(f"recipe {name} of {model} names another file")
-                return name, recipe
-            if not allow_plain:
-                raise MissingObjectError(f"the sealed recipe of file {sha256} of {model} is missing")
-        body = self.index.get_recipe(sha256)
-        if body is not None:
-            return sha256, FileRecipe.from_bytes(body)
-        try:
-            return sha256, self.store.get_recipe(sha256)
-        except MissingObjectError:
-            raise MissingObjectError(f"recipe for file {sha256} is missing from the store") from None
-
-    def _recipe(self, sha256: str, model: str | None = None, *, allow_plain: bool = True) -> FileRecipe:
-        return self._find_recipe(sha256, model, allow_plain=allow_plain)[1]
-
-    def _check_ref(self, model: str, kind: str, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        """Refuse a ref from the store that is not authentic (encrypted models: its MAC); returns
-        the ref as it must be read when that differs (``refauth.check``). A ref refused by the
-        domain this process opened earlier is checked once more against the keyring in the
-        store (another machine may have moved the model to a new domain since)."""
-        dom = self.keys.domain(model)
-        try:
-            moved = refauth.check(dom, model, kind, name, body)
-        except refauth.RefAuthError:
-            fresh = self.keys.domain(model, refresh=True)
-            if fresh is None or dom is None or fresh.record.generation == dom.record.generation:
-                raise
-            dom = fresh
-            moved = refauth.check(fresh, model, kind, name, body)
-        if kind == "alias" and dom is not None:
-            aliasseq_module.check(self, model, name, moved or body)
-        return moved
-
-    def accept_alias(self, model: str, alias: str) -> VersionInfo | None:
-        """Take the store's ref of ``alias`` as it is, even older than one this home has seen (a
-        store restored on purpose): forget the alias's pin and read the ref again."""
-        check_model_name(model)
-        check_label(alias, "alias")
-        if aliasseq_module.accept(self, model, alias) is None:
-            return None
-        return self._info(self.index.resolve(model, alias))
-
-    @staticmethod
-    def _signer(dom: Domain | None) -> RefSigner | None:
-        if dom is None:
-            return None
-        return lambda kind, body: refauth.sign(dom, kind, body)
-
-    def adopt_refs(self, model: str, dom: Domain) -> None:
-        """A model that just got its keys: authenticate the refs of its existing (plain) versions
-        and aliases from this machine's index, so readers accept them and nothing else."""
-        try:
-            versions = self.index.list_versions(model)
-        except WeightvaultError:
-            return
-        signer = self._signer(dom)
-        for rec in versions:
-            self.store.create_version_ref(model, rec.label, rec.commit, rec.created, signer, replace=True)
-            for alias in rec.aliases:
-                self.store.set_alias_ref(
-                    model, alias, rec.label, rec.commit, signer, aliasseq_module.next_seq(self, model, alias)
-                )
-
-    def chunker_for(self, dom: Domain | None) -> Chunker:
-        """The store's chunker for a plain model; one keyed with the domain's secret seed for an
-        encrypted one (chunk boundaries then reveal nothing about a known file)."""
-        if dom is None:
-            return self.chunker
-        return Chunker(self.store.config.chunking, seed=dom.chunker_seed)
-
-    def _push_domain(self, model: str) -> Domain | None:
-        """The domain a push of ``model`` seals under: its own, or a new one when encryption is on."""
-        dom = self.keys.domain(model)
-        if dom is None and self.store.has_authenticated_refs(model):
-            # no keyring, no pin here, but the store's refs say the model is encrypted
-            raise KeyringTrustError(
-                f"model {model} is encrypted (its refs are authenticated) but its keyring is missing "
-                "from the store; refusing to push it as a plain model or under new keys"
-            )
-        if dom is None and self.settings.encryption.enabled:
-            key_file = self.settings.default_key_file
-            existed = key_file.exists()
-            dom = self.keys.recheck_new_domain(self.keys.create(model))
-            self.adopt_refs(model, dom)
-            if not existed and key_file.exists():
-                logger.warning(
-                    "created the key file %s (mode 0600) that encrypts %s; back it up: without it "
-                    "the encrypted models cannot be read",
-                    key_file,
-                    model,
-                )
-        return dom
-
-    def model_names(self) -> list[str]:
-        """Every model's name, sorted (cheap: no versions are read)."""
-        return self.index.list_model_names()
-
-    def list_models(self) -> list[ModelInfo]:
-        self._refresh_to_read()
-        return [self._model(name) for name in self.index.list_model_names()]
-
-    def model(self, name: str) -> ModelInfo:
-        check_model_name(name)
-        self._refresh_to_read()
-        return self._model(name)
-
-    def _model(self, name: str) -> ModelInfo:
-        versions = tuple(self._info(r) for r in self.index.list_versions(name))
-        return ModelInfo(name, self.index.model_created(name), versions, self.index.aliases(name))
-
-    def list_versions(self, model: str) -> list[VersionInfo]:
-        check_model_name(model)
-        self._refresh_to_read()
-        return [self._info(r) for r in self.index.list_versions(model)]
-
-    def show(self, ref: str | Ref) -> VersionInfo:
-        r = parse_ref(ref) if isinstance(ref, str) else ref
-        self._refresh_to_read()
-        try:
-            return self._info(self._lookup(r.model, r.revision), with_files=True)
-        except IntegrityError:
-            if not domains_module.follow(self, r.model):
-                raise
-            return self._info(self._lookup(r.model, r.revision), with_files=True)
-
-    def resolve(self, ref: str | Ref) -> VersionInfo:
-        r = parse_ref(ref) if isinstance(ref, str) else ref
-        self._refresh_to_read()
-        return self._info(self._lookup(r.model, r.revision))
 
     # ---- push -----------------------------------------------------------------------------------
 
@@ -790,19 +353,6 @@ class Vault:
         self.index.put_recipes([(n, size, body) for n, (size, body) in objects.items()])
         return names
 
-    def _same_files(self, model: str, commit: str, entries: Sequence[FileEntry]) -> VersionInfo | None:
-        """The latest version of ``model`` when it is ``commit`` and holds exactly ``entries``."""
-        try:
-            latest = self.index.resolve(model, None)
-        except WeightvaultError:
-            return None
-        if latest.commit != commit:
-            return None
-        theirs = {(f.path, f.size, f.sha256) for f in self._manifest(latest.commit).files}
-        if theirs != {(f.path, f.size, f.sha256) for f in entries}:
-            return None
-        return self._info(latest)
-
     def _encode_threads(self, files: Sequence[Any]) -> int:
         """Threads of the push's encode stage: only when compressing, and only when one file is more
         than a worker's share of the push (else per-file threads already keep every core busy and the
@@ -821,137 +371,6 @@ class Vault:
                 f"the data keys of {model} were rotated during the push; push again (only what is "
                 "missing is written)"
             )
-
-    def _replicate_version(self, rec: VersionRecord) -> dict[str, str]:
-        if self.replicas is None or not self.settings.sync_enabled:
-            return {}
-        keys = self.version_keys(rec)
-        if self.settings.replication == "inline":
-            return replication_module.replicate(self, self.replicas, keys)
-        replicas = self.replicas
-        thread = threading.Thread(
-            target=replication_module.replicate, args=(self, replicas, keys), name="wv-replicate", daemon=True
-        )
-        thread.start()
-        self._background.append(thread)
-        return {n: "background" for n in replicas.names if n != replicas.primary_name}
-
-    def _create_ref(
-        self, model: str, version: str | None, commit: str, created: datetime, signer: RefSigner | None
-    ) -> str:
-        if version is not None:
-            try:
-                self.store.create_version_ref(model, version, commit, created, signer)
-            except ObjectExistsError:
-                raise VersionExistsError(f"version {model}@{version} already exists in the store") from None
-            return version
-        base = timestamp_label(created)
-        for n in range(1000):
-            label = base if n == 0 else f"{base}-{n}"
-            if self.index.label_exists(model, label):
-                continue
-            try:
-                self.store.create_version_ref(model, label, commit, created, signer)
-                return label
-            except ObjectExistsError:
-                continue
-        raise VersionExistsError(f"could not find a free timestamp label for {model} at {base}")
-
-    # ---- pull -----------------------------------------------------------------------------------
-
-    def pull(
-        self,
-        ref: str | Ref,
-        dest: Path | str,
-        *,
-        include: Sequence[str] | None = None,
-        exclude: Sequence[str] | None = None,
-        force: bool = False,
-        provider: str | None = None,
-        progress: Progress | None = None,
-        on_start: ProgressStart | None = None,
-        link_mode: str | None = None,
-    ) -> PullResult:
-        """``link_mode`` (default: the setting) says how cached files are placed: see ``placement``."""
-        started = time.perf_counter()
-        mode = check_link_mode(link_mode or self.settings.link_mode)
-        if provider is not None:
-            if self.replicas is None:
-                if provider != self.settings.storage_type:
-                    raise ConfigError(
-                        f"no replica named {provider!r}: this vault has only {self.settings.storage_type!r}"
-                    )
-            else:
-                self.replicas.backend(provider)  # unknown names are a clear error
-        if self.replicas is not None:
-            self.replicas.drain_failures()
-        info = self.show(ref)
-        reader = self._reader_for(info.model)  # opens the keys before anything is written
-        reader.prefer = provider
-        model = info.model
-        dest_path = Path(dest).absolute()
-        files = select_files(info.files, include, exclude)
-        unmatched = tuple(
-            p for p in include or () if not any(fnmatch.fnmatchcase(f.path, p) for f in info.files)
-        )
-        planned = plan(dest_path, files, force, self.cache)
-        placer = Placer(
-            mode, self.settings.link_fallback, self.cache, dest_path, private=self._cache_private(model)
-        )
-        placer.check()
-        if on_start:
-            on_start(sum(p.entry.size for p in planned))
-        allow_plain = not self._manifest_sealed(info.commit)
-        plain = self.keys.domain(model) is None
-
-        def place() -> Any:
-            # recipes and chunk locations of the files to build, each in one pass over the index
-            # (per file, a 10,000-file pull spent most of its CPU in queries)
-            bodies = self.index.get_recipes([p.entry.sha256 for p in planned]) if plain else {}
-            known = {sha: FileRecipe.from_bytes(body) for sha, body in bodies.items()}
-
-            def recipe_for(sha: str) -> FileRecipe:
-                found = known.get(sha)
-                return found if found is not None else self._recipe(sha, model, allow_plain=allow_plain)
-
-            chunk_ids = [cid for r in known.values() for cid, _n in r.chunks]
-            return materialise(
-                dest_path if files else None,  # an empty selection creates nothing
-                planned,
-                recipe_for,
-                reader.with_locations(chunk_ids) if chunk_ids else reader,
-                self.cache,
-                self.settings.workers,
-                progress or (lambda n: None),
-                placer,
-            )
-
-        try:
-            counters = place()
-        except MissingObjectError:
-            # another machine's gc may have repacked what our index located: follow the store
-            # and try once more
-            if not self.refresh().applied:
-                raise
-            planned = plan(dest_path, files, force, self.cache)
-            counters = place()
-        if self.cache is not None:
-            self.cache.prune(keep=frozenset(p.entry.sha256 for p in planned))
-        return PullResult(
-            version=info,
-            files=tuple(f.path for f in files),
-            bytes_total=sum(f.size for f in files),
-            bytes_from_cache=counters.from_cache,
-            bytes_from_store=counters.from_store,
-            seconds=time.perf_counter() - started,
-            fallbacks=tuple(
-                f"{f.replica}: {f.key} {f.kind.value}"
-                for f in (self.replicas.drain_failures() if self.replicas else [])
-            ),
-            unmatched_includes=unmatched,
-            link_mode=mode,
-            placement=dict(placer.counts),
-        )
 
     # ---- streaming and chunk uploads (the server's transport works through these) --------------
 
@@ -1005,10 +424,6 @@ class Vault:
 
         return ingest.commit(self, model, files, **kwargs)
 
-    def _cache_private(self, model: str) -> bool:
-        """Whether ``model``'s pulled plaintext must be cached for this user only: it is encrypted."""
-        return self.keys.domain(model) is not None
-
     # ---- changing names -------------------------------------------------------------------------
 
     def delete(self, ref: str | Ref, *, primary_only: bool = False) -> VersionInfo:
@@ -1054,6 +469,15 @@ class Vault:
             replication_module.replicate(self, self.replicas, [layout.alias_ref_key(model, alias)])
         self.index.set_alias(model, alias, rec.label)
         return self._info(self.index.resolve(model, rec.label))
+
+    def accept_alias(self, model: str, alias: str) -> VersionInfo | None:
+        """Take the store's ref of ``alias`` as it is, even older than one this home has seen (a
+        store restored on purpose): forget the alias's pin and read the ref again."""
+        check_model_name(model)
+        check_label(alias, "alias")
+        if aliasseq_module.accept(self, model, alias) is None:
+            return None
+        return self._info(self.index.resolve(model, alias))
 
     def remove_alias(self, model: str, alias: str) -> None:
         check_model_name(model)
@@ -1169,74 +593,6 @@ class Vault:
             except StorageError as exc:
                 out[name] = f"unreachable: {exc}"
         return out
-
-    def version_keys(self, rec: VersionRecord) -> list[str]:
-        """Every object a version needs, data first and the ref last (a replica then shows it only
-        when complete); an encrypted model's keyring comes first."""
-        manifest = self._manifest(rec.commit)
-        found = {sha: self._find_recipe(sha, rec.model) for sha in {f.sha256 for f in manifest.files}}
-        chunk_ids = {cid for _, recipe in found.values() for cid, _ in recipe.chunks}
-        packs = sorted(self.index.pack_ids_for_chunks(chunk_ids))
-        keys = [keyring_key(rec.model)] if self.keys.has_keyring(rec.model) else []
-        keys += [layout.pack_key(p) for p in packs] + [layout.index_key(p) for p in packs]
-        keys += [layout.recipe_key(name) for name in sorted({n for n, _ in found.values()})]
-        keys += [layout.manifest_key(rec.commit), layout.version_ref_key(rec.model, rec.label)]
-        keys += [layout.alias_ref_key(rec.model, a) for a in rec.aliases]
-        return keys
-
-    def object_ok(self, key: str, data: bytes) -> bool:
-        """Whether ``data`` is a good copy of the store object ``key`` (for repair): packs and
-        sealed recipes are opened with the keys of the model they belong to."""
-        name = layout.name_from_key(key)
-        try:
-            if key.startswith(layout.PACKS):
-                return self._pack_ok(data)
-            if key.startswith(layout.INDEX):
-                decode_table(data)
-                return True
-            if key.startswith(layout.MANIFESTS):
-                self.store.parse_manifest(name, data)
-                return True
-            if key.startswith(layout.RECIPES):
-                if data.startswith(b"{"):
-                    return FileRecipe.from_bytes(data).sha256 == name
-                for dom in self._domains():
-                    try:
-                        dom.open_recipe(name, data)
-                        return True
-                    except CorruptObjectError:
-                        continue
-                return False
-            if key.startswith(KEYS) and (model := parse_keyring_key(key)) is not None:
-                opened = self.keys.domain(model)
-                rec = KeyringRecord.from_bytes(data, model)
-                if opened is not None:
-                    rec.check_mac(opened.mac_key)
-                return True
-        except (IntegrityError, ValueError):
-            return False
-        return True
-
-    def _domains(self) -> list[Domain]:
-        return [d for m in self.keys.models() if (d := self.keys.domain(m)) is not None]
-
-    def _pack_ok(self, data: bytes) -> bool:
-        entries = decode_table(data)
-        mv = memoryview(data)
-        codecs = [BlobCodec()]
-        if any(e.codec & 0x80 for e in entries):  # find the model whose keys open it
-            codecs = [BlobCodec(d) for d in self._domains()]
-        for codec in codecs:
-            try:
-                for e in entries:
-                    blob = mv[e.offset : e.offset + e.stored_len]
-                    raw = codec.decode(e.codec, blob, e.raw_len, e.chunk_id, e.key_slot)
-                    if len(raw) != e.raw_len or codec.chunk_id_for(e.codec)(raw) != e.chunk_id:
-                        return False
-                return True
-            except WeightvaultError:
-                continue
-        return False
 
     # ---- keys -----------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from weightvault.core.types import VerifyReport
 
 if TYPE_CHECKING:
     from weightvault.registry.index import VersionRecord
-    from weightvault.vault.vault import Vault
+    from weightvault.vault.records import Records as Vault  # the layer of the vault this works on
 
 
 def _targets(vault: Vault, ref: str | Ref | None) -> list[VersionRecord]:

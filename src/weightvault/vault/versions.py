@@ -1,0 +1,76 @@
+"""Making a version visible: its ref (a free label when none is given), the check that a push
+changes nothing, and its copy to the replicas."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+
+from weightvault.core.errors import (
+    ObjectExistsError,
+    VersionExistsError,
+    WeightvaultError,
+)
+from weightvault.core.manifest import FileEntry
+from weightvault.core.types import VersionInfo
+from weightvault.registry.index import VersionRecord
+from weightvault.vault import replication as replication_module
+from weightvault.vault.records import Records
+from weightvault.vault.store import RefSigner
+
+
+def timestamp_label(now: datetime) -> str:
+    return now.strftime("%Y%m%d%H%M%S")
+
+
+class Versions(Records):
+    """A vault that creates version refs and replicates new versions."""
+
+    def _same_files(self, model: str, commit: str, entries: Sequence[FileEntry]) -> VersionInfo | None:
+        """The latest version of ``model`` when it is ``commit`` and holds exactly ``entries``."""
+        try:
+            latest = self.index.resolve(model, None)
+        except WeightvaultError:
+            return None
+        if latest.commit != commit:
+            return None
+        theirs = {(f.path, f.size, f.sha256) for f in self._manifest(latest.commit).files}
+        if theirs != {(f.path, f.size, f.sha256) for f in entries}:
+            return None
+        return self._info(latest)
+
+    def _replicate_version(self, rec: VersionRecord) -> dict[str, str]:
+        if self.replicas is None or not self.settings.sync_enabled:
+            return {}
+        keys = self.version_keys(rec)
+        if self.settings.replication == "inline":
+            return replication_module.replicate(self, self.replicas, keys)
+        replicas = self.replicas
+        thread = threading.Thread(
+            target=replication_module.replicate, args=(self, replicas, keys), name="wv-replicate", daemon=True
+        )
+        thread.start()
+        self._background.append(thread)
+        return {n: "background" for n in replicas.names if n != replicas.primary_name}
+
+    def _create_ref(
+        self, model: str, version: str | None, commit: str, created: datetime, signer: RefSigner | None
+    ) -> str:
+        if version is not None:
+            try:
+                self.store.create_version_ref(model, version, commit, created, signer)
+            except ObjectExistsError:
+                raise VersionExistsError(f"version {model}@{version} already exists in the store") from None
+            return version
+        base = timestamp_label(created)
+        for n in range(1000):
+            label = base if n == 0 else f"{base}-{n}"
+            if self.index.label_exists(model, label):
+                continue
+            try:
+                self.store.create_version_ref(model, label, commit, created, signer)
+                return label
+            except ObjectExistsError:
+                continue
+        raise VersionExistsError(f"could not find a free timestamp label for {model} at {base}")
