@@ -11,17 +11,14 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from weightvault.cli import access, formats, importer, keys, lineage, server
-from weightvault.cli.output import duration, emit_json, human, out, progress, say, table, warn
+from weightvault.cli.output import duration, emit_json, human, out, progress, say, warn
 from weightvault.cli.state import STATE as STATE  # the invocation's options, read by every command
 from weightvault.core.errors import WeightvaultError, exit_code_for
-
-if TYPE_CHECKING:
-    from weightvault.core.types import VersionInfo
 
 REV = "MODEL[@REV]"  # a metavar: printed as it is, not read as Rich markup
 
@@ -90,18 +87,6 @@ def main_options(
 ) -> None:
     STATE.home, STATE.config, STATE.quiet = home, config, quiet
     STATE.server, STATE.token, STATE.cache_dir = server, token, cache_dir
-
-
-def _version_row(v: VersionInfo) -> list[str]:
-    return [
-        v.label,
-        v.commit,
-        v.created.strftime("%Y-%m-%d %H:%M:%S"),
-        human(v.total_size),
-        str(v.file_count),
-        ",".join(v.aliases),
-        v.message,
-    ]
 
 
 def _quiet(*flags: bool) -> bool:
@@ -281,35 +266,13 @@ def ls(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Models and their versions, newest first."""
+    from weightvault.cli import views
+
     vault = STATE.vault()
     if model is not None:
-        info = vault.model(model)
-        if as_json:
-            emit_json(info.to_json())
-            return
-        t = table("label", "commit", "created (UTC)", "size", "files", "aliases", "message", title=model)
-        for v in info.versions:
-            t.add_row(*_version_row(v))
-        out.print(t)
-        return
-    models = vault.list_models()
-    if as_json:
-        emit_json([m.to_json() for m in models])
-        return
-    if not models:
-        say("no models yet: weightvault push MODEL FOLDER")
-        return
-    t = table("model", "versions", "latest", "size", "aliases")
-    for m in models:
-        latest = m.versions[0] if m.versions else None
-        t.add_row(
-            m.name,
-            ", ".join(v.label for v in m.versions),
-            latest.label if latest else "",
-            human(latest.total_size) if latest else "",
-            ", ".join(f"{a}→{lbl}" for a, lbl in m.aliases.items()),
-        )
-    out.print(t)
+        views.print_model(vault.model(model), model, as_json)
+    else:
+        views.print_models(vault.list_models(), as_json)
 
 
 @app.command()
@@ -318,39 +281,11 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Files, sizes, SHA-256, commit id and metadata of a version."""
+    from weightvault.cli import views
+
     vault = STATE.vault()
     v = vault.show(ref)
-    replicas = vault.replica_status(ref)
-    if as_json:
-        emit_json({**v.to_json(with_files=True), "replicas": replicas})
-        return
-    out.print(f"{v.model}@{v.label}  commit {v.commit}", markup=False, highlight=False)
-    out.print(
-        f"created {v.created.isoformat()}  parent {v.parent or '-'}  aliases {', '.join(v.aliases) or '-'}",
-        markup=False,
-        highlight=False,
-    )
-    if v.message:
-        out.print(f"message: {v.message}", markup=False, highlight=False)
-    for k, val in sorted(v.metadata.items()):
-        out.print(f"  {k} = {val}", markup=False, highlight=False)
-    t = table("path", "size", "sha256")
-    for f in v.files:
-        t.add_row(f.path, human(f.size), f.sha256)
-    out.print(t)
-    out.print(f"{v.file_count} files, {human(v.total_size)}", highlight=False)
-    from weightvault.cli.formats import print_safety
-
-    print_safety(v)
-    out.print(
-        "replicas: "
-        + ", ".join(
-            f"{n} {'complete' if st is True else 'incomplete' if st is False else st}"
-            for n, st in replicas.items()
-        ),
-        markup=False,
-        highlight=False,
-    )
+    views.print_version(v, vault.replica_status(ref), as_json)
 
 
 @app.command("rm")

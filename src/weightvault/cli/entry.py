@@ -1,6 +1,7 @@
 """The console scripts' entry point: ``--version`` is answered before Typer, Rich and the
-commands load (building the command tree alone costs more than the whole answer), every
-other command line goes to ``cli.app``."""
+commands load (building the command tree alone costs more than the whole answer); ``ls`` and
+``show`` on a local home whose index is current are answered by ``cli.fastread`` from the index
+alone; every other command line goes to ``cli.app``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ def main() -> None:
         from weightvault import __version__
 
         sys.stdout.write(f"weightvault {__version__}\n")
+        return
+    from weightvault.cli.fastread import serve
+
+    if serve(sys.argv[1:]):
         return
     from weightvault.cli.app import main as run
 

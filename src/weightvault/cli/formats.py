@@ -1,4 +1,4 @@
-"""Safe formats on the command line: ``weightvault tensors`` and the pickle findings of ``show``.
+"""Safe formats on the command line: ``weightvault tensors`` (``show``'s pickle findings: ``cli.views``).
 
 ``tensors MODEL@REV [FILE]`` reads only the safetensors headers, by range, through the vault
 (``Vault.tensors``). Registered on the main app by ``cli/app.py``; the vault of the invocation
@@ -7,15 +7,12 @@ comes from ``cli/state.py``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from weightvault.cli.output import emit_json, human, out, say, table
 from weightvault.cli.state import STATE
-
-if TYPE_CHECKING:
-    from weightvault.core.types import VersionInfo
 
 
 def tensors(
@@ -37,13 +34,3 @@ def tensors(
             t.add_row(x.name, x.dtype, "[" + ", ".join(map(str, x.shape)) + "]", human(x.nbytes))
         out.print(t)
         out.print(f"{len(listing.header.tensors)} tensors, {human(listing.header.data_len)}", highlight=False)
-
-
-def print_safety(v: VersionInfo) -> None:
-    """The pickle-based files of a version and what they would import when loaded."""
-    for path, finding in sorted(v.safety.items()):
-        flagged = [f"{m}.{n}" for m, n, judged in finding.get("globals", []) if judged != "safe"]
-        detail = f": imports {', '.join(flagged)}" if flagged else ""
-        out.print(f"pickle {finding.get('verdict')} {path}{detail}", markup=False, highlight=False)
-        for problem in finding.get("problems", []):
-            out.print(f"  {problem}", markup=False, highlight=False)

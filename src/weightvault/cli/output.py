@@ -8,13 +8,16 @@ Rich's heavier modules (progress, tables) are imported only by the commands that
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+
+from weightvault.cli.plain import duration as duration
+from weightvault.cli.plain import emit_json as emit_json
+from weightvault.cli.plain import human as human
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -24,27 +27,6 @@ _UNBOUNDED = 1 << 16
 
 out = Console(width=None if sys.stdout.isatty() else _UNBOUNDED)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def duration(seconds: float) -> str:
-    """``3600`` -> ``1h``, ``90`` -> ``1m30s``: how long a grace period is, as a person reads it."""
-    s = round(seconds)
-    if s < 60:
-        return f"{seconds:g}s"
-    parts = [(s // 86400, "d"), (s % 86400 // 3600, "h"), (s % 3600 // 60, "m"), (s % 60, "s")]
-    return "".join(f"{n}{unit}" for n, unit in parts if n)
-
-
-def emit_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
 
 
 def say(text: str) -> None:

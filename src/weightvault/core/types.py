@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from copy import deepcopy
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,14 +29,24 @@ class VersionInfo:
     safety: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self, with_files: bool = False) -> dict[str, Any]:
-        out = asdict(self)
-        out["created"] = self.created.isoformat()
-        out["aliases"] = list(self.aliases)
-        out["lineage"] = list(self.lineage)
+        """The fields in their order (``files`` only ``with_files``), built by hand: ``asdict``'s
+        deep copy cost most of ``ls MODEL --json`` with thousands of versions."""
+        out: dict[str, Any] = {
+            "model": self.model,
+            "label": self.label,
+            "commit": self.commit,
+            "created": self.created.isoformat(),
+            "message": self.message,
+            "metadata": dict(self.metadata),
+            "total_size": self.total_size,
+            "file_count": self.file_count,
+            "parent": self.parent,
+            "aliases": list(self.aliases),
+        }
         if with_files:
             out["files"] = [f.to_json() for f in self.files]
-        else:
-            out.pop("files")
+        out["lineage"] = list(self.lineage)
+        out["safety"] = {path: deepcopy(finding) for path, finding in self.safety.items()}
         return out
 
 

@@ -29,6 +29,7 @@ from weightvault.core.errors import (
     VersionExistsError,
 )
 from weightvault.core.revision import LATEST, looks_like_commit
+from weightvault.registry.migrations import HEAD
 from weightvault.registry.schema import (
     AliasRow,
     Base,
@@ -44,7 +45,7 @@ from weightvault.registry.schema import (
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration; checked against Alembic's own head by a test. Knowing it here lets an
 #: up-to-date database open without importing Alembic (a third of the CLI's start-up time).
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = HEAD
 _BATCH = 500
 #: Alembic keeps its migration context in module globals: two indexes migrating at once in one
 #: process (two vaults opened by two threads) would run each other's steps. One at a time.

@@ -5,13 +5,16 @@ Every other file is looked at by content: a pickle-based checkpoint (raw pickles
 ``*.pkl``, whatever its name) is scanned without being unpickled, and what it would import is
 returned for the version's manifest (``safety``, see docs/format.md). With ``refuse_unsafe`` a
 file that imports something dangerous stops the push. Only headers are read for safetensors;
-a pickle is read as far as its opcodes go (long byte strings are seeked over).
+a pickle is read as far as its opcodes go (long byte strings are seeked over). A file the stat
+cache vouches for as unchanged since it was last checked (``known``) is not opened again: its
+recorded finding stands for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
+from pathlib import Path
 from typing import IO, Any
 
 from weightvault.cas.pickle_scan import PickleReport, Verdict, scan_file
@@ -50,12 +53,35 @@ def scan_pickle(src: SourceFile) -> PickleReport | None:
         raise SourceNotFoundError(f"source file {src.path} disappeared") from None
 
 
-def inspect_files(files: Sequence[SourceFile], refuse_unsafe: bool) -> dict[str, dict[str, Any]]:
-    """Validate and scan ``files``; the pickle findings by path (empty when there is no pickle)."""
+#: what a check found in one file: the pickle finding (``PickleReport.to_json``), or None for
+#: a file that passed with nothing to report (a valid safetensors file, a file that is no pickle)
+Finding = dict[str, Any] | None
+
+
+def _known(finding: Finding) -> tuple[Callable[[], None], Callable[[], Finding]]:
+    return (lambda: None), (lambda: finding)
+
+
+def inspect_files(
+    files: Sequence[SourceFile], refuse_unsafe: bool, known: Mapping[Path, Finding] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Validate and scan ``files``; the pickle findings by path (empty when there is no pickle).
+    ``known``: findings of files (by absolute path) unchanged since they were checked."""
+    known = known or {}
     return inspect_reports(
-        ((src.path, partial(check_safetensors, src), partial(scan_pickle, src)) for src in files),
+        (
+            (src.path, *_known(known[src.abspath]))
+            if src.abspath in known
+            else (src.path, partial(check_safetensors, src), partial(_scan_json, src))
+            for src in files
+        ),
         refuse_unsafe,
     )
+
+
+def _scan_json(src: SourceFile) -> Finding:
+    report = scan_pickle(src)
+    return None if report is None else report.to_json()
 
 
 def inspect_streams(
@@ -68,9 +94,10 @@ def inspect_streams(
         with opener() as f:
             check_safetensors_stream(path, size, f)
 
-    def scan(size: int, opener: Callable[[], IO[bytes]]) -> PickleReport | None:
+    def scan(size: int, opener: Callable[[], IO[bytes]]) -> Finding:
         with opener() as f:
-            return scan_file(f, size)
+            report = scan_file(f, size)
+        return None if report is None else report.to_json()
 
     return inspect_reports(
         ((p, partial(check, p, n, o), partial(scan, n, o)) for p, n, o in files), refuse_unsafe
@@ -78,7 +105,7 @@ def inspect_streams(
 
 
 def inspect_reports(
-    files: Iterable[tuple[str, Callable[[], None], Callable[[], PickleReport | None]]], refuse_unsafe: bool
+    files: Iterable[tuple[str, Callable[[], None], Callable[[], Finding]]], refuse_unsafe: bool
 ) -> dict[str, dict[str, Any]]:
     findings: dict[str, dict[str, Any]] = {}
     dangerous: list[str] = []
@@ -89,9 +116,10 @@ def inspect_reports(
         report = scan()
         if report is None:
             continue
-        findings[path] = report.to_json()
-        if report.verdict is Verdict.DANGEROUS:
-            bad = [f"{g.module}.{g.name}" for g in report.globals if g.verdict is Verdict.DANGEROUS]
+        findings[path] = report
+        worst = Verdict.DANGEROUS.value
+        if report.get("verdict") == worst:
+            bad = [f"{m}.{n}" for m, n, judged in report.get("globals", []) if judged == worst]
             dangerous.append(f"{path} ({', '.join(bad)})")
     if dangerous and refuse_unsafe:
         raise UnsafeFileError("refusing pickles that would run code when loaded: " + "; ".join(dangerous))

@@ -8,16 +8,25 @@ the file was stat'ed for hashing. A file rewritten within that same second (whic
 one-second granularity cannot tell apart) is read and hashed again ("racily clean" in git's
 terms). It lives in its own SQLite file beside the home's index: stat values mean nothing on
 another machine, so it is never shared through the store or a server database.
+
+An entry also keeps what the push's format check found in the file (``safety``: a pickle
+finding, or ``null`` when it passed with nothing to report, and the weightvault version that
+checked it), so a re-push does not open an unchanged file to check it again either. Entries
+written before that column existed, by a push that did not check, or by another version of the
+checks have none that counts, and the file is checked again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+from weightvault import __version__
 from weightvault.core.errors import FormatError
 from weightvault.core.manifest import FileRecipe
 from weightvault.vault.source import SourceFile
@@ -28,7 +37,7 @@ CREATE TABLE IF NOT EXISTS files (
     path TEXT NOT NULL, scheme TEXT NOT NULL,
     dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
-    seen_ns INTEGER NOT NULL, recipe BLOB NOT NULL,
+    seen_ns INTEGER NOT NULL, recipe BLOB NOT NULL, safety TEXT,
     PRIMARY KEY (path, scheme)
 )
 """
@@ -55,8 +64,35 @@ class StatCache:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # a lost entry costs one re-hash, nothing else
             db.execute(_SCHEMA)
+            _add_safety_column(db)
             self._db = db
         return self._db
+
+    def checked(self, files: Sequence[SourceFile]) -> dict[Path, dict[str, Any] | None]:
+        """What the format check found in each of ``files`` that is unchanged (a trusted stat
+        match, under any scheme) since a push checked it, by abspath."""
+        if not files or not self.path.exists():
+            return {}
+        found: dict[Path, dict[str, Any] | None] = {}
+        with self._lock:
+            db = self._conn()
+            for src in files:
+                if not src.ctime_ns or not src.dev:
+                    continue
+                for row in db.execute(
+                    "SELECT dev, ino, size, mtime_ns, ctime_ns, seen_ns, safety FROM files "
+                    "WHERE path = ? AND safety IS NOT NULL",
+                    (str(src.abspath),),
+                ):
+                    same = tuple(row[:5]) == (src.dev, src.inode, src.size, src.mtime_ns, src.ctime_ns)
+                    if same and trusted(src, row[5]):
+                        with contextlib.suppress(ValueError, TypeError, KeyError):
+                            kept = json.loads(row[6])
+                            finding = kept["finding"]
+                            if kept["by"] == __version__ and (finding is None or isinstance(finding, dict)):
+                                found[src.abspath] = finding
+                                break
+        return found
 
     def lookup(self, files: Sequence[SourceFile], scheme: str) -> dict[Path, FileRecipe]:
         """The cached recipes of ``files`` whose stat matches a trusted entry, by abspath."""
@@ -89,20 +125,29 @@ class StatCache:
                         hits[src.abspath] = recipe
         return hits
 
-    def record(self, entries: Iterable[tuple[SourceFile, FileRecipe, int]], scheme: str) -> None:
-        """Remember ``(file, recipe, seen_ns)`` triples (``seen_ns``: when the file was stat'ed)."""
+    def record(
+        self,
+        entries: Iterable[tuple[SourceFile, FileRecipe, int]],
+        scheme: str,
+        findings: Mapping[str, dict[str, Any]] | None = None,
+    ) -> None:
+        """Remember ``(file, recipe, seen_ns)`` triples (``seen_ns``: when the file was stat'ed).
+        ``findings``: the push checked every file, and found these (by path in the source)."""
         rows = [
-            (str(s.abspath), scheme, s.dev, s.inode, s.size, s.mtime_ns, s.ctime_ns, seen, r.to_bytes())
+            (
+                str(s.abspath), scheme, s.dev, s.inode, s.size, s.mtime_ns, s.ctime_ns, seen, r.to_bytes(),
+                None if findings is None else _kept(findings.get(s.path)),
+            )
             for s, r, seen in entries
             if s.ctime_ns and s.dev
-        ]
+        ]  # fmt: skip
         if not rows:
             return
         with self._lock:
             db = self._conn()
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -113,3 +158,19 @@ class StatCache:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+def _kept(finding: dict[str, Any] | None) -> str:
+    return json.dumps({"by": __version__, "finding": finding})
+
+
+def _add_safety_column(db: sqlite3.Connection) -> None:
+    """A table from before the ``safety`` column gets it (another process may add it first)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(files)")}
+    if "safety" in columns:
+        return
+    try:
+        db.execute("ALTER TABLE files ADD COLUMN safety TEXT")
+    except sqlite3.OperationalError:
+        if "safety" not in {row[1] for row in db.execute("PRAGMA table_info(files)")}:
+            raise

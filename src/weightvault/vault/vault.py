@@ -182,7 +182,9 @@ class Vault(Versions):
                 + (" (VCS and cache folders are skipped)" if default_ignores else "")
                 + "; use --allow-empty (allow_empty=True) to make an empty version"
             )
-        safety = safety_module.inspect_files(files, refuse_unsafe or self.settings.refuse_unsafe_pickles)
+        safety = safety_module.inspect_files(
+            files, refuse_unsafe or self.settings.refuse_unsafe_pickles, known=self.stat_cache.checked(files)
+        )
         lineage = [*lineage, *lineage_module.base_edges(self, files, base)]
         had_domain = self.keys.domain(model) is not None
         dom = self._push_domain(model)  # keys first: a key problem stops the push before any write
@@ -304,6 +306,7 @@ class Vault(Versions):
             self.stat_cache.record(
                 ((f, r, seen_ns) for f, r in zip(files, recipes, strict=True) if f.abspath not in cached),
                 scheme,
+                new.safety,
             )
         entries = tuple(FileEntry(f.path, r.size, r.sha256) for f, r in zip(files, recipes, strict=True))
         manifest = Manifest(

@@ -1,0 +1,109 @@
+"""How ``ls`` and ``show`` print what they read.
+
+Both the full command line (``cli/app.py``) and the read-only fast path (``cli/fastread.py``)
+print through these functions, so the two cannot drift apart: same table, same JSON, byte for
+byte. Nothing here imports Typer, the vault or the index, and a JSON answer not even Rich.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from weightvault.cli.plain import emit_json, human
+from weightvault.core.types import ModelInfo, VersionInfo
+
+NO_MODELS = "no models yet: weightvault push MODEL FOLDER"
+
+
+def version_row(v: VersionInfo) -> list[str]:
+    return [
+        v.label,
+        v.commit,
+        v.created.strftime("%Y-%m-%d %H:%M:%S"),
+        human(v.total_size),
+        str(v.file_count),
+        ",".join(v.aliases),
+        v.message,
+    ]
+
+
+def print_model(info: ModelInfo, title: str, as_json: bool) -> None:
+    """``ls MODEL``: the model's versions, newest first (``title``: the name as given)."""
+    if as_json:
+        emit_json(info.to_json())
+        return
+    from weightvault.cli.output import out, table
+
+    t = table("label", "commit", "created (UTC)", "size", "files", "aliases", "message", title=title)
+    for v in info.versions:
+        t.add_row(*version_row(v))
+    out.print(t)
+
+
+def print_models(models: Sequence[ModelInfo], as_json: bool) -> None:
+    """``ls``: every model, its versions and aliases."""
+    if as_json:
+        emit_json([m.to_json() for m in models])
+        return
+    from weightvault.cli.output import out, say, table
+
+    if not models:
+        say(NO_MODELS)
+        return
+    t = table("model", "versions", "latest", "size", "aliases")
+    for m in models:
+        latest = m.versions[0] if m.versions else None
+        t.add_row(
+            m.name,
+            ", ".join(v.label for v in m.versions),
+            latest.label if latest else "",
+            human(latest.total_size) if latest else "",
+            ", ".join(f"{a}→{lbl}" for a, lbl in m.aliases.items()),
+        )
+    out.print(t)
+
+
+def print_version(v: VersionInfo, replicas: Mapping[str, bool | str], as_json: bool) -> None:
+    """``show``: a version's files, metadata, pickle findings and where it is complete."""
+    if as_json:
+        emit_json({**v.to_json(with_files=True), "replicas": dict(replicas)})
+        return
+    from weightvault.cli.output import out, table
+
+    out.print(f"{v.model}@{v.label}  commit {v.commit}", markup=False, highlight=False)
+    out.print(
+        f"created {v.created.isoformat()}  parent {v.parent or '-'}  aliases {', '.join(v.aliases) or '-'}",
+        markup=False,
+        highlight=False,
+    )
+    if v.message:
+        out.print(f"message: {v.message}", markup=False, highlight=False)
+    for k, val in sorted(v.metadata.items()):
+        out.print(f"  {k} = {val}", markup=False, highlight=False)
+    t = table("path", "size", "sha256")
+    for f in v.files:
+        t.add_row(f.path, human(f.size), f.sha256)
+    out.print(t)
+    out.print(f"{v.file_count} files, {human(v.total_size)}", highlight=False)
+    print_safety(v)
+    out.print(
+        "replicas: "
+        + ", ".join(
+            f"{n} {'complete' if st is True else 'incomplete' if st is False else st}"
+            for n, st in replicas.items()
+        ),
+        markup=False,
+        highlight=False,
+    )
+
+
+def print_safety(v: VersionInfo) -> None:
+    """The pickle-based files of a version and what they would import when loaded."""
+    from weightvault.cli.output import out
+
+    for path, finding in sorted(v.safety.items()):
+        flagged = [f"{m}.{n}" for m, n, judged in finding.get("globals", []) if judged != "safe"]
+        detail = f": imports {', '.join(flagged)}" if flagged else ""
+        out.print(f"pickle {finding.get('verdict')} {path}{detail}", markup=False, highlight=False)
+        for problem in finding.get("problems", []):
+            out.print(f"  {problem}", markup=False, highlight=False)

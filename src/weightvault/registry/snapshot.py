@@ -1,0 +1,164 @@
+"""A read-only, consistent view of a SQLite index through the standard library alone.
+
+The CLI's read commands (``cli/fastread.py``) answer from this instead of ``RegistryIndex``:
+SQLAlchemy's ORM alone costs more start-up time than the whole answer. The queries are those
+``RegistryIndex`` runs, in the same order and with the same ``ORDER BY`` (the rows, and so the
+output, come out the same); a database of another schema revision is refused
+(``SnapshotUnavailable``) and the caller takes the full path, which migrates it.
+
+The connection is opened read-only (``mode=ro``): it never creates, migrates or writes the file.
+Every read runs in one transaction, so with SQLite's WAL the view is one committed state even
+while another process writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from weightvault.core.errors import ModelNotFoundError
+from weightvault.core.revision import LATEST, looks_like_commit
+from weightvault.core.types import ModelInfo, VersionInfo
+from weightvault.registry.migrations import HEAD
+
+_VERSION_COLUMNS = "id, label, commit_id, parent, created_at, message, metadata_json, total_size, file_count"
+_NEWEST_FIRST = "ORDER BY created_at DESC, id DESC"
+
+
+class SnapshotUnavailable(Exception):
+    """This index (or this question) needs the full ``RegistryIndex``: the caller falls back."""
+
+
+def _when(value: Any) -> datetime:
+    """A stored timestamp as ``RegistryIndex`` returns it (aware, UTC when stored naive)."""
+    if not isinstance(value, str):
+        raise SnapshotUnavailable(f"timestamp {value!r} is not stored as text")
+    dt = datetime.fromisoformat(value)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+class IndexSnapshot:
+    """Models, versions, aliases and manifests of one committed state of the index."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise SnapshotUnavailable(f"no index at {path}")
+        escaped = str(path.absolute()).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+        uri = f"file:{escaped}?mode=ro"
+        try:
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
+        except sqlite3.Error as exc:
+            raise SnapshotUnavailable(f"cannot open {path} read-only: {exc}") from None
+        try:
+            self._db.execute("BEGIN")
+            revision = self._db.execute("SELECT version_num FROM alembic_version").fetchall()
+        except sqlite3.Error as exc:
+            self.close()
+            raise SnapshotUnavailable(f"cannot read {path}: {exc}") from None
+        if revision != [(HEAD,)]:
+            self.close()
+            raise SnapshotUnavailable(f"index schema {revision!r} is not {HEAD!r}")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> IndexSnapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def state(self, name: str) -> str | None:
+        row = self._db.execute("SELECT value FROM store_state WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def model_names(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT name FROM models ORDER BY models.name")]
+
+    def _model_row(self, name: str) -> tuple[int, datetime]:
+        row = self._db.execute("SELECT id, created_at FROM models WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise ModelNotFoundError(f"model {name!r} not found")
+        return int(row[0]), _when(row[1])
+
+    def _info(self, model: str, r: tuple[Any, ...], aliases: tuple[str, ...]) -> VersionInfo:
+        return VersionInfo(
+            model=model,
+            label=r[1],
+            commit=r[2],
+            created=_when(r[4]),
+            message=r[5],
+            metadata=json.loads(r[6]),
+            total_size=r[7],
+            file_count=r[8],
+            parent=r[3],
+            aliases=aliases,
+        )
+
+    def model(self, name: str) -> ModelInfo:
+        """As ``Vault.model``: the versions newest first, each with its aliases (two queries
+        whatever the count), and the alias map in the index's own order."""
+        mid, created = self._model_row(name)
+        by_version: dict[int, list[str]] = {}
+        for vid, alias in self._db.execute(
+            "SELECT aliases.version_id, aliases.name FROM aliases WHERE aliases.model_id = ? "
+            "ORDER BY aliases.name",
+            (mid,),
+        ):
+            by_version.setdefault(vid, []).append(alias)
+        versions = tuple(
+            self._info(name, r, tuple(by_version.get(r[0], ())))
+            for r in self._db.execute(
+                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE model_id = ? {_NEWEST_FIRST}", (mid,)
+            )
+        )
+        alias_map = {
+            alias: label
+            for alias, label in self._db.execute(
+                "SELECT aliases.name, versions.label FROM aliases "
+                "JOIN versions ON versions.id = aliases.version_id WHERE aliases.model_id = ?",
+                (mid,),
+            )
+        }
+        return ModelInfo(name, created, versions, alias_map)
+
+    def resolve(self, model: str, revision: str | None) -> VersionInfo:
+        """The version a revision names, when it names exactly one by the rules of
+        ``RegistryIndex.resolve``; anything else (not found, ambiguous) is left to the full
+        path, whose error says why."""
+        mid, _created = self._model_row(model)
+        select = f"SELECT {_VERSION_COLUMNS} FROM versions WHERE model_id = ?"
+        if revision is None or revision == LATEST:
+            row = self._db.execute(f"{select} {_NEWEST_FIRST} LIMIT 1", (mid,)).fetchone()
+        else:
+            row = self._db.execute(f"{select} AND label = ?", (mid, revision)).fetchone()
+            if row is None:
+                row = self._db.execute(
+                    f"{select} AND id = (SELECT version_id FROM aliases WHERE model_id = ? AND name = ?)",
+                    (mid, mid, revision),
+                ).fetchone()
+            if looks_like_commit(revision):
+                by_commit = self._db.execute(
+                    f"{select} AND commit_id LIKE ? || '%' {_NEWEST_FIRST}", (mid, revision)
+                ).fetchall()
+                commits = {r[2] for r in by_commit}
+                if row is not None and commits - {row[2]}:
+                    raise SnapshotUnavailable(f"revision {revision!r} is ambiguous")
+                if row is None and len(commits) == 1:
+                    row = by_commit[0]
+        if row is None:
+            raise SnapshotUnavailable(f"revision {revision!r} of {model!r} not found here")
+        aliases = tuple(
+            a
+            for (a,) in self._db.execute(
+                "SELECT name FROM aliases WHERE version_id = ? ORDER BY name", (row[0],)
+            )
+        )
+        return self._info(model, row, aliases)
+
+    def manifest_body(self, commit: str) -> bytes | None:
+        row = self._db.execute("SELECT body FROM manifests WHERE commit_id = ?", (commit,)).fetchone()
+        return None if row is None else bytes(row[0])
