@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -103,10 +104,8 @@ def test_an_encrypted_models_plaintext_is_cached_for_this_user_only(home: Path, 
 
         def watch(_: int) -> None:  # called as bytes are written: look at the temp files then
             for p in private_tmp.iterdir():
-                try:
+                with contextlib.suppress(FileNotFoundError):  # another file's temp admitted meanwhile
                     temp_modes.add(_mode(p))
-                except FileNotFoundError:  # another file's temp admitted meanwhile
-                    pass
 
         result = v.pull("secret", tmp_path / "out", link_mode="hardlink", progress=watch)
         assert result.placement == {"hardlink": 2}
