@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote
 
-from weightvault.client import convert
+from weightvault.client import convert, file_upload
 from weightvault.client.access import RemoteAccess
 from weightvault.client.download import fetch_all
 from weightvault.client.http import Http
@@ -26,13 +26,14 @@ from weightvault.core.errors import (
     ConfigError,
     InvalidInputError,
     MissingObjectError,
+    NotUploadedError,
     RevisionNotFoundError,
 )
 from weightvault.core.names import check_label, check_model_name
 from weightvault.core.revision import Ref, parse_ref
 from weightvault.core.types import GcReport, ModelInfo, PullResult, PushResult, VerifyReport, VersionInfo
 from weightvault.vault.pull import make_dirs, plan, remove_dirs, select_files
-from weightvault.vault.source import scan_source
+from weightvault.vault.source import SourceFile, scan_source
 
 Progress = Callable[[int], None]
 COMMIT_ATTEMPTS = 3
@@ -130,10 +131,20 @@ class RemoteVault:
                 f"source {source} has no files to push"
                 + ("; empty versions are not made through a server" if allow_empty else "")
             )
-        chunker, max_request = chunker_of(self.http)
         tick = progress or (lambda n: None)
         if on_start:
             on_start(sum(f.size for f in files))
+        commit = {
+            "version": version,
+            "message": message,
+            "metadata": dict(metadata or {}),
+            "lineage": [dict(x) for x in lineage],
+            "parent": parent,
+            "refuse_unsafe": refuse_unsafe,
+        }
+        if self.http.json("GET", f"/models/{model}/-/upload-mode")["mode"] == "files":
+            return self._push_files(model, files, commit, tick, started)
+        chunker, max_request = chunker_of(self.http)
         with ThreadPoolExecutor(min(self.workers, 2), thread_name_prefix="wv-scan") as pool:
             scanned = list(pool.map(lambda f: scan(f, chunker, tick), files))
         sent_chunks = sent_bytes = 0
@@ -147,12 +158,7 @@ class RemoteVault:
                 }
                 for f in scanned
             ],
-            "version": version,
-            "message": message,
-            "metadata": dict(metadata or {}),
-            "lineage": [dict(x) for x in lineage],
-            "parent": parent,
-            "refuse_unsafe": refuse_unsafe,
+            **commit,
         }
         for attempt in range(COMMIT_ATTEMPTS):
             # ask, send what is missing, commit; a gc that removed freshly sent data in between
@@ -171,6 +177,35 @@ class RemoteVault:
             bytes_written=sent_bytes,
             chunks_total=d["chunks_total"],
             chunks_new=sent_chunks,
+            seconds=time.perf_counter() - started,
+            replication=d["replication"],
+            unchanged=bool(d.get("unchanged")),
+        )
+
+    def _push_files(
+        self, model: str, files: list[SourceFile], commit: dict[str, Any], tick: Progress, started: float
+    ) -> PushResult:
+        """A push in whole files (``client.file_upload``): the server encrypts or float-compresses."""
+        shas = file_upload.hash_files(files, min(self.workers, 2), tick)
+        body = {"files": file_upload.announced(files, shas), **commit}
+        sent_bytes = 0
+        for attempt in range(COMMIT_ATTEMPTS):
+            # as for chunks: a gc that removed freshly sent data before the commit makes it fail
+            # with MissingObjectError, and asking again sends those files again
+            _n, nbytes = file_upload.send_missing_files(self.http, model, files, shas, self.workers)
+            sent_bytes += nbytes
+            try:
+                d = self.http.json("POST", f"/models/{model}/-/versions/from-uploads", json=body)
+                break
+            except (ConcurrentModificationError, NotUploadedError):
+                if attempt == COMMIT_ATTEMPTS - 1:
+                    raise
+        return PushResult(
+            version=convert.version(d["version"]),
+            bytes_read=sum(f.size for f in files),
+            bytes_written=sent_bytes,
+            chunks_total=d["chunks_total"],
+            chunks_new=0,
             seconds=time.perf_counter() - started,
             replication=d["replication"],
             unchanged=bool(d.get("unchanged")),

@@ -84,6 +84,13 @@ class VersionExistsError(ConflictError):
     code = "version_exists"
 
 
+class NotUploadedError(ConflictError):
+    """A commit names a file the vault does not hold (never uploaded, or collected since):
+    upload it and commit again."""
+
+    code = "not_uploaded"
+
+
 class DestinationConflictError(ConflictError, FileExistsError):
     code = "destination_conflict"
 

@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 
 from weightvault import __version__
 from weightvault.core.access import Level
-from weightvault.core.errors import InvalidInputError
+from weightvault.core.errors import ConfigError, InvalidInputError
 from weightvault.core.manifest import FileRecipe
 from weightvault.core.names import check_label, check_model_name, check_relative_path
 from weightvault.core.revision import Ref
@@ -38,6 +38,7 @@ from weightvault.server.schemas import (
     WhoAmI,
 )
 from weightvault.server.transfer import file_body, frames, parse_range
+from weightvault.vault import file_ingest
 from weightvault.vault.ingest import UploadedFile
 from weightvault.vault.stream import FileStream
 from weightvault.vault.vault import Vault
@@ -132,6 +133,7 @@ def commit_version(model: str, body: VersionIn, request: Request, vault: VaultDe
     if body.version is not None:
         check_label(body.version)
     who.require(model, Level.WRITE, "push", body.version)
+    _require_chunk_mode(vault, model, read_refs=True)
     files = []
     for f in body.files:
         check_relative_path(f.path)
@@ -293,6 +295,17 @@ def remove_alias(model: str, alias: str, vault: VaultDep, who: CallerDep) -> Res
     return Response(status_code=204)
 
 
+def _require_chunk_mode(vault: Vault, model: str, *, read_refs: bool = False) -> None:
+    """Chunks a client named cannot be keyed, sealed or float-compressed: such models take
+    whole files (``api_uploads``), so their pushes store what an embedded push would. The
+    commit also reads the model's refs (a deleted keyring does not make a model plain)."""
+    if file_ingest.needs_files(vault, model, read_refs=read_refs):
+        raise ConfigError(
+            f"{model} is pushed in whole files on this server (encrypted or float-compressed): "
+            "see GET .../upload-mode and the /uploads routes"
+        )
+
+
 @router.post(
     M + "/chunks/missing",
     response_model=ChunkIdsOut,
@@ -303,6 +316,7 @@ def missing(model: str, body: ChunkIdsIn, vault: VaultDep, who: CallerDep) -> Ch
     check_model_name(model)
     ids = [_chunk_id(c) for c in body.ids]
     who.require(model, Level.WRITE, "upload")
+    _require_chunk_mode(vault, model)
     return ChunkIdsOut(missing=[c.hex() for c in vault.missing_chunks(model, ids)])
 
 
@@ -321,6 +335,7 @@ def missing(model: str, body: ChunkIdsIn, vault: VaultDep, who: CallerDep) -> Ch
 async def upload_chunks(model: str, request: Request, vault: VaultDep, who: CallerDep) -> ChunkUploadOut:
     check_model_name(model)
     await run_in_threadpool(who.require, model, Level.WRITE, "upload")
+    await run_in_threadpool(_require_chunk_mode, vault, model)
     options = request.app.state.options
     max_chunk = vault.chunker.params.max_size
 

@@ -28,10 +28,11 @@ from weightvault import __version__
 from weightvault.core import layout
 from weightvault.core.errors import WeightvaultError, http_status_for
 from weightvault.registry.access import AccessStore
-from weightvault.server import api_admin, api_models, hub_api, hub_upload
+from weightvault.server import api_admin, api_models, api_uploads, hub_api, hub_upload
 from weightvault.server.metrics import Metrics
 from weightvault.server.schemas import Error, Health
 from weightvault.server.transfer import Bridge
+from weightvault.server.upload_sessions import UploadSessions
 from weightvault.vault.vault import Vault
 
 API_VERSION = "v1"
@@ -88,6 +89,8 @@ class _Limits:
         limit = (
             self.options.max_upload_bytes
             if scope["path"].endswith("/-/chunks")
+            else _NO_LIMIT  # one file's bytes, streamed to a spool; its session bounds them
+            if scope["method"] == "PUT" and "/-/uploads/" in scope["path"]
             else _NO_LIMIT  # a whole file, streamed into chunks as it arrives (bounded memory)
             if scope["path"].startswith(hub_upload.LFS_PREFIX)
             else self.options.max_json_bytes
@@ -178,6 +181,7 @@ def create_app(vault: Vault, options: ServerOptions | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.bridge = bridge
     app.state.options = options
+    app.state.uploads = UploadSessions(vault.settings.home / "tmp" / "uploads")
 
     @app.exception_handler(WeightvaultError)
     async def _weightvault_error(_request: Request, exc: WeightvaultError) -> JSONResponse:
@@ -241,6 +245,8 @@ def create_app(vault: Vault, options: ServerOptions | None = None) -> FastAPI:
     def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    # before api_models: its "/models/{model:path}" route would take the upload routes' GETs
+    app.include_router(api_uploads.router, prefix=f"/api/{API_VERSION}")
     app.include_router(api_models.router, prefix=f"/api/{API_VERSION}")
     app.include_router(api_admin.router, prefix=f"/api/{API_VERSION}")
     # last: the Hub's "/{ns}/{name}/resolve/..." routes are broad (hub_upload adds to this router)

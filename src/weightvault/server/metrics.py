@@ -53,6 +53,11 @@ class Metrics:
             registry=self.registry,
         )
         self.bytes_in = Counter("weightvault_bytes_in", "Request body bytes received", registry=self.registry)
+        self.upload_bytes = Counter(
+            "weightvault_upload_file_bytes",
+            "File bytes received by whole-file upload sessions (encrypted and float-compressed pushes)",
+            registry=self.registry,
+        )
         self.bytes_out = Counter("weightvault_bytes_out", "File bytes sent", registry=self.registry)
         self.push_seconds = Histogram(
             "weightvault_push_seconds",

@@ -147,6 +147,54 @@ class PushOut(BaseModel):
     replication: dict[str, str]
 
 
+class UploadModeOut(BaseModel):
+    """How a push of this model sends its data: ``chunks`` (the client chunks and names them) or
+    ``files`` (whole files; the server chunks, compresses and seals them, as an embedded push)."""
+
+    mode: str
+    encrypted: bool
+    compression: str
+
+
+class AnnouncedFileIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(min_length=1, max_length=1024)
+    size: int = Field(ge=0, le=1 << 44)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="plain SHA-256 of the whole file")
+
+
+class FilesMissingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    files: list[AnnouncedFileIn] = Field(max_length=100_000)
+
+
+class FilesMissingOut(BaseModel):
+    #: SHA-256s of the files to upload (each once); the server can rebuild the others itself
+    missing: list[str]
+
+
+class UploadOut(BaseModel):
+    id: str
+    path: str
+    size: int
+    sha256: str
+    #: bytes received so far: the next request sends from here
+    offset: int
+    #: the file is stored in the vault (the session is gone); commit may name it
+    complete: bool
+
+
+class FileVersionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    files: list[AnnouncedFileIn] = Field(min_length=1, max_length=100_000)
+    version: str | None = Field(None, max_length=128)
+    message: str = Field("", max_length=10_000)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    lineage: list[dict[str, Any]] = Field(default_factory=list, max_length=1000)
+    parent: str | None = Field(None, pattern=r"^[0-9a-f]{40}$")
+    refuse_unsafe: bool = Field(False, description="refuse pickles that would run code when loaded")
+
+
 class StoreOut(BaseModel):
     """What a client needs to chunk files the way this vault does (so pushes deduplicate)."""
 

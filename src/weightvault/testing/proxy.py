@@ -1,9 +1,10 @@
-"""A loopback TCP proxy that breaks one download mid-stream, to test that clients resume.
+"""A loopback TCP proxy that breaks one download or upload mid-stream, to test that clients resume.
 
 It forwards bytes both ways unchanged and notes the request line and ``Range`` header of each
 plain-HTTP request it sees. The first ``GET`` whose path ends with ``cut_path`` has its
 connection closed once ``cut_after`` bytes of the answer went through: a real interrupted
-transfer, as a dropped network link produces it.
+transfer, as a dropped network link produces it. With ``cut_method="PUT"``, the first PUT whose
+path contains ``cut_path`` is cut instead once ``cut_after`` bytes of the request went through.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class CuttingProxy:
     upstream_port: int
     cut_path: str
     cut_after: int
+    cut_method: str = "GET"
     seen: list[Seen] = field(default_factory=list)
     cuts: int = 0
 
@@ -78,6 +80,7 @@ class CuttingProxy:
                 self._threads.append(t)
 
     def _requests(self, src: socket.socket, dst: socket.socket, armed: threading.Event) -> None:
+        budget: int | None = None  # bytes of the request still let through, once a PUT is cut
         with contextlib.suppress(OSError):
             while data := src.recv(1 << 16):
                 for m in _REQUEST.finditer(data):
@@ -86,9 +89,22 @@ class CuttingProxy:
                     seen = Seen(m.group(1).decode(), m.group(2).decode(), r.group(1).decode() if r else None)
                     with self._lock:
                         self.seen.append(seen)
-                        if seen.method == "GET" and seen.path.endswith(self.cut_path) and self.cuts == 0:
+                        if self.cuts or seen.method != self.cut_method:
+                            continue
+                        if seen.method == "GET" and seen.path.endswith(self.cut_path):
                             self.cuts = 1
                             armed.set()
+                        elif seen.method != "GET" and self.cut_path in seen.path:
+                            self.cuts = 1
+                            budget = m.start() + self.cut_after
+                if budget is not None:
+                    if len(data) >= budget:
+                        dst.sendall(data[:budget])
+                        for s in (src, dst):  # the client sees a broken connection, the server a short body
+                            with contextlib.suppress(OSError):
+                                s.shutdown(socket.SHUT_RDWR)
+                        return
+                    budget -= len(data)
                 dst.sendall(data)
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
