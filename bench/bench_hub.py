@@ -44,7 +44,7 @@ from weightvault.vault.vault import Vault
 HERE = Path(__file__).resolve().parent
 REPO = "bench/hub"
 
-MIRROR = r'''
+MIRROR = r"""
 import hashlib, json, sys
 from pathlib import Path
 import uvicorn
@@ -79,7 +79,7 @@ app = Starlette(routes=[
     Route("/{repo:path}/resolve/{rev}/{path:path}", resolve, methods=["GET", "HEAD"]),
 ])
 uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
-'''
+"""
 
 CLIENT = r"""
 import json, os, sys, time

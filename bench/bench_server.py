@@ -8,9 +8,12 @@ source folder itself: nginx (Debian's nginx-light, if installed) and Python's ``
 (the floor). Each client is its own process (so client CPU is not one GIL) that downloads
 every file of the version once and discards the bytes:
 
-* weightvault: ``GET /api/v1/models/M/-/versions/V/files/P`` streamed, SHA-256 of every file
-  checked against the manifest (the server also checks every chunk's BLAKE3 as it reads);
-* static: the same files by URL, streamed, not hashed.
+* weightvault: ``GET /api/v1/models/M/-/versions/V/files/P`` read by the pull's own receiving
+  code (``weightvault.client.receive``), SHA-256 of every file checked against the manifest on
+  a second thread (the server also checks every chunk's BLAKE3 as it reads);
+* static: the same files by URL, read by the same code, not hashed ("best static" is the faster
+  of nginx and http.server); with one client also "nginx, client hashes" (what verifying alone
+  costs) and "weightvault, httpx client" (the client before ``receive``).
 
 Throughput = bytes delivered to all clients / wall time until the last one finishes; a run
 "loses" a request when a client sees an error or a short body. Medians over ``--runs``.
@@ -43,6 +46,9 @@ from typing import Any
 import httpx
 
 from weightvault import Vault
+from weightvault.client import receive
+from weightvault.client.http import error_of
+from weightvault.core.errors import WeightvaultError
 from weightvault.demo.synthetic import format_size, generate_model, parse_size
 from weightvault.testing.server import ServerProcess, free_port
 
@@ -55,7 +61,13 @@ BLOCK = 1 << 20
 
 
 def client_main(spec: dict[str, Any]) -> int:
-    """Download every file once; print JSON {bytes, errors}."""
+    """Download every file once; print JSON {bytes, errors, start, end}.
+
+    ``spec["client"]``: ``receive`` is the pull's own receiving path (``weightvault.client.receive``:
+    1 MiB socket reads, SHA-256 on a second thread); ``httpx`` the earlier one (httpx stream,
+    SHA-256 inline), kept as the "before" row. Static servers are read with the same code, unhashed
+    unless ``verify`` is set.
+    """
     headers = {"Authorization": f"Bearer {spec['token']}"} if spec.get("token") else {}
     total = errors = 0
     started = time.time()
@@ -64,15 +76,19 @@ def client_main(spec: dict[str, Any]) -> int:
             h = hashlib.sha256() if spec["verify"] else None
             n = 0
             try:
-                with client.stream("GET", f["url"]) as r:
-                    if r.status_code != 200:
-                        errors += 1
-                        continue
-                    for block in r.iter_bytes(BLOCK):
-                        n += len(block)
-                        if h is not None:
-                            h.update(block)
-            except httpx.HTTPError:
+                if spec.get("client", "receive") == "receive":
+                    update = h.update if h is not None else (lambda b: None)
+                    n = receive.get(f["url"], headers, update, error_of).size
+                else:
+                    with client.stream("GET", f["url"]) as r:
+                        if r.status_code != 200:
+                            errors += 1
+                            continue
+                        for block in r.iter_bytes(BLOCK):
+                            n += len(block)
+                            if h is not None:
+                                h.update(block)
+            except (httpx.HTTPError, WeightvaultError):
                 errors += 1
                 continue
             if n != f["size"] or (h is not None and h.hexdigest() != f["sha256"]):
@@ -94,6 +110,12 @@ def run_clients(spec: dict[str, Any], n: int) -> tuple[float, int, int]:
     # from the first client's first request to the last client's last byte (interpreter start-up excluded)
     seconds = max(r["end"] for r in results) - min(r["start"] for r in results)
     return seconds, sum(r["bytes"] for r in results), sum(r["errors"] for r in results)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ---- the static references --------------------------------------------------------------------------
@@ -217,19 +239,26 @@ def bench(size: int, runs: int, clients: Sequence[int], out: Path, work: Path) -
         try:
             for n in clients:
                 row: dict[str, Any] = {}
-                for name in ["weightvault", *statics]:
-                    if name == "weightvault":
-                        spec = wv_spec
+                names = ["weightvault", *statics]
+                if n == 1:  # the earlier client, and what hashing alone costs a static download
+                    names += ["weightvault, httpx client", *(f"{k}, client hashes" for k in statics[:1])]
+                for name in names:
+                    if name.startswith("weightvault"):
+                        spec = {**wv_spec, "client": "httpx" if "httpx" in name else "receive"}
                     else:
-                        base = servers[name].url
+                        kind = name.split(",")[0]
+                        base = servers[kind].url
                         spec = {
-                            "verify": False,
+                            "verify": name.endswith("hashes"),
                             "files": [
-                                {"url": f"{base}/{p}", "size": manifest[p].size, "sha256": ""}
+                                {"url": f"{base}/{p}", "size": manifest[p].size, "sha256": manifest[p].sha256}
                                 for p in sorted(manifest)
                             ],
                         }
+                    load_before = os.getloadavg()[0]
+                    cpu_before = cpu_seconds(server.proc.pid) if server.proc else 0.0
                     samples = [run_clients(spec, n) for _ in range(runs)]
+                    cpu = (cpu_seconds(server.proc.pid) if server.proc else 0.0) - cpu_before
                     secs = [s for s, _, _ in samples]
                     row[name] = {
                         "seconds_median": statistics.median(secs),
@@ -238,7 +267,11 @@ def bench(size: int, runs: int, clients: Sequence[int], out: Path, work: Path) -
                         "errors": sum(e for _, _, e in samples),
                         "expected_bytes": n * total,
                         "bytes_ok": all(b == n * total for _, b, _ in samples),
+                        "load": [round(load_before, 1), round(os.getloadavg()[0], 1)],
                     }
+                    if name.startswith("weightvault"):  # less noisy than time on a shared machine
+                        delivered = sum(b for _, b, _ in samples)
+                        row[name]["server_cpu_s_per_gb"] = cpu / (delivered / 1e9) if delivered else 0.0
                 results["pull"][str(n)] = row
         finally:
             for s in servers.values():
@@ -258,15 +291,19 @@ def markdown(res: dict[str, Any]) -> str:
         f"Server pull/push, {format_size(res['size'])} synthetic checkpoint ({res['files']} files), "
         f"{m['cpus']} CPUs, Python {m['python']}, {m['date']}",
         "",
-        "| clients | server | MB/s (median) | vs best static | errors | all bytes |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| clients | server (client) | MB/s (median) | vs best static | errors | all bytes | load 1-min "
+        "| server CPU s/GB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for n, row in res["pull"].items():
-        best = max(v["mb_per_s_median"] for k, v in row.items() if k != "weightvault")
+        best = max(v["mb_per_s_median"] for k, v in row.items() if k in ("nginx", "http.server"))
         for name, v in row.items():
-            ratio = f"{v['mb_per_s_median'] / best:.2f}" if name == "weightvault" else ""
+            ratio = f"{v['mb_per_s_median'] / best:.2f}" if name not in ("nginx", "http.server") else ""
+            load = " to ".join(str(x) for x in v.get("load", []))
+            cpu = f"{v['server_cpu_s_per_gb']:.2f}" if "server_cpu_s_per_gb" in v else ""
             lines.append(
-                f"| {n} | {name} | {v['mb_per_s_median']:.0f} | {ratio} | {v['errors']} | {v['bytes_ok']} |"
+                f"| {n} | {name} | {v['mb_per_s_median']:.0f} | {ratio} | {v['errors']} | {v['bytes_ok']} "
+                f"| {load} | {cpu} |"
             )
     p = res["push"]
     lines += [

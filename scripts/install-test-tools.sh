@@ -2,7 +2,7 @@
 # Install the test tools that do not come from pip: PostgreSQL (Debian's server package; the tests
 # start their own throwaway cluster with it), Azurite, the Azure Blob emulator the storage tests
 # run against, and xfsprogs (mkfs.xfs), with which the copy-on-write tests make an XFS filesystem
-# with reflink in a loop-mounted image. Idempotent and quiet: a no-op (a few ms) when the pinned
+# with reflink in a loop-mounted image, and systemd-analyze for the deployment unit. Idempotent and quiet: a no-op (a few ms) when the pinned
 # versions are present.
 #
 #   scripts/install-test-tools.sh        # installs into <repo>/.test-tools
@@ -39,6 +39,11 @@ apt_install() {
 
 if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && [ -z "${WEIGHTVAULT_PG_BINDIR:-}" ]; then
     apt_install postgresql
+fi
+
+# systemd-analyze (Debian's systemd package) checks deploy/weightvault@.service
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    apt_install systemd
 fi
 
 # xfsprogs from Debian; without root or apt-get the XFS tests skip and say why

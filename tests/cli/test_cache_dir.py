@@ -36,8 +36,6 @@ def test_pull_fills_the_cache_dir_given_on_the_command_line(
     assert len(entries["entries"]) == len(cached) and not empty["entries"]
 
 
-def test_cache_dir_with_a_server_is_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cache_dir_with_a_server_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     r = wv_in(capsys, tmp_path / "home", "--server", "http://127.0.0.1:9", "--cache-dir", "x", "ls")
     assert r.returncode == 4 and "--cache-dir" in r.stderr and r.stderr.count("\n") == 1

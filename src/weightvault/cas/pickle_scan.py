@@ -60,18 +60,63 @@ SAFE_GLOBALS: Final = frozenset(
 _TORCH_SAFE_SUFFIXES: Final = ("Storage",)
 _TORCH_DTYPES: Final = frozenset(
     [
-        "float", "float16", "float32", "float64", "bfloat16", "half", "double", "complex64", "complex128",
-        "cfloat", "cdouble", "uint8", "int8", "int16", "int32", "int64", "short", "int", "long", "bool",
-        "uint16", "uint32", "uint64", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz",
-        "qint8", "quint8", "qint32", "quint4x2", "strided", "sparse_coo", "per_tensor_affine",
-        "per_channel_affine", "contiguous_format", "channels_last", "preserve_format"
+        "float",
+        "float16",
+        "float32",
+        "float64",
+        "bfloat16",
+        "half",
+        "double",
+        "complex64",
+        "complex128",
+        "cfloat",
+        "cdouble",
+        "uint8",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "short",
+        "int",
+        "long",
+        "bool",
+        "uint16",
+        "uint32",
+        "uint64",
+        "float8_e4m3fn",
+        "float8_e5m2",
+        "float8_e4m3fnuz",
+        "float8_e5m2fnuz",
+        "qint8",
+        "quint8",
+        "qint32",
+        "quint4x2",
+        "strided",
+        "sparse_coo",
+        "per_tensor_affine",
+        "per_channel_affine",
+        "contiguous_format",
+        "channels_last",
+        "preserve_format",
     ]
 )
 #: Builtins a pickle may construct; any other builtin (eval, exec, getattr, open, __import__, …) is dangerous.
 _SAFE_BUILTINS: Final = frozenset(
     [
-        "set", "frozenset", "slice", "range", "complex", "bytearray", "bytes", "dict", "list", "tuple",
-        "int", "float", "bool", "str"
+        "set",
+        "frozenset",
+        "slice",
+        "range",
+        "complex",
+        "bytearray",
+        "bytes",
+        "dict",
+        "list",
+        "tuple",
+        "int",
+        "float",
+        "bool",
+        "str",
     ]
 )
 #: Modules whose every callable can run commands, code, imports or I/O.

@@ -352,8 +352,8 @@ def gc(
 ) -> None:
     """Reclaim data no ref in the store reaches; repack sparse packs (safe while others push)."""
     vault = STATE.vault()
-    period = vault.settings.gc_grace_seconds if grace is None else grace
     report = vault.gc(grace_seconds=grace, dry_run=dry_run, force=force)
+    period = vault.gc_status()["grace_seconds"] if grace is None else grace  # a server's, through it
     if as_json:
         emit_json({**report.to_json(), "grace_seconds": period})
     elif not STATE.quiet:
@@ -484,7 +484,7 @@ def alias_ls(
 @cache_app.command("ls")
 def cache_ls(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
     """Cached files, least recently used first."""
-    cache = STATE.vault().cache
+    cache = STATE.local_vault("cache ls").cache
     entries = sorted(cache.entries(), key=lambda e: e.last_used) if cache else []
     if as_json:
         emit_json(
@@ -517,7 +517,7 @@ def cache_prune(
     ] = None,
 ) -> None:
     """Evict least recently used files until the cache fits."""
-    cache = STATE.vault().cache
+    cache = STATE.local_vault("cache prune").cache
     if cache is None:
         say("cache is disabled")
         return

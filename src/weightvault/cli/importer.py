@@ -46,7 +46,7 @@ def import_dir(
 
     with progress("import", quiet or as_json or STATE.quiet) as (start, advance):
         result = run(
-            STATE.vault(),
+            STATE.local_vault("import dir"),
             path,
             name=name,
             revision=revision,
@@ -105,7 +105,7 @@ def import_hf(
 
     with progress("import", quiet or as_json or STATE.quiet) as (start, advance):
         result = run(
-            STATE.vault(),
+            STATE.local_vault("import hf"),
             repo,
             revision=revision,
             include=include or (),

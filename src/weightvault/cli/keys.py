@@ -60,7 +60,7 @@ def init(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Check the configured key provider (creating its local key file, mode 0600, if absent)."""
-    data = STATE.vault().init_keys()
+    data = STATE.local_vault("keys init").init_keys()
     if as_json:
         emit_json(data)
         return
@@ -188,7 +188,7 @@ def rotate(
             )
         _rotate_domain(model, as_json, quiet)
         return
-    vault = STATE.vault()
+    vault = STATE.local_vault("keys rotate")
     new = _new_provider(
         vault.keys.configured_config(), new_key_file, new_kms_key_id, new_passphrase_env, new_key_env
     )
@@ -246,7 +246,7 @@ def rotate(
 
 
 def _rotate_domain(model: str, as_json: bool, quiet: bool) -> None:
-    vault = STATE.vault()
+    vault = STATE.local_vault("keys rotate --new-domain")
     with progress("new domain", quiet or as_json) as (start, advance):
         start(0)
         report = vault.rotate_domain(model, progress=advance)

@@ -23,12 +23,9 @@ def serve(
     from weightvault.server.app import ServerOptions
     from weightvault.server.run import serve as run
 
-    if STATE.server:
-        from weightvault.core.errors import ConfigError
-
-        raise ConfigError("serve runs over a local vault (home or database_url), not over --server")
+    vault = STATE.local_vault("serve")  # over a home or a database_url, never over --server
     options = ServerOptions(max_upload_bytes=max_upload_mb << 20, cors_origins=list(cors_origin or []))
-    run(STATE.vault(), host, port, options, log_level=log_level)
+    run(vault, host, port, options, log_level=log_level)
 
 
 def register(app: typer.Typer) -> None:

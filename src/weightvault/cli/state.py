@@ -43,5 +43,11 @@ class State:
                 self._vault = Vault.open(self.home, config=self.config, **overrides)
         return self._vault
 
+    def local_vault(self, what: str) -> Vault:
+        """The embedded vault, for a command that works only next to the store and its keys."""
+        if self.server:
+            raise ConfigError(f"`{what}` is not available through a server; run it where the store is")
+        return self.vault()
+
 
 STATE = State()

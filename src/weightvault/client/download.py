@@ -1,6 +1,7 @@
 """A pull through the server: each file streams into a partial file next to its target, is
 checked against its SHA-256, then renamed into place. An interrupted pull leaves the partial
 file; the next pull asks only for the rest (HTTP Range) and hashes the part it already has.
+The bytes are hashed and written on a second thread while the next ones arrive (``receive``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from pathlib import Path
 from weightvault.client.http import Http
 from weightvault.core.errors import CorruptObjectError
 from weightvault.vault.pull import PlannedFile
-
-BLOCK = 1 << 20
 
 
 def part_path(target: Path, sha256: str) -> Path:
@@ -43,15 +42,20 @@ def fetch(http: Http, url: str, item: PlannedFile, progress: Callable[[int], Non
     fetched = 0
     if have < entry.size:
         headers = {"Range": f"bytes={have}-"} if have else None
-        with http.stream(url, headers=headers) as response, open(part, "ab") as out:
-            if have and response.status_code != 206:  # the server sent the whole file: start over
-                out.truncate(0)
-                h = hashlib.sha256()
-            for block in response.iter_bytes(BLOCK):
+        with open(part, "ab") as out:
+
+            def restart_unless_partial(status: int) -> None:
+                nonlocal h
+                if have and status != 206:  # the server sent the whole file: start over
+                    out.truncate(0)
+                    h = hashlib.sha256()
+
+            def consume(block: memoryview) -> None:  # on the receiving thread: overlaps the network
                 out.write(block)
                 h.update(block)
-                fetched += len(block)
                 progress(len(block))
+
+            fetched = http.download(url, consume, headers, restart_unless_partial).size
             out.flush()
             os.fsync(out.fileno())
     elif not part.exists():

@@ -6,12 +6,13 @@ A ``{code, message}`` answer raises the ``weightvault.core.errors`` class with t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import json
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 
+from weightvault.client import receive
 from weightvault.core import errors
 from weightvault.core.errors import BackendUnavailableError, WeightvaultError
 
@@ -37,14 +38,19 @@ _BY_STATUS: dict[int, type[WeightvaultError]] = {
 
 
 def error_from(response: httpx.Response) -> WeightvaultError:
+    return error_of(response.status_code, response.content, str(response.request.url))
+
+
+def error_of(status: int, content: bytes, url: str) -> WeightvaultError:
+    """The typed error for an error answer's status and body."""
     try:
-        body = response.json()
+        body = json.loads(content)
         code, message = str(body["code"]), str(body["message"])
     except (ValueError, KeyError, TypeError):
-        code, message = "", f"HTTP {response.status_code} from {response.request.url}"
+        code, message = "", f"HTTP {status} from {url}"
     known: list[type[WeightvaultError]] = [WeightvaultError, *_subclasses(WeightvaultError)]
     by_code: dict[str, type[WeightvaultError]] = {c.code: c for c in known}  # every module is loaded by now
-    cls = by_code.get(code) or _BY_STATUS.get(response.status_code, WeightvaultError)
+    cls = by_code.get(code) or _BY_STATUS.get(status, WeightvaultError)
     return cls(message)
 
 
@@ -55,6 +61,8 @@ class Http:
         headers = {"User-Agent": "weightvault-client"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        self.headers = headers
+        self.timeout = timeout
         self.base = base_url.rstrip("/")
         self.client = httpx.Client(
             base_url=self.base + "/api/v1",
@@ -89,13 +97,15 @@ class Http:
             if not page["items"] or offset >= page["total"]:
                 return
 
-    @contextmanager
-    def stream(self, path: str, headers: dict[str, str] | None = None) -> Iterator[httpx.Response]:
-        try:
-            with self.client.stream("GET", path, headers=headers) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise error_from(response)
-                yield response
-        except httpx.TransportError as exc:
-            raise BackendUnavailableError(f"server {self.base}: transfer failed: {exc}") from exc
+    def download(
+        self,
+        path: str,
+        consume: receive.Consume,
+        headers: dict[str, str] | None = None,
+        on_status: Callable[[int], None] = lambda status: None,
+    ) -> receive.Received:
+        """GET a file under the API and hand its body to ``consume`` on a second thread, in order
+        (``receive``: large socket reads, hashing overlapped with the network)."""
+        url = f"{self.base}/api/v1{path}"
+        headers = {**self.headers, **(headers or {})}
+        return receive.get(url, headers, consume, error_of, self.timeout, on_status)

@@ -2,7 +2,8 @@
 
 Returned by ``Vault.open("http://host:8080", token=...)``. Results are the same domain objects
 (``ModelInfo``, ``VersionInfo``, ``PushResult`` …) and failures the same typed errors. What only
-makes sense next to the store (recover, sync, repair, keys, the local cache) raises ConfigError.
+makes sense next to the store (key init and rotation, the local cache) raises ConfigError; the
+operations (recover, sync, repair, key and replica status, gc) run on the server for admins.
 """
 
 from __future__ import annotations
@@ -31,8 +32,17 @@ from weightvault.core.errors import (
 )
 from weightvault.core.names import check_label, check_model_name
 from weightvault.core.revision import Ref, parse_ref
-from weightvault.core.types import GcReport, ModelInfo, PullResult, PushResult, VerifyReport, VersionInfo
+from weightvault.core.types import (
+    GcReport,
+    ModelInfo,
+    PullResult,
+    PushResult,
+    RecoverReport,
+    VerifyReport,
+    VersionInfo,
+)
 from weightvault.vault.pull import make_dirs, plan, remove_dirs, select_files
+from weightvault.vault.replication import RepairReport, SyncReport
 from weightvault.vault.source import SourceFile, scan_source
 
 Progress = Callable[[int], None]
@@ -312,10 +322,12 @@ class RemoteVault:
             d["affected_versions"],
         )
 
-    def gc(self, *, grace_seconds: float | None = None) -> GcReport:
+    def gc(
+        self, *, grace_seconds: float | None = None, dry_run: bool = False, force: bool = False
+    ) -> GcReport:
         if grace_seconds is not None:
-            raise ConfigError("the server's gc uses its configured grace period")
-        return GcReport(**self.http.json("POST", "/gc"))
+            raise ConfigError("--grace is not available through a server: its gc uses the configured period")
+        return GcReport(**self.http.json("POST", "/gc", params={"dry_run": dry_run, "force": force}))
 
     def gc_status(self) -> dict[str, Any]:
         return self.http.json("GET", "/gc")  # type: ignore[no-any-return]
@@ -324,21 +336,38 @@ class RemoteVault:
         return {**self.gc_status(), "server": self.url}
 
     def _local_only(self, what: str) -> NoReturn:
-        raise ConfigError(f"{what} works on a local vault next to its store; run it on the server's machine")
+        raise ConfigError(f"{what} is not available through a server; run it on the server's machine")
 
-    def recover(self) -> NoReturn:
-        self._local_only("recover")
+    # ---- operations (global administrators; each run is in the server's audit log) ------------
 
-    def sync(self, progress: Progress | None = None) -> NoReturn:
-        self._local_only("sync")
+    def recover(self) -> RecoverReport:
+        """Rebuild the server's index from its store."""
+        d = self.http.json("POST", "/ops/recover")
+        return RecoverReport(d["counts"], d["problems"])
 
-    def repair(self, progress: Progress | None = None) -> NoReturn:
-        self._local_only("repair")
+    def sync(self, progress: Progress | None = None) -> SyncReport:
+        """Copy to every secondary replica of the server's store what it lacks."""
+        return SyncReport(**{k: v for k, v in self.http.json("POST", "/ops/sync").items() if k != "ok"})
+
+    def repair(self, progress: Progress | None = None) -> RepairReport:
+        """Re-read every object on every replica of the server's store; rewrite bad copies."""
+        return RepairReport(**{k: v for k, v in self.http.json("POST", "/ops/repair").items() if k != "ok"})
 
     def replica_status(self, ref: str | Ref) -> dict[str, bool | str]:
-        """Replicas are the server's business; a remote client sees none."""
-        self.show(ref)
-        return {}
+        """Per replica of the server's store: whether the version is complete there (admins)."""
+        r = _ref(ref)
+        params = {"model": r.model, **({"rev": r.revision} if r.revision else {})}
+        return self.http.json("GET", "/ops/replicas", params=params)["complete"]  # type: ignore[no-any-return]
+
+    def replicas(self) -> list[str]:
+        """The server store's replica names, the primary first."""
+        return self.http.json("GET", "/ops/replicas")["replicas"]  # type: ignore[no-any-return]
+
+    def key_status(self, model: str | None = None) -> dict[str, Any]:
+        """As ``Vault.key_status``, without any secret (the server drops them)."""
+        if model is not None:
+            check_model_name(model)
+        return self.http.json("GET", "/ops/keys", params={"model": model} if model else None)  # type: ignore[no-any-return]
 
     @property
     def cache(self) -> None:
@@ -352,5 +381,14 @@ class RemoteVault:
 
 #: façade methods that need the store and its keys next to the caller
 _LOCAL_ONLY = frozenset(
-    {"init_keys", "key_status", "rotate_keys", "rotate_domain", "version_keys", "object_ok"}
+    {
+        "init_keys",
+        "rotate_keys",
+        "rotate_domain",
+        "version_keys",
+        "object_ok",
+        "tensors",
+        "lineage",
+        "pull_with_base",
+    }
 )

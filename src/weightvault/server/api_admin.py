@@ -309,8 +309,14 @@ def gc_status(vault: VaultDep, who: CallerDep) -> GcStatusOut:
 
 
 @router.post("/gc", response_model=GcOut, tags=["maintenance"], summary="Run gc (grace period as configured)")
-def run_gc(vault: VaultDep, who: CallerDep) -> GcOut:
+def run_gc(
+    vault: VaultDep,
+    who: CallerDep,
+    dry_run: Annotated[bool, Query(description="only say what would be deleted")] = False,
+    force: Annotated[bool, Query(description="delete even while some objects cannot be parsed")] = False,
+) -> GcOut:
     who.require_admin("gc")
-    report = vault.gc()
-    who.audit("gc", detail=f"{report.packs_deleted} packs, {report.bytes_freed} bytes")
+    report = vault.gc(dry_run=dry_run, force=force)
+    what = "gc --dry-run" if dry_run else "gc --force" if force else "gc"
+    who.audit(what, detail=f"{report.packs_deleted} packs, {report.bytes_freed} bytes")
     return GcOut(**report.to_json())

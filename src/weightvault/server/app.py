@@ -28,7 +28,7 @@ from weightvault import __version__
 from weightvault.core import layout
 from weightvault.core.errors import WeightvaultError, http_status_for
 from weightvault.registry.access import AccessStore
-from weightvault.server import api_admin, api_models, api_uploads, hub_api, hub_upload
+from weightvault.server import api_admin, api_models, api_ops, api_uploads, hub_api, hub_upload
 from weightvault.server.metrics import Metrics
 from weightvault.server.schemas import Error, Health
 from weightvault.server.transfer import Bridge
@@ -249,6 +249,7 @@ def create_app(vault: Vault, options: ServerOptions | None = None) -> FastAPI:
     app.include_router(api_uploads.router, prefix=f"/api/{API_VERSION}")
     app.include_router(api_models.router, prefix=f"/api/{API_VERSION}")
     app.include_router(api_admin.router, prefix=f"/api/{API_VERSION}")
+    app.include_router(api_ops.router, prefix=f"/api/{API_VERSION}")
     # last: the Hub's "/{ns}/{name}/resolve/..." routes are broad (hub_upload adds to this router)
     app.include_router(hub_api.router)
     app.add_middleware(_Limits, options=options, metrics=metrics)

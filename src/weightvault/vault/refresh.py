@@ -234,7 +234,7 @@ def full_scan(vault: Vault, index: RegistryIndex) -> RefreshReport:
         fetched = list(pool.map(lambda r: _fetch_version(vault, r[0], r[2]), todo))
     order = sorted(
         zip(todo, fetched, strict=True),
-        key=lambda x: (x[1][0].get("created", "") if isinstance(x[1], tuple) and x[1][0] else ""),
+        key=lambda x: x[1][0].get("created", "") if isinstance(x[1], tuple) and x[1][0] else "",
     )
     batch: list[dict[str, Any]] = []
     for (model, _kind, label), got in order:

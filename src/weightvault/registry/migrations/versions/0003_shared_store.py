@@ -35,7 +35,7 @@ def _chunks(name: str, pk: list[str]) -> None:
 
 
 def _move(pk: list[str]) -> None:
-    cols = "id, pack_id, \"offset\", stored_len, raw_len, codec, key_slot"
+    cols = 'id, pack_id, "offset", stored_len, raw_len, codec, key_slot'
     _chunks("chunks_new", pk)
     op.execute(f"INSERT INTO chunks_new ({cols}) SELECT {cols} FROM chunks")
     op.drop_index("ix_chunks_pack", table_name="chunks")
