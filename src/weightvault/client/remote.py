@@ -385,6 +385,7 @@ _LOCAL_ONLY = frozenset(
         "init_keys",
         "rotate_keys",
         "rotate_domain",
+        "accept_alias",
         "version_keys",
         "object_ok",
         "tensors",
