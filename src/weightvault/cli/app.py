@@ -458,7 +458,7 @@ def alias_accept(
     alias: Annotated[str, typer.Argument(help="Alias whose ref in the store was refused as rolled back.")],
 ) -> None:
     """Accept the store's ALIAS of MODEL as it is, although older than one this home has seen."""
-    v = STATE.vault().accept_alias(model, alias)
+    v = STATE.local_vault("alias accept").accept_alias(model, alias)
     if not STATE.quiet:
         say(
             f"{model}@{alias} -> {v.label} ({v.commit})"
