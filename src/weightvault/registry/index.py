@@ -675,21 +675,29 @@ class RegistryIndex:
         unique = list(dict.fromkeys(ids))
         with self._read() as s:
             for i in range(0, len(unique), _BATCH):
+                # plain columns, not ORM rows: a push or pull of 10,000 files locates every chunk,
+                # and building an ORM object per row cost more than the query
                 q = (
-                    select(ChunkRow, PackRow.condemned_at)
+                    select(
+                        ChunkRow.id,
+                        ChunkRow.pack_id,
+                        ChunkRow.offset,
+                        ChunkRow.stored_len,
+                        ChunkRow.raw_len,
+                        ChunkRow.codec,
+                        ChunkRow.key_slot,
+                        PackRow.condemned_at,
+                    )
                     .join(PackRow, PackRow.id == ChunkRow.pack_id)
                     .where(ChunkRow.id.in_(unique[i : i + _BATCH]))
                 )
-                for row, condemned in s.execute(q):
+                for cid, pack_id, offset, stored_len, raw_len, codec, slot, condemned in s.execute(q):
                     if condemned is not None and not include_condemned:
                         continue
-                    rank = (-row.key_slot, 0 if condemned is None else 1, row.pack_id)
-                    have = best.get(row.id)
+                    rank = (-slot, 0 if condemned is None else 1, pack_id)
+                    have = best.get(cid)
                     if have is None or rank < have[0]:
-                        loc = ChunkLocation(
-                            row.pack_id, row.offset, row.stored_len, row.raw_len, row.codec, row.key_slot
-                        )
-                        best[row.id] = (rank, loc)
+                        best[cid] = (rank, ChunkLocation(pack_id, offset, stored_len, raw_len, codec, slot))
         return {cid: loc for cid, (_rank, loc) in best.items()}
 
     def chunk_packs(self) -> dict[str, list[tuple[bytes, int, int, int, int, int]]]:

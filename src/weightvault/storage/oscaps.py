@@ -58,6 +58,26 @@ def _load_clonefile() -> ClonefileFn | None:
 #: macOS ``clonefile(2)`` through ctypes, else None.
 clonefile: ClonefileFn | None = _load_clonefile()
 
+SyncfsFn = Callable[[int], int]
+
+
+def _load_syncfs() -> SyncfsFn | None:
+    """``int syncfs(int fd)`` from the C library (Linux): one journal commit for many files."""
+    if not LINUX:
+        return None  # pragma: no cover - Linux is where the tests run
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn: Any = libc.syncfs
+    except (OSError, AttributeError):  # pragma: no cover - a C library without it
+        return None
+    fn.argtypes = (ctypes.c_int,)
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+#: Linux ``syncfs(2)`` through ctypes, else None (then files are fsynced one by one).
+syncfs: SyncfsFn | None = _load_syncfs()
+
 
 def check_platform() -> None:
     """Stop at the start, with one clear line, where the vault cannot work (native Windows)."""
@@ -72,7 +92,14 @@ def check_platform() -> None:
 def portable_values() -> dict[str, Any]:
     """The values these attributes have on a POSIX system without the Linux extras (macOS
     without APFS clones): set them all (``monkeypatch.setattr``) to run on the fallbacks."""
-    return {"O_DIRECT": 0, "fcntl": None, "FICLONE": None, "F_NOCACHE": None, "clonefile": None}
+    return {
+        "O_DIRECT": 0,
+        "fcntl": None,
+        "FICLONE": None,
+        "F_NOCACHE": None,
+        "clonefile": None,
+        "syncfs": None,
+    }
 
 
 #: ``WEIGHTVAULT_PORTABLE=1`` starts a process on the fallbacks (the tests' portable mode uses it

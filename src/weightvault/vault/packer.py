@@ -3,13 +3,20 @@
 Order per pack (docs/format.md, "write order"): pack object durable -> index object -> index
 rows -> journal entry. Only then may a later push deduplicate against its chunks, so a push killed at any
 moment never leaves the index pointing at data that is not on disk.
+
+A full pack is sealed (those steps) by a sealing thread while the chunking threads fill the next
+one: its fsyncs and index writes no longer stall chunking. At most ``MAX_SEALING`` packs wait to
+be sealed (each holds its writer's buffers), and ``flush`` returns only when every pack is sealed.
+The pack file is fsynced once, by the backend that adopts it (``put_file``).
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from weightvault.cas.pack import PackWriter
@@ -17,6 +24,9 @@ from weightvault.core import layout
 from weightvault.registry.index import RegistryIndex
 from weightvault.storage.backend import Backend
 from weightvault.storage.direct_io import DirectWriter
+
+#: full packs waiting for (or in) the sealing thread before a chunking thread waits for one
+MAX_SEALING = 2
 
 
 class _OpenPack:
@@ -49,6 +59,9 @@ class PackSink:
         self.packs_written: list[str] = []
         self.bytes_written = 0
         self._closed = False
+        self._sealer: ThreadPoolExecutor | None = None
+        self._sealing: deque[Future[None]] = deque()
+        self._failure: BaseException | None = None
 
     def claim(self, chunk_id: bytes) -> bool:
         """True if the caller should write this chunk (nobody in this push has yet)."""
@@ -68,6 +81,8 @@ class PackSink:
     ) -> None:
         full: _OpenPack | None = None
         with self._lock:
+            if self._failure is not None:
+                raise self._failure
             if self._current is None:
                 self._current = _OpenPack(self._temp_path())
             pack = self._current
@@ -76,12 +91,33 @@ class PackSink:
             if pack.writer.size >= self._target:
                 full, self._current = pack, None
         if full is not None:
-            self._seal(full)
+            self._hand_over(full)
+
+    def _hand_over(self, pack: _OpenPack) -> None:
+        """Queue a full pack for the sealing thread; wait while too many are queued."""
+        oldest: Future[None] | None = None
+        with self._lock:
+            if self._sealer is None:
+                self._sealer = ThreadPoolExecutor(1, thread_name_prefix="wv-seal")
+            self._sealing.append(self._sealer.submit(self._seal_recorded, pack))
+            if len(self._sealing) > MAX_SEALING:
+                oldest = self._sealing.popleft()
+        if oldest is not None:
+            oldest.result()  # backpressure; its failure is also kept for the next add/flush
+
+    def _seal_recorded(self, pack: _OpenPack) -> None:
+        try:
+            self._seal(pack)
+        except BaseException as exc:
+            with self._lock:
+                if self._failure is None:
+                    self._failure = exc
+            raise
 
     def _seal(self, pack: _OpenPack) -> None:
         try:
             table = pack.writer.finish()
-            pack.file.close(sync=True)
+            pack.file.close(sync=False)  # put_file makes it durable before it gets its name
             self._backend.put_file(layout.pack_key(pack.id), pack.path, consume=True)
             self._backend.put(layout.index_key(pack.id), table)
             self._index.add_pack(pack.id, pack.writer.size, pack.writer.entries)
@@ -94,16 +130,35 @@ class PackSink:
         with self._lock:
             self.packs_written.append(pack.id)
 
+    def _wait_sealed(self) -> BaseException | None:
+        """Wait for every queued seal; the first failure, if any."""
+        with self._lock:
+            pending = list(self._sealing)
+            self._sealing.clear()
+        for fut in pending:
+            fut.exception()
+        sealer, self._sealer = self._sealer, None
+        if sealer is not None:
+            sealer.shutdown(wait=True)
+        return self._failure
+
     def flush(self) -> None:
-        """Seal the last, partly filled pack."""
+        """Seal the last, partly filled pack; return once every pack of the sink is sealed."""
         with self._lock:
             pack, self._current = self._current, None
+        failure = self._wait_sealed()
+        if failure is not None:
+            if pack is not None:
+                pack.file.abort()
+                pack.path.unlink(missing_ok=True)
+            raise failure
         if pack is not None:
             self._seal(pack)
 
     def abort(self) -> None:
         with self._lock:
             pack, self._current = self._current, None
+        self._wait_sealed()  # a pack being sealed completes: durable and unreferenced, like any other
         if pack is not None:
             pack.file.abort()
             pack.path.unlink(missing_ok=True)

@@ -115,6 +115,18 @@ class Placer:
             target.unlink(missing_ok=True)
         return self._clones
 
+    def copies(self) -> bool:
+        """Whether placing a cached file here copies its bytes (no clone, no hardlink): a pull
+        then writes the destination in the same pass as the cache entry instead of reading the
+        entry back (``pull``). Probes a clone once, as ``place`` would."""
+        if self.cache is None:
+            return False
+        if self.mode == "copy":
+            return True
+        if self.mode != "auto" or (self.same_filesystem and self.fallback == "hardlink"):
+            return False
+        return not self._probe_clone()
+
     def place(self, source: Path, target: Path) -> Method:
         """Put a copy of cached ``source`` at ``target`` (a temp name that does not exist yet)."""
         method = self._place(source, target)

@@ -16,15 +16,18 @@ import os
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
+from weightvault.cas.pack import Writable
 from weightvault.core.errors import (
     DestinationConflictError,
     UnsafePathError,
     WeightvaultError,
 )
 from weightvault.core.manifest import FileEntry, FileRecipe
+from weightvault.storage.batch_sync import Batch
 from weightvault.storage.direct_io import DirectWriter
 from weightvault.storage.local import os_error
 from weightvault.vault.cache import FileCache
@@ -36,6 +39,8 @@ from weightvault.vault.reader import ChunkReader
 #: (a 10,000-file pull with 2 workers waited on 10,000 fsyncs two at a time)
 SMALL_FILE = 256 << 10
 SMALL_FILE_THREADS = 8
+#: a pulled copy's permission bits before the umask, as a copy of the cache entry gets them
+COPY_MODE = 0o666
 
 
 def select_files(
@@ -150,41 +155,104 @@ def remove_dirs(created: list[Path]) -> None:
             folder.rmdir()
 
 
-def _stage(
-    item: PlannedFile,
-    recipe_for: Callable[[str], FileRecipe],
-    reader: ChunkReader,
-    cache: FileCache | None,
-    counters: PullCounters,
-    progress: Callable[[int], None],
-    placer: Placer,
-) -> Path:
+class _Tee:
+    """Writes every piece to two files: the cache entry and the destination's copy of it."""
+
+    def __init__(self, first: Writable, second: Writable) -> None:
+        self._first = first
+        self._second = second
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
+        self._first.write(data)
+        return self._second.write(data)
+
+
+@dataclass(frozen=True, slots=True)
+class _Admission:
+    """A verified cache temp file that joins the cache once the batch it belongs to is durable."""
+
+    temp: Path
+    sha256: str
+    private: bool
+
+
+@dataclass(slots=True)
+class _Context:
+    """What every file of one pull shares."""
+
+    recipe_for: Callable[[str], FileRecipe]
+    reader: ChunkReader
+    cache: FileCache | None
+    counters: PullCounters
+    progress: Callable[[int], None]
+    placer: Placer
+    #: placing a cached file would copy it: write the destination in the same pass instead
+    tee: bool = False
+    #: small cache entries written in that pass, made durable together at the end of the pull
+    admissions: list[_Admission] = field(default_factory=list)
+
+
+def _open_small(path: Path, mode: int) -> BinaryIO:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    return open(fd, "wb")
+
+
+def _build_tee(item: PlannedFile, recipe: FileRecipe, ctx: _Context, tmp: Path) -> None:
+    """Rebuild a file into its cache entry and its destination at once (the copy a placement
+    would make, without reading the entry back). A small entry is not fsynced here: it joins
+    the cache after the batch sync at the end of the pull (``materialise``)."""
+    cache = ctx.cache
+    assert cache is not None
+    entry, private = item.entry, ctx.placer.private
+    build = cache.temp_file(private)
+    try:
+        if entry.size > SMALL_FILE:
+            with DirectWriter(build, cache.temp_mode(private)) as out, DirectWriter(tmp, COPY_MODE) as copy:
+                ctx.reader.write_file(recipe, _Tee(out, copy), entry.path, ctx.progress)
+                copy.close(sync=False)  # a pulled copy is as durable as a placed one: not synced
+            cache.admit(build, entry.sha256, private)
+            ctx.placer.note("copy")
+        else:
+            with _open_small(build, cache.temp_mode(private)) as out, _open_small(tmp, COPY_MODE) as copy:
+                ctx.reader.write_file(recipe, _Tee(out, copy), entry.path, ctx.progress)
+            ctx.admissions.append(_Admission(build, entry.sha256, private))
+            ctx.placer.note("copy")
+    except BaseException:
+        build.unlink(missing_ok=True)
+        raise
+
+
+def _stage(item: PlannedFile, ctx: _Context) -> Path:
     """Build one file, verified, under a temporary name beside its target; returns that name.
 
-    ``placer`` puts cached files there (and counts how); ``placer.private`` says whether the
+    ``ctx.placer`` puts cached files there (and counts how); ``placer.private`` says whether the
     model's cache entries are private (an encrypted model's plaintext)."""
     entry, target = item.entry, item.target
+    cache, placer, progress = ctx.cache, ctx.placer, ctx.progress
     private = placer.private
     tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.wv-tmp"
     try:
         source = cache.lookup(entry.sha256, entry.size, private) if cache is not None else None
         if source is not None:
             placer.place(source, tmp)
-            counters.from_cache += entry.size
+            ctx.counters.from_cache += entry.size
             progress(entry.size)
         else:
-            recipe = recipe_for(entry.sha256)
+            recipe = ctx.recipe_for(entry.sha256)
             into_cache = cache is not None and cache.fits(entry.size)
+            if into_cache and ctx.tee:
+                _build_tee(item, recipe, ctx, tmp)
+                ctx.counters.from_store += entry.size
+                return tmp
             build = cache.temp_file(private) if into_cache and cache is not None else tmp
             mode = cache.temp_mode(private) if into_cache and cache is not None else 0o644
             try:
                 if entry.size > SMALL_FILE:
                     with DirectWriter(build, mode) as out:
-                        reader.write_file(recipe, out, entry.path, progress)
+                        ctx.reader.write_file(recipe, out, entry.path, progress)
                 else:  # no aligned buffers to set up for a few KiB: the page cache, then fsync
-                    fd = os.open(build, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-                    with open(fd, "wb") as small:
-                        reader.write_file(recipe, small, entry.path, progress)
+                    with _open_small(build, mode) as small:
+                        ctx.reader.write_file(recipe, small, entry.path, progress)
                         small.flush()
                         os.fsync(small.fileno())
             except BaseException:
@@ -194,7 +262,7 @@ def _stage(
                 placer.place(cache.admit(build, entry.sha256, private), tmp)
             else:
                 placer.note("written")
-            counters.from_store += entry.size
+            ctx.counters.from_store += entry.size
         return tmp
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -204,6 +272,34 @@ def _stage(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _admit_all(ctx: _Context, batch: Batch | None) -> None:
+    """Make the small cache entries of this pull durable with one batch sync, then admit them:
+    an entry only ever gets its cache name once its bytes are on disk."""
+    if not ctx.admissions or ctx.cache is None:
+        return
+    cache = ctx.cache
+    try:
+        if batch is not None:
+            for adm in ctx.admissions:
+                batch.add(adm.temp)
+            batch.sync()
+        # each admission is a few metadata calls that wait on the filesystem's journal: many at once
+        with ThreadPoolExecutor(SMALL_FILE_THREADS, thread_name_prefix="wv-admit") as pool:
+            for fut in [pool.submit(cache.admit, a.temp, a.sha256, a.private) for a in ctx.admissions]:
+                fut.result()
+    except OSError as exc:
+        if isinstance(exc, WeightvaultError):
+            raise
+        raise os_error(exc, f"adding pulled files to the cache {cache.root}") from exc
+    ctx.admissions.clear()
+
+
+def _drop_admissions(ctx: _Context) -> None:
+    for adm in ctx.admissions:
+        adm.temp.unlink(missing_ok=True)
+    ctx.admissions.clear()
 
 
 def _commit(staged: list[tuple[Path, Path]]) -> None:
@@ -248,11 +344,16 @@ def materialise(
     counters = PullCounters()
     staged: list[tuple[Path, Path]] = []
     created: list[Path] = []
+    ctx = _Context(recipe_for, reader, cache, counters, progress, placer)
+    batch: Batch | None = None
     try:
         if dest is not None:
             make_dirs(dest, created)
         for folder in sorted({p.target.parent for p in planned}, key=lambda f: len(f.parts)):
             make_dirs(folder, created)
+        if cache is not None and planned and placer.copies():
+            ctx.tee = True
+            batch = Batch(cache.root)  # opened before the entries are written (see batch_sync)
         ordered = sorted(planned, key=lambda p: -p.entry.size)
         failure: BaseException | None = None
         with (
@@ -260,12 +361,7 @@ def materialise(
             ThreadPoolExecutor(SMALL_FILE_THREADS, thread_name_prefix="wv-pull-small") as small_pool,
         ):
             futures = [
-                (
-                    p,
-                    (small_pool if p.entry.size <= SMALL_FILE else pool).submit(
-                        _stage, p, recipe_for, reader, cache, counters, progress, placer
-                    ),
-                )
+                (p, (small_pool if p.entry.size <= SMALL_FILE else pool).submit(_stage, p, ctx))
                 for p in ordered
             ]
             for item, fut in futures:
@@ -278,11 +374,16 @@ def materialise(
                         small_pool.shutdown(wait=False, cancel_futures=True)
         if failure is not None:
             raise failure
+        _admit_all(ctx, batch)
         _commit(staged)
         staged.clear()
     except BaseException:
+        _drop_admissions(ctx)
         for _, tmp in staged:
             tmp.unlink(missing_ok=True)
         remove_dirs(created)
         raise
+    finally:
+        if batch is not None:
+            batch.close()
     return counters

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -176,6 +177,22 @@ class Store:
         key = layout.recipe_key(name)
         if not self.primary.exists(key):
             self.backend.put(key, body)
+
+    def put_recipe_objects(self, objects: Mapping[str, bytes]) -> None:
+        """Many recipe objects (a push's), each written once, durable on return. A local store
+        writes them as one batch (``LocalBackend.put_many``); others put them many in flight
+        (one at a time, a 10,000-file push waited on 10,000 requests in a row)."""
+        todo = [(layout.recipe_key(n), b) for n, b in objects.items()]
+        todo = [(k, b) for k, b in todo if not self.primary.exists(k)]
+        put_many = getattr(self.backend, "put_many", None)
+        if len(todo) > 1 and callable(put_many):
+            put_many(todo)
+        elif len(todo) == 1:
+            self.backend.put(*todo[0])
+        elif todo:
+            with ThreadPoolExecutor(min(16, len(todo)), thread_name_prefix="wv-recipes") as pool:
+                for fut in [pool.submit(self.backend.put, k, b) for k, b in todo]:
+                    fut.result()
 
     def get_recipe_object(self, name: str) -> bytes:
         return self.backend.get(layout.recipe_key(name))

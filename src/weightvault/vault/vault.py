@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -331,9 +330,9 @@ class Vault(Versions):
         return _Staged(pipeline, sink, slot, recipe_names, manifest, commit, body, packs)
 
     def _put_recipes(self, recipes: Sequence[FileRecipe], dom: Domain | None) -> list[str]:
-        """Write the recipe objects of a push, many in flight (each is its own durable object:
-        one at a time, a 10,000-file push waited on 10,000 fsyncs or requests in a row), then
-        index them in one transaction. Returns their names, in order."""
+        """Write the recipe objects of a push as one batch (each is its own durable object; one
+        at a time, a 10,000-file push waited on 10,000 fsyncs or requests in a row), then index
+        them in one transaction. Returns their names, in order."""
         objects: dict[str, tuple[int, bytes]] = {}
         names: list[str] = []
         for recipe in recipes:
@@ -344,15 +343,7 @@ class Vault(Versions):
                 body = objects[name][1] if name in objects else dom.seal_recipe(name, recipe.to_bytes())
             objects[name] = (recipe.size, body)
             names.append(name)
-        if len(objects) <= 1:
-            for name, (_size, body) in objects.items():
-                self.store.put_recipe_object(name, body)
-        else:
-            with ThreadPoolExecutor(min(16, len(objects)), thread_name_prefix="wv-recipes") as pool:
-                for fut in [
-                    pool.submit(self.store.put_recipe_object, n, b) for n, (_s, b) in objects.items()
-                ]:
-                    fut.result()
+        self.store.put_recipe_objects({n: body for n, (_size, body) in objects.items()})
         self.index.put_recipes([(n, size, body) for n, (size, body) in objects.items()])
         return names
 
