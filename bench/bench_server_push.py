@@ -15,6 +15,10 @@ average before and after, and writes ``OUT/last_server_push.json``.
 
     .venv/bin/python bench/bench_server_push.py                  # 1 GiB, 3 runs
     .venv/bin/python bench/bench_server_push.py --size 256MiB --runs 1
+
+``--baseline-src DIR`` also runs, in the same alternation, a server whose ``weightvault`` package
+comes from ``DIR`` (e.g. ``git archive <commit> src | tar -x -C /tmp/base`` then
+``--baseline-src /tmp/base/src``): a before/after of a server change under the same load.
 """
 
 from __future__ import annotations
@@ -44,12 +48,26 @@ def _home(path: Path, compression: str) -> Path:
     return path
 
 
-def bench(size: int, runs: int, compression: str, work: Path) -> dict[str, Any]:
+def _remote(home: Path, src: Path, total: int, env: dict[str, str]) -> float:
+    with Vault.open(home) as v:
+        token = v.access.create_token("bench", "admin", admin=True).token
+    with ServerProcess(home, env=env) as server, Vault.open(server.url, token=token) as rv:
+        t = time.perf_counter()
+        result = rv.push(MODEL, src, version="v1")
+        took = time.perf_counter() - t
+        assert result.bytes_written == total  # every file travelled once
+    with Vault.open(home) as v:  # the server sealed it: the store has the model's keyring
+        assert v.keys.domain(MODEL) is not None
+    return took
+
+
+def bench(size: int, runs: int, compression: str, work: Path, baseline: Path | None = None) -> dict[str, Any]:
     src = work / "model"
     generate_model(src, size)
     total = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
     embedded: list[float] = []
     remote: list[float] = []
+    base: list[float] = []
     load_before = os.getloadavg()[0]
     for r in range(runs):
         home = _home(work / f"embedded-{r}", compression)
@@ -59,18 +77,14 @@ def bench(size: int, runs: int, compression: str, work: Path) -> dict[str, Any]:
             embedded.append(time.perf_counter() - t)
         shutil.rmtree(home)
 
+        if baseline is not None:
+            home = _home(work / f"baseline-{r}", compression)
+            base.append(_remote(home, src, total, {"PYTHONPATH": str(baseline)}))
+            shutil.rmtree(home)
         home = _home(work / f"remote-{r}", compression)
-        with Vault.open(home) as v:
-            token = v.access.create_token("bench", "admin", admin=True).token
-        with ServerProcess(home) as server, Vault.open(server.url, token=token) as rv:
-            t = time.perf_counter()
-            result = rv.push(MODEL, src, version="v1")
-            remote.append(time.perf_counter() - t)
-            assert result.bytes_written == total  # every file travelled once
-        with Vault.open(home) as v:  # the server sealed it: the store has the model's keyring
-            assert v.keys.domain(MODEL) is not None
+        remote.append(_remote(home, src, total, {}))
         shutil.rmtree(home)
-    return {
+    out: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpus": os.cpu_count(),
         "size": total,
@@ -82,6 +96,11 @@ def bench(size: int, runs: int, compression: str, work: Path) -> dict[str, Any]:
         "embedded_mb_per_s": total / statistics.median(embedded) / 1e6,
         "remote_mb_per_s": total / statistics.median(remote) / 1e6,
     }
+    if base:
+        out["baseline_src"] = str(baseline)
+        out["baseline_seconds"] = base
+        out["baseline_mb_per_s"] = total / statistics.median(base) / 1e6
+    return out
 
 
 def main() -> None:
@@ -90,9 +109,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--compression", choices=["none", "zstd", "float"], default="none")
     ap.add_argument("--out", type=Path, default=HERE / "out")
+    ap.add_argument("--baseline-src", type=Path, help="also time a server running this src tree")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="wv-bench-push-") as tmp:
-        res = bench(parse_size(args.size), args.runs, args.compression, Path(tmp))
+        res = bench(parse_size(args.size), args.runs, args.compression, Path(tmp), args.baseline_src)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "last_server_push.json").write_text(json.dumps(res, indent=2))
     med_e, med_r = statistics.median(res["embedded_seconds"]), statistics.median(res["remote_seconds"])
@@ -102,13 +122,20 @@ def main() -> None:
     )
     print("| push | runs s | median s | MB/s |")
     print("| --- | --- | ---: | ---: |")
-    for name, secs, mbs in (
+    rows = [
         ("embedded", res["embedded_seconds"], res["embedded_mb_per_s"]),
         ("remote (server)", res["remote_seconds"], res["remote_mb_per_s"]),
-    ):
+    ]
+    if "baseline_seconds" in res:
+        rows.append(("remote (baseline server)", res["baseline_seconds"], res["baseline_mb_per_s"]))
+    for name, secs, mbs in rows:
         runs = " / ".join(f"{s:.1f}" for s in secs)
         print(f"| {name} | {runs} | {statistics.median(secs):.2f} | {mbs:.0f} |")
     print(f"remote / embedded throughput: {med_e / med_r:.2f}")
+    if "baseline_seconds" in res:
+        med_b = statistics.median(res["baseline_seconds"])
+        print(f"baseline remote / embedded throughput: {med_e / med_b:.2f}")
+        print(f"remote vs baseline server: {med_b / med_r:.2f}x faster")
 
 
 if __name__ == "__main__":

@@ -191,13 +191,15 @@ async def send_upload(
         complete = await run_in_threadpool(appender.finish)
         if complete:
             await run_in_threadpool(
-                file_ingest.ingest_file,
-                vault,
-                model,
-                session.path,
-                sessions.spool(session.id),
-                session.sha256,
-                session.size,
+                lambda: file_ingest.ingest_file(
+                    vault,
+                    model,
+                    session.path,
+                    sessions.spool(session.id),
+                    session.sha256,
+                    session.size,
+                    verified=appender.verified,
+                )
             )
             sessions.remove(session.id)
     finally:

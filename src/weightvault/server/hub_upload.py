@@ -9,6 +9,9 @@ Files are always uploaded as LFS objects (the client sends empty files inline). 
 the LFS PUT without its token, so the batch answer carries a short-lived write token of the
 caller in the upload URL. Each stored upload is audited (``hub.upload``); a commit may name by
 SHA-256 only files of the model's own versions or files uploaded to it, never another model's.
+Encrypted models and ``compression: float`` vaults take whole files instead (``hub_files``): an
+upload waits on the server's disk for the commit that names its path, then is stored exactly as
+an embedded push of that file stores it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from weightvault.core.errors import (
 from weightvault.core.manifest import FileRecipe
 from weightvault.core.names import check_label, check_model_name, check_relative_path
 from weightvault.core.revision import Ref
+from weightvault.server import hub_files
 from weightvault.server.auth import Caller, source_of
 from weightvault.server.hub_api import (
     DEFAULT_BRANCH,
@@ -45,7 +49,10 @@ from weightvault.server.hub_api import (
     routes,
     translate,
 )
-from weightvault.vault.ingest import UploadedFile, check_plain
+from weightvault.server.upload_sessions import UploadSessions
+from weightvault.vault import file_ingest
+from weightvault.vault.file_ingest import AnnouncedFile
+from weightvault.vault.ingest import UploadedFile
 from weightvault.vault.vault import Vault
 
 LFS_PREFIX = "/api/hub-lfs/"
@@ -110,19 +117,25 @@ async def create_repo(request: Request, vault: VaultDep, who: CallerDep) -> Any:
 # ---- preupload and LFS batch --------------------------------------------------------------------
 
 
-def _known_here(vault: Vault, who: Caller, model: str) -> set[str]:
-    """SHA-256s a commit to ``model`` may name: its versions' files and recent uploads to it."""
-    known: set[str] = set()
+def _known_here(vault: Vault, who: Caller, model: str, whole_files: bool) -> set[str]:
+    """SHA-256s a commit to ``model`` may name: its versions' files and recent uploads to it that
+    the vault holds (for a model it ingests itself: holds for this model, keyed as it needs)."""
+    in_versions: dict[str, int] = {}
     if _model_exists(vault, model):
         for v in vault.list_versions(model):
-            known.update(f.sha256 for f in vault.show(Ref(model, v.commit)).files)
+            in_versions.update((f.sha256, f.size) for f in vault.show(Ref(model, v.commit)).files)
     since = datetime.now(UTC) - UPLOAD_WINDOW
-    uploaded = {
-        e.detail.split(" ", 1)[0]
-        for e in who.access.audit_log(model=model, since=since, limit=100_000)
-        if e.action == "hub.upload" and e.outcome == "ok"
-    }
-    known.update(sha for sha in uploaded - known if vault.file_present(sha))
+    uploaded: dict[str, int] = {}
+    for e in who.access.audit_log(model=model, since=since, limit=100_000):
+        if e.action == "hub.upload" and e.outcome == "ok":
+            sha, _, rest = e.detail.partition(" ")
+            size = rest.split(" ", 1)[0]
+            if size.isdigit():
+                uploaded[sha] = int(size)
+    if whole_files:
+        return hub_files.held(vault, model, {**uploaded, **in_versions})
+    known = set(in_versions)
+    known.update(sha for sha in set(uploaded) - known if vault.file_present(sha))
     return known
 
 
@@ -175,6 +188,7 @@ def _lfs_upload_path(model: str, oid: str) -> str:
 
 @routes("POST", "/{repo}.git/info/lfs/objects/batch")
 async def lfs_batch(request: Request, model: RepoDep, vault: VaultDep, who: CallerDep) -> Any:
+    sessions: UploadSessions = request.app.state.uploads
     body = await request.json()
     objects = body.get("objects") if isinstance(body, dict) else None
     if body.get("operation") != "upload" or not isinstance(objects, list):
@@ -187,10 +201,14 @@ async def lfs_batch(request: Request, model: RepoDep, vault: VaultDep, who: Call
 
     def answer() -> Any:
         who.require(model, Level.WRITE, "hub.upload")
-        check_plain(vault, model)
+        whole_files = file_ingest.needs_files(vault, model)
+        if whole_files:
+            file_ingest.prepare(vault, model)  # a key problem stops the upload before any byte
         principal = who.identity.principal
         assert principal is not None  # anonymous callers never have write access
-        known = _known_here(vault, who, model)
+        known = _known_here(vault, who, model, whole_files)
+        if whole_files:
+            known.update(o["oid"] for o in objects if hub_files.pending(sessions, model, o["oid"]))
         token: str | None = None
         out: list[dict[str, Any]] = []
         for o in objects:
@@ -219,7 +237,8 @@ async def lfs_batch(request: Request, model: RepoDep, vault: VaultDep, who: Call
 
 @routes("PUT", LFS_PREFIX + "{repo}/{oid}")
 async def lfs_put(oid: str, size: int, token: str, request: Request, model: RepoDep, vault: VaultDep) -> Any:
-    """The body of one LFS object: chunked and checked against its SHA-256 as it streams in."""
+    """The body of one LFS object: chunked and checked against its SHA-256 as it streams in
+    (for a model the server ingests itself: spooled, checked, and kept for its commit)."""
     access = request.app.state.access
     try:
         identity = await run_in_threadpool(access.authenticate, token)
@@ -237,7 +256,11 @@ async def lfs_put(oid: str, size: int, token: str, request: Request, model: Repo
         return vault.put_file(model, items, oid, size)
 
     try:
-        await request.app.state.bridge.consume(pieces(), work)
+        if await run_in_threadpool(file_ingest.needs_files, vault, model):
+            principal = who.identity.principal or ""
+            await hub_files.receive(request.app.state.uploads, pieces(), model, oid, size, principal)
+        else:
+            await request.app.state.bridge.consume(pieces(), work)
     except WeightvaultError as exc:
         who.audit("hub.upload", "failed", model=model, detail=f"{oid} {exc}"[:500])
         raise translate(exc, who) from None
@@ -302,8 +325,11 @@ async def commit(rev: str, request: Request, model: RepoDep, vault: VaultDep, wh
     if request.query_params.get("create_pr") in ("1", "true"):
         raise HubError(400, None, "pull requests are not supported; commit to a branch")
 
+    sessions: UploadSessions = request.app.state.uploads
+
     def apply() -> Any:
         who.require(model, Level.WRITE, "push", rev)
+        whole_files = file_ingest.needs_files(vault, model)
         header, ops = _parse_commit(raw)
         head, files = _branch_head(vault, model, rev)
         moves_alias = rev != DEFAULT_BRANCH or (
@@ -316,6 +342,7 @@ async def commit(rev: str, request: Request, model: RepoDep, vault: VaultDep, wh
             raise HubError(412, None, f"the branch {rev} is at {head}, not at the parent commit {parent}")
         known: set[str] | None = None
         added: dict[str, FileRecipe] = {}
+        to_ingest: dict[str, str] = {}  # path -> SHA-256 of a pending object (whole-file models)
         for key, value in ops:
             path = check_relative_path(str(value.get("path", "")).strip("/"))
             if key == "file":
@@ -325,21 +352,31 @@ async def commit(rev: str, request: Request, model: RepoDep, vault: VaultDep, wh
                     data = base64.b64decode(str(value.get("content", "")), validate=True)
                 except binascii.Error:
                     raise InvalidInputError(f"{path}: its content is not base64") from None
-                sha = hashlib.sha256(data).hexdigest()
-                added[path] = vault.put_file(model, [data], sha, len(data))
+                if whole_files:
+                    sha = to_ingest[path] = hub_files.spool_inline(sessions, model, data)
+                else:
+                    sha = hashlib.sha256(data).hexdigest()
+                    added[path] = vault.put_file(model, [data], sha, len(data))
                 files[path] = sha
             elif key == "lfsFile":
                 oid = str(value.get("oid", ""))
-                if known is None:
-                    known = _known_here(vault, who, model)
-                if oid not in known:
-                    raise InvalidInputError(f"{path}: no upload of {oid[:16]}… to {model}; upload it first")
-                files[path] = oid
                 added.pop(path, None)
+                to_ingest.pop(path, None)
+                if whole_files and hub_files.pending(sessions, model, oid) is not None:
+                    to_ingest[path] = oid
+                else:
+                    if known is None:
+                        known = _known_here(vault, who, model, whole_files)
+                    if oid not in known:
+                        raise InvalidInputError(
+                            f"{path}: no upload of {oid[:16]}… to {model}; upload it first"
+                        )
+                files[path] = oid
             elif key == "deletedFile":
                 if files.pop(path, None) is None:
                     raise HubError(404, "EntryNotFound", f"{path} is not in {model}@{rev}")
                 added.pop(path, None)
+                to_ingest.pop(path, None)
             elif key == "deletedFolder":
                 gone = [p for p in files if p.startswith(path + "/")]
                 if not gone:
@@ -347,12 +384,25 @@ async def commit(rev: str, request: Request, model: RepoDep, vault: VaultDep, wh
                 for p in gone:
                     files.pop(p)
                     added.pop(p, None)
+                    to_ingest.pop(p, None)
             else:
                 raise InvalidInputError(f"unsupported commit operation {key!r}")
-        uploaded = [
-            UploadedFile(p, added[p] if p in added else vault.file_recipe(model, sha))
-            for p, sha in files.items()
-        ]
+        for p, sha in to_ingest.items():  # now that their paths are known: stored as a push stores them
+            if hub_files.ingest_pending(vault, sessions, model, p, sha) is not None:
+                continue
+            if known is None:  # a concurrent commit stored it first
+                known = _known_here(vault, who, model, whole_files)
+            if sha not in known:
+                raise InvalidInputError(f"{p}: no upload of {sha[:16]}… to {model}; upload it first")
+        if whole_files:
+            announced = [
+                AnnouncedFile(p, vault.file_recipe(model, sha).size, sha) for p, sha in files.items()
+            ]
+        else:
+            uploaded = [
+                UploadedFile(p, added[p] if p in added else vault.file_recipe(model, sha))
+                for p, sha in files.items()
+            ]
         message = "\n\n".join(x for x in (header.get("summary"), header.get("description")) if x)
         if rev != DEFAULT_BRANCH and DEFAULT_BRANCH not in vault.model(model).aliases:
             pin = vault.resolve(Ref(model)).label  # the new version will be the latest
@@ -360,13 +410,14 @@ async def commit(rev: str, request: Request, model: RepoDep, vault: VaultDep, wh
             who.audit(
                 "alias.set", model=model, version=DEFAULT_BRANCH, detail=f"-> {pin} (hub branch commit)"
             )
-        result = vault.commit_upload(model, uploaded, message=str(message)[:10_000], parent=head)
+        if whole_files:
+            result = file_ingest.commit(vault, model, announced, message=str(message)[:10_000], parent=head)
+        else:
+            result = vault.commit_upload(model, uploaded, message=str(message)[:10_000], parent=head)
         info = result.version
         if moves_alias:
             vault.set_alias(model, rev, info.label)
-        who.audit(
-            "push", model=model, version=info.label, detail=f"hub commit to {rev}, {len(uploaded)} files"
-        )
+        who.audit("push", model=model, version=info.label, detail=f"hub commit to {rev}, {len(files)} files")
         return {
             "commitUrl": f"{_endpoint(request)}/{model}/commit/{info.commit}",
             "commitOid": info.commit,

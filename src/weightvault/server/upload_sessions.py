@@ -178,6 +178,8 @@ class Appender:
         self._start = progress.offset
         self._start_sha = progress.sha.copy()
         self._fd = os.open(sessions.spool(session.id), os.O_WRONLY)
+        #: the spool's stat once ``finish`` matched its SHA-256 (over exactly these bytes)
+        self.verified: os.stat_result | None = None
 
     @property
     def offset(self) -> int:
@@ -220,6 +222,7 @@ class Appender:
                 f"{self.session.path}: the upload does not hash to the SHA-256 announced "
                 f"({self.session.sha256})"
             )
+        self.verified = os.fstat(self._fd)
         return True
 
     def close(self) -> None:

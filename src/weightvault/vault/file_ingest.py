@@ -122,9 +122,31 @@ def missing_files(vault: Vault, model: str, files: Sequence[AnnouncedFile]) -> l
     return list(out)
 
 
-def ingest_file(vault: Vault, model: str, path: str, spool: Path, sha256: str, size: int) -> FileRecipe:
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns) == (
+        b.st_dev,
+        b.st_ino,
+        b.st_size,
+        b.st_mtime_ns,
+        b.st_ctime_ns,
+    )
+
+
+def ingest_file(
+    vault: Vault,
+    model: str,
+    path: str,
+    spool: Path,
+    sha256: str,
+    size: int,
+    *,
+    verified: os.stat_result | None = None,
+) -> FileRecipe:
     """Store one whole file (``spool``, already checked against ``sha256`` and ``size``) as an
-    embedded push of it under ``path`` would: durable and indexed on return, not yet in a version."""
+    embedded push of it under ``path`` would: durable and indexed on return, not yet in a version.
+    ``verified``: the spool's stat when ``sha256`` was computed over exactly the bytes it held;
+    while the spool is still that file, untouched, the pipeline does not hash it again (the
+    pipeline's own check that it did not change while being read still applies)."""
     check_model_name(model)
     check_relative_path(path)
     check_sha256(sha256)
@@ -133,6 +155,7 @@ def ingest_file(vault: Vault, model: str, path: str, spool: Path, sha256: str, s
     if st.st_size != size:
         raise InvalidInputError(f"{path}: the upload has {st.st_size} bytes, not the {size} announced")
     src = SourceFile(path, spool, size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, st.st_dev)
+    known = {spool: sha256} if verified is not None and _same_file(st, verified) else None
     slot = dom.active_slot if dom is not None else 0
     with holding(
         vault.primary,
@@ -167,7 +190,7 @@ def ingest_file(vault: Vault, model: str, path: str, spool: Path, sha256: str, s
             encode_threads=workers if vault.settings.compression != "none" and workers > 1 else 0,
         )
         try:
-            (recipe,) = pipeline.run([src])
+            (recipe,) = pipeline.run([src], verified=known)
         finally:
             vault.index.release_probes()
         if recipe.sha256 != sha256:  # the spool changed under us: what was stored is unreferenced

@@ -294,6 +294,10 @@ def put_file(vault: Vault, model: str, pieces: Iterable[bytes], sha256: str, siz
     size and SHA-256 checked before anything is kept, its chunks stored as one pack and its recipe
     recorded, so a later commit can name the file by its SHA-256."""
     check_plain(vault, model)
+    if vault.settings.compression == "float":  # chunked here without the path, so without a layout
+        raise ConfigError(
+            f"this vault compresses with float-aware codecs: {model} takes whole files (vault.file_ingest)"
+        )
     if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
         raise InvalidInputError("a file's SHA-256 is 64 lowercase hex digits")
     if size < 0:

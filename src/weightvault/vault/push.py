@@ -215,11 +215,17 @@ class PushPipeline:
         return True
 
     def run(
-        self, files: list[SourceFile], cached: Mapping[Path, FileRecipe] | None = None
+        self,
+        files: list[SourceFile],
+        cached: Mapping[Path, FileRecipe] | None = None,
+        verified: Mapping[Path, str] | None = None,
     ) -> list[FileRecipe]:
         """The recipes of ``files``, in order. ``cached``: recipes from the stat cache (by
-        abspath), used instead of reading a file when all their chunks are indexed."""
+        abspath), used instead of reading a file when all their chunks are indexed. ``verified``:
+        SHA-256s (by abspath) already computed over exactly the bytes the file holds (an upload
+        checked as it arrived, unchanged since), so the file is not read a second time to hash it."""
         states = [_FileState(f) for f in files]
+        verified = verified or {}
         order = sorted(states, key=lambda s: -s.source.size)  # big files first balances the workers
         cached = cached or {}
         try:
@@ -233,7 +239,11 @@ class PushPipeline:
                         futures.append(pool.submit(self._small_file, st))
                     else:
                         futures.append(pool.submit(self._chunk_file, st))
-                        futures.append(pool.submit(self._hash_file, st))
+                        known = verified.get(st.source.abspath)
+                        if known is not None:
+                            st.sha256 = known
+                        else:
+                            futures.append(pool.submit(self._hash_file, st))
                 done, _ = wait(futures, return_when=FIRST_EXCEPTION)
                 for fut in done:
                     if fut.exception() is not None:
