@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "alias set": (("walk/m", "staging", "v1"), "ok"),
     "alias ls": (("walk/m",), "ok"),
     "alias rm": (("walk/m", "staging"), "ok"),
+    "alias accept": (("walk/m", "staging"), "local"),  # alias pins live in the home next to the store
     "audit": (("--json",), "ok"),
     "token create": (("--principal", "walker", "--scope", "read", "--json"), "ok"),
     "token list": (("--json",), "ok"),

@@ -426,6 +426,21 @@ def alias_rm(
         say(f"removed alias {model}@{alias}")
 
 
+@alias_app.command("accept")
+def alias_accept(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str, typer.Argument(help="Alias whose ref in the store was refused as rolled back.")],
+) -> None:
+    """Accept the store's ALIAS of MODEL as it is, although older than one this home has seen."""
+    v = STATE.local_vault("alias accept").accept_alias(model, alias)
+    if not STATE.quiet:
+        say(
+            f"{model}@{alias} -> {v.label} ({v.commit})"
+            if v is not None
+            else f"{model}@{alias} is not in the store"
+        )
+
+
 @alias_app.command("ls")
 def alias_ls(
     model: Annotated[str, typer.Argument(help="Model name.")],

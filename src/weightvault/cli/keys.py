@@ -120,6 +120,12 @@ def status(
             first = False
         if "usage_error" in m:
             err.print(f"{m['model']}: {m['usage_error']}", markup=False)
+        if m.get("new_domain_in_progress"):
+            err.print(
+                f"{m['model']}: move to a new domain unfinished; run `weightvault keys rotate {m['model']} "
+                "--new-domain` again",
+                markup=False,
+            )
         if m.get("reencrypt_in_progress"):
             err.print(
                 f"{m['model']}: re-encryption to slot {m['reencrypt_in_progress']} unfinished; "
@@ -156,10 +162,32 @@ def rotate(
     new_key_env: Annotated[
         str | None, typer.Option(help="New KEK from this environment variable (base64 of 32 bytes).")
     ] = None,
+    new_domain: Annotated[
+        bool,
+        typer.Option(
+            "--new-domain",
+            help="Move MODEL to a new domain (new id key, MAC keys, chunker seed and data key; every "
+            "version re-chunked and re-sealed, refs re-signed): for when a key holder leaves. Resumable.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary line.")] = False,
 ) -> None:
-    """Re-wrap data keys under a new KEK (seconds, any size); --reencrypt also rewrites the data."""
+    """Re-wrap data keys under a new KEK (seconds, any size); --reencrypt also rewrites the data;
+    MODEL --new-domain replaces every key of the model."""
+    if new_domain:
+        if model is None:
+            raise InvalidInputError(
+                "--new-domain moves one model: name the model (keys rotate MODEL --new-domain)"
+            )
+        if reencrypt:
+            raise InvalidInputError("--new-domain already re-encrypts every version; drop --reencrypt")
+        if any(x is not None for x in (new_key_file, new_kms_key_id, new_passphrase_env, new_key_env)):
+            raise InvalidInputError(
+                "rotate the KEK first (keys rotate --new-…), then run keys rotate MODEL --new-domain"
+            )
+        _rotate_domain(model, as_json, quiet)
+        return
     vault = STATE.local_vault("keys rotate")
     new = _new_provider(
         vault.keys.configured_config(), new_key_file, new_kms_key_id, new_passphrase_env, new_key_env
@@ -215,3 +243,25 @@ def rotate(
         )
     for problem in report.replica_errors:
         err.print(f"warning: keyring not updated on replica {problem}; run `weightvault sync`", markup=False)
+
+
+def _rotate_domain(model: str, as_json: bool, quiet: bool) -> None:
+    vault = STATE.local_vault("keys rotate --new-domain")
+    with progress("new domain", quiet or as_json) as (start, advance):
+        start(0)
+        report = vault.rotate_domain(model, progress=advance)
+    if as_json:
+        emit_json(report.to_json())
+    elif not (quiet or STATE.quiet):
+        err.print(
+            f"{model}: moved to a new domain (id key {report.id_key_from} -> {report.id_key_to}): "
+            f"{report.versions} versions, {report.aliases} aliases re-signed, {report.files_moved} files "
+            f"re-chunked, {human(report.bytes_written)} written; commit ids changed, labels did not",
+            markup=False,
+        )
+        err.print(
+            "run `weightvault gc` (on the primary and every replica) to delete the old domain's data",
+            markup=False,
+        )
+    for problem in report.replica_errors:
+        err.print(f"warning: replica {problem}; run `weightvault sync`", markup=False)

@@ -381,5 +381,15 @@ class RemoteVault:
 
 #: façade methods that need the store and its keys next to the caller
 _LOCAL_ONLY = frozenset(
-    {"init_keys", "rotate_keys", "version_keys", "object_ok", "tensors", "lineage", "pull_with_base"}
+    {
+        "init_keys",
+        "rotate_keys",
+        "rotate_domain",
+        "accept_alias",
+        "version_keys",
+        "object_ok",
+        "tensors",
+        "lineage",
+        "pull_with_base",
+    }
 )

@@ -2,7 +2,7 @@
 
 The vault's chunk reader keeps per-thread buffers and its streams must stay on one thread, so a
 download runs whole on one thread of a bounded pool and hands its pieces to the event loop
-through a small queue (at most ``QUEUE_DEPTH`` pieces of at most one chunk each in flight). An
+through a small queue (at most ``QUEUE_DEPTH`` blocks of a few chunks each in flight). An
 upload is parsed frame by frame as it arrives and handed to the vault in the other direction:
 the server holds one chunk of a request at a time, never a whole file.
 
@@ -69,7 +69,7 @@ class Bridge:
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
-    async def stream(self, produce: Callable[[], Iterator[bytes]]) -> AsyncIterator[bytes]:
+    async def stream(self, produce: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
         """Iterate ``produce()`` on one pool thread; its pieces arrive here in order."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_DEPTH)
@@ -161,16 +161,17 @@ class Bridge:
 
 def file_body(
     bridge: Bridge, metrics: Metrics, fs: FileStream, start: int, stop: int
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[memoryview]:
     """Bytes ``start:stop`` of a version's file for a response body, read on the download pool and
     counted in the metrics (bytes sent, and the whole download's time from this call)."""
     started = time.perf_counter()
 
-    def produce() -> Iterator[bytes]:
-        # every chunk is checked against its id as it is read; the client checks the SHA-256
-        return fs.iter_bytes(start, stop, check_sha256=False)
+    def produce() -> Iterator[memoryview]:
+        # blocks of several chunks, each checked against its id before it is handed over, in
+        # memory of their own (no copy): the client checks the SHA-256
+        return fs.iter_blocks(start, stop)
 
-    async def body() -> AsyncIterator[bytes]:
+    async def body() -> AsyncIterator[memoryview]:
         async for piece in bridge.stream(produce):
             metrics.bytes_out.inc(len(piece))
             yield piece

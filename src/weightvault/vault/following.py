@@ -13,6 +13,7 @@ from weightvault.core.errors import (
     StorageError,
 )
 from weightvault.registry.index import VersionRecord
+from weightvault.vault import aliasseq
 from weightvault.vault import refresh as refresh_module
 from weightvault.vault.journal import PACK, REF
 from weightvault.vault.state import VaultState
@@ -32,7 +33,11 @@ class Following(VaultState):
 
     def _lookup(self, model: str, revision: str | None) -> VersionRecord:
         """``index.resolve``; a model whose refs in the store were refused reports why, not
-        "not found" (the store may have removed a ref it could not forge)."""
+        "not found" (the store may have removed a ref it could not forge). An alias whose ref in
+        the store was rolled back is an error, not the target this index knew before."""
+        rolled_back = aliasseq.rolled_back(self, model, revision) if revision is not None else None
+        if rolled_back is not None:
+            raise rolled_back
         try:
             return self.index.resolve(model, revision)
         except (ModelNotFoundError, RevisionNotFoundError):

@@ -41,6 +41,7 @@ from weightvault.core import layout
 from weightvault.core.errors import (
     ConcurrentModificationError,
     ConfigError,
+    ConflictError,
     CorruptObjectError,
     FormatError,
     IntegrityError,
@@ -66,6 +67,8 @@ if TYPE_CHECKING:
 KEYS: Final = "keys/"
 KEYRING_NAME: Final = "keyring"
 KEYRING_FORMAT: Final = 2
+#: version of the additive ``next_domain`` field (a keyring without it is unchanged format 2)
+NEXT_DOMAIN_VERSION: Final = 1
 MAX_SLOT: Final = 255
 ACTIVE: Final = "active"
 RETIRED: Final = "retired"
@@ -137,6 +140,24 @@ class SlotRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class NextDomain:
+    """The keys of the domain a ``keys rotate MODEL --new-domain`` is moving the model to,
+    kept in the keyring (same KEK) until every version is moved, then made the keyring's own."""
+
+    id_key: WrappedKey
+    slots: tuple[SlotRecord, ...]
+    created: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": NEXT_DOMAIN_VERSION,
+            "id_key": self.id_key.to_dict(),
+            "data_keys": [s.to_dict() for s in sorted(self.slots, key=lambda s: s.slot)],
+            "created": self.created,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class KeyringRecord:
     model: str
     created: str
@@ -148,6 +169,11 @@ class KeyringRecord:
     #: grows by one with every rewrite; a home refuses a generation older than one it has seen
     generation: int = 1
     mac: str = ""
+    #: set while ``keys rotate MODEL --new-domain`` moves the model to a new domain
+    next_domain: NextDomain | None = None
+    #: id key fingerprints of the domains this one replaced (oldest first): a home that pinned
+    #: one of them accepts this keyring as its successor
+    replaces: tuple[str, ...] = ()
 
     @property
     def kek_id(self) -> str:
@@ -165,7 +191,7 @@ class KeyringRecord:
         return max(active)
 
     def body(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "format": KEYRING_FORMAT,
             "model": self.model,
             "created": self.created,
@@ -176,6 +202,29 @@ class KeyringRecord:
             "reencrypt_target": self.reencrypt_target,
             "generation": self.generation,
         }
+        # additive fields, written only when set: keyrings without them keep their bytes and MACs
+        if self.next_domain is not None:
+            body["next_domain"] = self.next_domain.to_dict()
+        if self.replaces:
+            body["replaces"] = list(self.replaces)
+        return body
+
+    def successor(self) -> KeyringRecord:
+        """The keyring of the next domain once it is made current (unsealed): its keys only,
+        naming this domain among those it replaces."""
+        if self.next_domain is None:
+            raise FormatError(f"keyring of {self.model} has no next domain")
+        nxt = self.next_domain
+        return replace(
+            self,
+            id_key=nxt.id_key,
+            slots=nxt.slots,
+            reencrypt_target=None,
+            next_domain=None,
+            replaces=(*self.replaces, self.id_key.key_id),
+            generation=self.generation + 1,
+            mac="",
+        )
 
     def sealed(self, mac_key: bytes) -> KeyringRecord:
         mac = blake3.blake3(canonical_json(self.body()), key=mac_key).hexdigest()
@@ -201,14 +250,20 @@ class KeyringRecord:
                 raise FormatError(f"keyring of {model}: unsupported format {raw.get('format')!r}")
             if raw["model"] != model:
                 raise FormatError(f"keyring {layout.keyring_key(model)} names model {raw['model']!r}")
-            slots = []
-            for d in raw["data_keys"]:
-                slot, state = int(d["slot"]), d["state"]
-                if not 1 <= slot <= MAX_SLOT or state not in (ACTIVE, RETIRED):
-                    raise FormatError(f"keyring of {model}: bad data key slot {slot} / state {state!r}")
-                slots.append(SlotRecord(slot, state, str(d["created"]), WrappedKey.from_dict(d["key"])))
-            if len({s.slot for s in slots}) != len(slots):
-                raise FormatError(f"keyring of {model} lists a slot twice")
+            slots = _parse_slots(raw["data_keys"], model)
+            nxt = raw.get("next_domain")
+            next_domain = None
+            if nxt is not None:
+                if not isinstance(nxt, dict) or nxt.get("version") != NEXT_DOMAIN_VERSION:
+                    raise FormatError(f"keyring of {model}: unsupported next_domain {nxt!r:.80}")
+                next_domain = NextDomain(
+                    WrappedKey.from_dict(nxt["id_key"]),
+                    _parse_slots(nxt["data_keys"], model),
+                    str(nxt["created"]),
+                )
+            replaces = raw.get("replaces", [])
+            if not isinstance(replaces, list) or not all(isinstance(x, str) for x in replaces):
+                raise FormatError(f"keyring of {model}: malformed replaces")
             target = raw.get("reencrypt_target")
             generation = raw["generation"]
             if not isinstance(generation, int) or isinstance(generation, bool) or generation < 1:
@@ -221,15 +276,24 @@ class KeyringRecord:
                 created=str(raw["created"]),
                 provider=provider,
                 id_key=WrappedKey.from_dict(raw["id_key"]),
-                slots=tuple(slots),
+                slots=slots,
                 reencrypt_target=None if target is None else int(target),
                 generation=generation,
                 mac=raw["mac"],
+                next_domain=next_domain,
+                replaces=tuple(replaces),
             )
             if raw.get("kek_id") != rec.kek_id:
                 raise FormatError(f"keyring of {model}: kek_id does not match its id key")
-            for s in rec.slots:
-                if (s.key.provider, s.key.kek_id) != (rec.id_key.provider, rec.kek_id):
+            wrapped = [s.key for s in rec.slots]
+            if next_domain is not None:
+                wrapped += [next_domain.id_key, *(s.key for s in next_domain.slots)]
+                if {s.slot for s in next_domain.slots} & {s.slot for s in rec.slots}:
+                    raise FormatError(f"keyring of {model}: its next domain reuses a slot")
+                if not any(s.state == ACTIVE for s in next_domain.slots):
+                    raise FormatError(f"keyring of {model}: its next domain has no active data key")
+            for w in wrapped:
+                if (w.provider, w.kek_id) != (rec.id_key.provider, rec.kek_id):
                     raise FormatError(f"keyring of {model}: its keys are wrapped under different KEKs")
             rec.active_slot  # noqa: B018 - validates
             return rec
@@ -237,6 +301,20 @@ class KeyringRecord:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise FormatError(f"malformed keyring of {model}: {exc}") from None
+
+
+def _parse_slots(items: Any, model: str) -> tuple[SlotRecord, ...]:
+    from weightvault.keys import WrappedKey
+
+    slots = []
+    for d in items:
+        slot, state = int(d["slot"]), d["state"]
+        if not 1 <= slot <= MAX_SLOT or state not in (ACTIVE, RETIRED):
+            raise FormatError(f"keyring of {model}: bad data key slot {slot} / state {state!r}")
+        slots.append(SlotRecord(slot, state, str(d["created"]), WrappedKey.from_dict(d["key"])))
+    if len({s.slot for s in slots}) != len(slots):
+        raise FormatError(f"keyring of {model} lists a slot twice")
+    return tuple(slots)
 
 
 # ---------------------------------------------------------------- an opened domain
@@ -266,6 +344,13 @@ class Domain:
         #: keys the chunker's gear table, so chunk boundaries (and lengths) depend on a secret
         seed = int.from_bytes(_derive(_CTX_CHUNKER_SEED, id_key.material)[:8], "little")
         self.chunker_seed = (seed & ((1 << 63) - 1)) | 1  # pyfastcdc's range; never 0 (unkeyed)
+        #: the opened keys of the domain a ``--new-domain`` rotation is moving the model to
+        self.pending: Domain | None = None
+
+    @property
+    def id_key_id(self) -> str:
+        """Public fingerprint of the id key: what names this domain (pins, refs in transition)."""
+        return self.record.id_key.key_id
 
     @property
     def active_slot(self) -> int:
@@ -531,19 +616,29 @@ class KeyManager:
             id_key = unwrap_data_key(provider, rec.id_key)
             rec.check_mac(_derive(_CTX_KEYRING_MAC, id_key.material))
             keys = {s.slot: unwrap_data_key(provider, s.key) for s in rec.slots}
+            pending = None
+            if rec.next_domain is not None:
+                nxt = rec.next_domain
+                pending = Domain(
+                    rec.successor(),
+                    unwrap_data_key(provider, nxt.id_key),
+                    {s.slot: unwrap_data_key(provider, s.key) for s in nxt.slots},
+                )
         except WrongKeyError as exc:
             extra = f" ({'; '.join(problems)})" if problems else ""
             raise WrongKeyError(
                 provider.name, f"cannot open the keys of model {rec.model!r}: {exc.detail}{extra}"
             ) from None
-        return Domain(rec, id_key, keys)
+        dom = Domain(rec, id_key, keys)
+        dom.pending = pending
+        return dom
 
     def _open_verified(self, model: str, data: bytes) -> Domain:
         rec = KeyringRecord.from_bytes(data, model)
         provider, problems = self._provider_for(rec)
         dom = self._unwrap(rec, provider, problems)
         if self.trust is not None:
-            self.trust.check(model, rec.id_key.key_id, rec.generation)
+            self.trust.check(model, rec.id_key.key_id, rec.generation, rec.replaces)
         return dom
 
     def _load(self, model: str) -> Domain | None:
@@ -683,7 +778,7 @@ class KeyManager:
             # the claim has done its work: keep only a digest, so it is no copy of old keys
             self._primary.put(claim_key(rec.model, rec.generation), _tombstone(rec.generation, body))
         if self.trust is not None:
-            self.trust.check(rec.model, rec.id_key.key_id, rec.generation)
+            self.trust.check(rec.model, rec.id_key.key_id, rec.generation, rec.replaces)
         status: dict[str, str] = {}
         if self._replicas is not None:
             for name in self._replicas.names:
@@ -775,6 +870,7 @@ class KeyManager:
         rec = replace(dom.record, **changes, generation=dom.record.generation + 1, mac="").sealed(dom.mac_key)
         self.write(rec, mac_key=dom.mac_key)
         new = Domain(rec, dom.id_key, {s.slot: dom.data_keys[s.slot] for s in rec.slots})
+        new.pending = dom.pending
         with self._lock:
             self._cache.domains[dom.model] = new
         return new
@@ -784,6 +880,11 @@ class KeyManager:
         from weightvault.cas.encryption import DataKey
         from weightvault.keys import wrap_data_key
 
+        if dom.record.next_domain is not None:
+            raise ConflictError(
+                f"model {dom.model} is being moved to a new domain; finish it first "
+                f"(weightvault keys rotate {dom.model} --new-domain)"
+            )
         slot = max(s.slot for s in dom.record.slots) + 1
         if slot > MAX_SLOT:
             raise ConfigError(
@@ -811,6 +912,14 @@ class KeyManager:
         """Wrap every key of the domain under ``target`` (the data stays as it is)."""
         from weightvault.keys import wrap_data_key
 
+        nxt = dom.record.next_domain
+        if nxt is not None and dom.pending is not None:  # the domain being moved to goes along
+            pend = dom.pending
+            nxt = replace(
+                nxt,
+                id_key=wrap_data_key(target, pend.id_key),
+                slots=tuple(replace(s, key=wrap_data_key(target, pend.data_keys[s.slot])) for s in nxt.slots),
+            )
         rec = replace(
             dom.record,
             provider=dict(params),
@@ -818,11 +927,64 @@ class KeyManager:
             slots=tuple(
                 replace(s, key=wrap_data_key(target, dom.data_keys[s.slot])) for s in dom.record.slots
             ),
+            next_domain=nxt,
             generation=dom.record.generation + 1,
             mac="",
         ).sealed(dom.mac_key)
         status = self.write(rec, mac_key=dom.mac_key)
         new = Domain(rec, dom.id_key, dom.data_keys)
+        if dom.pending is not None:
+            new.pending = Domain(rec.successor(), dom.pending.id_key, dom.pending.data_keys)
+        with self._lock:
+            self._cache.domains[dom.model] = new
+        return new, status
+
+    # ---- a new domain (``keys rotate MODEL --new-domain``, ``vault.domains``) ---------------------
+
+    def begin_domain(self, dom: Domain) -> Domain:
+        """Add a fresh domain (id key, data key in the next slot) to the keyring as its
+        ``next_domain``, wrapped under the KEK that holds the current one; a conditional write.
+        Returns the current domain with the new one opened as its ``pending``."""
+        from weightvault.cas.encryption import DataKey
+        from weightvault.keys import wrap_data_key
+
+        if dom.record.next_domain is not None:
+            return dom
+        if dom.record.reencrypt_target is not None:
+            raise ConflictError(
+                f"a re-encryption of {dom.model} is unfinished; run `weightvault keys rotate {dom.model} "
+                "--reencrypt` first"
+            )
+        slot = max(s.slot for s in dom.record.slots) + 1
+        if slot > MAX_SLOT:
+            raise ConfigError(f"model {dom.model} has used all {MAX_SLOT} data key slots")
+        provider, _problems = self._provider_for(dom.record)
+        id_key, data_key = DataKey.generate(), DataKey.generate()
+        now = _now()
+        nxt = NextDomain(
+            wrap_data_key(provider, id_key),
+            (SlotRecord(slot, ACTIVE, now, wrap_data_key(provider, data_key)),),
+            now,
+        )
+        rec = replace(dom.record, next_domain=nxt, generation=dom.record.generation + 1, mac="").sealed(
+            dom.mac_key
+        )
+        self.write(rec, mac_key=dom.mac_key)
+        new = Domain(rec, dom.id_key, dom.data_keys)
+        new.pending = Domain(rec.successor(), id_key, {slot: data_key})
+        with self._lock:
+            self._cache.domains[dom.model] = new
+        return new
+
+    def switch_domain(self, dom: Domain) -> tuple[Domain, dict[str, str]]:
+        """Make the pending domain the model's own: the keyring keeps only its keys (the old
+        domain's secrets leave it) and names the old id key in ``replaces``."""
+        pending = dom.pending
+        if pending is None:
+            raise FormatError(f"keyring of {dom.model} has no next domain to switch to")
+        rec = dom.record.successor().sealed(pending.mac_key)
+        status = self.write(rec, mac_key=pending.mac_key)
+        new = Domain(rec, pending.id_key, pending.data_keys)
         with self._lock:
             self._cache.domains[dom.model] = new
         return new, status
@@ -832,6 +994,10 @@ def iter_wrapped(rec: KeyringRecord) -> Iterator[WrappedKey]:
     yield rec.id_key
     for s in rec.slots:
         yield s.key
+    if rec.next_domain is not None:
+        yield rec.next_domain.id_key
+        for s in rec.next_domain.slots:
+            yield s.key
 
 
 __all__ = [
@@ -843,6 +1009,7 @@ __all__ = [
     "KeyManager",
     "KeySlotMissingError",
     "KeyringRecord",
+    "NextDomain",
     "SlotRecord",
     "is_sealed_manifest",
     "is_sealed_recipe",

@@ -31,7 +31,7 @@ from weightvault.core.types import (
 )
 from weightvault.registry.index import RegistryIndex, VersionRecord
 from weightvault.storage.backend import Backend
-from weightvault.vault import refauth
+from weightvault.vault import aliasseq, refauth
 from weightvault.vault.codecs import BlobCodec
 from weightvault.vault.config import Settings
 from weightvault.vault.following import Following
@@ -187,9 +187,24 @@ class Records(Following):
     def _recipe(self, sha256: str, model: str | None = None, *, allow_plain: bool = True) -> FileRecipe:
         return self._find_recipe(sha256, model, allow_plain=allow_plain)[1]
 
-    def _check_ref(self, model: str, kind: str, name: str, body: dict[str, Any]) -> None:
-        """Refuse a ref from the store that is not authentic (encrypted models: its MAC)."""
-        refauth.check(self.keys.domain(model), model, kind, name, body)
+    def _check_ref(self, model: str, kind: str, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Refuse a ref from the store that is not authentic (encrypted models: its MAC, and for
+        an alias its sequence number against this home's pin); returns the ref as it must be read
+        when that differs (``refauth.check``). A ref refused by the domain this process opened
+        earlier is checked once more against the keyring in the store (another machine may have
+        moved the model to a new domain since)."""
+        dom = self.keys.domain(model)
+        try:
+            moved = refauth.check(dom, model, kind, name, body)
+        except refauth.RefAuthError:
+            fresh = self.keys.domain(model, refresh=True)
+            if fresh is None or dom is None or fresh.record.generation == dom.record.generation:
+                raise
+            dom = fresh
+            moved = refauth.check(fresh, model, kind, name, body)
+        if kind == "alias" and dom is not None:
+            aliasseq.check(self, model, name, moved or body)
+        return moved
 
     @staticmethod
     def _signer(dom: Domain | None) -> RefSigner | None:
@@ -208,7 +223,8 @@ class Records(Following):
         for rec in versions:
             self.store.create_version_ref(model, rec.label, rec.commit, rec.created, signer, replace=True)
             for alias in rec.aliases:
-                self.store.set_alias_ref(model, alias, rec.label, rec.commit, signer)
+                seq = aliasseq.next_seq(self, model, alias)
+                self.store.set_alias_ref(model, alias, rec.label, rec.commit, signer, seq)
 
     def chunker_for(self, dom: Domain | None) -> Chunker:
         """The store's chunker for a plain model; one keyed with the domain's secret seed for an
@@ -265,7 +281,14 @@ class Records(Following):
     def show(self, ref: str | Ref) -> VersionInfo:
         r = parse_ref(ref) if isinstance(ref, str) else ref
         self._refresh_to_read()
-        return self._info(self._lookup(r.model, r.revision), with_files=True)
+        try:
+            return self._info(self._lookup(r.model, r.revision), with_files=True)
+        except IntegrityError:
+            from weightvault.vault.domains import follow  # keys and rotation: imported when needed
+
+            if not follow(self, r.model):
+                raise
+            return self._info(self._lookup(r.model, r.revision), with_files=True)
 
     def resolve(self, ref: str | Ref) -> VersionInfo:
         r = parse_ref(ref) if isinstance(ref, str) else ref

@@ -9,6 +9,14 @@ manifest (a keyed hash of it in an encrypted version), which must name the same 
 
 A ref that carries a MAC while its model has no keyring tells a machine that never pinned the
 model that its keyring was deleted: that is an error too, never a plain model.
+
+While ``keys rotate MODEL --new-domain`` moves a model to a new domain, each ref carries the
+ref of the new domain beside its own: ``"next": {"id_key", "commit", "mac"}``, the new commit
+id and the MAC under the new domain's key of the same fields with that commit. The old MAC
+covers ``next`` too. Readers of the old domain read the old commit; once the keyring is
+switched, readers of the new one read ``next`` (verified under the new key), until the rotation
+rewrites the ref as a plain ref of the new domain. A ref MACed only under the old key is refused
+by the new domain.
 """
 
 from __future__ import annotations
@@ -31,6 +39,17 @@ class RefAuthError(RefRefusedError):
     """A ref of an encrypted model is missing its MAC, fails it, or contradicts its key."""
 
 
+class AliasRollbackError(RefRefusedError):
+    """An authentic alias ref older than one this home has seen: the bucket put an old one back."""
+
+    code = "alias_rollback"
+
+    def __init__(self, message: str, model: str, alias: str) -> None:
+        super().__init__(message)
+        self.model = model
+        self.alias = alias
+
+
 def _mac(dom: Domain, kind: str, body: Mapping[str, Any]) -> str:
     fields = {k: v for k, v in body.items() if k != "mac"}
     return blake3.blake3(canonical_json({"kind": kind, **fields}), key=dom.ref_mac_key).hexdigest()
@@ -41,8 +60,39 @@ def sign(dom: Domain, kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
     return {**body, "mac": _mac(dom, kind, body)}
 
 
-def check(dom: Domain | None, model: str, kind: str, name: str, body: Mapping[str, Any]) -> None:
-    """Refuse a ref of ``model`` (stored as ``kind`` ``name``) that is not authentic.
+def own_fields(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A ref's fields without its MAC and transition section."""
+    return {k: v for k, v in body.items() if k not in ("mac", "next")}
+
+
+def in_next(body: Mapping[str, Any], new: Domain) -> dict[str, Any] | None:
+    """The ref of the new domain ``new`` that ``body`` carries, as a plain ref of it (not yet
+    verified), or None."""
+    nxt = body.get("next")
+    if not isinstance(nxt, dict) or nxt.get("id_key") != new.id_key_id:
+        return None
+    commit, mac = nxt.get("commit"), nxt.get("mac")
+    if not isinstance(commit, str) or not isinstance(mac, str):
+        return None
+    return {**own_fields(body), "commit": commit, "mac": mac}
+
+
+def sign_transition(
+    old: Domain, new: Domain, kind: str, body: Mapping[str, Any], commit: str
+) -> dict[str, Any]:
+    """``body`` (a ref of ``old``) carrying its ref in ``new`` at ``commit``, MACed under both."""
+    fields = own_fields(body)
+    moved = sign(new, kind, {**fields, "commit": commit})
+    nxt = {"id_key": new.id_key_id, "commit": commit, "mac": moved["mac"]}
+    return sign(old, kind, {**fields, "next": nxt})
+
+
+def check(
+    dom: Domain | None, model: str, kind: str, name: str, body: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """Refuse a ref of ``model`` (stored as ``kind`` ``name``) that is not authentic; returns
+    the ref as the reader must take it when that is not ``body`` itself (a ref carrying its
+    successor in ``dom``, the model's domain after a ``--new-domain`` switch).
 
     ``dom`` is the model's opened domain, or None for a model without a keyring."""
     if kind not in _NAME_FIELD:
@@ -56,11 +106,17 @@ def check(dom: Domain | None, model: str, kind: str, name: str, body: Mapping[st
                 f"{kind} ref {model}@{name} is authenticated but {model} has no keyring: the model is "
                 "encrypted and its keyring was deleted from the store"
             )
-        return
+        return None
+    moved = in_next(body, dom)
+    if moved is not None:
+        if not hmac.compare_digest(moved["mac"], _mac(dom, kind, moved)):
+            raise RefAuthError(f"{kind} ref {model}@{name} fails its MAC (edited or forged)")
+        return moved
     if not isinstance(mac, str):
         raise RefAuthError(f"{kind} ref {model}@{name} of encrypted model {model} is not authenticated")
     if not hmac.compare_digest(mac, _mac(dom, kind, body)):
         raise RefAuthError(f"{kind} ref {model}@{name} fails its MAC (edited or forged)")
+    return None
 
 
-__all__ = ["RefAuthError", "check", "sign"]
+__all__ = ["AliasRollbackError", "RefAuthError", "check", "in_next", "own_fields", "sign", "sign_transition"]

@@ -34,6 +34,7 @@ from weightvault.vault.trust import LocalTrust
 
 if TYPE_CHECKING:
     from weightvault.registry.access import AccessStore
+    from weightvault.vault.refauth import AliasRollbackError
 
 
 Progress = Callable[[int], None]
@@ -106,6 +107,8 @@ class VaultState:
         self.journal = Journal(self.primary)
         self.refresh_lock = threading.Lock()
         self._refused_refs: dict[str, IntegrityError] = {}
+        #: (model, alias) -> why the store's ref of that alias was refused as a rollback
+        self._rollbacks: dict[tuple[str, str], AliasRollbackError] = {}
         self._background: list[threading.Thread] = []
         self.index = index or _open_index(settings)
         self.cache = (

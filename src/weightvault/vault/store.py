@@ -102,8 +102,9 @@ class Store:
         self.config = self._load_or_init_config()
         #: opens a sealed manifest (set by the vault, which holds the keys)
         self.manifest_opener: Callable[[str, bytes], Manifest] | None = None
-        #: refuses a ref that is not authentic (set by the vault, which holds the keys)
-        self.ref_checker: Callable[[str, str, str, dict[str, Any]], None] | None = None
+        #: refuses a ref that is not authentic (set by the vault, which holds the keys); may
+        #: return the ref as it must be read (a ref in transition to a new domain)
+        self.ref_checker: Callable[[str, str, str, dict[str, Any]], dict[str, Any] | None] | None = None
 
     def _load_or_init_config(self) -> StoreConfig:
         # The primary defines the store: an unreachable secondary must not stop the vault opening.
@@ -223,9 +224,18 @@ class Store:
         self.backend.delete(layout.version_ref_key(model, label))
 
     def set_alias_ref(
-        self, model: str, alias: str, label: str, commit: str, signer: RefSigner | None = None
+        self,
+        model: str,
+        alias: str,
+        label: str,
+        commit: str,
+        signer: RefSigner | None = None,
+        seq: int | None = None,
     ) -> None:
+        """``seq``: the alias's sequence number (encrypted models), which readers pin (rollback)."""
         body: dict[str, Any] = {"model": model, "alias": alias, "label": label, "commit": commit}
+        if seq is not None:
+            body["seq"] = seq
         if signer is not None:
             body = signer("alias", body)
         self.backend.put(layout.alias_ref_key(model, alias), canonical_json(body))
@@ -258,8 +268,20 @@ class Store:
             return None
         body = parse_ref_body(key, model, kind, name, data)
         if self.ref_checker is not None:
-            self.ref_checker(model, kind, name, body)
+            return self.ref_checker(model, kind, name, body) or body
         return body
+
+    def get_raw_ref(self, model: str, kind: str, name: str) -> dict[str, Any] | None:
+        """A ref's body as stored (checked against its key only), or None."""
+        key = layout.ref_key(model, kind, name)
+        try:
+            return parse_ref_body(key, model, kind, name, self.backend.get(key))
+        except MissingObjectError:
+            return None
+
+    def put_ref(self, model: str, kind: str, name: str, body: dict[str, Any]) -> None:
+        """Replace a ref with ``body`` (already signed)."""
+        self.backend.put(layout.ref_key(model, kind, name), canonical_json(body))
 
     def ref_keys(self) -> tuple[dict[tuple[str, str, str], str], list[str]]:
         """Every ref key in the store, parsed: ({(model, kind, name): key}, [keys that parse as no

@@ -41,15 +41,7 @@ class FileStream:
         client, which checks it anyway: hashing twice would halve a single download's speed)."""
         start, stop = self.check_range(start, end)
         whole = check_sha256 and start == 0 and stop == self.entry.size
-        ids: list[bytes] = []
-        first_offset = 0
-        offset = 0
-        for cid, n in self.recipe.chunks:
-            if offset + n > start and offset < stop:
-                if not ids:
-                    first_offset = offset
-                ids.append(cid)
-            offset += n
+        ids, first_offset = self._overlapping(start, stop)
         h = hashlib.sha256() if whole else None
         pos = first_offset
         for raw in self.reader.chunks(ids, self.what):
@@ -62,6 +54,32 @@ class FileStream:
             pos += n
         if h is not None and h.hexdigest() != self.entry.sha256:
             raise CorruptObjectError(f"{self.what}: SHA-256 mismatch after rebuilding from chunks")
+
+    def _overlapping(self, start: int, stop: int) -> tuple[list[bytes], int]:
+        """The ids of the chunks that overlap ``start:stop``, and the file offset of the first."""
+        ids: list[bytes] = []
+        first_offset = 0
+        offset = 0
+        for cid, n in self.recipe.chunks:
+            if offset + n > start and offset < stop:
+                if not ids:
+                    first_offset = offset
+                ids.append(cid)
+            offset += n
+        return ids, first_offset
+
+    def iter_blocks(self, start: int = 0, end: int | None = None) -> Iterator[memoryview]:
+        """Bytes ``start`` to ``end`` (exclusive) for a socket: blocks of several chunks, each
+        checked against its ids before it is yielded and owning its memory (a send may finish
+        after the next block is read). No whole-file SHA-256: the receiving client checks it."""
+        start, stop = self.check_range(start, end)
+        ids, pos = self._overlapping(start, stop)
+        for block in self.reader.blocks(ids, self.what):
+            n = len(block)
+            lo, hi = max(start - pos, 0), min(stop - pos, n)
+            if hi > lo:
+                yield block[lo:hi]
+            pos += n
 
     def open(self) -> io.BufferedReader:
         """A seekable, read-only file object over the file (chunks checked as they are read)."""

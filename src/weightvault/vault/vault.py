@@ -42,6 +42,7 @@ from weightvault.core.types import (
     VersionInfo,
 )
 from weightvault.storage.replica import ReplicaSet
+from weightvault.vault import aliasseq as aliasseq_module
 from weightvault.vault import gc as gc_module
 from weightvault.vault import lineage as lineage_module
 from weightvault.vault import recover as recover_module
@@ -66,6 +67,7 @@ from weightvault.vault.versions import Versions
 
 if TYPE_CHECKING:
     from weightvault.vault import ingest as ingest_types
+    from weightvault.vault.domains import NewDomainReport
     from weightvault.vault.rotation import RotateReport
     from weightvault.vault.stream import FileStream
 
@@ -358,6 +360,7 @@ class Vault(Versions):
         """A re-encryption may have dropped the data key this push sealed under: then push again."""
         rec = self.keys.record(model)
         if rec is None or slot not in {s.slot for s in rec.slots}:
+            self.keys.forget(model)  # the next attempt opens the keyring as it is now
             raise ConcurrentModificationError(
                 f"the data keys of {model} were rotated during the push; push again (only what is "
                 "missing is written)"
@@ -449,12 +452,26 @@ class Vault(Versions):
         rec = self.index.resolve(model, revision)
         if self.index.label_exists(model, alias):
             raise ConflictError(f"{alias!r} is a version label of {model}; an alias cannot shadow it")
-        self.store.set_alias_ref(model, alias, rec.label, rec.commit, self._signer(self.keys.domain(model)))
+        # the keyring as it is now: a ref signed with a domain replaced meanwhile would be refused
+        dom = self.keys.domain(model, refresh=True)
+        seq = aliasseq_module.next_seq(self, model, alias) if dom is not None else None
+        self.store.set_alias_ref(model, alias, rec.label, rec.commit, self._signer(dom), seq)
+        if seq is not None:
+            aliasseq_module.pin_written(self, model, alias, seq)
         self.journal_ref(model, "alias", alias)
         if self.replicas is not None and self.settings.sync_enabled:  # aliases move: refresh them everywhere
             replication_module.replicate(self, self.replicas, [layout.alias_ref_key(model, alias)])
         self.index.set_alias(model, alias, rec.label)
         return self._info(self.index.resolve(model, rec.label))
+
+    def accept_alias(self, model: str, alias: str) -> VersionInfo | None:
+        """Take the store's ref of ``alias`` as it is, even older than one this home has seen (a
+        store restored on purpose): forget the alias's pin and read the ref again."""
+        check_model_name(model)
+        check_label(alias, "alias")
+        if aliasseq_module.accept(self, model, alias) is None:
+            return None
+        return self._info(self.index.resolve(model, alias))
 
     def remove_alias(self, model: str, alias: str) -> None:
         check_model_name(model)
@@ -613,6 +630,8 @@ class Vault(Versions):
                     kek_id=rec.kek_id,
                     id_key=rec.id_key.key_id,
                     reencrypt_in_progress=rec.reencrypt_target,
+                    new_domain_in_progress=rec.next_domain is not None,
+                    replaced_id_keys=list(rec.replaces),
                     data_keys=[
                         {"slot": sl.slot, "key_id": sl.key.key_id, "state": sl.state, "created": sl.created}
                         for sl in sorted(rec.slots, key=lambda x: x.slot)
@@ -646,6 +665,14 @@ class Vault(Versions):
         from weightvault.vault.rotation import rotate
 
         return rotate(self, model, reencrypt=reencrypt, new_provider=new_provider, progress=progress)
+
+    def rotate_domain(self, model: str, *, progress: Progress | None = None) -> NewDomainReport:
+        """Move ``model`` to a new encryption domain: new id key, MAC keys, chunker seed and data
+        key; every version re-chunked and re-sealed, every ref re-signed (``vault.domains``).
+        For when a key holder leaves; rerun to finish an interrupted one."""
+        from weightvault.vault.domains import rotate_domain
+
+        return rotate_domain(self, model, progress)
 
     def stats(self) -> dict[str, Any]:
         out = self.index.stats()

@@ -142,7 +142,7 @@ def _check_store_refs(vault: Vault, rec: VersionRecord) -> list[str]:
             body = json.loads(vault.backend.get(key))
             if not isinstance(body, dict):
                 raise FormatError("not an object")
-            vault._check_ref(rec.model, kind, name, body)
+            body = vault._check_ref(rec.model, kind, name, body) or body
         except (IntegrityError, ValueError) as exc:
             out.append(f"{kind} ref {rec.model}@{name}: {exc}")
             continue
