@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from weightvault.open import Vault
 
-__version__ = "0.1.0"
+from weightvault.core.version import VERSION as __version__
+
 __all__ = ["Vault", "__version__"]
 
 

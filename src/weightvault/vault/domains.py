@@ -46,7 +46,6 @@ from weightvault.core.errors import (
 from weightvault.core.manifest import FileEntry, FileRecipe, Manifest
 from weightvault.core.names import check_model_name
 from weightvault.vault import refauth
-from weightvault.vault import refresh as refresh_module
 from weightvault.vault import replication as replication_module
 from weightvault.vault.codecs import BlobEncoder, layout_from_prefix
 from weightvault.vault.keyring import Domain
@@ -59,7 +58,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from weightvault.registry.index import VersionRecord
-    from weightvault.vault.records import Records
     from weightvault.vault.versions import Versions as Vault  # the layer of the vault this works on
 
 
@@ -412,21 +410,6 @@ def _settle(vault: Vault, dom: Domain, report: NewDomainReport) -> None:
     vault.refresh()
 
 
-def follow(vault: Records, model: str) -> bool:
-    """When ``model`` was moved to a new domain and this index still names the old commits (the
-    move stopped before announcing it): re-read the model's refs from the store. False when the
-    model was never moved (nothing to follow)."""
-    dom = vault.keys.domain(model, refresh=True)
-    if dom is None or not dom.record.replaces:
-        return False
-    report = refresh_module.RefreshReport()
-    found, _bad = vault.store.ref_keys()
-    for m, kind, name in sorted(found, key=lambda r: r[1] != "version"):
-        if m == model:
-            refresh_module.sync_ref(vault, vault.index, m, kind, name, report)
-    return True
-
-
 def rotate_domain(vault: Vault, model: str, progress: Callable[[int], None] | None = None) -> NewDomainReport:
     """Move ``model`` to a new domain (see the module's docstring); rerun to finish an
     interrupted one."""
@@ -471,4 +454,4 @@ def rotate_domain(vault: Vault, model: str, progress: Callable[[int], None] | No
     return report
 
 
-__all__ = ["NewDomainReport", "follow", "rotate_domain"]
+__all__ = ["NewDomainReport", "rotate_domain"]

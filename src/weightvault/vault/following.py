@@ -24,6 +24,20 @@ logger = logging.getLogger(__name__)
 class Following(VaultState):
     """A vault state that follows its store and announces its own changes."""
 
+    def follow_domain_move(self, model: str) -> bool:
+        """When ``model`` was moved to a new domain and this index still names the old commits (the
+        move stopped before announcing it): re-read the model's refs from the store. False when the
+        model was never moved (nothing to follow)."""
+        dom = self.keys.domain(model, refresh=True)
+        if dom is None or not dom.record.replaces:
+            return False
+        report = refresh_module.RefreshReport()
+        found, _bad = self.store.ref_keys()
+        for m, kind, name in sorted(found, key=lambda r: r[1] != "version"):
+            if m == model:
+                refresh_module.sync_ref(self, self.index, m, kind, name, report)
+        return True
+
     def refresh(self) -> refresh_module.RefreshReport:
         """Bring the index up to date with the store (other machines' pushes, aliases, deletes,
         gc). Costs one small read when nothing changed; every operation below calls it."""

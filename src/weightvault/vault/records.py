@@ -284,9 +284,7 @@ class Records(Following):
         try:
             return self._info(self._lookup(r.model, r.revision), with_files=True)
         except IntegrityError:
-            from weightvault.vault.domains import follow  # keys and rotation: imported when needed
-
-            if not follow(self, r.model):
+            if not self.follow_domain_move(r.model):
                 raise
             return self._info(self._lookup(r.model, r.revision), with_files=True)
 

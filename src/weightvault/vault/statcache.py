@@ -26,9 +26,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from weightvault import __version__
 from weightvault.core.errors import FormatError
 from weightvault.core.manifest import FileRecipe
+from weightvault.core.version import VERSION
 from weightvault.vault.source import SourceFile
 
 NS = 1_000_000_000
@@ -89,7 +89,7 @@ class StatCache:
                         with contextlib.suppress(ValueError, TypeError, KeyError):
                             kept = json.loads(row[6])
                             finding = kept["finding"]
-                            if kept["by"] == __version__ and (finding is None or isinstance(finding, dict)):
+                            if kept["by"] == VERSION and (finding is None or isinstance(finding, dict)):
                                 found[src.abspath] = finding
                                 break
         return found
@@ -161,7 +161,7 @@ class StatCache:
 
 
 def _kept(finding: dict[str, Any] | None) -> str:
-    return json.dumps({"by": __version__, "finding": finding})
+    return json.dumps({"by": VERSION, "finding": finding})
 
 
 def _add_safety_column(db: sqlite3.Connection) -> None:
