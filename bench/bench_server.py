@@ -10,7 +10,9 @@ every file of the version once and discards the bytes:
 
 * weightvault: ``GET /api/v1/models/M/-/versions/V/files/P`` read by the pull's own receiving
   code (``weightvault.client.receive``), SHA-256 of every file checked against the manifest on
-  a second thread (the server also checks every chunk's BLAKE3 as it reads);
+  a second thread; like the pull, it sends ``X-Weightvault-Client-Verifies: sha256``, so the
+  server skips its per-chunk BLAKE3 ("weightvault, server checks": without the header, the
+  server checks every chunk as every other client gets it);
 * static: the same files by URL, read by the same code, not hashed ("best static" is the faster
   of nginx and http.server); with one client also "nginx, client hashes" (what verifying alone
   costs) and "weightvault, httpx client" (the client before ``receive``).
@@ -49,6 +51,7 @@ from weightvault import Vault
 from weightvault.client import receive
 from weightvault.client.http import error_of
 from weightvault.core.errors import WeightvaultError
+from weightvault.core.headers import CLIENT_VERIFIES, CLIENT_VERIFIES_SHA256
 from weightvault.demo.synthetic import format_size, generate_model, parse_size
 from weightvault.testing.server import ServerProcess, free_port
 
@@ -69,6 +72,7 @@ def client_main(spec: dict[str, Any]) -> int:
     unless ``verify`` is set.
     """
     headers = {"Authorization": f"Bearer {spec['token']}"} if spec.get("token") else {}
+    headers.update(spec.get("headers", {}))
     total = errors = 0
     started = time.time()
     with httpx.Client(headers=headers, timeout=600) as client:
@@ -240,11 +244,20 @@ def bench(size: int, runs: int, clients: Sequence[int], out: Path, work: Path) -
             for n in clients:
                 row: dict[str, Any] = {}
                 names = ["weightvault", *statics]
-                if n == 1:  # the earlier client, and what hashing alone costs a static download
-                    names += ["weightvault, httpx client", *(f"{k}, client hashes" for k in statics[:1])]
+                if n == 1:  # the server's own check, the earlier client, what hashing alone costs
+                    names += [
+                        "weightvault, server checks",
+                        "weightvault, httpx client",
+                        *(f"{k}, client hashes" for k in statics[:1]),
+                    ]
                 for name in names:
                     if name.startswith("weightvault"):
-                        spec = {**wv_spec, "client": "httpx" if "httpx" in name else "receive"}
+                        skip = name == "weightvault"  # what the pull sends: it checks the SHA-256
+                        spec = {
+                            **wv_spec,
+                            "client": "httpx" if "httpx" in name else "receive",
+                            "headers": {CLIENT_VERIFIES: CLIENT_VERIFIES_SHA256} if skip else {},
+                        }
                     else:
                         kind = name.split(",")[0]
                         base = servers[kind].url

@@ -86,3 +86,18 @@ def test_a_bad_primary_copy_falls_through_to_a_replica(tmp_path: Path) -> None:
         _flip(tmp_path / "home", v, fs, len(fs.recipe.chunks) // 2)
         assert b"".join(fs.iter_blocks()) == data
         assert b"".join(fs.iter_blocks(SIZE // 2 - 3, SIZE // 2 + 3)) == data[SIZE // 2 - 3 : SIZE // 2 + 3]
+
+
+def test_unchecked_blocks_skip_the_chunk_hash_for_that_read_only(
+    vault: Vault, home: Path, tmp_path: Path
+) -> None:
+    """``check_chunks=False`` (a client that checks the SHA-256 asked for it) hands out the stored
+    bytes as they are; the default read of the same file still refuses the bad chunk."""
+    fs, data = _stream(vault, tmp_path)
+    bad = len(fs.recipe.chunks) // 2
+    _flip(home, vault, fs, bad)
+    sent = b"".join(fs.iter_blocks(check_chunks=False))
+    diff = [i for i in range(SIZE) if sent[i] != data[i]]
+    assert len(sent) == SIZE and len(diff) == 1 and _chunk_starts(fs)[bad] <= diff[0]
+    with pytest.raises(CorruptObjectError, match="hash mismatch"):
+        b"".join(fs.iter_blocks())

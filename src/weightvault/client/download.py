@@ -2,6 +2,13 @@
 checked against its SHA-256, then renamed into place. An interrupted pull leaves the partial
 file; the next pull asks only for the rest (HTTP Range) and hashes the part it already has.
 The bytes are hashed and written on a second thread while the next ones arrive (``receive``).
+
+Since this client checks every file's SHA-256 against the version's manifest (which the server
+reads checked from the store), it asks the server to skip its own per-chunk check
+(``core.headers.CLIENT_VERIFIES``): the check moves here, it is not dropped. Bytes that fail the
+SHA-256 are discarded (the partial file too: nothing unchecked is kept for a resume) and the file
+is fetched once more with the server checking every chunk, which either serves good bytes (from
+a good replica copy) or answers the corrupt-object error.
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from weightvault.client.http import Http
-from weightvault.core.errors import CorruptObjectError
+from weightvault.core.errors import BackendUnavailableError, CorruptObjectError, IntegrityError
+from weightvault.core.headers import CLIENT_VERIFIES, CLIENT_VERIFIES_SHA256
 from weightvault.vault.pull import PlannedFile
 
 
@@ -21,14 +29,63 @@ def part_path(target: Path, sha256: str) -> Path:
     return target.parent / f".{target.name}.{sha256[:16]}.wv-part"
 
 
+class _Mismatch(Exception):
+    """The received file does not hash to its SHA-256; its partial file is gone already."""
+
+    def __init__(self, fetched: int) -> None:
+        self.fetched = fetched
+
+
 def fetch(http: Http, url: str, item: PlannedFile, progress: Callable[[int], None]) -> int:
     """Download one file into its verified partial file (resuming one left by an earlier pull);
-    returns the bytes fetched over the network. ``fetch_all`` renames it into place."""
+    returns the bytes fetched over the network. ``fetch_all`` renames it into place.
+
+    First with the server's per-chunk check skipped (this client checks the SHA-256); on a
+    mismatch once more with it (``_fetch_checked``)."""
+    try:
+        return _fetch_once(http, url, item, progress, client_verifies=True)
+    except _Mismatch as bad:
+        return bad.fetched + _fetch_checked(http, url, item, progress)
+    except IntegrityError:  # the server could not read it even unchecked: it answers the same, checked
+        return _fetch_checked(http, url, item, progress)
+
+
+def _fetch_checked(http: Http, url: str, item: PlannedFile, progress: Callable[[int], None]) -> int:
+    """The file again, every chunk checked by the server. A body cut short is resumed at once
+    while each attempt brings bytes (the server cuts a body at a chunk it finds corrupt and,
+    asked from there, answers the corrupt-object error); on that error or a mismatch nothing of
+    the file is left behind."""
+    part = part_path(item.target, item.entry.sha256)
+    fetched = 0
+    try:
+        while True:
+            before = part.stat().st_size if part.exists() else 0
+            try:
+                return fetched + _fetch_once(http, url, item, progress, client_verifies=False)
+            except BackendUnavailableError:
+                now = part.stat().st_size if part.exists() else 0
+                if now <= before:
+                    raise  # no progress: a real outage; the checked part stays for a later resume
+                fetched += now - before
+    except _Mismatch:
+        raise CorruptObjectError(
+            f"{item.entry.path}: the server's checked bytes do not match its SHA-256 either; "
+            "run verify on the server"
+        ) from None
+    except IntegrityError:
+        part.unlink(missing_ok=True)  # no good copy: nothing of this file stays
+        raise
+
+
+def _fetch_once(
+    http: Http, url: str, item: PlannedFile, progress: Callable[[int], None], *, client_verifies: bool
+) -> int:
     entry, target = item.entry, item.target
     target.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(target, entry.sha256)
     h = hashlib.sha256()
     have = 0
+    counted = 0  # bytes reported to ``progress`` for this file, taken back on a mismatch
     if part.exists():
         have = part.stat().st_size
         if have > entry.size:
@@ -39,21 +96,28 @@ def fetch(http: Http, url: str, item: PlannedFile, progress: Callable[[int], Non
                 while block := f.read(8 << 20):
                     h.update(block)
             progress(have)
+            counted = have
     fetched = 0
     if have < entry.size:
-        headers = {"Range": f"bytes={have}-"} if have else None
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        if client_verifies:
+            headers[CLIENT_VERIFIES] = CLIENT_VERIFIES_SHA256
         with open(part, "ab") as out:
 
             def restart_unless_partial(status: int) -> None:
-                nonlocal h
+                nonlocal h, counted
                 if have and status != 206:  # the server sent the whole file: start over
                     out.truncate(0)
                     h = hashlib.sha256()
+                    progress(-have)
+                    counted -= have
 
             def consume(block: memoryview) -> None:  # on the receiving thread: overlaps the network
+                nonlocal counted
                 out.write(block)
                 h.update(block)
                 progress(len(block))
+                counted += len(block)
 
             fetched = http.download(url, consume, headers, restart_unless_partial).size
             out.flush()
@@ -62,7 +126,8 @@ def fetch(http: Http, url: str, item: PlannedFile, progress: Callable[[int], Non
         part.touch()
     if h.hexdigest() != entry.sha256:
         part.unlink(missing_ok=True)
-        raise CorruptObjectError(f"{entry.path}: downloaded bytes do not match its SHA-256; pull again")
+        progress(-counted)
+        raise _Mismatch(fetched)
     return fetched
 
 

@@ -11,13 +11,21 @@ import time
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from weightvault import __version__
 from weightvault.core.access import Level
 from weightvault.core.errors import ConfigError, InvalidInputError
+from weightvault.core.headers import (
+    CHECKSUM_SHA256,
+    CLIENT_VERIFIES,
+    CLIENT_VERIFIES_SHA256,
+    SERVER_VERIFIED,
+    SERVER_VERIFIED_CHUNKS,
+    SERVER_VERIFIED_NONE,
+)
 from weightvault.core.manifest import FileRecipe
 from weightvault.core.names import check_label, check_model_name, check_relative_path
 from weightvault.core.revision import Ref
@@ -212,13 +220,36 @@ def list_files(
 
 
 def _file_headers(fs: FileStream) -> dict[str, str]:
-    return {"Accept-Ranges": "bytes", "ETag": f'"{fs.entry.sha256}"', "X-Checksum-Sha256": fs.entry.sha256}
+    return {"Accept-Ranges": "bytes", "ETag": f'"{fs.entry.sha256}"', CHECKSUM_SHA256: fs.entry.sha256}
+
+
+def _client_verifies(value: str | None) -> bool:
+    """Whether the request says its client checks the file's SHA-256 (then the server skips its
+    per-chunk check for this response); a value the server does not know is refused."""
+    if value is None:
+        return False
+    if value.strip().lower() != CLIENT_VERIFIES_SHA256:
+        raise InvalidInputError(
+            f"{CLIENT_VERIFIES} takes {CLIENT_VERIFIES_SHA256!r} (the client checks the file's SHA-256), "
+            f"not {value[:40]!r}"
+        )
+    return True
 
 
 @router.get(
     M + "/versions/{rev}/files/{path:path}",
     tags=["files"],
     summary="Download a file (HTTP Range supported)",
+    description=(
+        "Streams the file's bytes; every chunk is checked against its BLAKE3 id as it is read (a bad "
+        "replica copy is skipped for a good one) and the response carries the file's SHA-256 in "
+        f"`{CHECKSUM_SHA256}`. A client that checks that SHA-256 itself against the version's manifest "
+        f"may send `{CLIENT_VERIFIES}: {CLIENT_VERIFIES_SHA256}`: the server then skips its per-chunk "
+        f"check for this response only (`{SERVER_VERIFIED}: {SERVER_VERIFIED_NONE}`, otherwise "
+        f"`{SERVER_VERIFIED_CHUNKS}`). On a SHA-256 mismatch such a client must discard the bytes and "
+        "download again without the header. A corrupt first block is a JSON error; a failure later "
+        "cuts the body, and a Range request from where it stopped answers the error."
+    ),
     response_class=StreamingResponse,
     responses={
         200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
@@ -227,23 +258,42 @@ def _file_headers(fs: FileStream) -> dict[str, str]:
     },
 )
 async def download(
-    model: str, rev: str, path: str, request: Request, vault: VaultDep, who: CallerDep
+    model: str,
+    rev: str,
+    path: str,
+    request: Request,
+    vault: VaultDep,
+    who: CallerDep,
+    client_verifies: Annotated[
+        str | None,
+        Header(
+            alias=CLIENT_VERIFIES,
+            description=f"`{CLIENT_VERIFIES_SHA256}`: the client checks the file's SHA-256 against the "
+            "manifest, so the server skips its per-chunk check for this response",
+        ),
+    ] = None,
 ) -> Response:
     ref = _ref(model, rev)
     check_relative_path(path)
+    skip = _client_verifies(client_verifies)
     await run_in_threadpool(who.require, model, Level.READ, "pull", rev)
     fs: FileStream = await run_in_threadpool(vault.open_file, ref, path)
     size = fs.entry.size
     span = parse_range(request.headers.get("range"), size)
     start, stop = span if span is not None else (0, size)
-    headers = {**_file_headers(fs), "Content-Length": str(stop - start)}
+    headers = {
+        **_file_headers(fs),
+        "Content-Length": str(stop - start),
+        SERVER_VERIFIED: SERVER_VERIFIED_NONE if skip else SERVER_VERIFIED_CHUNKS,
+    }
     status = 200
     if span is not None:
         status = 206
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
     if size == 0:
         return Response(b"", status_code=200, headers=headers, media_type="application/octet-stream")
-    body = file_body(request.app.state.bridge, request.app.state.metrics, fs, start, stop)
+    state = request.app.state
+    body = await file_body(state.bridge, state.metrics, fs, start, stop, check_chunks=not skip)
     return StreamingResponse(body, status_code=status, headers=headers, media_type="application/octet-stream")
 
 

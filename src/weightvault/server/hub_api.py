@@ -35,6 +35,7 @@ from weightvault.core.errors import (
     WeightvaultError,
     http_status_for,
 )
+from weightvault.core.headers import CHECKSUM_SHA256
 from weightvault.core.manifest import FileEntry
 from weightvault.core.names import check_label, check_model_name, check_relative_path
 from weightvault.core.revision import Ref
@@ -393,7 +394,7 @@ def _file_headers(info: VersionInfo, fs: FileStream) -> dict[str, str]:
         "X-Linked-Etag": f'"{sha}"',
         "X-Linked-Size": str(fs.entry.size),
         "X-Repo-Commit": info.commit,
-        "X-Checksum-Sha256": sha,
+        CHECKSUM_SHA256: sha,
         "Content-Disposition": f"inline; filename*=UTF-8''{quote(fs.entry.path.rsplit('/', 1)[-1])}",
     }
 
@@ -423,5 +424,8 @@ async def resolve_get(
     if span is not None:
         status = 206
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
-    body = file_body(request.app.state.bridge, request.app.state.metrics, fs, start, stop)
+    try:  # always checked per chunk: Hub clients do not check a file as they download it
+        body = await file_body(request.app.state.bridge, request.app.state.metrics, fs, start, stop)
+    except WeightvaultError as exc:
+        raise translate(exc, who, info.commit) from None
     return StreamingResponse(body, status_code=status, headers=headers, media_type="application/octet-stream")

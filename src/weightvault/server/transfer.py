@@ -17,7 +17,7 @@ import contextlib
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from weightvault.cas.frames import FRAME_HEADER
@@ -69,7 +69,7 @@ class Bridge:
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
-    async def stream(self, produce: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
+    async def stream(self, produce: Callable[[], Iterator[T]]) -> AsyncGenerator[T, None]:
         """Iterate ``produce()`` on one pool thread; its pieces arrive here in order."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_DEPTH)
@@ -159,22 +159,40 @@ class Bridge:
         return await task
 
 
-def file_body(
-    bridge: Bridge, metrics: Metrics, fs: FileStream, start: int, stop: int
+async def file_body(
+    bridge: Bridge, metrics: Metrics, fs: FileStream, start: int, stop: int, *, check_chunks: bool = True
 ) -> AsyncIterator[memoryview]:
     """Bytes ``start:stop`` of a version's file for a response body, read on the download pool and
-    counted in the metrics (bytes sent, and the whole download's time from this call)."""
+    counted in the metrics (bytes sent, and the whole download's time from this call).
+
+    The first block is read before this returns, so a file whose first bytes cannot be read (a
+    corrupt chunk and no good copy, a missing pack) is answered with its JSON error rather than
+    a status 200 and a cut body; a later failure can only cut the body, and a client that resumes
+    with Range from where it stopped then gets that error. ``check_chunks=False`` (the client
+    checks the SHA-256 itself) skips the server's per-chunk BLAKE3."""
     started = time.perf_counter()
 
     def produce() -> Iterator[memoryview]:
-        # blocks of several chunks, each checked against its id before it is handed over, in
-        # memory of their own (no copy): the client checks the SHA-256
-        return fs.iter_blocks(start, stop)
+        # blocks of several chunks, each checked against its id (unless the client checks the
+        # file) before it is handed over, in memory of their own (no copy)
+        return fs.iter_blocks(start, stop, check_chunks=check_chunks)
+
+    pieces = bridge.stream(produce)
+    try:
+        first = await anext(pieces)
+    except BaseException:
+        await pieces.aclose()
+        raise
 
     async def body() -> AsyncIterator[memoryview]:
-        async for piece in bridge.stream(produce):
-            metrics.bytes_out.inc(len(piece))
-            yield piece
+        try:
+            metrics.bytes_out.inc(len(first))
+            yield first
+            async for piece in pieces:
+                metrics.bytes_out.inc(len(piece))
+                yield piece
+        finally:
+            await pieces.aclose()
         metrics.pull_seconds.observe(time.perf_counter() - started)
 
     return body()

@@ -132,9 +132,16 @@ class ChunkReader:
         return memoryview(buf)[:size]
 
     def _decode_one(
-        self, cid: bytes, loc: ChunkLocation, stored: memoryview, out: memoryview, what: str
+        self,
+        cid: bytes,
+        loc: ChunkLocation,
+        stored: memoryview,
+        out: memoryview,
+        what: str,
+        check: bool = True,
     ) -> memoryview:
-        """One chunk decoded (into ``out`` unless it is a plain raw blob) and checked against its id."""
+        """One chunk decoded (into ``out`` unless it is a plain raw blob) and checked against its id
+        (unless ``check`` is off: only its length then; a sealed chunk is still authenticated)."""
         codec = self.codec
         if loc.codec == 0:
             raw = stored
@@ -145,7 +152,7 @@ class ChunkReader:
                 raise CorruptObjectError(
                     f"chunk {cid.hex()} of {what} in pack {loc.pack_id} cannot be decoded: {exc}"
                 ) from exc
-        if len(raw) != loc.raw_len or codec.chunk_id_for(loc.codec)(raw) != cid:
+        if len(raw) != loc.raw_len or (check and codec.chunk_id_for(loc.codec)(raw) != cid):
             raise CorruptObjectError(
                 f"chunk {cid.hex()} of {what} in pack {loc.pack_id} is corrupt (hash mismatch)"
             )
@@ -161,7 +168,7 @@ class ChunkReader:
                 cid, loc, stored, self._chunk_out(loc.raw_len) if loc.codec else stored, what
             )
 
-    def _decode_run(self, run: _Run, data: memoryview, what: str) -> list[memoryview]:
+    def _decode_run(self, run: _Run, data: memoryview, what: str, check: bool = True) -> list[memoryview]:
         """Every chunk of the run decoded and checked (a replica's copy is judged whole)."""
         total = sum(loc.raw_len for _, loc in run.items if loc.codec)
         out = self._out(total) if total else memoryview(b"")
@@ -171,13 +178,13 @@ class ChunkReader:
             rel = loc.offset - run.offset
             stored = data[rel : rel + loc.stored_len]
             if loc.codec:
-                views.append(self._decode_one(cid, loc, stored, out[pos : pos + loc.raw_len], what))
+                views.append(self._decode_one(cid, loc, stored, out[pos : pos + loc.raw_len], what, check))
                 pos += loc.raw_len
             else:
-                views.append(self._decode_one(cid, loc, stored, stored, what))
+                views.append(self._decode_one(cid, loc, stored, stored, what, check))
         return views
 
-    def _fetch(self, run: _Run, what: str) -> Iterator[memoryview]:
+    def _fetch(self, run: _Run, what: str, check: bool = True) -> Iterator[memoryview]:
         key = layout.pack_key(run.pack_id)
         if self._replicas is not None:  # verified per replica: a bad copy falls through to the next
             decoded: list[list[memoryview]] = []
@@ -186,7 +193,7 @@ class ChunkReader:
                 if len(data) != run.length:
                     return False
                 try:  # a failed decryption counts as a bad copy like a hash mismatch
-                    decoded.append(self._decode_run(run, memoryview(data), what))
+                    decoded.append(self._decode_run(run, memoryview(data), what, check))
                 except CorruptObjectError:
                     return False
                 return True
@@ -233,16 +240,22 @@ class ChunkReader:
         for run in plan_runs(chunk_ids, self._where(chunk_ids, what)):
             yield from self._fetch(run, what)
 
-    def blocks(self, chunk_ids: list[bytes], what: str, block_max: int = BLOCK_MAX) -> Iterator[memoryview]:
+    def blocks(
+        self, chunk_ids: list[bytes], what: str, block_max: int = BLOCK_MAX, *, check: bool = True
+    ) -> Iterator[memoryview]:
         """The raw bytes of the chunks in order, in blocks of adjacent chunks (at most ``block_max``
         bytes unless one chunk is larger), each yielded only once all its chunks are checked. Each
-        block owns its memory: it stays valid and unchanged after the next one is read."""
-        for run in plan_runs(chunk_ids, self._where(chunk_ids, what), block_max):
-            yield self._block(run, what)
+        block owns its memory: it stays valid and unchanged after the next one is read.
 
-    def _block(self, run: _Run, what: str) -> memoryview:
+        ``check=False`` skips the BLAKE3 of every chunk (lengths are still checked, sealed chunks
+        still authenticated, and a replica copy that cannot be read or decoded still falls
+        through): only for a reader that checks the file's SHA-256 against a trusted manifest."""
+        for run in plan_runs(chunk_ids, self._where(chunk_ids, what), block_max):
+            yield self._block(run, what, check)
+
+    def _block(self, run: _Run, what: str, check: bool) -> memoryview:
         if self._replicas is not None:  # checked per replica copy, views of distinct memory: one copy
-            return memoryview(b"".join(self._fetch(run, what)))
+            return memoryview(b"".join(self._fetch(run, what, check)))
         key = layout.pack_key(run.pack_id)
         try:
             if self._open_fd is not None:
@@ -257,8 +270,16 @@ class ChunkReader:
             raise MissingObjectError(f"pack {run.pack_id} needed by {what} is missing") from None
         if len(data) != run.length:
             raise CorruptObjectError(f"pack {run.pack_id} is truncated (needed by {what})")
-        views = self._decode_run(run, memoryview(data), what)
-        if isinstance(data, bytes) and not any(loc.codec for _, loc in run.items):
+        plain = not any(loc.codec for _, loc in run.items)
+        if (
+            plain
+            and not check
+            and isinstance(data, bytes)
+            and all(loc.stored_len == loc.raw_len for _, loc in run.items)
+        ):
+            return memoryview(data)  # nothing to decode, and the lengths add up
+        views = self._decode_run(run, memoryview(data), what, check)
+        if plain and isinstance(data, bytes):
             return memoryview(data)  # plain blobs side by side: the stored bytes are the raw bytes
         return memoryview(b"".join(views))
 

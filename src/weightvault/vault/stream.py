@@ -68,13 +68,16 @@ class FileStream:
             offset += n
         return ids, first_offset
 
-    def iter_blocks(self, start: int = 0, end: int | None = None) -> Iterator[memoryview]:
+    def iter_blocks(
+        self, start: int = 0, end: int | None = None, *, check_chunks: bool = True
+    ) -> Iterator[memoryview]:
         """Bytes ``start`` to ``end`` (exclusive) for a socket: blocks of several chunks, each
-        checked against its ids before it is yielded and owning its memory (a send may finish
-        after the next block is read). No whole-file SHA-256: the receiving client checks it."""
+        checked against its ids before it is yielded (unless ``check_chunks`` is off: a client
+        that checks the SHA-256 asked for that) and owning its memory (a send may finish after
+        the next block is read). No whole-file SHA-256: the receiving client checks it."""
         start, stop = self.check_range(start, end)
         ids, pos = self._overlapping(start, stop)
-        for block in self.reader.blocks(ids, self.what):
+        for block in self.reader.blocks(ids, self.what, check=check_chunks):
             n = len(block)
             lo, hi = max(start - pos, 0), min(stop - pos, n)
             if hi > lo:
