@@ -8,6 +8,8 @@ import pytest
 
 from weightvault.core import layout
 from weightvault.core.errors import CorruptObjectError
+from weightvault.vault.reader import LENT_BLOCKS
+from weightvault.vault.recycled import Recycler, released
 from weightvault.vault.stream import FileStream
 from weightvault.vault.vault import Vault
 
@@ -101,3 +103,34 @@ def test_unchecked_blocks_skip_the_chunk_hash_for_that_read_only(
     assert len(sent) == SIZE and len(diff) == 1 and _chunk_starts(fs)[bad] <= diff[0]
     with pytest.raises(CorruptObjectError, match="hash mismatch"):
         b"".join(fs.iter_blocks())
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_a_block_s_memory_is_read_into_again_only_once_no_view_of_it_is_left(
+    vault: Vault, tmp_path: Path, check: bool
+) -> None:
+    data = write_random(tmp_path / "src" / "big.bin", 40_000_000, seed=8).read_bytes()
+    vault.push("m", tmp_path / "src", version="v1")
+    fs = vault.open_file("m@v1", "big.bin")
+    ids = [c for c, _ in fs.recipe.chunks]
+    owners: list[object] = []  # the buffers themselves (no view of them): they may be reused
+    got = bytearray()
+    for block in fs.reader.blocks(ids, fs.what, block_max=1 << 20, check=check):
+        got += block
+        owners.append(block.obj)
+        del block  # what a sent block is: nobody holds it
+    assert bytes(got) == data
+    distinct = {id(o) for o in owners}
+    assert len(owners) > LENT_BLOCKS and len(distinct) <= LENT_BLOCKS  # bounded, reused
+
+
+def test_a_buffer_still_viewed_is_never_lent_again() -> None:
+    lender = Recycler(2, 1000)
+    held = lender.take(10)
+    other = lender.take(10)
+    assert held.obj is not other.obj and not released(held.obj)  # type: ignore[arg-type]
+    third = lender.take(10)  # both lent and viewed: a new buffer, not kept
+    assert third.obj is not held.obj and third.obj is not other.obj
+    owner = other.obj
+    del other
+    assert lender.take(1000).obj is owner  # released: lent again

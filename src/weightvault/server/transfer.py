@@ -184,10 +184,12 @@ async def file_body(
         await pieces.aclose()
         raise
 
-    async def body() -> AsyncIterator[memoryview]:
+    async def body(head: list[memoryview]) -> AsyncIterator[memoryview]:
         try:
-            metrics.bytes_out.inc(len(first))
-            yield first
+            piece = head.pop()  # held by nobody once sent: its buffer is read into again
+            metrics.bytes_out.inc(len(piece))
+            yield piece
+            del piece
             async for piece in pieces:
                 metrics.bytes_out.inc(len(piece))
                 yield piece
@@ -195,7 +197,7 @@ async def file_body(
             await pieces.aclose()
         metrics.pull_seconds.observe(time.perf_counter() - started)
 
-    return body()
+    return body([first])
 
 
 async def frames(

@@ -6,9 +6,9 @@ one encryption domain (``BlobCodec``): a pull reads one model, so it knows whose
 Decoded chunks (decrypted, decompressed) go to a second per-thread buffer; a plain raw chunk is
 handed out as a view of the fetched bytes, without a copy.
 
-A server sends with ``blocks``: each run read into memory of its own (never reused, so the socket
-may send it later) and handed out whole once every chunk in it is checked: no copy per chunk and
-one event-loop hand-off per block instead of one per chunk.
+A server sends with ``blocks``: each run read into memory of its own (reused only once no view of
+it is left, ``recycled``: the socket may send it later) and handed out whole once every chunk in
+it is checked: no copy per chunk and one event-loop hand-off per block instead of one per chunk.
 """
 
 from __future__ import annotations
@@ -29,8 +29,12 @@ from weightvault.registry.index import ChunkLocation, RegistryIndex
 from weightvault.storage.backend import Backend
 from weightvault.storage.replica import ReplicaSet
 from weightvault.vault.codecs import BlobCodec
+from weightvault.vault.recycled import Recycler
 
 RUN_MAX = 16 << 20
+#: buffers a download keeps for its blocks (``Recycler``): the queue to the event loop, the one
+#: being sent and the one being read
+LENT_BLOCKS = 8
 #: the most bytes of adjacent chunks ``blocks`` reads and hands out at once (a single larger
 #: chunk is one block): bounds a download's memory to a few blocks in flight
 BLOCK_MAX = 4 << 20
@@ -245,42 +249,42 @@ class ChunkReader:
     ) -> Iterator[memoryview]:
         """The raw bytes of the chunks in order, in blocks of adjacent chunks (at most ``block_max``
         bytes unless one chunk is larger), each yielded only once all its chunks are checked. Each
-        block owns its memory: it stays valid and unchanged after the next one is read.
+        block owns its memory: it stays valid and unchanged while any view of it is held.
 
         ``check=False`` skips the BLAKE3 of every chunk (lengths are still checked, sealed chunks
         still authenticated, and a replica copy that cannot be read or decoded still falls
         through): only for a reader that checks the file's SHA-256 against a trusted manifest."""
+        lent = Recycler(LENT_BLOCKS, block_max)  # this download's blocks, reused once sent
         for run in plan_runs(chunk_ids, self._where(chunk_ids, what), block_max):
-            yield self._block(run, what, check)
+            yield self._block(run, what, check, lent)
 
-    def _block(self, run: _Run, what: str, check: bool) -> memoryview:
+    def _block(self, run: _Run, what: str, check: bool, lent: Recycler) -> memoryview:
         if self._replicas is not None:  # checked per replica copy, views of distinct memory: one copy
             return memoryview(b"".join(self._fetch(run, what, check)))
         key = layout.pack_key(run.pack_id)
+        data: bytes | memoryview
         try:
             if self._open_fd is not None:
+                data = lent.take(run.length)  # no view of it is left: the socket sent it
                 fd = self._open_fd(key)
                 try:
-                    data = os.pread(fd, run.length, run.offset)  # fresh bytes: the block's own memory
+                    n = os.preadv(fd, [data], run.offset)
                 finally:
                     os.close(fd)
+                data = data[:n]
             else:
                 data = self._backend.get_range(key, run.offset, run.length)
         except MissingObjectError:
             raise MissingObjectError(f"pack {run.pack_id} needed by {what} is missing") from None
         if len(data) != run.length:
             raise CorruptObjectError(f"pack {run.pack_id} is truncated (needed by {what})")
+        view = memoryview(data)
         plain = not any(loc.codec for _, loc in run.items)
-        if (
-            plain
-            and not check
-            and isinstance(data, bytes)
-            and all(loc.stored_len == loc.raw_len for _, loc in run.items)
-        ):
-            return memoryview(data)  # nothing to decode, and the lengths add up
-        views = self._decode_run(run, memoryview(data), what, check)
-        if plain and isinstance(data, bytes):
-            return memoryview(data)  # plain blobs side by side: the stored bytes are the raw bytes
+        if plain and not check and all(loc.stored_len == loc.raw_len for _, loc in run.items):
+            return view  # nothing to decode, and the lengths add up
+        views = self._decode_run(run, view, what, check)
+        if plain:
+            return view  # plain blobs side by side: the stored bytes are the raw bytes
         return memoryview(b"".join(views))
 
     def write_file(
