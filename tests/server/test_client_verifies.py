@@ -103,6 +103,9 @@ def test_the_header_skips_the_server_check_for_that_request_only(mirrored: Mirro
     # a value the server does not know is refused, not taken as a reason to skip the check
     odd = httpx.get(url, headers={**mirrored.auth, CLIENT_VERIFIES: "trust-me"})
     assert odd.status_code == 400 and odd.json()["code"] == "invalid_input"
+    spec = httpx.get(f"{mirrored.url}/openapi.json").json()
+    route = spec["paths"]["/api/v1/models/{model}/-/versions/{rev}/files/{path}"]["get"]
+    assert CLIENT_VERIFIES in [p["name"] for p in route["parameters"]]  # documented for other clients
 
 
 def test_the_client_refetches_checked_after_a_mismatch_and_gets_the_good_copy(

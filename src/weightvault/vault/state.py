@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from weightvault.vault.refauth import AliasRollbackError
 
 
+#: Called with the bytes done since the last call; negative when bytes already counted are
+#: dropped (a remote pull that fetches a file again after its SHA-256 failed).
 Progress = Callable[[int], None]
 #: Called once per operation with the total byte count before work starts.
 ProgressStart = Callable[[int], None]
