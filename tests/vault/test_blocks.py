@@ -134,3 +134,13 @@ def test_a_buffer_still_viewed_is_never_lent_again() -> None:
     owner = other.obj
     del other
     assert lender.take(1000).obj is owner  # released: lent again
+
+
+def test_unchecked_blocks_of_an_encrypted_model_are_still_authenticated(home: Path, tmp_path: Path) -> None:
+    """Skipping the chunk hash does not skip AES-GCM: a flipped byte of a sealed chunk is refused."""
+    with Vault.open(home, encryption={"enabled": True}) as v:
+        fs, data = _stream(v, tmp_path)
+        assert b"".join(fs.iter_blocks(check_chunks=False)) == data
+        _flip(home, v, fs, len(fs.recipe.chunks) // 2)
+        with pytest.raises(CorruptObjectError, match="cannot be decoded"):
+            b"".join(fs.iter_blocks(check_chunks=False))
