@@ -16,7 +16,6 @@ from weightvault.core import layout
 from weightvault.core.errors import StorageError
 from weightvault.registry.index import RegistryIndex
 from weightvault.storage.memory import MemoryBackend
-from weightvault.vault import packer
 from weightvault.vault.packer import PackSink, default_temp_factory
 
 KiB = 1 << 10
@@ -24,6 +23,8 @@ KiB = 1 << 10
 
 class _Recording(MemoryBackend):
     """A store without ``temp_path`` (so packs are staged), recording when objects land."""
+
+    pack_uploads = 3  # like S3: several packs in flight
 
     def __init__(self, barrier: threading.Barrier | None = None, fail_on: int | None = None) -> None:
         super().__init__("packer-remote")
@@ -62,7 +63,7 @@ def _blobs(count: int, size: int) -> list[tuple[bytes, bytes]]:
 
 
 def test_remote_packs_upload_concurrently_and_each_keeps_the_write_order(tmp_path: Path) -> None:
-    sealers = packer.REMOTE_SEALERS
+    sealers = _Recording.pack_uploads
     backend = _Recording(barrier=threading.Barrier(sealers, timeout=30))
     index = _index(tmp_path)
     journal: list[str] = []
@@ -117,3 +118,33 @@ def test_a_failed_upload_leaves_no_staging_file_and_no_rows_for_its_pack(tmp_pat
             assert e.chunk_id in indexed
     assert len(indexed) < len(blobs)
     assert list(staging.iterdir()) == []
+
+
+def test_a_store_that_does_not_ask_for_more_uploads_gets_one_pack_at_a_time(tmp_path: Path) -> None:
+    """Azure and GCS hold an upload's blocks in memory: several packs at once would multiply that."""
+
+    class _OneAtATime(MemoryBackend):
+        def __init__(self) -> None:
+            super().__init__("packer-one")
+            self.active = 0
+            self.most = 0
+            self._gate = threading.Lock()
+
+        def put_file(self, key: str, path: Path, *, consume: bool = False) -> None:
+            with self._gate:
+                self.active += 1
+                self.most = max(self.most, self.active)
+            try:
+                super().put_file(key, path, consume=consume)
+            finally:
+                with self._gate:
+                    self.active -= 1
+
+    backend = _OneAtATime()
+    sink = PackSink(backend, _index(tmp_path), default_temp_factory(backend, tmp_path / "st"), 64 * KiB)
+    for cid, data in _blobs(12, 40 * KiB):
+        sink.claim(cid)
+        sink.add(cid, data, len(data))
+    sink.flush()
+    assert len(sink.packs_written) >= 5
+    assert backend.most == 1

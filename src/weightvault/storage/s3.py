@@ -55,6 +55,9 @@ MIN_PART = 5 * MiB  # S3's floor for every part but the last
 MAX_PARTS = 10_000
 #: files up to this size go up in one streamed PutObject (AWS allows up to 5 GiB)
 DEFAULT_MULTIPART_THRESHOLD = 128 * MiB
+#: packs a push uploads at once (``vault.packer``): each is one streamed request, so a few in
+#: flight keep the link busy without holding any pack in memory
+PACK_UPLOADS = 3
 
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
 _AUTH = frozenset({
@@ -125,6 +128,7 @@ class S3Backend:
         self.part_size = max(MIN_PART, int(part_size))
         self.max_concurrency = max(1, int(max_concurrency))
         self.multipart_threshold = int(multipart_threshold)
+        self.pack_uploads = PACK_UPLOADS
         if not MIN_PART <= self.multipart_threshold <= 5 * 1024 * MiB:
             raise InvalidInputError("s3: multipart_threshold must be between 5 MiB and 5 GiB")
         self._retry = Retrier(PROVIDER, retry or RetryPolicy(), self._classify)

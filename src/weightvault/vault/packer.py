@@ -10,10 +10,11 @@ be sealed (each holds its writer's buffers), and ``flush`` returns only when eve
 The pack file is fsynced once, by the backend that adopts it (``put_file``).
 
 For a store that cannot adopt a local file (a cloud store), the pack is staged through the page
-cache (it is read back at once for the upload, then deleted) and up to ``REMOTE_SEALERS`` packs
-are uploaded at once: each is one request (``S3Backend.put_file``), so the packs in flight are
-what keeps the link busy, and chunking goes on meanwhile. Each pack still follows the order
-above on its own, and ``flush`` still waits for all of them.
+cache (it is read back at once for the upload, then deleted). A store whose ``put_file`` sends a
+pack as one streamed request (S3) says how many packs a push may upload at once
+(``pack_uploads``): then the packs in flight are what keeps the link busy, and chunking goes on
+meanwhile. Stores that split an upload into parts held in memory keep one pack at a time. Each
+pack still follows the order above on its own, and ``flush`` still waits for all of them.
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ from weightvault.storage.direct_io import DirectWriter
 
 #: full packs waiting for (or in) the sealing thread before a chunking thread waits for one
 MAX_SEALING = 2
-#: packs sealed (uploaded) at once when the store is remote
-REMOTE_SEALERS = 3
 
 
 class _OpenPack:
@@ -64,7 +63,7 @@ class PackSink:
         self._target = target_size
         #: the backend copies the pack file elsewhere (a cloud store) rather than adopting it
         self._staged = not callable(getattr(backend, "temp_path", None))
-        self._sealers = REMOTE_SEALERS if self._staged else 1
+        self._sealers = max(1, int(getattr(backend, "pack_uploads", 1))) if self._staged else 1
         self._lock = threading.Lock()
         self._record_lock = threading.Lock()  # index rows and journal: one pack at a time
         self._current: _OpenPack | None = None
