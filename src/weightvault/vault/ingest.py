@@ -17,7 +17,6 @@ import hashlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -229,28 +228,20 @@ def commit(
             safety=safety,
         )
         commit_id, body = vault.store.put_manifest(manifest)
-        created = datetime.now(UTC)
-        label = vault._create_ref(model, version, commit_id, created, None)
-        vault.journal_ref(model, "version", label)
-        try:
-            rec = vault.index.add_version(
-                model=model,
-                label=label,
-                commit=commit_id,
-                parent=parent,
-                created=created,
-                message=message,
-                metadata=dict(metadata or {}),
-                total_size=manifest.total_size,
-                file_count=len(files),
-                manifest=body,
-                required_packs=packs,
-                required_recipes={f.recipe.sha256 for f in files},
-            )
-        except BaseException:
-            vault.primary.delete(layout.version_ref_key(model, label))
-            vault.journal_ref(model, "version", label)
-            raise
+        rec = vault._commit_version(
+            model,
+            version,
+            commit_id,
+            signer=None,
+            parent=parent,
+            message=message,
+            metadata=metadata,
+            total_size=manifest.total_size,
+            file_count=len(files),
+            manifest=body,
+            required_packs=packs,
+            required_recipes={f.recipe.sha256 for f in files},
+        )
     replication = vault._replicate_version(rec)
     return PushResult(
         version=vault._info(rec),
