@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from weightvault.core.access import AuditEntry, GrantInfo, TokenInfo
 from weightvault.core.manifest import FileEntry
-from weightvault.core.types import ModelInfo, VersionInfo
+from weightvault.core.types import ModelInfo, PushResult, VersionInfo
 
 T = TypeVar("T")
 MAX_PAGE = 1000
@@ -145,6 +145,16 @@ class PushOut(BaseModel):
     chunks_total: int
     seconds: float
     replication: dict[str, str]
+
+    @classmethod
+    def of(cls, r: PushResult) -> PushOut:
+        return cls(
+            version=VersionOut.of(r.version),
+            unchanged=r.unchanged,
+            chunks_total=r.chunks_total,
+            seconds=r.seconds,
+            replication=r.replication,
+        )
 
 
 class UploadModeOut(BaseModel):
