@@ -47,7 +47,7 @@ from weightvault.core.manifest import FileEntry, FileRecipe, Manifest
 from weightvault.core.names import check_model_name
 from weightvault.vault import refauth
 from weightvault.vault import replication as replication_module
-from weightvault.vault.codecs import BlobEncoder, layout_from_prefix
+from weightvault.vault.codecs import BlobEncoder, layout_from_chunks
 from weightvault.vault.keyring import Domain
 from weightvault.vault.locks import EXCLUSIVE, SHARED, holding
 from weightvault.vault.packer import PackSink, default_temp_factory
@@ -187,15 +187,10 @@ class _Mover:
         return recipe
 
     def _layout_prefix(self, entry: FileEntry, ids: list[bytes], src: SourceFile) -> None:
-        if not entry.path.endswith(".safetensors"):
-            return
-        prefix = bytearray()
-        for raw in self.reader.chunks(ids[:4], f"{self.model}:{entry.path}"):
-            prefix += raw
-            found = layout_from_prefix(prefix, entry.size)
-            if found is not None:
-                self.encoder.set_layout(src, found)
-                return
+        first = self.reader.chunks(ids[:4], f"{self.model}:{entry.path}")
+        found = layout_from_chunks(entry.path, entry.size, first)
+        if found is not None:
+            self.encoder.set_layout(src, found)
 
     def file(self, entry: FileEntry, sink: PackSink) -> FileRecipe | None:
         """Re-chunk and re-seal one file into the new domain; None when it already is."""

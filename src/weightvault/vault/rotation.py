@@ -45,7 +45,7 @@ from weightvault.keys import KeyProvider, open_key_provider
 from weightvault.keys.local_file import LocalFileKeyProvider
 from weightvault.storage.backend import Backend
 from weightvault.storage.local import fsync_dir
-from weightvault.vault.codecs import BlobEncoder, layout_from_prefix
+from weightvault.vault.codecs import BlobEncoder, layout_from_chunks
 from weightvault.vault.keyring import (
     KEYS,
     Domain,
@@ -388,15 +388,10 @@ class _Converter:
         self.report = ReencryptReport(slot)
 
     def _layout_prefix(self, job: _FileJob, ids: list[bytes], src: SourceFile) -> None:
-        if not job.path.endswith(".safetensors"):
-            return
-        prefix = bytearray()
-        for raw in self.reader.chunks(ids[:4], f"{self.dom.model}:{job.path}"):
-            prefix += raw
-            layout = layout_from_prefix(prefix, job.size)
-            if layout is not None:
-                self.encoder.set_layout(src, layout)
-                return
+        first = self.reader.chunks(ids[:4], f"{self.dom.model}:{job.path}")
+        layout = layout_from_chunks(job.path, job.size, first)
+        if layout is not None:
+            self.encoder.set_layout(src, layout)
 
     def _write(self, cid: bytes, raw: bytes | memoryview, offset: int, src: SourceFile) -> None:
         if not self.sink.claim(cid):
