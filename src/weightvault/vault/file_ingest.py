@@ -48,7 +48,7 @@ from weightvault.vault.source import SourceFile
 from weightvault.vault.stream import FileStream
 
 if TYPE_CHECKING:
-    from weightvault.vault.versions import Versions as Vault  # the layer of the vault this works on
+    from weightvault.vault.versions import Versions
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -68,7 +68,7 @@ def check_sha256(sha256: str) -> str:
     return sha256
 
 
-def needs_files(vault: Vault, model: str, *, read_refs: bool = True) -> bool:
+def needs_files(vault: Versions, model: str, *, read_refs: bool = True) -> bool:
     """Whether pushes of ``model`` must send whole files: it is (or a push would make it)
     encrypted, or the vault compresses with float-aware codecs, which need each file's layout.
     ``read_refs`` also reads the model's refs from the store (an encrypted model whose keyring
@@ -81,14 +81,14 @@ def needs_files(vault: Vault, model: str, *, read_refs: bool = True) -> bool:
     return read_refs and vault.store.has_authenticated_refs(model)
 
 
-def prepare(vault: Vault, model: str) -> None:
+def prepare(vault: Versions, model: str) -> None:
     """Keys first, as an embedded push: the model's keyring is opened (or made, when encryption
     is on), so a key problem is reported before a client sends any file."""
     check_model_name(model)
     vault._push_domain(model)
 
 
-def _held(vault: Vault, model: str, dom: Domain | None, sha256: str, size: int) -> FileRecipe | None:
+def _held(vault: Versions, model: str, dom: Domain | None, sha256: str, size: int) -> FileRecipe | None:
     """The recipe of a file of ``model`` when the vault can rebuild it: its keyed recipe in an
     encrypted model (a plain one does not count there), every chunk indexed, not condemned by a
     gc, and (encrypted) sealed under a data key the keyring still holds."""
@@ -107,7 +107,7 @@ def _held(vault: Vault, model: str, dom: Domain | None, sha256: str, size: int) 
     return recipe
 
 
-def missing_files(vault: Vault, model: str, files: Sequence[AnnouncedFile]) -> list[str]:
+def missing_files(vault: Versions, model: str, files: Sequence[AnnouncedFile]) -> list[str]:
     """SHA-256s of the files among ``files`` that the vault lacks for ``model``, each once."""
     check_model_name(model)
     for f in files:
@@ -132,7 +132,7 @@ def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
 
 
 def ingest_file(
-    vault: Vault,
+    vault: Versions,
     model: str,
     path: str,
     spool: Path,
@@ -207,7 +207,7 @@ def ingest_file(
 
 
 def commit(
-    vault: Vault,
+    vault: Versions,
     model: str,
     files: Sequence[AnnouncedFile],
     *,

@@ -41,7 +41,7 @@ from weightvault.vault.source import SourceFile
 from weightvault.vault.stream import FileStream
 
 if TYPE_CHECKING:
-    from weightvault.vault.versions import Versions as Vault  # the layer of the vault this works on
+    from weightvault.vault.versions import Versions
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,7 @@ class ChunkBatchResult:
 _NO_SOURCE = SourceFile("upload", Path("upload"), 0, 0, 0)
 
 
-def check_plain(vault: Vault, model: str) -> None:
+def check_plain(vault: Versions, model: str) -> None:
     """Refuse models whose chunks the client cannot name (see module docstring)."""
     check_model_name(model)
     if vault.keys.domain(model) is not None or vault.settings.encryption.enabled:
@@ -73,7 +73,7 @@ def check_plain(vault: Vault, model: str) -> None:
         )
 
 
-def missing_chunks(vault: Vault, model: str, ids: Sequence[bytes]) -> list[bytes]:
+def missing_chunks(vault: Versions, model: str, ids: Sequence[bytes]) -> list[bytes]:
     """The ids among ``ids`` whose chunks the vault does not hold, in the order given."""
     check_plain(vault, model)
     for cid in ids:
@@ -85,7 +85,7 @@ def missing_chunks(vault: Vault, model: str, ids: Sequence[bytes]) -> list[bytes
 
 
 def put_chunks(
-    vault: Vault, model: str, chunks: Iterable[tuple[bytes, bytes | memoryview]], max_chunk: int
+    vault: Versions, model: str, chunks: Iterable[tuple[bytes, bytes | memoryview]], max_chunk: int
 ) -> ChunkBatchResult:
     """Store the chunks of one upload request as one pack: durable and indexed on return, or
     nothing at all when any chunk is bad or the stream breaks."""
@@ -127,7 +127,7 @@ def put_chunks(
     return result
 
 
-def _check_file(vault: Vault, f: UploadedFile) -> None:
+def _check_file(vault: Versions, f: UploadedFile) -> None:
     """Read a file new to the vault back from its chunks and compare its SHA-256."""
     h = hashlib.sha256()
     for raw in vault.reader.chunks([c for c, _ in f.recipe.chunks], f.path):
@@ -137,7 +137,7 @@ def _check_file(vault: Vault, f: UploadedFile) -> None:
 
 
 def commit(
-    vault: Vault,
+    vault: Versions,
     model: str,
     files: Sequence[UploadedFile],
     *,
@@ -280,7 +280,7 @@ class _Counted:
         return len(data)
 
 
-def put_file(vault: Vault, model: str, pieces: Iterable[bytes], sha256: str, size: int) -> FileRecipe:
+def put_file(vault: Versions, model: str, pieces: Iterable[bytes], sha256: str, size: int) -> FileRecipe:
     """Store one whole file that arrives as a byte stream (a Hub LFS upload): chunked here, its
     size and SHA-256 checked before anything is kept, its chunks stored as one pack and its recipe
     recorded, so a later commit can name the file by its SHA-256."""
@@ -319,7 +319,7 @@ def put_file(vault: Vault, model: str, pieces: Iterable[bytes], sha256: str, siz
     return recipe
 
 
-def file_present(vault: Vault, sha256: str) -> bool:
+def file_present(vault: Versions, sha256: str) -> bool:
     """Whether a plain file's recipe and every chunk of it are in the vault and not condemned by
     a gc (an upload that waited past the gc grace period has to be sent again)."""
     body = vault.index.get_recipe(sha256)
