@@ -273,10 +273,8 @@ def commit(
         entries = tuple(FileEntry(f.path, f.size, f.sha256) for f in files)
         chunks_total = sum(len(recipes[f.sha256].chunks) for f in files)
         if version is None and parent is not None and (dom is None or had_domain):
-            same = vault._same_files(model, parent, entries)
-            if same is not None and [dict(x) for x in vault._manifest(same.commit).lineage] == [
-                dict(x) for x in lineage
-            ]:
+            same = vault._same_files(model, parent, entries, lineage)
+            if same is not None:
                 return PushResult(
                     version=same,
                     bytes_read=0,

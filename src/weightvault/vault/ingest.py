@@ -202,10 +202,8 @@ def commit(
                 parent = vault.index.resolve(model, None).commit
         entries = tuple(FileEntry(f.path, f.recipe.size, f.recipe.sha256) for f in files)
         if version is None and parent is not None:  # the embedded push's rule: same files, same lineage
-            same = vault._same_files(model, parent, entries)
-            if same is not None and [dict(x) for x in vault._manifest(same.commit).lineage] == [
-                dict(x) for x in lineage
-            ]:
+            same = vault._same_files(model, parent, entries, lineage)
+            if same is not None:
                 return PushResult(
                     version=same,
                     bytes_read=0,

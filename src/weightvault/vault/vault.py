@@ -309,10 +309,8 @@ class Vault(Versions):
             safety=new.safety,
         )
         if check_same and new.parent is not None:
-            same = self._same_files(new.model, new.parent, entries)
-            if same is not None and [dict(x) for x in self._manifest(same.commit).lineage] == [
-                dict(x) for x in new.lineage
-            ]:  # new lineage (another base, another upstream commit) is a new version
+            same = self._same_files(new.model, new.parent, entries, new.lineage)
+            if same is not None:
                 return _Staged(pipeline, sink, slot, [], manifest, new.parent, b"", set(), same)
         recipe_names = self._put_recipes(recipes, dom)
         commit, body = self.store.put_manifest(manifest, dom)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from weightvault.core import layout
 from weightvault.core.errors import (
@@ -28,16 +29,22 @@ def timestamp_label(now: datetime) -> str:
 class Versions(Records):
     """A vault that creates version refs and replicates new versions."""
 
-    def _same_files(self, model: str, commit: str, entries: Sequence[FileEntry]) -> VersionInfo | None:
-        """The latest version of ``model`` when it is ``commit`` and holds exactly ``entries``."""
+    def _same_files(
+        self, model: str, commit: str, entries: Sequence[FileEntry], lineage: Sequence[Mapping[str, Any]]
+    ) -> VersionInfo | None:
+        """The latest version of ``model`` when it is ``commit`` and holds exactly ``entries`` with
+        the same ``lineage`` (new lineage, another base or upstream commit, is a new version)."""
         try:
             latest = self.index.resolve(model, None)
         except WeightvaultError:
             return None
         if latest.commit != commit:
             return None
-        theirs = {(f.path, f.size, f.sha256) for f in self._manifest(latest.commit).files}
+        manifest = self._manifest(latest.commit)
+        theirs = {(f.path, f.size, f.sha256) for f in manifest.files}
         if theirs != {(f.path, f.size, f.sha256) for f in entries}:
+            return None
+        if [dict(x) for x in manifest.lineage] != [dict(x) for x in lineage]:
             return None
         return self._info(latest)
 
