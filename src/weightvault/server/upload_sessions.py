@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from weightvault.core.errors import ConflictError, DigestMismatchError, NotFoundError, PayloadTooLargeError
-from weightvault.storage.local import os_error
+from weightvault.storage.oserror import os_error
 
 IDLE_SECONDS = 24 * 3600
 _ID = re.compile(r"^[0-9a-f]{32}$")
