@@ -14,7 +14,6 @@ import fnmatch
 import hashlib
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -26,14 +25,17 @@ from weightvault.core.errors import (
 )
 from weightvault.core.manifest import FileEntry, FileRecipe
 from weightvault.storage.batch_sync import Batch
-from weightvault.storage.direct_io import DirectWriter
-from weightvault.storage.local import os_error
+from weightvault.storage.oserror import os_error
 from weightvault.vault.cache import FileCache
 from weightvault.vault.placement import Placer
 
 if TYPE_CHECKING:  # the reader loads the index (SQLAlchemy): a warm pull from the cache needs neither
     from weightvault.cas.pack import Writable
     from weightvault.vault.reader import ChunkReader
+
+# Imported where a file is built, never at the top: thread pools (``concurrent.futures`` loads
+# ``logging``) and the O_DIRECT writer are what a pull that only links cached files would not
+# run, yet they cost it more start-up than its own work (``vault.warmpull``).
 
 #: files up to this size are built by their own, wider pool: their cost is latency (an index
 #: lookup, a ranged read, an fsync of the cache file), not CPU, so many in flight overlap it
@@ -202,6 +204,8 @@ def _build_tee(item: PlannedFile, recipe: FileRecipe, ctx: _Context, tmp: Path) 
     """Rebuild a file into its cache entry and its destination at once (the copy a placement
     would make, without reading the entry back). A small entry is not fsynced here: it joins
     the cache after the batch sync at the end of the pull (``materialise``)."""
+    from weightvault.storage.direct_io import DirectWriter
+
     cache = ctx.cache
     assert cache is not None
     entry, private = item.entry, ctx.placer.private
@@ -249,6 +253,8 @@ def _stage(item: PlannedFile, ctx: _Context) -> Path:
             mode = cache.temp_mode(private) if into_cache and cache is not None else 0o644
             try:
                 if entry.size > SMALL_FILE:
+                    from weightvault.storage.direct_io import DirectWriter
+
                     with DirectWriter(build, mode) as out:
                         ctx.reader.write_file(recipe, out, entry.path, progress)
                 else:  # no aligned buffers to set up for a few KiB: the page cache, then fsync
@@ -280,6 +286,8 @@ def _admit_all(ctx: _Context, batch: Batch | None) -> None:
     an entry only ever gets its cache name once its bytes are on disk."""
     if not ctx.admissions or ctx.cache is None:
         return
+    from concurrent.futures import ThreadPoolExecutor
+
     cache = ctx.cache
     try:
         if batch is not None:
@@ -330,6 +338,35 @@ def _commit(staged: list[tuple[Path, Path]]) -> None:
                 backup.unlink()
 
 
+def _stage_in_pools(
+    ordered: list[PlannedFile], ctx: _Context, workers: int, staged: list[tuple[Path, Path]]
+) -> None:
+    """Stage every file, large ones by ``workers`` threads and small ones by a wider pool;
+    appends (target, temp name) to ``staged`` for each one staged; on a failure, cancels what
+    has not started and raises the first failure once the rest has stopped."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    failure: BaseException | None = None
+    with (
+        ThreadPoolExecutor(workers, thread_name_prefix="wv-pull") as pool,
+        ThreadPoolExecutor(SMALL_FILE_THREADS, thread_name_prefix="wv-pull-small") as small_pool,
+    ):
+        futures = [
+            (p, (small_pool if p.entry.size <= SMALL_FILE else pool).submit(_stage, p, ctx))
+            for p in ordered
+        ]
+        for item, fut in futures:
+            try:
+                staged.append((item.target, fut.result()))
+            except BaseException as exc:
+                if failure is None:
+                    failure = exc
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    small_pool.shutdown(wait=False, cancel_futures=True)
+    if failure is not None:
+        raise failure
+
+
 def materialise(
     dest: Path | None,
     planned: list[PlannedFile],
@@ -339,9 +376,14 @@ def materialise(
     workers: int,
     progress: Callable[[int], None],
     placer: Placer,
+    *,
+    in_thread: bool = False,
 ) -> PullCounters:
     """Create ``dest`` (with its parents) and build every planned file, then place them all;
-    on any failure undo everything, the folders this pull made included."""
+    on any failure undo everything, the folders this pull made included.
+
+    ``in_thread``: stage the files one after another in this thread, without the pools, for a
+    caller that knows each is a cached file placed by a link (a few metadata calls each)."""
     counters = PullCounters()
     staged: list[tuple[Path, Path]] = []
     created: list[Path] = []
@@ -356,25 +398,11 @@ def materialise(
             ctx.tee = True
             batch = Batch(cache.root)  # opened before the entries are written (see batch_sync)
         ordered = sorted(planned, key=lambda p: -p.entry.size)
-        failure: BaseException | None = None
-        with (
-            ThreadPoolExecutor(workers, thread_name_prefix="wv-pull") as pool,
-            ThreadPoolExecutor(SMALL_FILE_THREADS, thread_name_prefix="wv-pull-small") as small_pool,
-        ):
-            futures = [
-                (p, (small_pool if p.entry.size <= SMALL_FILE else pool).submit(_stage, p, ctx))
-                for p in ordered
-            ]
-            for item, fut in futures:
-                try:
-                    staged.append((item.target, fut.result()))
-                except BaseException as exc:
-                    if failure is None:
-                        failure = exc
-                        pool.shutdown(wait=False, cancel_futures=True)
-                        small_pool.shutdown(wait=False, cancel_futures=True)
-        if failure is not None:
-            raise failure
+        if in_thread:
+            for item in ordered:
+                staged.append((item.target, _stage(item, ctx)))
+        else:
+            _stage_in_pools(ordered, ctx, workers, staged)
         _admit_all(ctx, batch)
         _commit(staged)
         staged.clear()

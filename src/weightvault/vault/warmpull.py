@@ -125,6 +125,7 @@ def warm_pull(
             int(_setting(where, "workers")),
             progress,
             placer,
+            in_thread=True,  # links only: no thread pool to start for a few metadata calls each
         )
     except Exception as exc:  # undone by ``materialise``: the destination is as it was
         raise SnapshotUnavailable(f"the full path pulls it ({exc})") from None
