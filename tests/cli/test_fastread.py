@@ -16,12 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from weightvault.cli import views
 from weightvault.registry.index import RegistryIndex
 from weightvault.registry.migrations import HEAD
 from weightvault.vault import fastopen, refresh, store
 from weightvault.vault.vault import Vault
 
 from ..conftest import write_random
+from .test_plaintable import rich_text
 
 #: serve() alone: exit 0 when the fast path answered, 99 (and no output) when it declined
 SERVE = (
@@ -179,6 +181,18 @@ def test_a_long_listing_is_the_same_bytes_as_the_sdk_model(filled: Path) -> None
     assert out.count('"label": "bulk') == 300 and '"created": "2026-11-30T00:00:01+00:00"' in out
     with Vault.open(filled) as v:
         assert out == json.dumps(v.model("org/base").to_json(), indent=2, default=str) + "\n"
+
+
+def test_a_plain_table_is_drawn_without_rich_as_rich_draws_it(filled: Path) -> None:
+    """``ls MODEL`` into a pipe: when every cell is plain, the table is written without Rich
+    (not even imported), and it is the text Rich draws for the same rows."""
+    for model in ("alpha", "zeta"):
+        out = assert_same(filled, "ls", model)
+        _code, _out, _err, heavy = fast(filled, "ls", model)
+        assert "rich" not in heavy
+        with Vault.open(filled) as v:
+            rows = [views.version_row(x) for x in v.model(model).versions]
+        assert out == rich_text(model, views.VERSION_COLUMNS, rows)
 
 
 def test_a_unique_commit_prefix_is_served_and_an_ambiguous_one_is_left_to_the_full_cli(
