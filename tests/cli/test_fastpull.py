@@ -25,6 +25,7 @@ from weightvault.vault.cache import FileCache
 from weightvault.vault.vault import Vault
 
 from ..conftest import write_random
+from .conftest import DECLINED, entry, full, serve_alone, serve_script
 
 HEAVY = (
     "typer",
@@ -38,42 +39,13 @@ HEAVY = (
     "weightvault.vault.reader",
     "weightvault.registry.index",
 )
-#: serve() alone: exit 0 when the fast path pulled, 99 (and no output) when it declined
-SERVE = (
-    "import sys\n"
-    "from weightvault.cli.fastpull import serve\n"
-    "served = serve(sys.argv[1:])\n"
-    f"heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)\n"
-    "sys.stderr.write('LOADED:' + ','.join(heavy) + '\\n')\n"
-    "sys.exit(0 if served else 99)\n"
-)
-DECLINED = 99
-
-
-def _run(argv: list[str], env: dict[str, str] | None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        argv, capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}
-    )
-
-
-def full(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """The full CLI (Typer, the vault, the refresh), never a fast path."""
-    return _run([sys.executable, "-m", "weightvault.cli.app", "--home", str(home), *args], env)
-
-
-def entry(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """The console scripts' entry point, as a user runs ``weightvault``."""
-    return _run([sys.executable, "-m", "weightvault.cli.entry", "--home", str(home), *args], env)
+#: serve() alone: exit 0 when the fast path pulled, DECLINED (and no output) when it declined
+SERVE = serve_script("weightvault.cli.fastpull", HEAVY)
 
 
 def fast(home: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str, list[str]]:
     """(exit code, stdout, stderr without the probe line, heavy modules loaded) of serve() alone."""
-    got = _run([sys.executable, "-c", SERVE, "--home", str(home), *args], env)
-    lines = got.stderr.splitlines(keepends=True)
-    loaded = [x for x in lines if x.startswith("LOADED:")]
-    assert len(loaded) == 1, got.stderr
-    heavy = [m for m in loaded[0].strip().removeprefix("LOADED:").split(",") if m]
-    return got.returncode, got.stdout, "".join(x for x in lines if not x.startswith("LOADED:")), heavy
+    return serve_alone(SERVE, home, *args, env=env)
 
 
 def timeless(text: str) -> str:
@@ -204,7 +176,7 @@ def test_a_pull_that_only_links_starts_no_thread_pool_and_loads_no_c_library(
     )
     dest = tmp_path / "out"
     args = ["--home", str(home), "pull", "org/m@v1", str(dest), "--link-mode", "hardlink", "--json"]
-    got = _run([sys.executable, "-c", probe, *args], None)
+    got = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120)
     assert got.returncode == 0, got.stderr
     *_printed, threads, loaded = got.stdout.splitlines()
     assert (threads, loaded) == ("1", "")  # no thread left behind either
