@@ -24,7 +24,7 @@ PROBE = (
     "try:\n"
     "    main()\n"
     "finally:\n"
-    "    heavy = sorted(m for m in ('typer', 'click', 'weightvault.cli.app') if m in sys.modules)\n"
+    "    heavy = sorted(m for m in ('typer', 'click', 'weightvault.cli.app', 'yaml') if m in sys.modules)\n"
     "    sys.stderr.write('LOADED:' + ','.join(heavy) + '\\n')\n"
 )
 
@@ -167,7 +167,8 @@ def test_push_and_pull_end_as_the_full_cli_does_without_typer(tmp_path: Path) ->
             runner = ["-c", PROBE] if how == "entry" else ["-m", "weightvault.cli.app"]
             code, out, err, heavy = _run(sys.executable, *runner, "--home", str(home), *args)
             if how == "entry":
-                assert heavy == [], (line, heavy)  # ran without Typer, Click or the Typer app
+                # ran without Typer, Click or the Typer app; no config file, so no YAML parser either
+                assert heavy == [], (line, heavy)
             out = out.replace(str(home), "HOME").replace(str(dest), "DEST")
             err = err.replace(str(home), "HOME").replace(str(dest), "DEST")
             got.append((code, _same(out), _same(err)))
