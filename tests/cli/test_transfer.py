@@ -174,3 +174,30 @@ def test_push_and_pull_end_as_the_full_cli_does_without_typer(tmp_path: Path) ->
             got.append((code, _same(out), _same(err)))
         assert got[0] == got[1], line
     assert (tmp_path / "dest-entry-7" / "a.txt").read_text() == "one"
+
+
+def test_the_collector_is_paused_for_start_up_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cyclic GC is off while the vault stack is imported and opened, and on again (with what
+    start-up made frozen) before the push does its work: a long push or pull still collects."""
+    import gc
+
+    from weightvault.vault.vault import Vault
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("x")
+    seen: dict[str, Any] = {}
+    real = Vault.push
+
+    def push(self: Vault, *args: Any, **kwargs: Any) -> Any:
+        seen["enabled"], seen["frozen"] = gc.isenabled(), gc.get_freeze_count()
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Vault, "push", push)
+    try:
+        assert transfer.serve(["--home", str(tmp_path / "home"), "push", "m", str(src), "-q"])
+    finally:
+        gc.unfreeze()
+        gc.enable()
+    assert seen["enabled"] is True
+    assert seen["frozen"] > 0
