@@ -10,6 +10,7 @@ reports. The version is then committed by path and SHA-256, as the chunk protoco
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from weightvault.core.errors import (
     UploadIncompleteError,
     UploadNotFoundError,
     UploadOffsetError,
+    WeightvaultError,
 )
 from weightvault.vault import filescan
 from weightvault.vault.source import SourceFile
@@ -93,7 +95,8 @@ def send_file(http: Http, model: str, sf: SourceFile, sha256: str) -> int:
     process accepts offset 0. So a second refusal in a row starts the file again from 0, which
     always makes progress. A session that is gone (expired, or finished by a request whose answer
     was lost) is opened again unless the server holds the file by now. At most
-    ``RESUME_ATTEMPTS`` requests per file, then ``UploadIncompleteError``."""
+    ``RESUME_ATTEMPTS`` requests per file, then the session is abandoned and
+    ``UploadIncompleteError`` raised."""
     url = _open(http, model, sf, sha256)
     offset = 0
     sent = [0]
@@ -137,6 +140,8 @@ def send_file(http: Http, model: str, sf: SourceFile, sha256: str) -> int:
         if sha256 not in missing_files(http, model, announced([sf], [sha256])):
             return sent[0]
         url, offset, refused = _open(http, model, sf, sha256), 0, False
+    with contextlib.suppress(WeightvaultError):  # give the session up (its spools go with it)
+        http.request("DELETE", url)
     raise UploadIncompleteError(
         f"{sf.path}: the upload did not complete in {RESUME_ATTEMPTS} requests"
         + (f" (last: {last})" if last else "")

@@ -129,11 +129,7 @@ def abandon_upload(model: str, upload_id: str, request: Request, who: CallerDep)
     who.require(model, Level.WRITE, "upload")
     sessions = _sessions(request)
     session = sessions.get(upload_id, model, _principal(who))
-    appender = sessions.begin(session, sessions.offset(session.id))  # not while a request writes
-    try:
-        sessions.remove(session.id)
-    finally:
-        sessions.end(appender)
+    sessions.abandon(session.id)
     return Response(status_code=204)
 
 

@@ -129,6 +129,15 @@ class UploadSessions:
         with self._lock:
             self._progress.pop(sid, None)
 
+    def abandon(self, sid: str) -> None:
+        """End the session at a client's request, even while a request still writes to it here
+        (a broken one the server has not noticed yet): that request drops its spool as it ends."""
+        self.index.remove(sid)
+        with self._lock:
+            if sid in self._busy:
+                return
+        self.remove(sid)
+
     def begin(self, session: Session, offset: int) -> Appender:
         """Exclusive right (in this process) to append to ``session`` from ``offset``: this
         process's spool length, or 0 (a fresh start here, dropping what this spool held),
@@ -167,8 +176,10 @@ class UploadSessions:
         sid = appender.session.id
         appender.close()
         kept = self.spool(sid).exists()  # not removed (stored, or refused by its digest)
-        if kept:
-            self.index.touch(sid)
+        if kept and not self.index.touch(sid):  # the session ended elsewhere meanwhile
+            with contextlib.suppress(FileNotFoundError):
+                self.spool(sid).unlink()
+            kept = False
         with self._lock:
             if kept:
                 self._progress[sid] = appender.progress
