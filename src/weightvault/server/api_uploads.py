@@ -12,6 +12,7 @@ server process takes any of these requests.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -21,7 +22,7 @@ from starlette.requests import ClientDisconnect
 from weightvault.core.access import Level
 from weightvault.core.errors import InvalidInputError, PayloadTooLargeError
 from weightvault.core.names import check_label, check_model_name, check_relative_path
-from weightvault.server.api_models import CallerDep, VaultDep
+from weightvault.server.api_models import CallerDep, VaultDep, pushed
 from weightvault.server.auth import Caller
 from weightvault.server.schemas import (
     AnnouncedFileIn,
@@ -31,7 +32,6 @@ from weightvault.server.schemas import (
     PushOut,
     UploadModeOut,
     UploadOut,
-    VersionOut,
 )
 from weightvault.server.upload_sessions import Session, UploadSessions
 from weightvault.vault import file_ingest
@@ -49,6 +49,18 @@ def _sessions(request: Request) -> UploadSessions:
 
 def _principal(who: Caller) -> str:
     return who.identity.principal or ""
+
+
+def _require_write(
+    who: Caller, model: str, paths: Iterable[str], action: str, version: str | None = None
+) -> None:
+    """Refuse a bad name, label or path before the access check, then require write access."""
+    check_model_name(model)
+    if version is not None:
+        check_label(version)
+    for path in paths:
+        check_relative_path(path)
+    who.require(model, Level.WRITE, action, version)
 
 
 def _out(session: Session, offset: int, complete: bool) -> UploadOut:
@@ -85,10 +97,7 @@ def upload_mode(model: str, vault: VaultDep, who: CallerDep) -> UploadModeOut:
     summary="Which of these files the vault lacks for this model (step 1 of a file push)",
 )
 def files_missing(model: str, body: FilesMissingIn, vault: VaultDep, who: CallerDep) -> FilesMissingOut:
-    check_model_name(model)
-    for f in body.files:
-        check_relative_path(f.path)
-    who.require(model, Level.WRITE, "upload")
+    _require_write(who, model, [f.path for f in body.files], "upload")
     files = [AnnouncedFile(f.path, f.size, f.sha256) for f in body.files]
     return FilesMissingOut(missing=file_ingest.missing_files(vault, model, files))
 
@@ -103,9 +112,7 @@ def files_missing(model: str, body: FilesMissingIn, vault: VaultDep, who: Caller
 def open_upload(
     model: str, body: AnnouncedFileIn, request: Request, vault: VaultDep, who: CallerDep
 ) -> UploadOut:
-    check_model_name(model)
-    check_relative_path(body.path)
-    who.require(model, Level.WRITE, "upload")
+    _require_write(who, model, [body.path], "upload")
     file_ingest.prepare(vault, model)  # a key problem stops the push before any byte is sent
     session = _sessions(request).create(model, body.path, body.size, body.sha256, _principal(who))
     return _out(session, 0, False)
@@ -215,12 +222,7 @@ async def send_upload(
 def commit_files(
     model: str, body: FileVersionIn, request: Request, vault: VaultDep, who: CallerDep
 ) -> PushOut:
-    check_model_name(model)
-    if body.version is not None:
-        check_label(body.version)
-    for f in body.files:
-        check_relative_path(f.path)
-    who.require(model, Level.WRITE, "push", body.version)
+    _require_write(who, model, [f.path for f in body.files], "push", body.version)
     started = time.perf_counter()
     result = file_ingest.commit(
         vault,
@@ -233,12 +235,4 @@ def commit_files(
         parent=body.parent,
         refuse_unsafe=body.refuse_unsafe,
     )
-    request.app.state.metrics.push_seconds.observe(time.perf_counter() - started)
-    who.audit("push", model=model, version=result.version.label, detail=f"{len(body.files)} files")
-    return PushOut(
-        version=VersionOut.of(result.version),
-        unchanged=result.unchanged,
-        chunks_total=result.chunks_total,
-        seconds=result.seconds,
-        replication=result.replication,
-    )
+    return pushed(request, who, model, result, len(body.files), started)

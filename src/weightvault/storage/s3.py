@@ -42,7 +42,7 @@ from weightvault.storage.retry import (
     is_network_error,
     run_parts,
 )
-from weightvault.storage.upload import put_file_in_parts
+from weightvault.storage.upload import put_file_in_parts, put_retried
 
 PROVIDER = "s3"
 MiB = 1 << 20
@@ -211,12 +211,6 @@ class S3Backend:
 
         self._retry(f"create bucket {self.bucket}", create)
 
-    def _same_content(self, key: str, data: bytes | bytearray | memoryview) -> bool:
-        try:
-            return self.get(key) == bytes(data)
-        except MissingObjectError:
-            return False
-
     # -- writes ---------------------------------------------------------------------------
 
     def put(self, key: str, data: bytes | bytearray | memoryview, *, if_absent: bool = False) -> None:
@@ -227,20 +221,11 @@ class S3Backend:
             return
         body = bytes(view) if not isinstance(data, bytes | bytearray) else data
         extra = {"IfNoneMatch": "*"} if if_absent else {}
-        tries = 0
 
         def send() -> None:
-            nonlocal tries
-            tries += 1
             self._client.put_object(Bucket=self.bucket, Key=full, Body=body, **extra)
 
-        try:
-            self._retry(f"put {key}", send)
-        except ObjectExistsError:
-            # A retried conditional put may have won on the try whose answer was lost.
-            if tries > 1 and self._same_content(key, body):
-                return
-            raise
+        put_retried(self._retry, key, body, send, self.get)
 
     def put_file(self, key: str, path: Path, *, consume: bool = False) -> None:
         full = self._key(key)
