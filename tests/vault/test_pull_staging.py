@@ -194,3 +194,26 @@ def test_a_sealed_temp_file_waiting_for_its_batch_is_not_cleaned_as_stale(tmp_pa
     assert temp.exists()
     cache.admit_sealed(temp, "ab" * 32)
     assert cache.usable("ab" * 32, 5) is not None
+
+
+def _open_pack_fds(store: Path) -> list[str]:
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(store)):
+            out.append(target)
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors through /proc")
+def test_packs_kept_open_by_a_pull_are_closed_after_it(pushed: tuple[Vault, Path], tmp_path: Path) -> None:
+    v, src = pushed
+    store = Path(v.settings.store_path)
+    during: list[list[str]] = []
+    v.pull("m@v1", tmp_path / "model", progress=lambda _n: during.append(_open_pack_fds(store)))
+    assert any(during)  # the packs were read through kept descriptors
+    assert _open_pack_fds(store) == []
+    assert tree_bytes(tmp_path / "model") == tree_bytes(src)
