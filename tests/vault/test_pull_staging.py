@@ -134,6 +134,7 @@ def test_an_existing_folder_is_still_pulled_into_file_by_file(
     assert not [p for p in dest.rglob("*") if p.name.endswith(".wv-tmp")]
 
 
+@pytest.mark.os_paths
 def test_modes_of_pulled_files_and_cache_entries(pushed: tuple[Vault, Path], tmp_path: Path) -> None:
     v, src = pushed
     dest = tmp_path / "model"
@@ -154,6 +155,7 @@ def test_modes_of_pulled_files_and_cache_entries(pushed: tuple[Vault, Path], tmp
     assert tree_bytes(tmp_path / "again") == tree_bytes(src)
 
 
+@pytest.mark.os_paths
 def test_cache_entries_get_their_mode_under_a_strict_umask(tmp_path: Path) -> None:
     src = _tree(tmp_path / "src", 8)
     old = os.umask(0o077)  # would make a 0444 entry 0400: the pull sets the mode itself

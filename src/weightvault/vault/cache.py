@@ -21,25 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from weightvault.storage import oscaps
+
 CACHE_MTIME_NS: Final = 1_600_000_000 * 10**9
 READ_ONLY: Final = 0o444
 PRIVATE_DIR: Final = 0o700
 PRIVATE_FILE: Final = 0o400
 PRIVATE_TEMP: Final = 0o600
-
-
-def process_umask() -> int | None:
-    """This process's umask without changing it (``os.umask`` can only be read by setting it,
-    which races with other threads creating files): Linux reports it in ``/proc/self/status``.
-    ``None`` where it cannot be read."""
-    try:
-        with open("/proc/self/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +84,7 @@ class FileCache:
         self._prefix = os.urandom(12).hex() + "-"
         self._serial = itertools.count()  # next() on a count is atomic under the GIL
         #: read once: a umask made stricter later only costs entries that fail ``usable`` (fewer bits)
-        self._umask = process_umask()
+        self._umask = oscaps.read_umask() if oscaps.read_umask is not None else None
         self._plain = _Area(root / "files", root / "tmp", private=False)
         self._private = _Area(root / "private" / "files", root / "private" / "tmp", private=True)
         root.mkdir(parents=True, exist_ok=True)
