@@ -11,7 +11,6 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from weightvault.vault.cache import FileCache
 from weightvault.vault.vault import Vault
 
 from ..conftest import write_random
+from .conftest import DECLINED, entry, full, serve_alone, serve_script
 
 HEAVY = (
     "typer",
@@ -38,42 +38,13 @@ HEAVY = (
     "weightvault.vault.reader",
     "weightvault.registry.index",
 )
-#: serve() alone: exit 0 when the fast path pulled, 99 (and no output) when it declined
-SERVE = (
-    "import sys\n"
-    "from weightvault.cli.fastpull import serve\n"
-    "served = serve(sys.argv[1:])\n"
-    f"heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)\n"
-    "sys.stderr.write('LOADED:' + ','.join(heavy) + '\\n')\n"
-    "sys.exit(0 if served else 99)\n"
-)
-DECLINED = 99
-
-
-def _run(argv: list[str], env: dict[str, str] | None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        argv, capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}
-    )
-
-
-def full(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """The full CLI (Typer, the vault, the refresh), never a fast path."""
-    return _run([sys.executable, "-m", "weightvault.cli.app", "--home", str(home), *args], env)
-
-
-def entry(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """The console scripts' entry point, as a user runs ``weightvault``."""
-    return _run([sys.executable, "-m", "weightvault.cli.entry", "--home", str(home), *args], env)
+#: serve() alone: exit 0 when the fast path pulled, DECLINED (and no output) when it declined
+SERVE = serve_script("weightvault.cli.fastpull", HEAVY)
 
 
 def fast(home: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str, list[str]]:
     """(exit code, stdout, stderr without the probe line, heavy modules loaded) of serve() alone."""
-    got = _run([sys.executable, "-c", SERVE, "--home", str(home), *args], env)
-    lines = got.stderr.splitlines(keepends=True)
-    loaded = [x for x in lines if x.startswith("LOADED:")]
-    assert len(loaded) == 1, got.stderr
-    heavy = [m for m in loaded[0].strip().removeprefix("LOADED:").split(",") if m]
-    return got.returncode, got.stdout, "".join(x for x in lines if not x.startswith("LOADED:")), heavy
+    return serve_alone(SERVE, home, *args, env=env)
 
 
 def timeless(text: str) -> str:

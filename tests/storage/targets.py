@@ -30,6 +30,7 @@ def s3_options(endpoint: str) -> dict[str, Any]:
         "access_key_id": "test",
         "secret_access_key": "test",
         "part_size": 5 * MiB,  # S3's minimum, so a 40 MiB object is 8 parts
+        "multipart_threshold": 5 * MiB,  # and anything larger goes in parts (the default is 128 MiB)
         "max_concurrency": 2,
         **FAST_RETRY,
     }

@@ -10,6 +10,8 @@ import pytest
 import requests
 from targets import Factory
 
+from weightvault.core.errors import InvalidInputError
+
 MiB = 1 << 20
 
 
@@ -63,3 +65,37 @@ def test_gcs_large_files_are_sent_in_resumable_chunks(
         f"bytes {16 * MiB}-{total - 1}/{total}",
     ]
     assert backend.get("big") == data
+
+
+def test_s3_files_below_the_threshold_are_one_streamed_put(
+    s3_factory: Factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pack-sized file is one PutObject whose body is the open file, not a multipart upload
+    and not a copy of the file in memory; ``consume`` removes the source once it is stored."""
+    backend: Any = s3_factory(multipart_threshold=32 * MiB)
+    src = tmp_path / "pack"
+    data = os.urandom(23 * MiB + 7)
+    src.write_bytes(data)
+    bodies: list[Any] = []
+    original = backend._client.put_object
+
+    def spy(**kwargs: Any) -> Any:
+        bodies.append(kwargs["Body"])
+        return original(**kwargs)
+
+    monkeypatch.setattr(backend._client, "put_object", spy)
+    backend.put_file("pack", src, consume=True)
+    assert len(bodies) == 1 and hasattr(bodies[0], "read"), "the body must be streamed from the file"
+    assert not src.exists()
+    head = backend._client.head_object(Bucket=backend.bucket, Key=f"{backend.prefix}/pack")
+    assert "-" not in head["ETag"]  # a multipart ETag ends in -<parts>
+    assert backend.get("pack") == data
+    uploads = backend._client.list_multipart_uploads(Bucket=backend.bucket, Prefix=backend.prefix)
+    assert not uploads.get("Uploads")
+
+
+def test_s3_rejects_a_threshold_s3_cannot_honour(s3_factory: Factory) -> None:
+    with pytest.raises(InvalidInputError):
+        s3_factory(multipart_threshold=1 * MiB)
+    with pytest.raises(InvalidInputError):
+        s3_factory(multipart_threshold=6 * 1024 * MiB)

@@ -127,3 +127,34 @@ def test_stopped_server_gives_a_clean_error_after_bounded_retries(cloud: CloudTa
             assert "3 attempt(s)" in str(info.value)
     finally:
         server.close()
+
+
+def test_s3_streamed_put_dying_midway_leaves_no_object_and_a_retry_resends_it_whole(
+    moto: servers.ServerProcess, tmp_path: Path
+) -> None:
+    """Below the multipart threshold a file is one streamed PutObject: a connection cut inside
+    its body is retried from the start of the file (the object is then whole), and a server that
+    stays dead leaves no object at all."""
+    target = CloudTarget("s3", moto)
+    proxy = FaultProxy(moto.port)
+    try:
+        prefix = _prefix()
+        direct = target.open(prefix, create=True)
+        src = tmp_path / "pack.bin"
+        data = bytes(range(253)) * (77 * 1024)  # ~19 MiB, one request
+        src.write_bytes(data)
+        flaky = target.open(prefix, endpoint=proxy.endpoint, multipart_threshold=64 * MiB, retry_attempts=4)
+        proxy.cut_after(3 * MiB, stay_dead=False)
+        flaky.put_file("pack", src)
+        assert flaky.retries >= 1  # type: ignore[attr-defined]
+        assert direct.get("pack") == data
+        dying = target.open(prefix, endpoint=proxy.endpoint, multipart_threshold=64 * MiB)
+        proxy.cut_after(5 * MiB)
+        with pytest.raises(StorageError):
+            dying.put_file("other", src, consume=True)
+        proxy.heal()
+        assert not direct.exists("other"), "a failed streamed upload left a (partial) object behind"
+        assert src.read_bytes() == data  # the source is kept when the upload failed
+    finally:
+        proxy.close()
+        target.close()

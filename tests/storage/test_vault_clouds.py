@@ -127,8 +127,10 @@ def test_s3_dying_mid_push_leaves_nothing_visible_and_the_next_push_completes(
     proxy = FaultProxy(moto.port)
     try:
         sections = {"aws": {**clouds["aws"], "endpoint_url": proxy.endpoint}}
-        cfg = _config(tmp_path, sections, sync_enabled=False)
-        proxy.cut_after(4 << 20)  # the "server" goes away after 4 MiB of requests: mid-push
+        # 1 MiB packs (5 packs of 0.5-3.5 MiB for this model): up to 3 are uploaded at once, so
+        # the server dies after 8 of the packs' 9 MiB, when the first ones are surely whole
+        cfg = _config(tmp_path, sections, sync_enabled=False, pack_size_mb=1)
+        proxy.cut_after(8 << 20)  # the "server" goes away mid-push
         with Vault.open(tmp_path / "home", config=cfg) as v:
             with pytest.raises(StorageError):
                 v.push("m", model, version="v1")
@@ -235,3 +237,50 @@ def test_concurrent_pushes_of_the_same_label_to_s3_one_wins(
         t.join(120)
     assert sorted(outcomes) == ["VersionExistsError", "ok"]
     shutil.rmtree(tmp_path / "home0", ignore_errors=True)
+
+
+def test_s3_push_dying_with_packs_in_flight_leaves_no_version_and_no_staged_pack(
+    tmp_path: Path, s3_factory: Factory, model: Path, moto: servers.ServerProcess
+) -> None:
+    """Packs go to S3 several at a time, each as one streamed request: a server dying after some
+    of them are stored leaves no version, manifest or ref, and no staged pack file behind; the
+    next push sends only what is missing and the result reads back exactly."""
+    s3_factory()  # the bucket exists
+    prefix = uuid.uuid4().hex[:10]
+    proxy = FaultProxy(moto.port)
+    try:
+        aws = {
+            "enabled": True,
+            "region": "us-east-1",
+            "endpoint_url": proxy.endpoint,
+            "access_key_id": "test",
+            "secret_access_key": "test",
+            "retry": RETRY,
+            "model_weights": {"s3_bucket": BUCKET, "prefix": prefix},
+        }
+        cfg = _config(tmp_path, {"aws": aws}, sync_enabled=False, pack_size_mb=1)
+        s3 = open_backend(
+            f"s3://{BUCKET}/{prefix}",
+            endpoint_url=moto.endpoint,
+            region="us-east-1",
+            access_key_id="test",
+            secret_access_key="test",
+        )
+        home = tmp_path / "home"
+        proxy.cut_after(8 << 20)  # 5 packs of 0.5-3.5 MiB, up to 3 in flight: some land, then it dies
+        with Vault.open(home, config=cfg) as v:
+            with pytest.raises(StorageError):
+                v.push("m", model, version="v1")
+            assert v.list_models() == []
+            assert not list(s3.list(layout.REFS)) and not list(s3.list(layout.MANIFESTS))
+            staged = [p for p in (home / "tmp").rglob("*") if p.is_file()] if (home / "tmp").exists() else []
+            assert staged == []
+            proxy.heal()
+            result = v.push("m", model, version="v1")
+            assert result.bytes_written < sum(len(b) for b in _files(model).values())  # resumed
+            v.pull("m@v1", tmp_path / "out")
+            assert v.verify(read_data=True).ok
+        assert _files(tmp_path / "out") == _files(model)
+        s3.close()
+    finally:
+        proxy.close()

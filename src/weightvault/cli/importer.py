@@ -17,6 +17,15 @@ from weightvault.cli.state import STATE
 if TYPE_CHECKING:
     from weightvault.hub.importer import ImportResult
 
+# the options both imports take
+AsName = Annotated[str | None, typer.Option("--as", help="Model name in the vault (default: the repo id).")]
+VersionLabel = Annotated[str | None, typer.Option("--version", "-v", help="Version label.")]
+RefuseUnsafe = Annotated[
+    bool, typer.Option("--refuse-unsafe", help="Refuse pickles that would run code when loaded.")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary line.")]
+
 import_app = typer.Typer(
     help="Import models from Hugging Face Hub folders, pinned to their commits.", no_args_is_help=True
 )
@@ -28,18 +37,14 @@ def import_dir(
         Path,
         typer.Argument(help="A models--org--name cache folder, a snapshot, or a save_pretrained folder."),
     ],
-    name: Annotated[
-        str | None, typer.Option("--as", help="Model name in the vault (default: the repo id).")
-    ] = None,
+    name: AsName = None,
     revision: Annotated[
         str | None, typer.Option("--revision", help="Branch, tag or commit of a cache folder (default main).")
     ] = None,
-    version: Annotated[str | None, typer.Option("--version", "-v", help="Version label.")] = None,
-    refuse_unsafe: Annotated[
-        bool, typer.Option("--refuse-unsafe", help="Refuse pickles that would run code when loaded.")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary line.")] = False,
+    version: VersionLabel = None,
+    refuse_unsafe: RefuseUnsafe = False,
+    as_json: AsJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Store a local Hub folder as a version whose lineage pins the upstream repo and commit."""
     from weightvault.hub.importer import import_dir as run
@@ -83,9 +88,7 @@ def import_hf(
     exclude: Annotated[
         list[str] | None, typer.Option("--exclude", help="Leave out files matching this glob (repeatable).")
     ] = None,
-    name: Annotated[
-        str | None, typer.Option("--as", help="Model name in the vault (default: the repo id).")
-    ] = None,
+    name: AsName = None,
     endpoint: Annotated[
         str | None, typer.Option("--endpoint", help="The Hub endpoint (default https://huggingface.co).")
     ] = None,
@@ -93,12 +96,10 @@ def import_hf(
         str | None,
         typer.Option("--token", envvar="HF_TOKEN", help="Token for private repos.", show_default=False),
     ] = None,
-    version: Annotated[str | None, typer.Option("--version", "-v", help="Version label.")] = None,
-    refuse_unsafe: Annotated[
-        bool, typer.Option("--refuse-unsafe", help="Refuse pickles that would run code when loaded.")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary line.")] = False,
+    version: VersionLabel = None,
+    refuse_unsafe: RefuseUnsafe = False,
+    as_json: AsJson = False,
+    quiet: Quiet = False,
 ) -> None:
     """Download a Hub repo at a pinned commit and store it; the same commit again is a no-op."""
     from weightvault.hub.remote import import_hf as run

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from weightvault.cli.plain import emit_json, human
-from weightvault.core.types import ModelInfo, PullResult, VersionInfo
+from weightvault.core.types import ModelInfo, PullResult, PushResult, VersionInfo
 
 NO_MODELS = "no models yet: weightvault push MODEL FOLDER"
 
@@ -150,3 +150,33 @@ def print_pull(result: PullResult, dest: object, selecting: bool, as_json: bool,
             f"in {result.seconds:.1f}s; placed {placed or 'nothing (all present)'}"
         )
     return 3 if not result.files and selecting else 0
+
+
+def print_push(result: PushResult, as_json: bool, quiet: bool) -> None:
+    """A push's summary (or its JSON), and a warning per replica it could not reach."""
+    v = result.version
+    if as_json:
+        emit_json(
+            {
+                "version": v.to_json(),
+                "unchanged": result.unchanged,
+                "bytes_read": result.bytes_read,
+                "bytes_written": result.bytes_written,
+                "chunks_total": result.chunks_total,
+                "chunks_new": result.chunks_new,
+                "seconds": result.seconds,
+                "replication": result.replication,
+            }
+        )
+    elif result.unchanged:
+        if not quiet:
+            _say(f"{v.model} unchanged, same as {v.label} (commit {v.commit}); no new version")
+    elif not quiet:
+        _say(
+            f"pushed {v.model}@{v.label} commit {v.commit}: {human(result.bytes_read)} read, "
+            f"{human(result.bytes_written)} new ({result.chunks_new}/{result.chunks_total} chunks) "
+            f"in {result.seconds:.1f}s"
+        )
+    for name, state in result.replication.items():
+        if state.startswith("error"):
+            _say(f"warning: replica {name}: {state}; run `weightvault sync`")

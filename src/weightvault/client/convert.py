@@ -7,7 +7,7 @@ from typing import Any
 
 from weightvault.core.access import AuditEntry, GrantInfo, TokenInfo
 from weightvault.core.manifest import FileEntry
-from weightvault.core.types import VersionInfo
+from weightvault.core.types import PushResult, VersionInfo
 
 
 def _time(text: str | None) -> datetime | None:
@@ -29,6 +29,22 @@ def version(d: dict[str, Any]) -> VersionInfo:
         files=tuple(FileEntry(f["path"], f["size"], f["sha256"]) for f in d.get("files") or ()),
         lineage=tuple(d.get("lineage") or ()),
         safety=dict(d.get("safety") or {}),
+    )
+
+
+def push(
+    d: dict[str, Any], *, bytes_read: int, bytes_written: int, chunks_new: int, seconds: float
+) -> PushResult:
+    """A push's answer (``PushOut``) with what only the client measured: what it read and sent."""
+    return PushResult(
+        version=version(d["version"]),
+        bytes_read=bytes_read,
+        bytes_written=bytes_written,
+        chunks_total=d["chunks_total"],
+        chunks_new=chunks_new,
+        seconds=seconds,
+        replication=d["replication"],
+        unchanged=bool(d.get("unchanged")),
     )
 
 

@@ -181,15 +181,12 @@ class RemoteVault:
             except (ConcurrentModificationError, MissingObjectError):
                 if attempt == COMMIT_ATTEMPTS - 1:
                     raise
-        return PushResult(
-            version=convert.version(d["version"]),
+        return convert.push(
+            d,
             bytes_read=sum(f.size for f in files),
             bytes_written=sent_bytes,
-            chunks_total=d["chunks_total"],
             chunks_new=sent_chunks,
             seconds=time.perf_counter() - started,
-            replication=d["replication"],
-            unchanged=bool(d.get("unchanged")),
         )
 
     def _push_files(
@@ -210,15 +207,12 @@ class RemoteVault:
             except (ConcurrentModificationError, NotUploadedError):
                 if attempt == COMMIT_ATTEMPTS - 1:
                     raise
-        return PushResult(
-            version=convert.version(d["version"]),
+        return convert.push(
+            d,
             bytes_read=sum(f.size for f in files),
             bytes_written=sent_bytes,
-            chunks_total=d["chunks_total"],
             chunks_new=0,
             seconds=time.perf_counter() - started,
-            replication=d["replication"],
-            unchanged=bool(d.get("unchanged")),
         )
 
     def pull(

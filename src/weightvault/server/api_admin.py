@@ -13,7 +13,7 @@ from weightvault.core.errors import AccessDeniedError, AuthenticationError, Inva
 from weightvault.core.names import check_label, check_model_name
 from weightvault.core.revision import Ref
 from weightvault.server.api_models import CallerDep, Limit, Offset, VaultDep
-from weightvault.server.auth import OAUTH_TOKEN_TTL, TOKEN_URL, client_credentials, source_of
+from weightvault.server.auth import OAUTH_TOKEN_TTL, TOKEN_URL, Caller, client_credentials, source_of
 from weightvault.server.schemas import (
     AuditOut,
     GcOut,
@@ -228,11 +228,7 @@ def list_protected(model: str, who: CallerDep) -> list[str]:
     summary="Protect an alias",
 )
 def protect(model: str, alias: str, who: CallerDep) -> Response:
-    check_model_name(model)
-    check_label(alias, "alias")
-    who.require(model, Level.ADMIN, "alias.protect", alias)
-    who.access.protect_alias(model, alias, True, actor=who.name, source=who.source)
-    return Response(status_code=204)
+    return _set_protected(who, model, alias, True)
 
 
 @router.delete(
@@ -242,10 +238,15 @@ def protect(model: str, alias: str, who: CallerDep) -> Response:
     summary="Lift an alias's protection",
 )
 def unprotect(model: str, alias: str, who: CallerDep) -> Response:
+    return _set_protected(who, model, alias, False)
+
+
+def _set_protected(who: Caller, model: str, alias: str, on: bool) -> Response:
+    """Both directions of an alias's protection: model admins only, each audited by its own name."""
     check_model_name(model)
     check_label(alias, "alias")
-    who.require(model, Level.ADMIN, "alias.unprotect", alias)
-    who.access.protect_alias(model, alias, False, actor=who.name, source=who.source)
+    who.require(model, Level.ADMIN, "alias.protect" if on else "alias.unprotect", alias)
+    who.access.protect_alias(model, alias, on, actor=who.name, source=who.source)
     return Response(status_code=204)
 
 

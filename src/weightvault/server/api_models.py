@@ -21,6 +21,7 @@ from weightvault.core.errors import ConfigError, InvalidInputError
 from weightvault.core.manifest import FileRecipe
 from weightvault.core.names import check_label, check_model_name, check_relative_path
 from weightvault.core.revision import Ref
+from weightvault.core.types import PushResult
 from weightvault.server.auth import Caller, caller
 from weightvault.server.schemas import (
     MAX_PAGE,
@@ -55,6 +56,15 @@ def vault_of(request: Request) -> Vault:
 
 
 VaultDep = Annotated[Vault, Depends(vault_of)]
+
+
+def pushed(
+    request: Request, who: Caller, model: str, result: PushResult, files: int, started: float
+) -> PushOut:
+    """What every kind of push does once its version is committed: time it, audit it, answer it."""
+    request.app.state.metrics.push_seconds.observe(time.perf_counter() - started)
+    who.audit("push", model=model, version=result.version.label, detail=f"{files} files")
+    return PushOut.of(result)
 
 
 def _ref(model: str, rev: str) -> Ref:
@@ -154,15 +164,7 @@ def commit_version(model: str, body: VersionIn, request: Request, vault: VaultDe
         parent=body.parent,
         refuse_unsafe=body.refuse_unsafe,
     )
-    request.app.state.metrics.push_seconds.observe(time.perf_counter() - started)
-    who.audit("push", model=model, version=result.version.label, detail=f"{len(files)} files")
-    return PushOut(
-        version=VersionOut.of(result.version),
-        unchanged=result.unchanged,
-        chunks_total=result.chunks_total,
-        seconds=result.seconds,
-        replication=result.replication,
-    )
+    return pushed(request, who, model, result, len(files), started)
 
 
 @router.get(

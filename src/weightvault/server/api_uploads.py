@@ -5,11 +5,14 @@ client's machine (``vault.file_ingest``): the client asks which files the server
 plain SHA-256), opens an upload session per missing file, sends its bytes (several files at
 once, each resumable from the session's offset), and commits the version by path and SHA-256.
 A file is stored only once the whole of it arrived and matches its size and SHA-256.
+Sessions live in the shared index (``server.upload_sessions``), so behind a load balancer any
+server process takes any of these requests.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -19,7 +22,7 @@ from starlette.requests import ClientDisconnect
 from weightvault.core.access import Level
 from weightvault.core.errors import InvalidInputError, PayloadTooLargeError
 from weightvault.core.names import check_label, check_model_name, check_relative_path
-from weightvault.server.api_models import CallerDep, VaultDep
+from weightvault.server.api_models import CallerDep, VaultDep, pushed
 from weightvault.server.auth import Caller
 from weightvault.server.schemas import (
     AnnouncedFileIn,
@@ -29,7 +32,6 @@ from weightvault.server.schemas import (
     PushOut,
     UploadModeOut,
     UploadOut,
-    VersionOut,
 )
 from weightvault.server.upload_sessions import Session, UploadSessions
 from weightvault.vault import file_ingest
@@ -47,6 +49,18 @@ def _sessions(request: Request) -> UploadSessions:
 
 def _principal(who: Caller) -> str:
     return who.identity.principal or ""
+
+
+def _require_write(
+    who: Caller, model: str, paths: Iterable[str], action: str, version: str | None = None
+) -> None:
+    """Refuse a bad name, label or path before the access check, then require write access."""
+    check_model_name(model)
+    if version is not None:
+        check_label(version)
+    for path in paths:
+        check_relative_path(path)
+    who.require(model, Level.WRITE, action, version)
 
 
 def _out(session: Session, offset: int, complete: bool) -> UploadOut:
@@ -83,10 +97,7 @@ def upload_mode(model: str, vault: VaultDep, who: CallerDep) -> UploadModeOut:
     summary="Which of these files the vault lacks for this model (step 1 of a file push)",
 )
 def files_missing(model: str, body: FilesMissingIn, vault: VaultDep, who: CallerDep) -> FilesMissingOut:
-    check_model_name(model)
-    for f in body.files:
-        check_relative_path(f.path)
-    who.require(model, Level.WRITE, "upload")
+    _require_write(who, model, [f.path for f in body.files], "upload")
     files = [AnnouncedFile(f.path, f.size, f.sha256) for f in body.files]
     return FilesMissingOut(missing=file_ingest.missing_files(vault, model, files))
 
@@ -101,9 +112,7 @@ def files_missing(model: str, body: FilesMissingIn, vault: VaultDep, who: Caller
 def open_upload(
     model: str, body: AnnouncedFileIn, request: Request, vault: VaultDep, who: CallerDep
 ) -> UploadOut:
-    check_model_name(model)
-    check_relative_path(body.path)
-    who.require(model, Level.WRITE, "upload")
+    _require_write(who, model, [body.path], "upload")
     file_ingest.prepare(vault, model)  # a key problem stops the push before any byte is sent
     session = _sessions(request).create(model, body.path, body.size, body.sha256, _principal(who))
     return _out(session, 0, False)
@@ -113,7 +122,7 @@ def open_upload(
     M + "/uploads/{upload_id}",
     response_model=UploadOut,
     tags=["upload"],
-    summary="An upload session's offset (where an interrupted upload resumes)",
+    summary="Where this server process continues an upload session (0 when it holds none of its bytes)",
 )
 def show_upload(model: str, upload_id: str, request: Request, who: CallerDep) -> UploadOut:
     check_model_name(model)
@@ -129,11 +138,7 @@ def abandon_upload(model: str, upload_id: str, request: Request, who: CallerDep)
     who.require(model, Level.WRITE, "upload")
     sessions = _sessions(request)
     session = sessions.get(upload_id, model, _principal(who))
-    appender = sessions.begin(session, sessions.offset(session.id))  # not while a request writes
-    try:
-        sessions.remove(session.id)
-    finally:
-        sessions.end(appender)
+    sessions.abandon(session.id)
     return Response(status_code=204)
 
 
@@ -217,12 +222,7 @@ async def send_upload(
 def commit_files(
     model: str, body: FileVersionIn, request: Request, vault: VaultDep, who: CallerDep
 ) -> PushOut:
-    check_model_name(model)
-    if body.version is not None:
-        check_label(body.version)
-    for f in body.files:
-        check_relative_path(f.path)
-    who.require(model, Level.WRITE, "push", body.version)
+    _require_write(who, model, [f.path for f in body.files], "push", body.version)
     started = time.perf_counter()
     result = file_ingest.commit(
         vault,
@@ -235,12 +235,4 @@ def commit_files(
         parent=body.parent,
         refuse_unsafe=body.refuse_unsafe,
     )
-    request.app.state.metrics.push_seconds.observe(time.perf_counter() - started)
-    who.audit("push", model=model, version=result.version.label, detail=f"{len(body.files)} files")
-    return PushOut(
-        version=VersionOut.of(result.version),
-        unchanged=result.unchanged,
-        chunks_total=result.chunks_total,
-        seconds=result.seconds,
-        replication=result.replication,
-    )
+    return pushed(request, who, model, result, len(body.files), started)

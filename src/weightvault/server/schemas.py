@@ -9,9 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from weightvault.core.access import AuditEntry, GrantInfo, TokenInfo
 from weightvault.core.manifest import FileEntry
-from weightvault.core.types import ModelInfo, VersionInfo
+from weightvault.core.types import ModelInfo, PushResult, VersionInfo
 
 T = TypeVar("T")
+F = TypeVar("F", bound=BaseModel)
 MAX_PAGE = 1000
 
 
@@ -127,15 +128,21 @@ class FileIn(BaseModel):
     chunks: list[tuple[str, int]] = Field(description="[chunk id hex, raw length] in file order")
 
 
-class VersionIn(BaseModel):
+class CommitIn(BaseModel, Generic[F]):
+    """The body of a version commit, whichever way its files were sent (chunks or whole files)."""
+
     model_config = ConfigDict(extra="forbid")
-    files: list[FileIn] = Field(min_length=1, max_length=100_000)
+    files: list[F] = Field(min_length=1, max_length=100_000)
     version: str | None = Field(None, max_length=128)
     message: str = Field("", max_length=10_000)
     metadata: dict[str, str] = Field(default_factory=dict)
     lineage: list[dict[str, Any]] = Field(default_factory=list, max_length=1000)
     parent: str | None = Field(None, pattern=r"^[0-9a-f]{40}$")
     refuse_unsafe: bool = Field(False, description="refuse pickles that would run code when loaded")
+
+
+class VersionIn(CommitIn[FileIn]):
+    pass
 
 
 class PushOut(BaseModel):
@@ -145,6 +152,16 @@ class PushOut(BaseModel):
     chunks_total: int
     seconds: float
     replication: dict[str, str]
+
+    @classmethod
+    def of(cls, r: PushResult) -> PushOut:
+        return cls(
+            version=VersionOut.of(r.version),
+            unchanged=r.unchanged,
+            chunks_total=r.chunks_total,
+            seconds=r.seconds,
+            replication=r.replication,
+        )
 
 
 class UploadModeOut(BaseModel):
@@ -184,15 +201,8 @@ class UploadOut(BaseModel):
     complete: bool
 
 
-class FileVersionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    files: list[AnnouncedFileIn] = Field(min_length=1, max_length=100_000)
-    version: str | None = Field(None, max_length=128)
-    message: str = Field("", max_length=10_000)
-    metadata: dict[str, str] = Field(default_factory=dict)
-    lineage: list[dict[str, Any]] = Field(default_factory=list, max_length=1000)
-    parent: str | None = Field(None, pattern=r"^[0-9a-f]{40}$")
-    refuse_unsafe: bool = Field(False, description="refuse pickles that would run code when loaded")
+class FileVersionIn(CommitIn[AnnouncedFileIn]):
+    pass
 
 
 class StoreOut(BaseModel):

@@ -47,7 +47,7 @@ from weightvault.storage.retry import (
     is_network_error,
     run_parts,
 )
-from weightvault.storage.upload import put_file_in_parts
+from weightvault.storage.upload import put_file_in_parts, put_retried
 
 PROVIDER = "azure"
 MiB = 1 << 20
@@ -201,12 +201,6 @@ class AzureBackend:
 
         self._retry(f"create container {self.container}", create)
 
-    def _same_content(self, key: str, data: bytes) -> bool:
-        try:
-            return self.get(key) == data
-        except MissingObjectError:
-            return False
-
     # -- writes ---------------------------------------------------------------------------
 
     def put(self, key: str, data: bytes | bytearray | memoryview, *, if_absent: bool = False) -> None:
@@ -216,19 +210,11 @@ class AzureBackend:
             self._blocks(key, full, view.nbytes, lambda off, n: bytes(view[off : off + n]), if_absent)
             return
         body = bytes(view)
-        tries = 0
 
         def send() -> None:
-            nonlocal tries
-            tries += 1
             self._container.upload_blob(full, body, overwrite=not if_absent, max_concurrency=1)
 
-        try:
-            self._retry(f"put {key}", send)
-        except ObjectExistsError:
-            if tries > 1 and self._same_content(key, body):  # our lost-answer try won
-                return
-            raise
+        put_retried(self._retry, key, body, send, self.get)
 
     def put_file(self, key: str, path: Path, *, consume: bool = False) -> None:
         full = self._key(key)

@@ -58,13 +58,15 @@ class DirectWriter:
     """A binary, write-only file object: ``write``, ``tell``, ``flush``, ``close``.
 
     ``mode`` is the new file's permission bits (less the umask): 0o600 for plaintext that other
-    users must not read, from its first byte.
+    users must not read, from its first byte. ``cached=True`` writes through the page cache: for
+    a staging file that is read back at once and then deleted (a pack on its way to a cloud
+    store), where bypassing the cache would only add a disk write and a disk read.
     """
 
-    def __init__(self, path: Path | str, mode: int = 0o644) -> None:
+    def __init__(self, path: Path | str, mode: int = 0o644, *, cached: bool = False) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         # O_DIRECT only where fcntl can take it off again for the unaligned tail
-        self.direct = bool(oscaps.O_DIRECT) and oscaps.fcntl is not None
+        self.direct = not cached and bool(oscaps.O_DIRECT) and oscaps.fcntl is not None
         self._fd = -1
         if self.direct:
             try:
@@ -73,7 +75,8 @@ class DirectWriter:
                 self.direct = False
         if self._fd < 0:
             self._fd = os.open(path, flags, mode)
-            _no_cache(self._fd)
+            if not cached:
+                _no_cache(self._fd)
         self._bufs = [_take(), _take()]
         self._views = [memoryview(b) for b in self._bufs]
         self._cur = 0

@@ -48,7 +48,7 @@ from weightvault.storage.retry import (
     describe,
     is_network_error,
 )
-from weightvault.storage.upload import put_file_in_parts
+from weightvault.storage.upload import put_file_in_parts, put_retried
 
 PROVIDER = "gcs"
 MiB = 1 << 20
@@ -199,12 +199,6 @@ class GCSBackend:
                 self._sessions.append(session)
         return session
 
-    def _same_content(self, key: str, data: bytes) -> bool:
-        try:
-            return self.get(key) == data
-        except MissingObjectError:
-            return False
-
     # -- writes ---------------------------------------------------------------------------
 
     def put(self, key: str, data: bytes | bytearray | memoryview, *, if_absent: bool = False) -> None:
@@ -214,11 +208,8 @@ class GCSBackend:
             self._resumable(key, full, view.nbytes, lambda off, n: bytes(view[off : off + n]), if_absent)
             return
         body = bytes(view)
-        tries = 0
 
         def send() -> None:
-            nonlocal tries
-            tries += 1
             self._bucket.blob(full).upload_from_string(
                 body,
                 content_type="application/octet-stream",
@@ -228,12 +219,7 @@ class GCSBackend:
                 timeout=self._timeout,
             )
 
-        try:
-            self._retry(f"put {key}", send)
-        except ObjectExistsError:
-            if tries > 1 and self._same_content(key, body):  # our lost-answer try won
-                return
-            raise
+        put_retried(self._retry, key, body, send, self.get)
 
     def put_file(self, key: str, path: Path, *, consume: bool = False) -> None:
         full = self._key(key)

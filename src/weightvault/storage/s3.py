@@ -6,6 +6,11 @@ precisely for ``retry.py``, and on large objects it was as fast as obstore in ou
 (docs/backends.md). Multipart is done here rather than by boto3's transfer manager so each part
 is retried alone under our policy, memory stays at ``part_size * max_concurrency``, and an
 object only appears when ``CompleteMultipartUpload`` succeeds (atomic publish).
+
+Files up to ``multipart_threshold`` (default 128 MiB, above a push's packs) go up as one streamed
+``PutObject`` instead: a pack is then one request, not create + parts + complete, and the upload
+reads the file as it sends it, so no part is held in memory. A push gets its parallelism from
+several packs in flight (``vault.packer``) rather than from parts of one.
 """
 
 from __future__ import annotations
@@ -42,12 +47,17 @@ from weightvault.storage.retry import (
     is_network_error,
     run_parts,
 )
-from weightvault.storage.upload import put_file_in_parts
+from weightvault.storage.upload import put_file_in_parts, put_retried
 
 PROVIDER = "s3"
 MiB = 1 << 20
 MIN_PART = 5 * MiB  # S3's floor for every part but the last
 MAX_PARTS = 10_000
+#: files up to this size go up in one streamed PutObject (AWS allows up to 5 GiB)
+DEFAULT_MULTIPART_THRESHOLD = 128 * MiB
+#: packs a push uploads at once (``vault.packer``): each is one streamed request, so a few in
+#: flight keep the link busy without holding any pack in memory
+PACK_UPLOADS = 3
 
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
 _AUTH = frozenset({
@@ -105,6 +115,7 @@ class S3Backend:
         create: bool = False,
         part_size: int = 16 * MiB,
         max_concurrency: int = 4,
+        multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         retry: RetryPolicy | None = None,
@@ -116,6 +127,10 @@ class S3Backend:
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self.part_size = max(MIN_PART, int(part_size))
         self.max_concurrency = max(1, int(max_concurrency))
+        self.multipart_threshold = int(multipart_threshold)
+        self.pack_uploads = PACK_UPLOADS
+        if not MIN_PART <= self.multipart_threshold <= 5 * 1024 * MiB:
+            raise InvalidInputError("s3: multipart_threshold must be between 5 MiB and 5 GiB")
         self._retry = Retrier(PROVIDER, retry or RetryPolicy(), self._classify)
         try:
             session = boto3.session.Session(
@@ -211,48 +226,59 @@ class S3Backend:
 
         self._retry(f"create bucket {self.bucket}", create)
 
-    def _same_content(self, key: str, data: bytes | bytearray | memoryview) -> bool:
-        try:
-            return self.get(key) == bytes(data)
-        except MissingObjectError:
-            return False
-
     # -- writes ---------------------------------------------------------------------------
 
     def put(self, key: str, data: bytes | bytearray | memoryview, *, if_absent: bool = False) -> None:
         full = self._key(key)
         view = memoryview(data).cast("B")
-        if view.nbytes > self.part_size:
+        if view.nbytes > self.multipart_threshold:
             self._multipart(key, full, view.nbytes, lambda off, n: bytes(view[off : off + n]), if_absent)
             return
         body = bytes(view) if not isinstance(data, bytes | bytearray) else data
         extra = {"IfNoneMatch": "*"} if if_absent else {}
-        tries = 0
 
         def send() -> None:
-            nonlocal tries
-            tries += 1
             self._client.put_object(Bucket=self.bucket, Key=full, Body=body, **extra)
 
-        try:
-            self._retry(f"put {key}", send)
-        except ObjectExistsError:
-            # A retried conditional put may have won on the try whose answer was lost.
-            if tries > 1 and self._same_content(key, body):
-                return
-            raise
+        put_retried(self._retry, key, body, send, self.get)
 
     def put_file(self, key: str, path: Path, *, consume: bool = False) -> None:
         full = self._key(key)
-        put_file_in_parts(
-            "s3",
-            key,
-            path,
-            consume=consume,
-            single_request_limit=self.part_size,
-            put_bytes=lambda data: self.put(key, data),
-            put_parts=lambda size, read: self._multipart(key, full, size, read, False),
-        )
+        src = Path(path)
+        try:
+            size = src.stat().st_size
+        except FileNotFoundError as exc:
+            raise InvalidInputError(f"s3: put_file {key}: source {src} does not exist") from exc
+        except OSError as exc:
+            raise StorageError(f"s3: put_file {key}: reading {src}: {exc}") from exc
+        if size > self.multipart_threshold:
+            put_file_in_parts(
+                "s3",
+                key,
+                src,
+                consume=consume,
+                single_request_limit=0,
+                put_bytes=lambda data: self.put(key, data),
+                put_parts=lambda n, read: self._multipart(key, full, n, read, False),
+            )
+            return
+        self._put_streamed(key, full, src, size)
+        if consume:
+            src.unlink(missing_ok=True)
+
+    def _put_streamed(self, key: str, full: str, src: Path, size: int) -> None:
+        """One PutObject whose body is read from the file as it is sent (each try reopens it)."""
+
+        def send() -> None:
+            try:
+                with open(src, "rb") as body:
+                    if os.fstat(body.fileno()).st_size != size:
+                        raise StorageError(f"s3: put {key}: source changed size during upload")
+                    self._client.put_object(Bucket=self.bucket, Key=full, Body=body, ContentLength=size)
+            except FileNotFoundError as exc:
+                raise InvalidInputError(f"s3: put_file {key}: source {src} does not exist") from exc
+
+        self._retry(f"put {key}", send)
 
     def _multipart(
         self, key: str, full: str, size: int, read: Callable[[int, int], bytes], if_absent: bool

@@ -1,8 +1,9 @@
-"""Streaming a local file into a cloud object: the part every cloud backend shares.
+"""Uploads into a cloud object: the parts every cloud backend shares.
 
 Small files go up in one request; larger ones through the backend's own multi-part mechanism,
 which reads ranges of the file on demand (``pread``), so memory stays bounded by the parts in
-flight whatever the file size.
+flight whatever the file size. A single-request put that is retried must not report a conflict
+that its own earlier try caused.
 """
 
 from __future__ import annotations
@@ -11,9 +12,47 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from weightvault.core.errors import InvalidInputError, StorageError, WeightvaultError
+from weightvault.core.errors import (
+    InvalidInputError,
+    MissingObjectError,
+    ObjectExistsError,
+    StorageError,
+    WeightvaultError,
+)
+from weightvault.storage.retry import Retrier
 
 ReadRange = Callable[[int, int], bytes]
+
+
+def put_retried(
+    retry: Retrier,
+    key: str,
+    body: bytes | bytearray,
+    send: Callable[[], None],
+    get: Callable[[str], bytes],
+) -> None:
+    """``send()`` the object under ``retry``. A retried conditional put refused because the object
+    exists may have lost only the answer of an earlier try that won: the same bytes there are ours."""
+    tries = 0
+
+    def attempt() -> None:
+        nonlocal tries
+        tries += 1
+        send()
+
+    try:
+        retry(f"put {key}", attempt)
+    except ObjectExistsError:
+        if tries > 1 and _holds(get, key, body):
+            return
+        raise
+
+
+def _holds(get: Callable[[str], bytes], key: str, body: bytes | bytearray) -> bool:
+    try:
+        return get(key) == body
+    except MissingObjectError:
+        return False
 
 
 def put_file_in_parts(

@@ -19,10 +19,10 @@ from weightvault.vault import refauth
 from weightvault.vault import refresh as refresh_module
 
 if TYPE_CHECKING:
-    from weightvault.vault.state import VaultState as Vault  # the layer of the vault this works on
+    from weightvault.vault.state import VaultState
 
 
-def check(vault: Vault, model: str, alias: str, body: dict[str, Any]) -> None:
+def check(vault: VaultState, model: str, alias: str, body: dict[str, Any]) -> None:
     """Refuse an authentic alias ref older than one this home has seen; raise the pin otherwise."""
     seq = body.get("seq")
     if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
@@ -44,7 +44,7 @@ def check(vault: Vault, model: str, alias: str, body: dict[str, Any]) -> None:
     raise error
 
 
-def rolled_back(vault: Vault, model: str, alias: str) -> refauth.AliasRollbackError | None:
+def rolled_back(vault: VaultState, model: str, alias: str) -> refauth.AliasRollbackError | None:
     """The refusal of ``alias`` as rolled back, from this process or remembered by the home."""
     error = vault._rollbacks.get((model, alias))
     trust = vault.keys.trust
@@ -56,7 +56,7 @@ def rolled_back(vault: Vault, model: str, alias: str) -> refauth.AliasRollbackEr
     return error
 
 
-def next_seq(vault: Vault, model: str, alias: str) -> int:
+def next_seq(vault: VaultState, model: str, alias: str) -> int:
     """The number of a new ref of ``alias``: above its current one in the store (read as stored:
     only to go above it), above the one this home pinned, and at least the time in microseconds
     (so an alias removed and set again from another machine still grows)."""
@@ -73,14 +73,14 @@ def next_seq(vault: Vault, model: str, alias: str) -> int:
     return seq
 
 
-def pin_written(vault: Vault, model: str, alias: str, seq: int) -> None:
+def pin_written(vault: VaultState, model: str, alias: str, seq: int) -> None:
     """This home wrote ``seq``: it is the newest it has seen."""
     if vault.keys.trust is not None:
         vault.keys.trust.check_alias(model, alias, seq)
     vault._rollbacks.pop((model, alias), None)
 
 
-def accept(vault: Vault, model: str, alias: str) -> str | None:
+def accept(vault: VaultState, model: str, alias: str) -> str | None:
     """Forget the pin of ``alias`` and take the store's ref as it is; returns the label it now
     names in the index, or None when the store has no such alias."""
     if vault.keys.trust is not None:

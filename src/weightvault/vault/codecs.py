@@ -13,7 +13,7 @@ Compressed chunks are verified by their chunk id after decompression, like every
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -72,6 +72,20 @@ def layout_from_prefix(prefix: BytesLike, size: int) -> FileLayout | None:
     if total is None or len(prefix) < total:
         return None
     return parse_safetensors_layout(prefix, size)
+
+
+def layout_from_chunks(path: str, size: int, chunks: Iterable[BytesLike]) -> FileLayout | None:
+    """The same for a file re-encoded from its stored chunks: draws on ``chunks`` (lazily) only for a
+    safetensors file, and only until its header is complete."""
+    if not path.endswith(".safetensors"):
+        return None
+    prefix = bytearray()
+    for raw in chunks:
+        prefix += raw
+        found = layout_from_prefix(prefix, size)
+        if found is not None:
+            return found
+    return None
 
 
 class _Scratch(threading.local):

@@ -47,7 +47,7 @@ from weightvault.core.manifest import FileEntry, FileRecipe, Manifest
 from weightvault.core.names import check_model_name
 from weightvault.vault import refauth
 from weightvault.vault import replication as replication_module
-from weightvault.vault.codecs import BlobEncoder, layout_from_prefix
+from weightvault.vault.codecs import BlobEncoder, layout_from_chunks
 from weightvault.vault.keyring import Domain
 from weightvault.vault.locks import EXCLUSIVE, SHARED, holding
 from weightvault.vault.packer import PackSink, default_temp_factory
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from weightvault.registry.index import VersionRecord
-    from weightvault.vault.versions import Versions as Vault  # the layer of the vault this works on
+    from weightvault.vault.versions import Versions
 
 
 @dataclass(slots=True)
@@ -139,7 +139,7 @@ def _read_ahead(chunks: Iterator[bytes | memoryview]) -> Iterator[bytes]:
         thread.join()
 
 
-def _versions(vault: Vault, model: str) -> list[VersionRecord]:
+def _versions(vault: Versions, model: str) -> list[VersionRecord]:
     try:
         return sorted(vault.index.list_versions(model), key=lambda r: (r.created, r.label))
     except ModelNotFoundError:
@@ -149,7 +149,9 @@ def _versions(vault: Vault, model: str) -> list[VersionRecord]:
 class _Mover:
     """Moves the versions and aliases of one model from ``old`` to ``old.pending``."""
 
-    def __init__(self, vault: Vault, old: Domain, report: NewDomainReport, progress: Callable[[int], None]):
+    def __init__(
+        self, vault: Versions, old: Domain, report: NewDomainReport, progress: Callable[[int], None]
+    ):
         if old.pending is None:  # pragma: no cover - guarded by the caller
             raise ValueError("no pending domain")
         self.vault = vault
@@ -187,15 +189,10 @@ class _Mover:
         return recipe
 
     def _layout_prefix(self, entry: FileEntry, ids: list[bytes], src: SourceFile) -> None:
-        if not entry.path.endswith(".safetensors"):
-            return
-        prefix = bytearray()
-        for raw in self.reader.chunks(ids[:4], f"{self.model}:{entry.path}"):
-            prefix += raw
-            found = layout_from_prefix(prefix, entry.size)
-            if found is not None:
-                self.encoder.set_layout(src, found)
-                return
+        first = self.reader.chunks(ids[:4], f"{self.model}:{entry.path}")
+        found = layout_from_chunks(entry.path, entry.size, first)
+        if found is not None:
+            self.encoder.set_layout(src, found)
 
     def file(self, entry: FileEntry, sink: PackSink) -> FileRecipe | None:
         """Re-chunk and re-seal one file into the new domain; None when it already is."""
@@ -346,7 +343,7 @@ class _Mover:
 # ---------------------------------------------------------------- the steps
 
 
-def _lock(vault: Vault, kind: str) -> Any:
+def _lock(vault: Versions, kind: str) -> Any:
     return holding(
         vault.primary,
         kind,
@@ -355,7 +352,7 @@ def _lock(vault: Vault, kind: str) -> Any:
     )
 
 
-def _begin(vault: Vault, model: str) -> Domain:
+def _begin(vault: Versions, model: str) -> Domain:
     """The model's domain with its pending successor (made now unless an earlier run did)."""
     for attempt in range(3):
         dom = vault.keys.domain(model, refresh=True)
@@ -374,7 +371,7 @@ def _begin(vault: Vault, model: str) -> Domain:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _unsettled(vault: Vault, dom: Domain) -> list[tuple[str, str, dict[str, Any]]]:
+def _unsettled(vault: Versions, dom: Domain) -> list[tuple[str, str, dict[str, Any]]]:
     """Refs of the model that still carry their successor in ``dom`` (a switch not settled)."""
     out = []
     for (model, kind, name), _key in sorted(vault.store.ref_keys()[0].items()):
@@ -388,7 +385,7 @@ def _unsettled(vault: Vault, dom: Domain) -> list[tuple[str, str, dict[str, Any]
     return out
 
 
-def _announce(vault: Vault, model: str) -> None:
+def _announce(vault: Versions, model: str) -> None:
     """Journal every ref of ``model`` right after the switch: other machines' indexes re-read
     them (now in the new domain) at their next refresh, before the refs are even rewritten."""
     refs = [(kind, name) for (m, kind, name) in vault.store.ref_keys()[0] if m == model]
@@ -396,7 +393,7 @@ def _announce(vault: Vault, model: str) -> None:
         vault.journal_ref(model, kind, name)
 
 
-def _settle(vault: Vault, dom: Domain, report: NewDomainReport) -> None:
+def _settle(vault: Versions, dom: Domain, report: NewDomainReport) -> None:
     """Rewrite every ref in transition as a plain ref of ``dom`` (versions first) and journal it."""
     refs = sorted(_unsettled(vault, dom), key=lambda r: (r[0] != "version", r[1]))
     for kind, name, body in refs:
@@ -410,7 +407,9 @@ def _settle(vault: Vault, dom: Domain, report: NewDomainReport) -> None:
     vault.refresh()
 
 
-def rotate_domain(vault: Vault, model: str, progress: Callable[[int], None] | None = None) -> NewDomainReport:
+def rotate_domain(
+    vault: Versions, model: str, progress: Callable[[int], None] | None = None
+) -> NewDomainReport:
     """Move ``model`` to a new domain (see the module's docstring); rerun to finish an
     interrupted one."""
     started = time.perf_counter()

@@ -22,7 +22,6 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +48,7 @@ from weightvault.vault.source import SourceFile
 from weightvault.vault.stream import FileStream
 
 if TYPE_CHECKING:
-    from weightvault.vault.versions import Versions as Vault  # the layer of the vault this works on
+    from weightvault.vault.versions import Versions
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -69,7 +68,7 @@ def check_sha256(sha256: str) -> str:
     return sha256
 
 
-def needs_files(vault: Vault, model: str, *, read_refs: bool = True) -> bool:
+def needs_files(vault: Versions, model: str, *, read_refs: bool = True) -> bool:
     """Whether pushes of ``model`` must send whole files: it is (or a push would make it)
     encrypted, or the vault compresses with float-aware codecs, which need each file's layout.
     ``read_refs`` also reads the model's refs from the store (an encrypted model whose keyring
@@ -82,14 +81,14 @@ def needs_files(vault: Vault, model: str, *, read_refs: bool = True) -> bool:
     return read_refs and vault.store.has_authenticated_refs(model)
 
 
-def prepare(vault: Vault, model: str) -> None:
+def prepare(vault: Versions, model: str) -> None:
     """Keys first, as an embedded push: the model's keyring is opened (or made, when encryption
     is on), so a key problem is reported before a client sends any file."""
     check_model_name(model)
     vault._push_domain(model)
 
 
-def _held(vault: Vault, model: str, dom: Domain | None, sha256: str, size: int) -> FileRecipe | None:
+def _held(vault: Versions, model: str, dom: Domain | None, sha256: str, size: int) -> FileRecipe | None:
     """The recipe of a file of ``model`` when the vault can rebuild it: its keyed recipe in an
     encrypted model (a plain one does not count there), every chunk indexed, not condemned by a
     gc, and (encrypted) sealed under a data key the keyring still holds."""
@@ -108,7 +107,7 @@ def _held(vault: Vault, model: str, dom: Domain | None, sha256: str, size: int) 
     return recipe
 
 
-def missing_files(vault: Vault, model: str, files: Sequence[AnnouncedFile]) -> list[str]:
+def missing_files(vault: Versions, model: str, files: Sequence[AnnouncedFile]) -> list[str]:
     """SHA-256s of the files among ``files`` that the vault lacks for ``model``, each once."""
     check_model_name(model)
     for f in files:
@@ -133,7 +132,7 @@ def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
 
 
 def ingest_file(
-    vault: Vault,
+    vault: Versions,
     model: str,
     path: str,
     spool: Path,
@@ -208,7 +207,7 @@ def ingest_file(
 
 
 def commit(
-    vault: Vault,
+    vault: Versions,
     model: str,
     files: Sequence[AnnouncedFile],
     *,
@@ -274,10 +273,8 @@ def commit(
         entries = tuple(FileEntry(f.path, f.size, f.sha256) for f in files)
         chunks_total = sum(len(recipes[f.sha256].chunks) for f in files)
         if version is None and parent is not None and (dom is None or had_domain):
-            same = vault._same_files(model, parent, entries)
-            if same is not None and [dict(x) for x in vault._manifest(same.commit).lineage] == [
-                dict(x) for x in lineage
-            ]:
+            same = vault._same_files(model, parent, entries, lineage)
+            if same is not None:
                 return PushResult(
                     version=same,
                     bytes_read=0,
@@ -299,28 +296,20 @@ def commit(
             safety=safety,
         )
         commit_id, body = vault.store.put_manifest(manifest, dom)
-        created = datetime.now(UTC)
-        label = vault._create_ref(model, version, commit_id, created, vault._signer(dom))
-        vault.journal_ref(model, "version", label)
-        try:
-            rec = vault.index.add_version(
-                model=model,
-                label=label,
-                commit=commit_id,
-                parent=parent,
-                created=created,
-                message=message,
-                metadata=dict(metadata or {}),
-                total_size=manifest.total_size,
-                file_count=len(files),
-                manifest=body,
-                required_packs=packs,
-                required_recipes=names,
-            )
-        except BaseException:
-            vault.primary.delete(layout.version_ref_key(model, label))
-            vault.journal_ref(model, "version", label)
-            raise
+        rec = vault._commit_version(
+            model,
+            version,
+            commit_id,
+            signer=vault._signer(dom),
+            parent=parent,
+            message=message,
+            metadata=metadata,
+            total_size=manifest.total_size,
+            file_count=len(files),
+            manifest=body,
+            required_packs=packs,
+            required_recipes=names,
+        )
     replication = vault._replicate_version(rec)
     return PushResult(
         version=vault._info(rec),

@@ -45,7 +45,7 @@ from weightvault.vault.locks import EXCLUSIVE, GC, holding
 from weightvault.vault.packer import PackSink, default_temp_factory
 
 if TYPE_CHECKING:
-    from weightvault.vault.records import Records as Vault  # the layer of the vault this works on
+    from weightvault.vault.records import Records
 
 
 class UnparseableObjectsError(FormatError):
@@ -72,7 +72,7 @@ class Plan:
     live_bytes_to_copy: int = 0
 
 
-def mark(vault: Vault) -> Marked:
+def mark(vault: Records) -> Marked:
     """Live commits, recipes and chunks, from every ref the store holds right now."""
     out = Marked()
     found, bad = vault.store.ref_keys()
@@ -112,7 +112,7 @@ def mark(vault: Vault) -> Marked:
     return out
 
 
-def learn_unknown_packs(vault: Vault) -> list[str]:
+def learn_unknown_packs(vault: Records) -> list[str]:
     """Record every pack in the store that the index does not know (a push killed before its
     journal entry), so that planning sees its chunks; a pack whose table cannot be read is a
     problem (gc will not delete what it cannot parse)."""
@@ -134,7 +134,7 @@ def learn_unknown_packs(vault: Vault) -> list[str]:
 
 
 def plan(
-    vault: Vault,
+    vault: Records,
     marked: Marked,
     threshold: float,
     cutoff: float,
@@ -208,7 +208,7 @@ def plan(
 Entry = tuple[bytes, int, int, int, int, int]  # chunk id, offset, stored len, raw len, codec, key slot
 
 
-def _repack(vault: Vault, sparse: dict[str, list[Entry]]) -> tuple[list[str], int]:
+def _repack(vault: Records, sparse: dict[str, list[Entry]]) -> tuple[list[str], int]:
     """Copy the given live chunks, as stored, into new packs (journaled); (new pack ids, bytes)."""
     sink = PackSink(
         vault.backend,
@@ -236,7 +236,7 @@ def _repack(vault: Vault, sparse: dict[str, list[Entry]]) -> tuple[list[str], in
     return sink.packs_written, sum(vault.primary.stat(layout.pack_key(p)).size for p in sink.packs_written)
 
 
-def _copy_cost(vault: Vault, p: Plan) -> int:
+def _copy_cost(vault: Records, p: Plan) -> int:
     """The size of the packs a repack of ``p.sparse`` writes: blobs, tables and footers."""
     if not p.sparse:
         return 0
@@ -245,7 +245,7 @@ def _copy_cost(vault: Vault, p: Plan) -> int:
     return p.live_bytes_to_copy + ENTRY.size * chunks + FOOTER.size * packs
 
 
-def collect(vault: Vault, grace_seconds: float, *, dry_run: bool = False, force: bool = False) -> GcReport:
+def collect(vault: Records, grace_seconds: float, *, dry_run: bool = False, force: bool = False) -> GcReport:
     threshold = vault.settings.gc_repack_threshold
     if dry_run:
         vault.refresh()
@@ -337,7 +337,7 @@ def collect(vault: Vault, grace_seconds: float, *, dry_run: bool = False, force:
     )
 
 
-def _clean_secondaries(vault: Vault, marked: Marked, cutoff: float) -> int:
+def _clean_secondaries(vault: Records, marked: Marked, cutoff: float) -> int:
     """Delete from each secondary what is dead there: objects the primary no longer has, that no
     live version needs (a pack the index still knows may be the last good copy: it stays)."""
     if vault.replicas is None:
@@ -374,7 +374,7 @@ def _clean_one(primary: Backend, backend: Backend, marked: Marked, known: set[st
     return n
 
 
-def _clean_temps(vault: Vault, cutoff: float) -> int:
+def _clean_temps(vault: Records, cutoff: float) -> int:
     temps = 0
     stale = getattr(vault.primary, "stale_temp_files", None)
     if callable(stale):

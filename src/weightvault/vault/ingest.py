@@ -17,7 +17,6 @@ import hashlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +41,7 @@ from weightvault.vault.source import SourceFile
 from weightvault.vault.stream import FileStream
 
 if TYPE_CHECKING:
-    from weightvault.vault.versions import Versions as Vault  # the layer of the vault this works on
+    from weightvault.vault.versions import Versions
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +63,7 @@ class ChunkBatchResult:
 _NO_SOURCE = SourceFile("upload", Path("upload"), 0, 0, 0)
 
 
-def check_plain(vault: Vault, model: str) -> None:
+def check_plain(vault: Versions, model: str) -> None:
     """Refuse models whose chunks the client cannot name (see module docstring)."""
     check_model_name(model)
     if vault.keys.domain(model) is not None or vault.settings.encryption.enabled:
@@ -74,7 +73,7 @@ def check_plain(vault: Vault, model: str) -> None:
         )
 
 
-def missing_chunks(vault: Vault, model: str, ids: Sequence[bytes]) -> list[bytes]:
+def missing_chunks(vault: Versions, model: str, ids: Sequence[bytes]) -> list[bytes]:
     """The ids among ``ids`` whose chunks the vault does not hold, in the order given."""
     check_plain(vault, model)
     for cid in ids:
@@ -86,7 +85,7 @@ def missing_chunks(vault: Vault, model: str, ids: Sequence[bytes]) -> list[bytes
 
 
 def put_chunks(
-    vault: Vault, model: str, chunks: Iterable[tuple[bytes, bytes | memoryview]], max_chunk: int
+    vault: Versions, model: str, chunks: Iterable[tuple[bytes, bytes | memoryview]], max_chunk: int
 ) -> ChunkBatchResult:
     """Store the chunks of one upload request as one pack: durable and indexed on return, or
     nothing at all when any chunk is bad or the stream breaks."""
@@ -128,7 +127,7 @@ def put_chunks(
     return result
 
 
-def _check_file(vault: Vault, f: UploadedFile) -> None:
+def _check_file(vault: Versions, f: UploadedFile) -> None:
     """Read a file new to the vault back from its chunks and compare its SHA-256."""
     h = hashlib.sha256()
     for raw in vault.reader.chunks([c for c, _ in f.recipe.chunks], f.path):
@@ -138,7 +137,7 @@ def _check_file(vault: Vault, f: UploadedFile) -> None:
 
 
 def commit(
-    vault: Vault,
+    vault: Versions,
     model: str,
     files: Sequence[UploadedFile],
     *,
@@ -203,10 +202,8 @@ def commit(
                 parent = vault.index.resolve(model, None).commit
         entries = tuple(FileEntry(f.path, f.recipe.size, f.recipe.sha256) for f in files)
         if version is None and parent is not None:  # the embedded push's rule: same files, same lineage
-            same = vault._same_files(model, parent, entries)
-            if same is not None and [dict(x) for x in vault._manifest(same.commit).lineage] == [
-                dict(x) for x in lineage
-            ]:
+            same = vault._same_files(model, parent, entries, lineage)
+            if same is not None:
                 return PushResult(
                     version=same,
                     bytes_read=0,
@@ -229,28 +226,20 @@ def commit(
             safety=safety,
         )
         commit_id, body = vault.store.put_manifest(manifest)
-        created = datetime.now(UTC)
-        label = vault._create_ref(model, version, commit_id, created, None)
-        vault.journal_ref(model, "version", label)
-        try:
-            rec = vault.index.add_version(
-                model=model,
-                label=label,
-                commit=commit_id,
-                parent=parent,
-                created=created,
-                message=message,
-                metadata=dict(metadata or {}),
-                total_size=manifest.total_size,
-                file_count=len(files),
-                manifest=body,
-                required_packs=packs,
-                required_recipes={f.recipe.sha256 for f in files},
-            )
-        except BaseException:
-            vault.primary.delete(layout.version_ref_key(model, label))
-            vault.journal_ref(model, "version", label)
-            raise
+        rec = vault._commit_version(
+            model,
+            version,
+            commit_id,
+            signer=None,
+            parent=parent,
+            message=message,
+            metadata=metadata,
+            total_size=manifest.total_size,
+            file_count=len(files),
+            manifest=body,
+            required_packs=packs,
+            required_recipes={f.recipe.sha256 for f in files},
+        )
     replication = vault._replicate_version(rec)
     return PushResult(
         version=vault._info(rec),
@@ -289,7 +278,7 @@ class _Counted:
         return len(data)
 
 
-def put_file(vault: Vault, model: str, pieces: Iterable[bytes], sha256: str, size: int) -> FileRecipe:
+def put_file(vault: Versions, model: str, pieces: Iterable[bytes], sha256: str, size: int) -> FileRecipe:
     """Store one whole file that arrives as a byte stream (a Hub LFS upload): chunked here, its
     size and SHA-256 checked before anything is kept, its chunks stored as one pack and its recipe
     recorded, so a later commit can name the file by its SHA-256."""
@@ -328,7 +317,7 @@ def put_file(vault: Vault, model: str, pieces: Iterable[bytes], sha256: str, siz
     return recipe
 
 
-def file_present(vault: Vault, sha256: str) -> bool:
+def file_present(vault: Versions, sha256: str) -> bool:
     """Whether a plain file's recipe and every chunk of it are in the vault and not condemned by
     a gc (an upload that waited past the gc grace period has to be sent again)."""
     body = vault.index.get_recipe(sha256)

@@ -32,7 +32,7 @@ from weightvault.core.types import PullResult, VersionInfo
 from weightvault.vault.source import SourceFile
 
 if TYPE_CHECKING:
-    from weightvault.vault.records import Records as Vault  # the layer of the vault this works on
+    from weightvault.vault.records import Records
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
@@ -65,11 +65,11 @@ def adapter_base(files: Sequence[SourceFile]) -> tuple[str, str | None] | None:
     return name, revision if isinstance(revision, str) and revision else None
 
 
-def _versions(vault: Vault) -> list[VersionInfo]:
+def _versions(vault: Records) -> list[VersionInfo]:
     return [v for m in vault.index.list_model_names() for v in vault.list_versions(m)]
 
 
-def _edges(vault: Vault, info: VersionInfo) -> tuple[dict[str, Any], ...]:
+def _edges(vault: Records, info: VersionInfo) -> tuple[dict[str, Any], ...]:
     return tuple(dict(x) for x in vault._manifest(info.commit).lineage)
 
 
@@ -77,7 +77,7 @@ def _upstream(edges: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     return next((e for e in edges if e.get("kind") == "upstream"), None)
 
 
-def resolve_hub_base(vault: Vault, repo: str, revision: str | None) -> dict[str, Any]:
+def resolve_hub_base(vault: Records, repo: str, revision: str | None) -> dict[str, Any]:
     """The edge to the base an adapter names: a vault version if one matches, else the Hub id.
 
     Tried in order: a model of that name (at ``revision`` when it names a label, alias or
@@ -104,7 +104,7 @@ def resolve_hub_base(vault: Vault, repo: str, revision: str | None) -> dict[str,
     return {"kind": "base_model", "repo": repo, "revision": revision, "via": "adapter_config"}
 
 
-def base_edges(vault: Vault, files: Sequence[SourceFile], base: str | None) -> list[dict[str, Any]]:
+def base_edges(vault: Records, files: Sequence[SourceFile], base: str | None) -> list[dict[str, Any]]:
     """The base-model edge of a push: ``--base`` given by hand, else a PEFT adapter's config."""
     if base is not None:
         return [version_edge(vault.resolve(base), "manual")]
@@ -148,7 +148,7 @@ def _builds_on(edge: dict[str, Any], target: VersionInfo, target_edges: Sequence
     return up is not None and repo == up.get("repo") and rev in (None, up.get("commit"), up.get("revision"))
 
 
-def lineage(vault: Vault, ref: str | Ref) -> LineageReport:
+def lineage(vault: Records, ref: str | Ref) -> LineageReport:
     info = vault.resolve(ref)
     everything = [(v, _edges(vault, v)) for v in _versions(vault)]
     by_commit = {(v.model, v.commit): v for v, _ in everything}
@@ -207,7 +207,7 @@ def lineage(vault: Vault, ref: str | Ref) -> LineageReport:
 # ---- pulling an adapter with its base ----------------------------------------------------------
 
 
-def base_of(vault: Vault, ref: str | Ref) -> VersionInfo:
+def base_of(vault: Records, ref: str | Ref) -> VersionInfo:
     """The vault version ``ref`` builds on (its first ``base_model`` edge), or a clear error."""
     info = vault.show(ref)
     edges = [e for e in info.lineage if e.get("kind") == "base_model"]
@@ -223,7 +223,7 @@ def base_of(vault: Vault, ref: str | Ref) -> VersionInfo:
 
 
 def pull_with_base(
-    vault: Vault, ref: str | Ref, dest: Path | str, base_dest: Path | str | None = None, **options: Any
+    vault: Records, ref: str | Ref, dest: Path | str, base_dest: Path | str | None = None, **options: Any
 ) -> tuple[tuple[PullResult, Path], tuple[PullResult, Path]]:
     """Pull ``ref`` into ``dest`` and its base model into ``base_dest`` (default ``dest/base``);
     returns each pull with its destination.

@@ -8,6 +8,13 @@ A full pack is sealed (those steps) by a sealing thread while the chunking threa
 one: its fsyncs and index writes no longer stall chunking. At most ``MAX_SEALING`` packs wait to
 be sealed (each holds its writer's buffers), and ``flush`` returns only when every pack is sealed.
 The pack file is fsynced once, by the backend that adopts it (``put_file``).
+
+For a store that cannot adopt a local file (a cloud store), the pack is staged through the page
+cache (it is read back at once for the upload, then deleted). A store whose ``put_file`` sends a
+pack as one streamed request (S3) says how many packs a push may upload at once
+(``pack_uploads``): then the packs in flight are what keeps the link busy, and chunking goes on
+meanwhile. Stores that split an upload into parts held in memory keep one pack at a time. Each
+pack still follows the order above on its own, and ``flush`` still waits for all of them.
 """
 
 from __future__ import annotations
@@ -30,10 +37,11 @@ MAX_SEALING = 2
 
 
 class _OpenPack:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, staged: bool) -> None:
         self.id = uuid.uuid4().hex + uuid.uuid4().hex  # 64 hex, random: a pack is named, not hashed
         self.path = path
-        self.file = DirectWriter(path)  # durable without filling the page cache
+        # adopted in place: durable without filling the page cache; staged: read back at once
+        self.file = DirectWriter(path, cached=staged)
         self.writer = PackWriter(self.file)
 
 
@@ -53,7 +61,11 @@ class PackSink:
         self._index = index
         self._temp_path = temp_path
         self._target = target_size
+        #: the backend copies the pack file elsewhere (a cloud store) rather than adopting it
+        self._staged = not callable(getattr(backend, "temp_path", None))
+        self._sealers = max(1, int(getattr(backend, "pack_uploads", 1))) if self._staged else 1
         self._lock = threading.Lock()
+        self._record_lock = threading.Lock()  # index rows and journal: one pack at a time
         self._current: _OpenPack | None = None
         self._pending: set[bytes] = set()  # chunk ids written to a pack not sealed yet
         self.packs_written: list[str] = []
@@ -84,7 +96,7 @@ class PackSink:
             if self._failure is not None:
                 raise self._failure
             if self._current is None:
-                self._current = _OpenPack(self._temp_path())
+                self._current = _OpenPack(self._temp_path(), self._staged)
             pack = self._current
             pack.writer.add(chunk_id, stored, raw_len, codec, key_slot)
             self.bytes_written += len(stored)
@@ -98,9 +110,9 @@ class PackSink:
         oldest: Future[None] | None = None
         with self._lock:
             if self._sealer is None:
-                self._sealer = ThreadPoolExecutor(1, thread_name_prefix="wv-seal")
+                self._sealer = ThreadPoolExecutor(self._sealers, thread_name_prefix="wv-seal")
             self._sealing.append(self._sealer.submit(self._seal_recorded, pack))
-            if len(self._sealing) > MAX_SEALING:
+            if len(self._sealing) > MAX_SEALING + self._sealers - 1:
                 oldest = self._sealing.popleft()
         if oldest is not None:
             oldest.result()  # backpressure; its failure is also kept for the next add/flush
@@ -120,9 +132,10 @@ class PackSink:
             pack.file.close(sync=False)  # put_file makes it durable before it gets its name
             self._backend.put_file(layout.pack_key(pack.id), pack.path, consume=True)
             self._backend.put(layout.index_key(pack.id), table)
-            self._index.add_pack(pack.id, pack.writer.size, pack.writer.entries)
-            if self._on_sealed is not None:  # other machines learn of the pack (the journal)
-                self._on_sealed(pack.id, pack.writer.size)
+            with self._record_lock:
+                self._index.add_pack(pack.id, pack.writer.size, pack.writer.entries)
+                if self._on_sealed is not None:  # other machines learn of the pack (the journal)
+                    self._on_sealed(pack.id, pack.writer.size)
         except BaseException:
             pack.file.abort()
             pack.path.unlink(missing_ok=True)

@@ -32,7 +32,7 @@ from weightvault.vault.refresh import CURSOR, STORE_ID, read_table, version_row
 from weightvault.vault.store import RefRefusedError
 
 if TYPE_CHECKING:
-    from weightvault.vault.state import VaultState as Vault  # the layer of the vault this works on
+    from weightvault.vault.state import VaultState
 
 
 def _when(ts: float) -> datetime:
@@ -54,7 +54,7 @@ def _open_recipe(name: str, data: bytes, domains: list[Domain]) -> FileRecipe:
     raise CorruptObjectError(f"sealed recipe {name} opens with the keys of no model")
 
 
-def rebuild_index(vault: Vault) -> RecoverReport:
+def rebuild_index(vault: VaultState) -> RecoverReport:
     # Every encrypted model's keys are opened first: sealed recipes can only be told apart with
     # them, and a key problem should stop recover while the index is intact.
     vault.keys.forget()
@@ -72,7 +72,7 @@ def rebuild_index(vault: Vault) -> RecoverReport:
     return report
 
 
-def _build(vault: Vault, index: RegistryIndex, domains: list[Domain]) -> RecoverReport:
+def _build(vault: VaultState, index: RegistryIndex, domains: list[Domain]) -> RecoverReport:
     backend, store = vault.backend, vault.store
     report = RecoverReport(
         {"packs": 0, "recipes": 0, "versions": 0, "aliases": 0, "skipped": 0, "refused_refs": 0}

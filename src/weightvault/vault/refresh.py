@@ -34,7 +34,7 @@ from weightvault.vault.journal import GONE, PACK, REF
 
 if TYPE_CHECKING:
     from weightvault.registry.index import RegistryIndex
-    from weightvault.vault.state import VaultState as Vault  # the layer of the vault this works on
+    from weightvault.vault.state import VaultState
 
 CURSOR = "journal_seq"
 STORE_ID = "store_id"
@@ -53,7 +53,7 @@ class RefreshReport:
     refused: dict[str, IntegrityError] = field(default_factory=dict)
 
 
-def refresh(vault: Vault) -> RefreshReport:
+def refresh(vault: VaultState) -> RefreshReport:
     """Apply every change made to the store since this index last looked."""
     with vault.refresh_lock:
         index = vault.index
@@ -73,7 +73,9 @@ def refresh(vault: Vault) -> RefreshReport:
         return report
 
 
-def apply_entry(vault: Vault, index: RegistryIndex, entry: dict[str, Any], report: RefreshReport) -> None:
+def apply_entry(
+    vault: VaultState, index: RegistryIndex, entry: dict[str, Any], report: RefreshReport
+) -> None:
     kind = entry.get("kind")
     try:
         if kind == REF:
@@ -90,7 +92,7 @@ def apply_entry(vault: Vault, index: RegistryIndex, entry: dict[str, Any], repor
         report.skipped.append(f"journal entry {entry.get('seq')}: {exc}")
 
 
-def _manifest_for(vault: Vault, model: str, body: dict[str, Any]) -> tuple[Manifest, bytes]:
+def _manifest_for(vault: VaultState, model: str, body: dict[str, Any]) -> tuple[Manifest, bytes]:
     """(the manifest a ref names, the object as stored: sealed in an encrypted model)."""
     manifest, stored = vault.store.read_manifest(body["commit"])
     if manifest.model != model:
@@ -125,7 +127,7 @@ def _add_version(
 
 
 def sync_ref(
-    vault: Vault,
+    vault: VaultState,
     index: RegistryIndex,
     model: str,
     kind: str,
@@ -212,7 +214,7 @@ def learn_pack(backend: Backend, index: RegistryIndex, pack_id: str, size: Any =
     index.add_pack(pack_id, real_size, entries)
 
 
-def full_scan(vault: Vault, index: RegistryIndex) -> RefreshReport:
+def full_scan(vault: VaultState, index: RegistryIndex) -> RefreshReport:
     """Reconcile ``index`` with the store's refs and packs; leaves the cursor at the journal head
     read *before* the listings, so anything written meanwhile is applied by the next refresh."""
     report = RefreshReport(full_scan=True)
@@ -269,7 +271,7 @@ def full_scan(vault: Vault, index: RegistryIndex) -> RefreshReport:
 
 
 def _fetch_version(
-    vault: Vault, model: str, label: str
+    vault: VaultState, model: str, label: str
 ) -> tuple[dict[str, Any] | None, tuple[Manifest, bytes] | None] | str:
     try:
         body = vault.store.get_ref(model, "version", label)

@@ -22,7 +22,7 @@ from weightvault.storage.backend import Backend, ObjectInfo
 from weightvault.storage.replica import ReplicaSet
 
 if TYPE_CHECKING:
-    from weightvault.vault.records import Records as Vault  # the layer of the vault this works on
+    from weightvault.vault.records import Records
 
 COPY_PIECE = 8 << 20
 SYNC_PARALLEL = 4
@@ -69,7 +69,7 @@ def copy_object(src: Backend, dst: Backend, key: str, size: int | None = None) -
 
 
 def replicate(
-    vault: Vault, replicas: ReplicaSet, keys: list[str], names: Iterable[str] | None = None
+    vault: Records, replicas: ReplicaSet, keys: list[str], names: Iterable[str] | None = None
 ) -> dict[str, str]:
     """Copy the missing ``keys`` (in order) from the primary to each secondary: name -> "ok" or error."""
     primary = replicas.backend(replicas.primary_name)
@@ -90,7 +90,7 @@ def replicate(
         return dict(zip(targets, pool.map(one, targets), strict=True))
 
 
-def sync(vault: Vault, replicas: ReplicaSet, progress: Callable[[int], None] | None = None) -> SyncReport:
+def sync(vault: Records, replicas: ReplicaSet, progress: Callable[[int], None] | None = None) -> SyncReport:
     """Bring every secondary up to date with the primary; idempotent and resumable per object."""
     report = SyncReport()
     primary = replicas.backend(replicas.primary_name)
@@ -157,7 +157,9 @@ class RepairReport:
         }
 
 
-def repair(vault: Vault, replicas: ReplicaSet, progress: Callable[[int], None] | None = None) -> RepairReport:
+def repair(
+    vault: Records, replicas: ReplicaSet, progress: Callable[[int], None] | None = None
+) -> RepairReport:
     """Read every object of every live version on every replica; rewrite bad or missing copies."""
     report = RepairReport()
     tick = progress or (lambda n: None)

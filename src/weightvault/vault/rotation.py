@@ -45,7 +45,7 @@ from weightvault.keys import KeyProvider, open_key_provider
 from weightvault.keys.local_file import LocalFileKeyProvider
 from weightvault.storage.backend import Backend
 from weightvault.storage.local import fsync_dir
-from weightvault.vault.codecs import BlobEncoder, layout_from_prefix
+from weightvault.vault.codecs import BlobEncoder, layout_from_chunks
 from weightvault.vault.keyring import (
     KEYS,
     Domain,
@@ -60,7 +60,7 @@ from weightvault.vault.source import SourceFile
 
 if TYPE_CHECKING:
     from weightvault.registry.index import VersionRecord
-    from weightvault.vault.versions import Versions as Vault  # the layer of the vault this works on
+    from weightvault.vault.versions import Versions
 
 #: How many times a re-encryption re-checks for live chunks left on old slots (pushes that
 #: were sealing under the old data key while it ran) before it gives up dropping old keys.
@@ -130,7 +130,7 @@ def _new_key_file(path: Path) -> LocalFileKeyProvider:
 
 
 def _target(
-    vault: Vault, model: str | None, new_provider: Mapping[str, Any] | None
+    vault: Versions, model: str | None, new_provider: Mapping[str, Any] | None
 ) -> tuple[KeyProvider, dict[str, Any], Path | None]:
     """(new provider, its config, the configured key file to rename it over at the end)."""
     if new_provider is not None:
@@ -156,7 +156,7 @@ def _target(
     )
 
 
-def _needing_old_key(vault: Vault, target: KeyProvider) -> list[str]:
+def _needing_old_key(vault: Versions, target: KeyProvider) -> list[str]:
     """Every keyring copy, on every replica, that is not wrapped under ``target``, cannot be
     read, or is missing where the primary has one: while one is left, destroying the old KEK
     could lose that model on that replica."""
@@ -184,7 +184,7 @@ def _needing_old_key(vault: Vault, target: KeyProvider) -> list[str]:
     return out
 
 
-def _models(vault: Vault, model: str | None, reencrypt: bool) -> list[str]:
+def _models(vault: Versions, model: str | None, reencrypt: bool) -> list[str]:
     keyed = set(vault.keys.models())
     if model is not None:
         check_model_name(model)
@@ -207,7 +207,7 @@ def _models(vault: Vault, model: str | None, reencrypt: bool) -> list[str]:
 
 
 def rotate(
-    vault: Vault,
+    vault: Versions,
     model: str | None = None,
     *,
     reencrypt: bool = False,
@@ -318,14 +318,14 @@ class _FileJob:
     path: str
 
 
-def _versions(vault: Vault, model: str) -> list[VersionRecord]:
+def _versions(vault: Versions, model: str) -> list[VersionRecord]:
     try:
         return vault.index.list_versions(model)
     except ModelNotFoundError:  # a keyring whose model has no versions left
         return []
 
 
-def _live_files(vault: Vault, model: str) -> list[_FileJob]:
+def _live_files(vault: Versions, model: str) -> list[_FileJob]:
     jobs: dict[str, _FileJob] = {}
     for rec in _versions(vault, model):
         for f in vault._manifest(rec.commit).files:
@@ -333,7 +333,7 @@ def _live_files(vault: Vault, model: str) -> list[_FileJob]:
     return sorted(jobs.values(), key=lambda j: -j.size)
 
 
-def live_slots(vault: Vault, model: str) -> dict[int, tuple[int, int]]:
+def live_slots(vault: Versions, model: str) -> dict[int, tuple[int, int]]:
     """slot -> (chunks, raw bytes) over the live versions of ``model`` (slot 0 = plain)."""
     out: dict[int, tuple[int, int]] = {}
     ids: set[bytes] = set()
@@ -368,7 +368,7 @@ class _Joined(io.RawIOBase):
 
 
 class _Converter:
-    def __init__(self, vault: Vault, dom: Domain, slot: int, progress: Callable[[int], None]) -> None:
+    def __init__(self, vault: Versions, dom: Domain, slot: int, progress: Callable[[int], None]) -> None:
         self.vault = vault
         self.dom = dom
         self.slot = slot
@@ -388,15 +388,10 @@ class _Converter:
         self.report = ReencryptReport(slot)
 
     def _layout_prefix(self, job: _FileJob, ids: list[bytes], src: SourceFile) -> None:
-        if not job.path.endswith(".safetensors"):
-            return
-        prefix = bytearray()
-        for raw in self.reader.chunks(ids[:4], f"{self.dom.model}:{job.path}"):
-            prefix += raw
-            layout = layout_from_prefix(prefix, job.size)
-            if layout is not None:
-                self.encoder.set_layout(src, layout)
-                return
+        first = self.reader.chunks(ids[:4], f"{self.dom.model}:{job.path}")
+        layout = layout_from_chunks(job.path, job.size, first)
+        if layout is not None:
+            self.encoder.set_layout(src, layout)
 
     def _write(self, cid: bytes, raw: bytes | memoryview, offset: int, src: SourceFile) -> None:
         if not self.sink.claim(cid):
@@ -464,7 +459,7 @@ class _Converter:
 
 
 def reencrypt_model(
-    vault: Vault, dom: Domain, provider: KeyProvider, progress: Callable[[int], None] | None = None
+    vault: Versions, dom: Domain, provider: KeyProvider, progress: Callable[[int], None] | None = None
 ) -> ReencryptReport:
     keys = vault.keys
     target = dom.record.reencrypt_target

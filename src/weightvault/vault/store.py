@@ -181,17 +181,27 @@ class Store:
     def put_recipe_objects(self, objects: Mapping[str, bytes]) -> None:
         """Many recipe objects (a push's), each written once, durable on return. A local store
         writes them as one batch (``LocalBackend.put_many``); others put them many in flight
-        (one at a time, a 10,000-file push waited on 10,000 requests in a row)."""
+        (one at a time, a 10,000-file push waited on 10,000 requests in a row). On a remote store
+        the check that an object is already there is a request too, so it runs in the same pool."""
         todo = [(layout.recipe_key(n), b) for n, b in objects.items()]
-        todo = [(k, b) for k, b in todo if not self.primary.exists(k)]
         put_many = getattr(self.backend, "put_many", None)
-        if len(todo) > 1 and callable(put_many):
-            put_many(todo)
-        elif len(todo) == 1:
-            self.backend.put(*todo[0])
+        if callable(put_many):
+            todo = [(k, b) for k, b in todo if not self.primary.exists(k)]  # a stat each
+            if len(todo) > 1:
+                put_many(todo)
+            elif todo:
+                self.backend.put(*todo[0])
+            return
+
+        def put_absent(key: str, body: bytes) -> None:
+            if not self.primary.exists(key):
+                self.backend.put(key, body)
+
+        if len(todo) == 1:
+            put_absent(*todo[0])
         elif todo:
             with ThreadPoolExecutor(min(16, len(todo)), thread_name_prefix="wv-recipes") as pool:
-                for fut in [pool.submit(self.backend.put, k, b) for k, b in todo]:
+                for fut in [pool.submit(put_absent, k, b) for k, b in todo]:
                     fut.result()
 
     def get_recipe_object(self, name: str) -> bytes:

@@ -21,7 +21,7 @@ from weightvault.core.manifest import FileEntry
 from weightvault.core.revision import Ref, parse_ref
 
 if TYPE_CHECKING:
-    from weightvault.vault.records import Records as Vault  # the layer of the vault this works on
+    from weightvault.vault.records import Records
 
 SAFETENSORS_SUFFIX = ".safetensors"
 
@@ -45,7 +45,7 @@ class TensorListing:
         }
 
 
-def read_prefix(vault: Vault, model: str, entry: FileEntry, need: int) -> bytes:
+def read_prefix(vault: Records, model: str, entry: FileEntry, need: int) -> bytes:
     """The file's first chunks, as many as cover its first ``need`` bytes (whole chunks: what is
     fetched anyway), each verified against its id."""
     recipe = vault._recipe(entry.sha256, model)
@@ -62,7 +62,7 @@ def read_prefix(vault: Vault, model: str, entry: FileEntry, need: int) -> bytes:
     return bytes(out)
 
 
-def read_header(vault: Vault, model: str, entry: FileEntry) -> SafetensorsHeader:
+def read_header(vault: Records, model: str, entry: FileEntry) -> SafetensorsHeader:
     """The header from the chunks that hold it: the first chunk (at least 256 KiB) usually has it all."""
     head = read_prefix(vault, model, entry, 8)
     try:
@@ -74,7 +74,7 @@ def read_header(vault: Vault, model: str, entry: FileEntry) -> SafetensorsHeader
         raise MalformedFileError(f"{entry.path} is not a valid safetensors file: {exc}") from None
 
 
-def list_tensors(vault: Vault, ref: str | Ref, path: str | None = None) -> list[TensorListing]:
+def list_tensors(vault: Records, ref: str | Ref, path: str | None = None) -> list[TensorListing]:
     """Every safetensors file of the version (or just ``path``) with its tensors."""
     r = parse_ref(ref) if isinstance(ref, str) else ref
     info = vault.show(r)

@@ -12,7 +12,6 @@ import contextlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -227,28 +226,20 @@ class Vault(Versions):
                 )
             if dom is not None:
                 self._check_slot_held(model, staged.slot)
-            created = datetime.now(UTC)
-            label = self._create_ref(model, version, staged.commit, created, self._signer(dom))
-            self.journal_ref(model, "version", label)
-            try:
-                rec = self.index.add_version(
-                    model=model,
-                    label=label,
-                    commit=staged.commit,
-                    parent=parent,
-                    created=created,
-                    message=message,
-                    metadata=dict(metadata or {}),
-                    total_size=staged.manifest.total_size,
-                    file_count=len(files),
-                    manifest=staged.body,
-                    required_packs=staged.packs,
-                    required_recipes=set(staged.recipe_names),
-                )
-            except BaseException:
-                self.primary.delete(layout.version_ref_key(model, label))
-                self.journal_ref(model, "version", label)
-                raise
+            rec = self._commit_version(
+                model,
+                version,
+                staged.commit,
+                signer=self._signer(dom),
+                parent=parent,
+                message=message,
+                metadata=metadata,
+                total_size=staged.manifest.total_size,
+                file_count=len(files),
+                manifest=staged.body,
+                required_packs=staged.packs,
+                required_recipes=set(staged.recipe_names),
+            )
         replication = self._replicate_version(rec)
         return PushResult(
             version=self._info(rec),
@@ -318,10 +309,8 @@ class Vault(Versions):
             safety=new.safety,
         )
         if check_same and new.parent is not None:
-            same = self._same_files(new.model, new.parent, entries)
-            if same is not None and [dict(x) for x in self._manifest(same.commit).lineage] == [
-                dict(x) for x in new.lineage
-            ]:  # new lineage (another base, another upstream commit) is a new version
+            same = self._same_files(new.model, new.parent, entries, new.lineage)
+            if same is not None:
                 return _Staged(pipeline, sink, slot, [], manifest, new.parent, b"", set(), same)
         recipe_names = self._put_recipes(recipes, dom)
         commit, body = self.store.put_manifest(manifest, dom)

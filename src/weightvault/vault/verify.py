@@ -24,10 +24,10 @@ from weightvault.core.types import VerifyReport
 
 if TYPE_CHECKING:
     from weightvault.registry.index import VersionRecord
-    from weightvault.vault.records import Records as Vault  # the layer of the vault this works on
+    from weightvault.vault.records import Records
 
 
-def _targets(vault: Vault, ref: str | Ref | None) -> list[VersionRecord]:
+def _targets(vault: Records, ref: str | Ref | None) -> list[VersionRecord]:
     if ref is None:
         return [v for name in vault.index.list_model_names() for v in vault.index.list_versions(name)]
     r = parse_ref(ref) if isinstance(ref, str) else ref
@@ -37,7 +37,7 @@ def _targets(vault: Vault, ref: str | Ref | None) -> list[VersionRecord]:
 
 
 def verify(
-    vault: Vault, ref: str | Ref | None, *, read_data: bool, progress: Callable[[int], None] | None = None
+    vault: Records, ref: str | Ref | None, *, read_data: bool, progress: Callable[[int], None] | None = None
 ) -> VerifyReport:
     report = VerifyReport()
     tick = progress or (lambda n: None)
@@ -110,7 +110,7 @@ def verify(
     return report
 
 
-def _store_refs_problems(vault: Vault) -> list[str]:
+def _store_refs_problems(vault: Records) -> list[str]:
     """Refs in the store that the index could not take in: malformed keys or bodies, versions
     whose manifest is missing or unreadable, aliases pointing at no version."""
     found, bad = vault.store.ref_keys()
@@ -131,7 +131,7 @@ def _store_refs_problems(vault: Vault) -> list[str]:
     return problems
 
 
-def _check_store_refs(vault: Vault, rec: VersionRecord) -> list[str]:
+def _check_store_refs(vault: Records, rec: VersionRecord) -> list[str]:
     """The store's refs of a version and its aliases: present, authentic (an encrypted model's
     MAC) and naming the commit the index has."""
     out: list[str] = []
@@ -151,7 +151,7 @@ def _check_store_refs(vault: Vault, rec: VersionRecord) -> list[str]:
     return out
 
 
-def _check_stored_recipe(vault: Vault, model: str, name: str, sha256: str) -> str | None:
+def _check_stored_recipe(vault: Records, model: str, name: str, sha256: str) -> str | None:
     """The store's copy of a recipe: present, and (sealed or not) naming the right file."""
     try:
         data = vault.store.get_recipe_object(name)
@@ -169,7 +169,7 @@ def _check_stored_recipe(vault: Vault, model: str, name: str, sha256: str) -> st
     return None
 
 
-def _check_pack(vault: Vault, pack_id: str, expected: int | None) -> str | None:
+def _check_pack(vault: Records, pack_id: str, expected: int | None) -> str | None:
     try:
         info = vault.backend.stat(layout.pack_key(pack_id))
     except MissingObjectError:

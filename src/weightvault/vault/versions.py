@@ -4,9 +4,11 @@ changes nothing, and its copy to the replicas."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
+from weightvault.core import layout
 from weightvault.core.errors import (
     ObjectExistsError,
     VersionExistsError,
@@ -27,16 +29,22 @@ def timestamp_label(now: datetime) -> str:
 class Versions(Records):
     """A vault that creates version refs and replicates new versions."""
 
-    def _same_files(self, model: str, commit: str, entries: Sequence[FileEntry]) -> VersionInfo | None:
-        """The latest version of ``model`` when it is ``commit`` and holds exactly ``entries``."""
+    def _same_files(
+        self, model: str, commit: str, entries: Sequence[FileEntry], lineage: Sequence[Mapping[str, Any]]
+    ) -> VersionInfo | None:
+        """The latest version of ``model`` when it is ``commit`` and holds exactly ``entries`` with
+        the same ``lineage`` (new lineage, another base or upstream commit, is a new version)."""
         try:
             latest = self.index.resolve(model, None)
         except WeightvaultError:
             return None
         if latest.commit != commit:
             return None
-        theirs = {(f.path, f.size, f.sha256) for f in self._manifest(latest.commit).files}
+        manifest = self._manifest(latest.commit)
+        theirs = {(f.path, f.size, f.sha256) for f in manifest.files}
         if theirs != {(f.path, f.size, f.sha256) for f in entries}:
+            return None
+        if [dict(x) for x in manifest.lineage] != [dict(x) for x in lineage]:
             return None
         return self._info(latest)
 
@@ -74,3 +82,44 @@ class Versions(Records):
             except ObjectExistsError:
                 continue
         raise VersionExistsError(f"could not find a free timestamp label for {model} at {base}")
+
+    def _commit_version(
+        self,
+        model: str,
+        version: str | None,
+        commit: str,
+        *,
+        signer: RefSigner | None,
+        parent: str | None,
+        message: str,
+        metadata: Mapping[str, str] | None,
+        total_size: int,
+        file_count: int,
+        manifest: bytes,
+        required_packs: Iterable[str],
+        required_recipes: Iterable[str],
+    ) -> VersionRecord:
+        """Make a staged version visible: its ref in the store first (the truth), then its index row.
+        When the index refuses it, the ref is taken back so no version is left half visible."""
+        created = datetime.now(UTC)
+        label = self._create_ref(model, version, commit, created, signer)
+        self.journal_ref(model, "version", label)
+        try:
+            return self.index.add_version(
+                model=model,
+                label=label,
+                commit=commit,
+                parent=parent,
+                created=created,
+                message=message,
+                metadata=dict(metadata or {}),
+                total_size=total_size,
+                file_count=file_count,
+                manifest=manifest,
+                required_packs=required_packs,
+                required_recipes=required_recipes,
+            )
+        except BaseException:
+            self.primary.delete(layout.version_ref_key(model, label))
+            self.journal_ref(model, "version", label)
+            raise
