@@ -96,6 +96,27 @@ def __getattr__(name: str) -> Any:
     return globals().setdefault(name, load())
 
 
+UmaskFn = Callable[[], int | None]
+
+
+def _read_umask() -> int | None:
+    """This process's umask without changing it (``os.umask`` can only be read by setting it,
+    which races with other threads creating files): Linux reports it in ``/proc/self/status``
+    (since 4.7). ``None`` where it cannot be read."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+#: reads the process umask (Linux), else None: callers then set modes explicitly.
+read_umask: UmaskFn | None = _read_umask if LINUX else None
+
+
 def check_platform() -> None:
     """Stop at the start, with one clear line, where the vault cannot work (native Windows)."""
     if WINDOWS:
@@ -116,6 +137,7 @@ def portable_values() -> dict[str, Any]:
         "F_NOCACHE": None,
         "clonefile": None,
         "syncfs": None,
+        "read_umask": None,
     }
 
 
