@@ -11,6 +11,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,6 +149,40 @@ def test_a_hardlink_pull_leaves_the_same_tree_and_prints_the_same(home: Path, tm
     )
     assert "warning: --include 'no*' matches no file" in err
     assert_same(home, tmp_path, "org/m@v2", "--link-mode", "hardlink", "--exclude", "deep/*", "--json")
+
+
+#: what a pull that only links cached files never runs, so never imports: their start-up was
+#: most of its time (thread pools load ``logging``; ``ctypes.util`` loads ``subprocess``)
+UNUSED_BY_LINKS = (
+    "concurrent.futures",
+    "logging",
+    "ctypes",
+    "subprocess",
+    "shutil",
+    "weightvault.storage.direct_io",
+    "weightvault.storage.local",
+)
+
+
+def test_a_pull_that_only_links_starts_no_thread_pool_and_loads_no_c_library(
+    home: Path, tmp_path: Path
+) -> None:
+    probe = (
+        "import sys, threading\n"
+        "from weightvault.cli.fastpull import serve\n"
+        "assert serve(sys.argv[1:])\n"
+        "print(threading.active_count())\n"
+        f"print(','.join(m for m in {UNUSED_BY_LINKS!r} if m in sys.modules))\n"
+    )
+    dest = tmp_path / "out"
+    args = ["--home", str(home), "pull", "org/m@v1", str(dest), "--link-mode", "hardlink", "--json"]
+    got = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120)
+    assert got.returncode == 0, got.stderr
+    *_printed, threads, loaded = got.stdout.splitlines()
+    assert (threads, loaded) == ("1", "")  # no thread left behind either
+    cached = {p.stat().st_ino for p in (home / "cache" / "files").rglob("*") if p.is_file()}
+    placed = inodes(dest)
+    assert len(placed) == 4 and set(placed.values()) <= cached
 
 
 def test_the_link_mode_from_the_config_or_the_environment(home: Path, tmp_path: Path) -> None:

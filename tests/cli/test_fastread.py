@@ -4,19 +4,24 @@ to the full path whenever it cannot be sure."""
 
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from weightvault.cli import views
+from weightvault.registry.index import RegistryIndex
 from weightvault.registry.migrations import HEAD
 from weightvault.vault import fastopen, refresh, store
 from weightvault.vault.vault import Vault
 
 from ..conftest import write_random
 from .conftest import DECLINED, entry, full, serve_alone, serve_script
+from .test_plaintable import rich_text
 
 HEAVY = ("typer", "click", "sqlalchemy", "pydantic", "yaml", "rich", "weightvault.vault.vault",
          "weightvault.registry.index")  # fmt: skip
@@ -112,6 +117,52 @@ def test_ls_and_show_print_the_same_bytes_as_the_full_cli(filled: Path) -> None:
         assert_same(filled, "show", ref, "--json")
     out = assert_same(filled, "show", "org/base@v1")
     assert "pickle safe state.pkl" in out and "message: first [bold]one[/bold]" in out
+
+
+def test_a_long_listing_is_the_same_bytes_as_the_sdk_model(filled: Path) -> None:
+    """Hundreds more versions in the index (added as a refresh adds another machine's), half of
+    them made on a whole second (an ISO time without a fraction), some with metadata: the fast
+    ``ls MODEL --json`` (row by row, no object per version) prints what the full CLI prints, and
+    that is the standard library's encoding of the SDK's ``Vault.model``."""
+    with Vault.open(filled) as v:
+        latest = v.show("org/base")
+    index = RegistryIndex(f"sqlite:///{filled / 'index.db'}")
+    body = index.get_manifest(latest.commit)
+    base = datetime(2026, 11, 30, tzinfo=UTC)
+    index.add_versions(
+        [
+            {
+                "model": "org/base",
+                "label": f"bulk{i:04d}",
+                "commit": latest.commit,
+                "parent": latest.commit,
+                "created": base + timedelta(seconds=i, microseconds=0 if i % 2 else 7 * i),
+                "message": f"bulk {i} [x] ü",
+                "metadata": {} if i % 3 else {"i": str(i), "z": "ä"},
+                "total_size": latest.total_size,
+                "file_count": latest.file_count,
+                "manifest": body,
+            }
+            for i in range(300)
+        ]
+    )
+    index.engine.dispose()
+    out = assert_same(filled, "ls", "org/base", "--json")
+    assert out.count('"label": "bulk') == 300 and '"created": "2026-11-30T00:00:01+00:00"' in out
+    with Vault.open(filled) as v:
+        assert out == json.dumps(v.model("org/base").to_json(), indent=2, default=str) + "\n"
+
+
+def test_a_plain_table_is_drawn_without_rich_as_rich_draws_it(filled: Path) -> None:
+    """``ls MODEL`` into a pipe: when every cell is plain, the table is written without Rich
+    (not even imported), and it is the text Rich draws for the same rows."""
+    for model in ("alpha", "zeta"):
+        out = assert_same(filled, "ls", model)
+        _code, _out, _err, heavy = fast(filled, "ls", model)
+        assert "rich" not in heavy
+        with Vault.open(filled) as v:
+            rows = [views.version_row(x) for x in v.model(model).versions]
+        assert out == rich_text(model, views.VERSION_COLUMNS, rows)
 
 
 def test_a_unique_commit_prefix_is_served_and_an_ambiguous_one_is_left_to_the_full_cli(

@@ -1,18 +1,23 @@
 """``cli.plain.dumps``: the CLI's indented JSON, built with the C encoder, is the standard
-library's ``json.dumps(value, indent=2, default=str)`` byte for byte."""
+library's ``json.dumps(value, indent=2, default=str)`` byte for byte; so is ``ls MODEL --json``
+written row by row (``cli.views.model_json``)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from weightvault.cli import views
 from weightvault.cli.plain import dumps
 from weightvault.core.types import ModelInfo, VersionInfo
+from weightvault.registry import snapshot
 
 scalars = (
     st.none()
@@ -85,3 +90,60 @@ def test_a_model_listing_is_the_same_bytes() -> None:
     info = ModelInfo("org/m", when, versions, {"prod": "v00000", "staging": "v00007"})
     assert dumps(info.to_json()) == reference(info.to_json())
     assert dumps([info.to_json(), info.to_json()]) == reference([info.to_json(), info.to_json()])
+
+
+def test_ls_model_prints_versions_with_lineage_or_safety_in_full(capsys: pytest.CaptureFixture[str]) -> None:
+    """``print_model`` writes row by row only what a listing holds; anything more (lineage,
+    pickle findings: never in a listing today) still prints in full, the same bytes."""
+    when = dt.datetime(2026, 11, 29, 21, 0, tzinfo=dt.UTC)
+    plain = VersionInfo("m", "v1", "c" * 40, when, "", {}, 1, 1, aliases=("prod",))
+    for extra in ({}, {"lineage": ({"base": "b@v1"},)}, {"safety": {"a.pkl": {"verdict": "safe"}}}):
+        info = ModelInfo("m", when, (replace(plain, **extra), plain), {"prod": "v1"})
+        views.print_model(info, "m", as_json=True)
+        assert capsys.readouterr().out == reference(info.to_json()) + "\n"
+
+
+texts = st.text(max_size=12)
+when = st.datetimes(timezones=st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=-5, minutes=-30))]))
+listed_versions = st.builds(
+    VersionInfo,
+    model=st.just("org/m"),
+    label=texts,
+    commit=texts,
+    created=when,
+    message=texts,
+    metadata=st.dictionaries(st.text(max_size=5), values, max_size=3),
+    total_size=st.integers(min_value=0),
+    file_count=st.integers(min_value=0),
+    parent=st.none() | texts,
+    aliases=st.lists(texts, max_size=3).map(tuple),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(max_size=8),
+    when,
+    st.lists(listed_versions, max_size=4).map(tuple),
+    st.dictionaries(texts, texts, max_size=3),
+)
+def test_a_listing_written_row_by_row_is_the_same_bytes(
+    name: str, created: dt.datetime, versions: tuple[VersionInfo, ...], aliases: dict[str, str]
+) -> None:
+    """``views.model_json`` (``ls MODEL --json`` without an object per version) against the
+    standard library's encoding of ``ModelInfo.to_json()``."""
+    versions = tuple(replace(v, model=name) for v in versions)
+    info = ModelInfo(name, created, versions, aliases)
+    rows = [views.listed(v) for v in versions]
+    assert views.model_json(name, created, rows, aliases) == reference(info.to_json())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(), st.sampled_from([None, dt.UTC, dt.timezone(dt.timedelta(hours=9, minutes=30))]))
+def test_a_stored_timestamp_is_listed_as_the_full_path_lists_it(
+    value: dt.datetime, tz: dt.tzinfo | None
+) -> None:
+    """``IndexSnapshot``'s ISO text of a stored timestamp, naive (as SQLite keeps it) or not, with
+    or without microseconds, is that of ``VersionInfo.created``."""
+    for stored in (str(value.replace(tzinfo=tz)), value.replace(tzinfo=tz).isoformat()):
+        assert snapshot._iso(stored) == snapshot._when(stored).isoformat()

@@ -10,6 +10,7 @@ machine); its command is checked to be the unit's command, and the unit is check
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -28,6 +29,7 @@ import pytest
 import yaml
 
 from weightvault import Vault
+from weightvault.testing.balancer import RoundRobinBalancer
 from weightvault.testing.server import free_port
 
 from ..conftest import new_postgres_database, tree_bytes, write_random
@@ -160,6 +162,56 @@ def test_two_servers_one_postgresql_one_bucket_as_the_unit_runs_them(
         assert stored > 0  # the bytes are in the bucket ...
         for instance in instances:  # ... and no process keeps a pack of its own
             assert not [p for p in instance.home.rglob("*") if p.is_file() and p.stat().st_size > 1_000_000]
+    finally:
+        for instance in instances:
+            instance.stop()
+
+
+def test_an_encrypted_push_through_a_round_robin_balancer_to_the_units(
+    request: pytest.FixtureRequest, moto_endpoint: str, tmp_path: Path
+) -> None:
+    """Whole-file upload sessions (the server encrypts) across the two processes: every request
+    of the push goes to the other process than the one before, as a layer-7 balancer does."""
+    database = new_postgres_database(request)
+    config = yaml.safe_load((DEPLOY / "config.yaml").read_text())
+    config["database_url"] = database
+    config["aws"]["endpoint_url"] = moto_endpoint
+    config["encryption"] = {"enabled": True, "provider": {"type": "env", "variable": "WV_TEAM_KEK"}}
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "config.yaml").write_text(yaml.safe_dump(config))
+    bucket = config["aws"]["model_weights"]["s3_bucket"]
+    boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        region_name="eu-west-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    ).create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    kek = base64.b64encode(os.urandom(32)).decode()
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "WV_TEAM_KEK": kek}
+
+    first = Instance(tmp_path, free_port(), env)
+    instances = [first]
+    try:
+        token = re.search(r"its token \(shown once, stored only as a hash\): (\S+)", first.log.read_text())
+        assert token, first.log.read_text()
+        second = Instance(tmp_path, free_port(), env)
+        instances.append(second)
+        ports = [int(i.url.rsplit(":", 1)[1]) for i in instances]
+        src = tmp_path / "src"
+        write_random(src / "model.safetensors", 2_500_000, seed=7)
+        with RoundRobinBalancer(ports) as lb, Vault.open(lb.url, token=token.group(1)) as v:
+            assert v.http.json("GET", "/models/team/sealed/-/upload-mode")["mode"] == "files"
+            v.push("team/sealed", src, version="v1")
+            opened = next(r for r in lb.routed if r.method == "POST" and r.path.endswith("/-/uploads"))
+            sent = next(r for r in lb.routed if r.method == "PUT")
+            assert sent.upstream != opened.upstream  # the session continued on the other process
+        for instance in instances:
+            with Vault.open(instance.url, token=token.group(1)) as v:
+                out = tmp_path / f"out-{instance.url.rsplit(':', 1)[1]}"
+                v.pull("team/sealed@v1", out)
+                assert tree_bytes(out) == tree_bytes(src)
+            assert not list((instance.home / "tmp" / "uploads").glob("*.part"))
     finally:
         for instance in instances:
             instance.stop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,6 @@ from weightvault.core import layout
 from weightvault.core.errors import CorruptObjectError, DiskFullError, StorageError
 from weightvault.storage import batch_sync, oscaps
 from weightvault.storage.local import LocalBackend
-from weightvault.vault import placement
 from weightvault.vault.vault import Vault
 
 from ..conftest import tree_bytes, write_random
@@ -223,7 +223,7 @@ def test_a_cold_pull_that_copies_writes_destination_and_cache_in_one_pass(
         def no_second_read(*_a: Any, **_k: Any) -> None:
             raise AssertionError("a cold pull read a cache entry back to copy it")
 
-        monkeypatch.setattr(placement.shutil, "copyfile", no_second_read)
+        monkeypatch.setattr(shutil, "copyfile", no_second_read)  # placement imports it on use
         result = v.pull("m", tmp_path / "a", link_mode="copy")
         monkeypatch.undo()
         assert result.placement == {"copy": 5} and result.bytes_from_store == result.bytes_total

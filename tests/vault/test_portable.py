@@ -87,6 +87,34 @@ def test_the_portable_switch_reaches_processes_the_tests_start() -> None:
     assert run.stdout.split() == ["0", "None", "None"]
 
 
+_LAZY_SYNCFS = textwrap.dedent(
+    """
+    import os, sys
+    from weightvault.storage import oscaps
+    print("ctypes" in sys.modules)
+    fn = oscaps.syncfs
+    print("ctypes" in sys.modules, "ctypes.util" in sys.modules, fn is oscaps.syncfs)
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    print(None if fn is None else fn(fd), oscaps.clonefile)
+    """
+)
+
+
+def test_the_c_library_is_loaded_on_first_use_only(tmp_path: Path) -> None:
+    """``syncfs`` is found through ctypes when first read (a command that syncs no batch pays
+    nothing for it), then is an ordinary attribute; the portable mode sets it without ctypes."""
+    env = {k: v for k, v in os.environ.items() if k != oscaps.PORTABLE_ENV}
+    argv = [sys.executable, "-c", _LAZY_SYNCFS, str(tmp_path)]
+    run = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["False", "True False True", "0 None"]  # syncfs(2) returned 0
+    env[oscaps.PORTABLE_ENV] = "1"
+    portable = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+    assert portable.stdout.splitlines() == ["False", "False False True", "None None"]
+    with pytest.raises(AttributeError):
+        oscaps.no_such_capability  # noqa: B018
+
+
 def test_native_windows_is_refused_at_the_start_with_one_clear_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,17 +8,16 @@ that use them, not when the CLI loads. docs/cli.md is the user's side of this co
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from weightvault.cli import access, formats, importer, keys, lineage, server
-from weightvault.cli.output import duration, emit_json, human, out, progress, say, warn
+from weightvault.cli import access, formats, importer, keys, lineage, server, transfer
+from weightvault.cli.failures import reported
+from weightvault.cli.output import duration, emit_json, human, out, progress, say
 from weightvault.cli.state import STATE as STATE  # the invocation's options, read by every command
-from weightvault.core.errors import WeightvaultError, exit_code_for
 
 REV = "MODEL[@REV]"  # a metavar: printed as it is, not read as Rich markup
 
@@ -128,49 +127,19 @@ def push(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
 ) -> None:
     """Store a new version of MODEL from SOURCE (nothing new when the files equal the latest version)."""
-    from weightvault.core.manifest import parse_metadata
-
-    metadata = parse_metadata(meta or [])
-    with progress("push", _quiet(quiet, as_json)) as (start, advance):
-        result = STATE.vault().push(
-            model,
-            source,
-            version=version,
-            message=message,
-            metadata=metadata,
-            allow_empty=allow_empty,
-            default_ignores=not no_default_ignores,
-            base=base,
-            refuse_unsafe=refuse_unsafe,
-            progress=advance,
-            on_start=start,
-        )
-    v = result.version
-    if as_json:
-        emit_json(
-            {
-                "version": v.to_json(),
-                "unchanged": result.unchanged,
-                "bytes_read": result.bytes_read,
-                "bytes_written": result.bytes_written,
-                "chunks_total": result.chunks_total,
-                "chunks_new": result.chunks_new,
-                "seconds": result.seconds,
-                "replication": result.replication,
-            }
-        )
-    elif result.unchanged:
-        if not _quiet(quiet):
-            say(f"{v.model} unchanged, same as {v.label} (commit {v.commit}); no new version")
-    elif not _quiet(quiet):
-        say(
-            f"pushed {v.model}@{v.label} commit {v.commit}: {human(result.bytes_read)} read, "
-            f"{human(result.bytes_written)} new ({result.chunks_new}/{result.chunks_total} chunks) "
-            f"in {result.seconds:.1f}s"
-        )
-    for name, state in result.replication.items():
-        if state.startswith("error"):
-            warn(f"replica {name}: {state}; run `weightvault sync`")
+    transfer.push(
+        model,
+        source,
+        version=version,
+        message=message,
+        meta=meta or [],
+        allow_empty=allow_empty,
+        no_default_ignores=no_default_ignores,
+        base=base,
+        refuse_unsafe=refuse_unsafe,
+        as_json=as_json,
+        quiet=_quiet(quiet),
+    )
 
 
 @app.command()
@@ -215,21 +184,17 @@ def pull(
 
         pull_with_base(ref, dest, base_dest, include, exclude, force, provider, link_mode, as_json, quiet)
         return
-    with progress("pull", _quiet(quiet, as_json)) as (start, advance):
-        result = STATE.vault().pull(
-            ref,
-            dest,
-            include=include,
-            exclude=exclude,
-            force=force,
-            provider=provider,
-            progress=advance,
-            on_start=start,
-            link_mode=link_mode,
-        )
-    from weightvault.cli import views
-
-    code = views.print_pull(result, dest, bool(include or exclude), as_json, _quiet(quiet))
+    code = transfer.pull(
+        ref,
+        dest,
+        include=include,
+        exclude=exclude,
+        force=force,
+        provider=provider,
+        link_mode=link_mode,
+        as_json=as_json,
+        quiet=_quiet(quiet),
+    )
     if code:
         raise typer.Exit(code)
 
@@ -503,34 +468,12 @@ def cache_prune(
 # ---- entry point ---------------------------------------------------------------------------------
 
 
-def _fail(message: str, code: int) -> None:
-    say(f"error: {message}")
-    sys.exit(code)
-
-
 def main() -> None:
     """Run the CLI. Typer runs in standalone mode, so usage errors print the usage line and exit 2
     through whichever click it uses (bundled or standalone); our own errors are turned into one
-    line here."""
-    from weightvault.cli.oserrors import describe_os_error
-
-    try:
+    line (``cli.failures``)."""
+    with reported():
         app(prog_name=Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "weightvault")
-    except WeightvaultError as exc:
-        _fail(str(exc), exit_code_for(exc))
-    except OSError as exc:
-        _fail(*describe_os_error(exc))
-    except KeyboardInterrupt:
-        say("interrupted")
-        sys.exit(130)
-    except Exception as exc:
-        if os.environ.get("WEIGHTVAULT_DEBUG"):
-            raise
-        _fail(f"internal error: {type(exc).__name__}: {exc}", 1)
-    finally:
-        if STATE._vault is not None:
-            vault, STATE._vault = STATE._vault, None
-            vault.close()
 
 
 if __name__ == "__main__":

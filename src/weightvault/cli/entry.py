@@ -2,7 +2,8 @@
 commands load (building the command tree alone costs more than the whole answer); ``ls`` and
 ``show`` on a local home whose index is current are answered by ``cli.fastread`` from the index
 alone; a ``pull`` whose files are all cached and linked into place is done by ``cli.fastpull``;
-every other command line goes to ``cli.app``."""
+other ``push`` and ``pull`` lines run without Typer (``cli.transfer``); every other command line
+goes to ``cli.app``."""
 
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ def main() -> None:
     from weightvault.cli.fastpull import serve as pull
 
     if pull(sys.argv[1:]):
+        return
+    from weightvault.cli.transfer import serve as transfer
+
+    if transfer(sys.argv[1:]):
         return
     from weightvault.cli.app import main as run
 

@@ -66,6 +66,9 @@ def _prepare(home: str | None, command: str, arg: str | None, as_json: bool) -> 
             return lambda: views.print_version(version, replicas, as_json)
         if arg is not None:
             try:
+                if as_json:  # ten thousand versions: no object per version (``views.model_json``)
+                    text = views.model_json(arg, *snap.listing(arg))
+                    return lambda: views.print_json(text)
                 info = snap.model(arg)
             except WeightvaultError:
                 raise SnapshotUnavailable("the full path reports it") from None

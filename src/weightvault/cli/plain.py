@@ -94,6 +94,22 @@ def _encode(value: Any, depth: int) -> str:
     return "[" + pad + ("," + pad).join(_encode(v, depth + 1) for v in value) + end + "]"
 
 
+def scalar(value: Any) -> str:
+    """``dumps`` of a string, number or constant, the two commonest without the encoder's set-up."""
+    kind = type(value)
+    if kind is str:
+        return _str(value)
+    if kind is int:
+        return int.__repr__(value)
+    return _leaf(value)
+
+
+def dumps_at(value: Any, depth: int) -> str:
+    """``dumps`` of a value as it appears ``depth`` containers deep in a larger document: its
+    inner lines are indented for that depth (a part the caller puts together by hand)."""
+    return _encode(value, depth)
+
+
 def dumps(value: Any) -> str:
     """``json.dumps(value, indent=2, default=str)``, byte for byte, in about half the CPU
     (``ls MODEL --json`` of 10,000 versions: 88 -> 47 ms).

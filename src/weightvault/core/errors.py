@@ -26,6 +26,12 @@ class NotFoundError(WeightvaultError, LookupError):
     code = "not_found"
 
 
+class UploadNotFoundError(NotFoundError):
+    """No such upload session (finished, expired, refused, or opened by someone else)."""
+
+    code = "upload_not_found"
+
+
 class ModelNotFoundError(NotFoundError):
     code = "model_not_found"
 
@@ -91,6 +97,20 @@ class NotUploadedError(ConflictError):
     code = "not_uploaded"
 
 
+class UploadOffsetError(ConflictError):
+    """A file upload was sent from an offset the answering server cannot continue from (it
+    holds another part of the file, or none): resume from the offset it reports, or from 0,
+    which every server process accepts."""
+
+    code = "upload_offset"
+
+
+class UploadBusyError(ConflictError):
+    """The upload session is receiving another request on this server process."""
+
+    code = "upload_busy"
+
+
 class DestinationConflictError(ConflictError, FileExistsError):
     code = "destination_conflict"
 
@@ -129,6 +149,13 @@ class StorageError(WeightvaultError, OSError):
 
 class BackendUnavailableError(StorageError):
     code = "backend_unavailable"
+
+
+class UploadIncompleteError(BackendUnavailableError):
+    """A file upload kept breaking off (or kept being refused) after every retry: push again;
+    the server keeps what it stored, so only missing files are sent again."""
+
+    code = "upload_incomplete"
 
 
 class CredentialsError(StorageError, PermissionError):

@@ -10,6 +10,11 @@ from typing import Any
 
 from weightvault.core.manifest import FileEntry
 
+#: one version as ``ls MODEL`` lists it, in ``VersionInfo.to_json``'s order of fields: label,
+#: commit, created (ISO 8601), message, metadata, total_size, file_count, parent, aliases. A
+#: plain tuple: building a ``VersionInfo`` per row was most of listing ten thousand versions.
+ListedVersion = tuple[str, str, str, str, dict[str, Any], int, int, str | None, tuple[str, ...]]
+
 
 @dataclass(frozen=True, slots=True)
 class VersionInfo:

@@ -170,3 +170,24 @@ class AuditRow(Base):
     version: Mapped[str | None] = mapped_column(String(128), nullable=True)
     source: Mapped[str] = mapped_column(String(64), default="")
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+# ---- server: whole-file upload sessions ----------------------------------------------------------
+
+
+class UploadSessionRow(Base):
+    """An open whole-file upload (server): shared by every server process on this index, so a
+    session opened on one continues on any other. Its bytes are not here: each process spools
+    what it received on its own disk."""
+
+    __tablename__ = "upload_sessions"
+    __table_args__ = (Index("ix_upload_sessions_touched", "touched_at"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model: Mapped[str] = mapped_column(String(96))
+    path: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    principal: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: the last request that opened, sent to or asked about the session, on any process
+    touched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -5,6 +5,8 @@ client's machine (``vault.file_ingest``): the client asks which files the server
 plain SHA-256), opens an upload session per missing file, sends its bytes (several files at
 once, each resumable from the session's offset), and commits the version by path and SHA-256.
 A file is stored only once the whole of it arrived and matches its size and SHA-256.
+Sessions live in the shared index (``server.upload_sessions``), so behind a load balancer any
+server process takes any of these requests.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ def open_upload(
     M + "/uploads/{upload_id}",
     response_model=UploadOut,
     tags=["upload"],
-    summary="An upload session's offset (where an interrupted upload resumes)",
+    summary="Where this server process continues an upload session (0 when it holds none of its bytes)",
 )
 def show_upload(model: str, upload_id: str, request: Request, who: CallerDep) -> UploadOut:
     check_model_name(model)
@@ -136,11 +138,7 @@ def abandon_upload(model: str, upload_id: str, request: Request, who: CallerDep)
     who.require(model, Level.WRITE, "upload")
     sessions = _sessions(request)
     session = sessions.get(upload_id, model, _principal(who))
-    appender = sessions.begin(session, sessions.offset(session.id))  # not while a request writes
-    try:
-        sessions.remove(session.id)
-    finally:
-        sessions.end(appender)
+    sessions.abandon(session.id)
     return Response(status_code=204)
 
 

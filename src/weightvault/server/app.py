@@ -28,6 +28,7 @@ from weightvault import __version__
 from weightvault.core import layout
 from weightvault.core.errors import WeightvaultError, http_status_for
 from weightvault.registry.access import AccessStore
+from weightvault.registry.upload_sessions import UploadSessionIndex
 from weightvault.server import api_admin, api_models, api_ops, api_uploads, hub_api, hub_upload
 from weightvault.server.metrics import Metrics
 from weightvault.server.schemas import Error, Health
@@ -181,7 +182,10 @@ def create_app(vault: Vault, options: ServerOptions | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.bridge = bridge
     app.state.options = options
-    app.state.uploads = UploadSessions(vault.settings.home / "tmp" / "uploads")
+    # sessions in the shared index (any process continues them); bytes spooled on this one's disk
+    app.state.uploads = UploadSessions(
+        vault.settings.home / "tmp" / "uploads", UploadSessionIndex(vault.index)
+    )
 
     @app.exception_handler(WeightvaultError)
     async def _weightvault_error(_request: Request, exc: WeightvaultError) -> JSONResponse:

@@ -1,52 +1,50 @@
-"""Resumable whole-file uploads: one spool file per session under the server's home.
+"""Resumable whole-file uploads: sessions shared by every server process, spools local to each.
 
-A session is opened with the file's path, size and plain SHA-256. Bytes are appended at the
-session's offset by one request or several: a request that breaks off keeps what arrived, so
-the client asks the offset and sends the rest (resume). A request that would pass the announced
-size is refused and its bytes dropped; when the spool is complete its SHA-256 is compared, and
-only a matching file is handed to the vault. The spool is plaintext on the server's disk (it is
-the file the client sent), so it lives in ``<home>/tmp/uploads`` (0700) and is deleted as soon
-as the file is stored or refused. Memory stays bounded: bytes go to disk as they arrive, and the
-SHA-256 advances with them.
+A session is opened with the file's path, size and plain SHA-256; it is a row of the shared
+index (``registry.upload_sessions``), so every server process behind a load balancer knows it,
+checks who opened it, and may take its bytes. The bytes go to a spool file on the disk of the
+process that receives them: they are plaintext (the file the client sent), so they never go to
+the bucket; they live in ``<home>/tmp/uploads`` (0700, files 0600) and are deleted as soon as
+the file is stored or refused. A request that breaks off keeps what arrived, so the client asks
+the offset and sends the rest. A process answers the offset it can continue from: its own
+spool's length, or 0 when another process received the earlier bytes; every process accepts a
+request from offset 0 (it starts, or restarts, its own spool), so a client whose requests land
+on another process starts the file again there instead of failing. A request that would pass
+the announced size is refused and its bytes dropped; when a spool is complete its SHA-256 is
+compared, and only a matching file is handed to the vault. Memory stays bounded: bytes go to
+disk as they arrive, and the SHA-256 advances with them.
 
-Sessions are local to a home: behind a load balancer, a session continues on another process
-only if that process shares the home (or the balancer routes a client back to the same one);
-otherwise the client is told 404 and starts the file again. Sessions idle for a day are removed.
+Sessions nobody used for a day are removed from the index; a spool is removed when its session
+is gone (finished or expired, on whichever process) or when it was idle for a day itself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
-import secrets
 import threading
 import time
-from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
-from weightvault.core.errors import ConflictError, DigestMismatchError, NotFoundError, PayloadTooLargeError
-from weightvault.storage.local import os_error
+from weightvault.core.errors import (
+    DigestMismatchError,
+    PayloadTooLargeError,
+    UploadBusyError,
+    UploadNotFoundError,
+    UploadOffsetError,
+)
+from weightvault.registry.index import utcnow
+from weightvault.registry.upload_sessions import UploadRecord as Session
+from weightvault.registry.upload_sessions import UploadSessionIndex
+from weightvault.storage.oserror import os_error
+
+__all__ = ["IDLE_SECONDS", "Appender", "Session", "UploadNotFoundError", "UploadSessions"]
 
 IDLE_SECONDS = 24 * 3600
 _ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-@dataclass(frozen=True, slots=True)
-class Session:
-    id: str
-    model: str
-    path: str
-    size: int
-    sha256: str
-    principal: str
-
-
-class UploadNotFoundError(NotFoundError):
-    code = "upload_not_found"
 
 
 class _Progress:
@@ -57,9 +55,14 @@ class _Progress:
         self.sha = hashlib.sha256()
 
 
+def _gone(sid: str) -> UploadNotFoundError:
+    return UploadNotFoundError(f"upload {sid} does not exist (finished, expired or never opened)")
+
+
 class UploadSessions:
-    def __init__(self, root: Path, idle_seconds: float = IDLE_SECONDS) -> None:
+    def __init__(self, root: Path, index: UploadSessionIndex, idle_seconds: float = IDLE_SECONDS) -> None:
         self.root = root
+        self.index = index
         self.idle_seconds = idle_seconds
         self._lock = threading.Lock()
         self._busy: set[str] = set()
@@ -67,80 +70,102 @@ class UploadSessions:
 
     # ---- files ---------------------------------------------------------------------------------
 
-    def _meta(self, sid: str) -> Path:
-        return self.root / f"{sid}.json"
-
     def spool(self, sid: str) -> Path:
         return self.root / f"{sid}.part"
 
     def _sweep(self) -> None:
-        """Remove sessions nobody touched for ``idle_seconds`` (their clients went away)."""
+        """Remove sessions nobody touched for ``idle_seconds`` (their clients went away) from the
+        index, and this process's spools whose session is gone or which were idle as long."""
+        self.index.sweep(utcnow() - timedelta(seconds=self.idle_seconds))
         cutoff = time.time() - self.idle_seconds
-        for meta in self.root.glob("*.json"):
-            sid = meta.stem
+        spools = {p.name.removesuffix(".part"): p for p in self.root.glob("*.part")}
+        alive = self.index.existing(spools)
+        for sid, part in spools.items():
             with contextlib.suppress(OSError):
-                part = self.spool(sid)
-                last = max(meta.stat().st_mtime, part.stat().st_mtime if part.exists() else 0)
-                if last < cutoff and sid not in self._busy:
-                    self.remove(sid)
+                if sid in self._busy:
+                    continue
+                if sid not in alive or part.stat().st_mtime < cutoff:
+                    part.unlink()
+                    with self._lock:
+                        self._progress.pop(sid, None)
+        for legacy in self.root.glob("*.json"):  # per-home session files of earlier versions
+            with contextlib.suppress(OSError):
+                legacy.unlink()
 
     # ---- sessions ------------------------------------------------------------------------------
 
-    def create(self, model: str, path: str, size: int, sha256: str, principal: str) -> Session:
+    def _root(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.root, 0o700)
+
+    def create(self, model: str, path: str, size: int, sha256: str, principal: str) -> Session:
+        self._root()
         self._sweep()
-        session = Session(secrets.token_hex(16), model, path, size, sha256, principal)
-        fd = os.open(self.spool(session.id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.close(fd)
-        tmp = self.root / f"{session.id}.json.tmp"
-        tmp.write_text(json.dumps(asdict(session)))
-        os.replace(tmp, self._meta(session.id))
-        return session
+        return self.index.create(model, path, size, sha256, principal)
 
     def get(self, sid: str, model: str, principal: str) -> Session:
-        """The session ``sid`` of ``model`` opened by ``principal``; 404 for anything else."""
+        """The session ``sid`` of ``model`` opened by ``principal``; 404 for anything else
+        (another principal's session does not exist for this one)."""
         if not _ID.match(sid):
             raise UploadNotFoundError("no such upload")
-        try:
-            d: dict[str, Any] = json.loads(self._meta(sid).read_text())
-            session = Session(**d)
-        except (OSError, ValueError, TypeError):
-            raise UploadNotFoundError(
-                f"upload {sid} does not exist (finished, expired or never opened)"
-            ) from None
-        if session.model != model or session.principal != principal:
-            raise UploadNotFoundError(f"upload {sid} does not exist (finished, expired or never opened)")
+        session = self.index.get(sid)
+        if session is None or session.model != model or session.principal != principal:
+            raise _gone(sid)
         return session
 
     def offset(self, sid: str) -> int:
+        """Where this process can continue the session: its spool's length (0 without one)."""
         try:
             return os.stat(self.spool(sid)).st_size
         except FileNotFoundError:
-            raise UploadNotFoundError(f"upload {sid} does not exist") from None
+            return 0
 
     def remove(self, sid: str) -> None:
-        for p in (self._meta(sid), self.spool(sid)):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+        """End the session everywhere (the index row) and drop this process's spool; other
+        processes' spools of it go at their next sweep."""
+        self.index.remove(sid)
+        with contextlib.suppress(FileNotFoundError):
+            self.spool(sid).unlink()
         with self._lock:
             self._progress.pop(sid, None)
 
+    def abandon(self, sid: str) -> None:
+        """End the session at a client's request, even while a request still writes to it here
+        (a broken one the server has not noticed yet): that request drops its spool as it ends."""
+        self.index.remove(sid)
+        with self._lock:
+            if sid in self._busy:
+                return
+        self.remove(sid)
+
     def begin(self, session: Session, offset: int) -> Appender:
-        """Exclusive right to append to ``session`` from ``offset`` (its current size), until
-        ``end``. A second request to the same session meanwhile is a conflict."""
+        """Exclusive right (in this process) to append to ``session`` from ``offset``: this
+        process's spool length, or 0 (a fresh start here, dropping what this spool held),
+        until ``end``. A second request to the same session meanwhile is a conflict."""
         with self._lock:
             if session.id in self._busy:
-                raise ConflictError(f"upload {session.id} is receiving another request")
+                raise UploadBusyError(f"upload {session.id} is receiving another request")
             self._busy.add(session.id)
         try:
             current = self.offset(session.id)
-            if offset != current:
-                raise ConflictError(f"upload {session.id} is at offset {current}, not {offset}")
+            if offset != current and offset != 0:
+                raise UploadOffsetError(
+                    f"upload {session.id} continues from offset {current} on this server, not {offset} "
+                    "(or from 0)"
+                )
+            if not self.index.touch(session.id):  # finished or expired meanwhile
+                raise _gone(session.id)
+            self._root()
+            fd = os.open(self.spool(session.id), os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                if offset == 0 and current:
+                    os.ftruncate(fd, 0)
+            finally:
+                os.close(fd)
             with self._lock:
                 progress = self._progress.get(session.id)
-            if progress is None or progress.offset != current:
-                progress = self._rehash(session.id, current)
+            if progress is None or progress.offset != offset:
+                progress = self._rehash(session.id, offset)
             return Appender(self, session, progress)
         except BaseException:
             with self._lock:
@@ -150,8 +175,13 @@ class UploadSessions:
     def end(self, appender: Appender) -> None:
         sid = appender.session.id
         appender.close()
+        kept = self.spool(sid).exists()  # not removed (stored, or refused by its digest)
+        if kept and not self.index.touch(sid):  # the session ended elsewhere meanwhile
+            with contextlib.suppress(FileNotFoundError):
+                self.spool(sid).unlink()
+            kept = False
         with self._lock:
-            if self._meta(sid).exists():  # not removed (stored, or refused by its digest)
+            if kept:
                 self._progress[sid] = appender.progress
             self._busy.discard(sid)
 

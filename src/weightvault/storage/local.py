@@ -6,7 +6,6 @@ directory fsynced, so an object is either absent or complete even after kill -9 
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import threading
@@ -15,13 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from weightvault.core.errors import (
-    DiskFullError,
     MissingObjectError,
     ObjectExistsError,
-    StorageError,
 )
 from weightvault.storage.backend import ObjectInfo, check_key
 from weightvault.storage.batch_sync import Batch
+from weightvault.storage.oserror import os_error
 
 TMP_DIR = ".tmp"
 #: files written or renamed at once by ``put_many``
@@ -34,13 +32,6 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def os_error(exc: OSError, what: str) -> StorageError:
-    """Map an OSError to our hierarchy, keeping a full disk distinct."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFullError(f"disk full while {what}")
-    return StorageError(f"{what}: {exc.strerror or exc}")
 
 
 class LocalBackend:

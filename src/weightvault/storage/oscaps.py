@@ -9,8 +9,6 @@ when they run (``oscaps.O_DIRECT``), which is what lets the tests switch the Lin
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import sys
 from collections.abc import Callable
@@ -45,7 +43,10 @@ def _load_clonefile() -> ClonefileFn | None:
     """``int clonefile(const char *src, const char *dst, uint32_t flags)`` from libSystem (APFS)."""
     if not DARWIN:
         return None
-    try:  # pragma: no cover - macOS only
+    import ctypes  # pragma: no cover - macOS only
+    import ctypes.util  # pragma: no cover
+
+    try:  # pragma: no cover
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libSystem.dylib", use_errno=True)
         fn: Any = libc.clonefile
     except (OSError, AttributeError):  # pragma: no cover - macOS before 10.12
@@ -55,8 +56,8 @@ def _load_clonefile() -> ClonefileFn | None:
     return fn  # type: ignore[no-any-return]  # pragma: no cover
 
 
-#: macOS ``clonefile(2)`` through ctypes, else None.
-clonefile: ClonefileFn | None = _load_clonefile()
+#: macOS ``clonefile(2)`` through ctypes, else None (looked up on first use: ``__getattr__``).
+clonefile: ClonefileFn | None
 
 SyncfsFn = Callable[[int], int]
 
@@ -65,9 +66,11 @@ def _load_syncfs() -> SyncfsFn | None:
     """``int syncfs(int fd)`` from the C library (Linux): one journal commit for many files."""
     if not LINUX:
         return None  # pragma: no cover - Linux is where the tests run
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn: Any = libc.syncfs
+    import ctypes
+
+    try:  # the symbols already loaded (the C library Python runs on): no library search,
+        # which ``ctypes.util.find_library`` does by running ``ldconfig``
+        fn: Any = ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):  # pragma: no cover - a C library without it
         return None
     fn.argtypes = (ctypes.c_int,)
@@ -75,8 +78,43 @@ def _load_syncfs() -> SyncfsFn | None:
     return fn  # type: ignore[no-any-return]
 
 
-#: Linux ``syncfs(2)`` through ctypes, else None (then files are fsynced one by one).
-syncfs: SyncfsFn | None = _load_syncfs()
+#: Linux ``syncfs(2)`` through ctypes, else None (then files are fsynced one by one); looked up
+#: on first use (``__getattr__``).
+syncfs: SyncfsFn | None
+
+#: the attributes found through ctypes, and how: only on first use, since ``ctypes`` (and, for
+#: ``find_library``, ``ctypes.util``, which imports ``subprocess`` and ``tempfile``) costs a
+#: command that never syncs a batch (a warm pull, a listing) more than its own work
+_LAZY: Final[dict[str, Callable[[], Any]]] = {"syncfs": _load_syncfs, "clonefile": _load_clonefile}
+
+
+def __getattr__(name: str) -> Any:
+    """A lazy attribute, looked up once and then an ordinary one (which a test may replace)."""
+    load = _LAZY.get(name)
+    if load is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return globals().setdefault(name, load())
+
+
+UmaskFn = Callable[[], int | None]
+
+
+def _read_umask() -> int | None:
+    """This process's umask without changing it (``os.umask`` can only be read by setting it,
+    which races with other threads creating files): Linux reports it in ``/proc/self/status``
+    (since 4.7). ``None`` where it cannot be read."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+#: reads the process umask (Linux), else None: callers then set modes explicitly.
+read_umask: UmaskFn | None = _read_umask if LINUX else None
 
 
 def check_platform() -> None:
@@ -99,6 +137,7 @@ def portable_values() -> dict[str, Any]:
         "F_NOCACHE": None,
         "clonefile": None,
         "syncfs": None,
+        "read_umask": None,
     }
 
 

@@ -12,6 +12,7 @@ folders are 0700, its files 0400, and its temp files 0600 from their first byte.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -19,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+from weightvault.storage import oscaps
 
 CACHE_MTIME_NS: Final = 1_600_000_000 * 10**9
 READ_ONLY: Final = 0o444
@@ -60,6 +63,15 @@ class _Area:
     def path_for(self, sha256: str) -> Path:
         return self.files / sha256[:2] / sha256
 
+    def intact(self, st: os.stat_result, size: int) -> bool:
+        """An entry as admitted: its size, the pinned mtime, read-only with the area's mode."""
+        return (
+            st.st_size == size
+            and st.st_mtime_ns == CACHE_MTIME_NS
+            and not st.st_mode & 0o222
+            and st.st_mode & 0o777 == self.file_mode
+        )
+
 
 class FileCache:
     """The cache under ``root``; ``private`` makes plain models' entries private too."""
@@ -69,6 +81,10 @@ class FileCache:
         self.max_bytes = max_bytes
         self.all_private = private
         self._lock = threading.Lock()
+        self._prefix = os.urandom(12).hex() + "-"
+        self._serial = itertools.count()  # next() on a count is atomic under the GIL
+        #: read once: a umask made stricter later only costs entries that fail ``usable`` (fewer bits)
+        self._umask = oscaps.read_umask() if oscaps.read_umask is not None else None
         self._plain = _Area(root / "files", root / "tmp", private=False)
         self._private = _Area(root / "private" / "files", root / "private" / "tmp", private=True)
         root.mkdir(parents=True, exist_ok=True)
@@ -98,27 +114,57 @@ class FileCache:
             st = path.stat()
         except FileNotFoundError:
             return None
-        if (
-            st.st_size != size
-            or st.st_mtime_ns != CACHE_MTIME_NS
-            or st.st_mode & 0o222
-            or st.st_mode & 0o777 != area.file_mode
-        ):
-            return None
-        return path
+        return path if area.intact(st, size) else None
 
     def lookup(self, sha256: str, size: int, private: bool = False) -> Path | None:
         """The cached file if present and untouched; marks it used."""
-        path = self.usable(sha256, size, private)
-        if path is None:
-            # absent, or modified through a link (or chmod-ed): never hand it out
-            self.path_for(sha256, private).unlink(missing_ok=True)
+        area = self._area(private)
+        path = area.path_for(sha256)
+        try:
+            st = path.stat()
+        except FileNotFoundError:  # the common case of a cold pull: nothing to remove either
+            return None
+        if not area.intact(st, size):
+            # modified through a link (or chmod-ed): never hand it out
+            path.unlink(missing_ok=True)
             return None
         os.utime(path, ns=(time.time_ns(), CACHE_MTIME_NS))
         return path
 
     def temp_file(self, private: bool = False) -> Path:
-        return self._area(private).tmp / f"{os.urandom(16).hex()}.part"
+        """A new temp name: a random prefix per cache object and a counter (unique across
+        processes without a random draw, a system call, per file)."""
+        return self._area(private).tmp / f"{self._prefix}{next(self._serial)}.part"
+
+    def open_entry(self, private: bool = False) -> tuple[Path, int]:
+        """A new temp file for an entry, created with the entry's final mode and open for writing
+        (the descriptor writes although the mode forbids it); ``seal`` it once written, then
+        ``admit_sealed``. Saves the chmod and the utime by name that ``admit`` makes."""
+        area = self._area(private)
+        path = area.tmp / f"{self._prefix}{next(self._serial)}.part"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, area.file_mode)
+        try:
+            mask = self._umask
+            if mask is None or area.file_mode & mask:  # the umask took bits the entry must have
+                os.fchmod(fd, area.file_mode)
+        except BaseException:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        return path, fd
+
+    @staticmethod
+    def seal(fd: int) -> None:
+        """Pin a written entry's mtime (and mark it used) through its descriptor; no write may follow."""
+        os.utime(fd, ns=(time.time_ns(), CACHE_MTIME_NS))
+
+    def admit_sealed(self, temp: Path, sha256: str, private: bool = False) -> Path:
+        """Move a temp file from ``open_entry``, written, verified and sealed, into the cache."""
+        area = self._area(private)
+        path = area.path_for(sha256)
+        area.mkdir(path.parent)
+        os.replace(temp, path)
+        return path
 
     def temp_mode(self, private: bool = False) -> int:
         """The mode to create a temp file with (0600 for an encrypted model's plaintext)."""
@@ -175,7 +221,9 @@ class FileCache:
         for area in (self._plain, self._private):
             for entry in os.scandir(area.tmp):
                 try:
-                    if entry.stat().st_mtime < older_than:
+                    # the change time, not the mtime: a sealed temp (``seal``) waiting for its batch
+                    # sync has the cache's pinned mtime of 2020 but was written just now
+                    if entry.stat().st_ctime < older_than:
                         os.unlink(entry.path)
                         n += 1
                 except FileNotFoundError:

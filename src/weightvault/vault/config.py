@@ -16,7 +16,6 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from weightvault.core.errors import ConfigError
@@ -162,6 +161,8 @@ _FLAT_KEYS = set(Settings.model_fields) - {"home", "sections"} - SEED_MODEL_WEIG
 
 
 def _from_file(path: Path) -> dict[str, Any]:
+    import yaml  # only a home with a config file pays for the YAML parser
+
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except OSError as exc:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import threading
 from collections import Counter
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Final, Literal, get_args
 
 from weightvault.core.errors import ConfigError, InvalidInputError
 from weightvault.storage.clone import CloneUnsupportedError, clone_file, clone_supported
-from weightvault.storage.local import os_error
+from weightvault.storage.oserror import os_error
 from weightvault.vault.cache import FileCache
 
 LinkMode = Literal["auto", "reflink", "hardlink", "copy"]
@@ -161,6 +160,8 @@ class Placer:
                 if self.mode == "hardlink":
                     msg = f"link mode 'hardlink': cannot link {source} ({exc.strerror})"
                     raise ConfigError(msg) from None
+        import shutil  # only a copy needs it (it loads the compression modules)
+
         try:
             shutil.copyfile(source, target)
         except OSError as exc:

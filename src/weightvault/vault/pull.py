@@ -5,16 +5,21 @@ written; every file is then built under a temporary name beside its destination 
 cache when it fits) and verified; only when all of them are ready are they renamed into place.
 If anything fails, the temporary files and the folders the pull created are removed and files
 it replaced are put back: the destination is left as it was.
+
+A destination that does not exist yet is built whole in a sibling staging folder
+(``.NAME.XXXX.wv-tmp``), each file under its own name there, and renamed into place once: no
+temporary name, rename and existence checks per file (most of a 10,000-file pull's system
+calls). Nothing appears under the final name until every file is built and verified.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
 import hashlib
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -26,14 +31,17 @@ from weightvault.core.errors import (
 )
 from weightvault.core.manifest import FileEntry, FileRecipe
 from weightvault.storage.batch_sync import Batch
-from weightvault.storage.direct_io import DirectWriter
-from weightvault.storage.local import os_error
+from weightvault.storage.oserror import os_error
 from weightvault.vault.cache import FileCache
 from weightvault.vault.placement import Placer
 
 if TYPE_CHECKING:  # the reader loads the index (SQLAlchemy): a warm pull from the cache needs neither
     from weightvault.cas.pack import Writable
     from weightvault.vault.reader import ChunkReader
+
+# Imported where a file is built, never at the top: thread pools (``concurrent.futures`` loads
+# ``logging``), the O_DIRECT writer and ``shutil`` are what a pull that only links cached files
+# does not run, yet they cost it more start-up than its own work (``vault.warmpull``).
 
 #: files up to this size are built by their own, wider pool: their cost is latency (an index
 #: lookup, a ranged read, an fsync of the cache file), not CPU, so many in flight overlap it
@@ -96,6 +104,8 @@ class PlannedFile:
 
 
 def plan(dest: Path, files: list[FileEntry], force: bool, cache: FileCache | None) -> list[PlannedFile]:
+    if not os.path.lexists(dest):  # a new folder: nothing in it to conflict with or to lead elsewhere
+        return [PlannedFile(entry, dest.joinpath(*entry.path.split("/"))) for entry in files]
     if dest.exists() and not dest.is_dir():
         raise DestinationConflictError(f"destination {dest} exists and is not a folder")
     planned: list[PlannedFile] = []
@@ -198,80 +208,122 @@ def _open_small(path: Path, mode: int) -> BinaryIO:
     return open(fd, "wb")
 
 
-def _build_tee(item: PlannedFile, recipe: FileRecipe, ctx: _Context, tmp: Path) -> None:
+class _FdWriter:
+    """Unbuffered writes to a descriptor it owns: a few KiB written in one or two calls need no
+    buffered file object (whose set-up alone is an fstat, an ioctl and an lseek per file)."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
+        view = memoryview(data)
+        size = len(view)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        return size
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+
+def _create(path: Path, mode: int) -> _FdWriter:
+    """A new file (it must not exist: temp and staged names are fresh) open for writing."""
+    return _FdWriter(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode))
+
+
+def _build_tee(item: PlannedFile, recipe: FileRecipe, ctx: _Context, out_path: Path) -> None:
     """Rebuild a file into its cache entry and its destination at once (the copy a placement
     would make, without reading the entry back). A small entry is not fsynced here: it joins
     the cache after the batch sync at the end of the pull (``materialise``)."""
+    from weightvault.storage.direct_io import DirectWriter
+
     cache = ctx.cache
     assert cache is not None
     entry, private = item.entry, ctx.placer.private
-    build = cache.temp_file(private)
-    try:
-        if entry.size > SMALL_FILE:
-            with DirectWriter(build, cache.temp_mode(private)) as out, DirectWriter(tmp, COPY_MODE) as copy:
+    if entry.size > SMALL_FILE:
+        build = cache.temp_file(private)
+        try:
+            mode = cache.temp_mode(private)
+            with DirectWriter(build, mode) as out, DirectWriter(out_path, COPY_MODE) as copy:
                 ctx.reader.write_file(recipe, _Tee(out, copy), entry.path, ctx.progress)
                 copy.close(sync=False)  # a pulled copy is as durable as a placed one: not synced
             cache.admit(build, entry.sha256, private)
-            ctx.placer.note("copy")
-        else:
-            with _open_small(build, cache.temp_mode(private)) as out, _open_small(tmp, COPY_MODE) as copy:
-                ctx.reader.write_file(recipe, _Tee(out, copy), entry.path, ctx.progress)
-            ctx.admissions.append(_Admission(build, entry.sha256, private))
-            ctx.placer.note("copy")
-    except BaseException:
-        build.unlink(missing_ok=True)
-        raise
+        except BaseException:
+            build.unlink(missing_ok=True)
+            raise
+    else:  # the entry is created with its final mode and sealed by descriptor: admitted by a rename
+        build, fd = cache.open_entry(private)
+        entry_out = _FdWriter(fd)
+        try:
+            dest_out = _create(out_path, COPY_MODE)
+            try:
+                ctx.reader.write_file(recipe, _Tee(entry_out, dest_out), entry.path, ctx.progress)
+            finally:
+                dest_out.close()
+            cache.seal(fd)
+            entry_out.close()
+        except BaseException:
+            entry_out.close()
+            build.unlink(missing_ok=True)
+            raise
+        ctx.admissions.append(_Admission(build, entry.sha256, private))
+    ctx.placer.note("copy")
 
 
-def _stage(item: PlannedFile, ctx: _Context) -> Path:
-    """Build one file, verified, under a temporary name beside its target; returns that name.
+def _build(item: PlannedFile, ctx: _Context, out_path: Path) -> None:
+    """Build one file, verified, at ``out_path``: a temporary name beside its target, or its own
+    name in a staging folder (a name nothing else uses: it is created, never replaced).
 
     ``ctx.placer`` puts cached files there (and counts how); ``placer.private`` says whether the
     model's cache entries are private (an encrypted model's plaintext)."""
-    entry, target = item.entry, item.target
+    entry = item.entry
     cache, placer, progress = ctx.cache, ctx.placer, ctx.progress
     private = placer.private
-    tmp = target.parent / f".{target.name}.{os.urandom(6).hex()}.wv-tmp"
     try:
         source = cache.lookup(entry.sha256, entry.size, private) if cache is not None else None
         if source is not None:
-            placer.place(source, tmp)
+            placer.place(source, out_path)
             ctx.counters.from_cache += entry.size
             progress(entry.size)
-        else:
-            recipe = ctx.recipe_for(entry.sha256)
-            into_cache = cache is not None and cache.fits(entry.size)
-            if into_cache and ctx.tee:
-                _build_tee(item, recipe, ctx, tmp)
-                ctx.counters.from_store += entry.size
-                return tmp
-            build = cache.temp_file(private) if into_cache and cache is not None else tmp
-            mode = cache.temp_mode(private) if into_cache and cache is not None else 0o644
-            try:
-                if entry.size > SMALL_FILE:
-                    with DirectWriter(build, mode) as out:
-                        ctx.reader.write_file(recipe, out, entry.path, progress)
-                else:  # no aligned buffers to set up for a few KiB: the page cache, then fsync
-                    with _open_small(build, mode) as small:
-                        ctx.reader.write_file(recipe, small, entry.path, progress)
-                        small.flush()
-                        os.fsync(small.fileno())
-            except BaseException:
-                build.unlink(missing_ok=True)
-                raise
-            if into_cache and cache is not None:
-                placer.place(cache.admit(build, entry.sha256, private), tmp)
-            else:
-                placer.note("written")
+            return
+        recipe = ctx.recipe_for(entry.sha256)
+        into_cache = cache is not None and cache.fits(entry.size)
+        if into_cache and ctx.tee:
+            _build_tee(item, recipe, ctx, out_path)
             ctx.counters.from_store += entry.size
-        return tmp
+            return
+        build = cache.temp_file(private) if into_cache and cache is not None else out_path
+        mode = cache.temp_mode(private) if into_cache and cache is not None else 0o644
+        try:
+            if entry.size > SMALL_FILE:
+                from weightvault.storage.direct_io import DirectWriter
+
+                with DirectWriter(build, mode) as out:
+                    ctx.reader.write_file(recipe, out, entry.path, progress)
+            else:  # no aligned buffers to set up for a few KiB: the page cache, then fsync
+                with _open_small(build, mode) as small:
+                    ctx.reader.write_file(recipe, small, entry.path, progress)
+                    small.flush()
+                    os.fsync(small.fileno())
+        except BaseException:
+            build.unlink(missing_ok=True)
+            raise
+        if into_cache and cache is not None:
+            placer.place(cache.admit(build, entry.sha256, private), out_path)
+        else:
+            placer.note("written")
+        ctx.counters.from_store += entry.size
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        out_path.unlink(missing_ok=True)
         if isinstance(exc, WeightvaultError):
             raise
-        raise os_error(exc, f"writing {target}") from exc
+        raise os_error(exc, f"writing {item.target}") from exc
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        out_path.unlink(missing_ok=True)
         raise
 
 
@@ -280,6 +332,8 @@ def _admit_all(ctx: _Context, batch: Batch | None) -> None:
     an entry only ever gets its cache name once its bytes are on disk."""
     if not ctx.admissions or ctx.cache is None:
         return
+    from concurrent.futures import ThreadPoolExecutor
+
     cache = ctx.cache
     try:
         if batch is not None:
@@ -288,7 +342,7 @@ def _admit_all(ctx: _Context, batch: Batch | None) -> None:
             batch.sync()
         # each admission is a few metadata calls that wait on the filesystem's journal: many at once
         with ThreadPoolExecutor(SMALL_FILE_THREADS, thread_name_prefix="wv-admit") as pool:
-            for fut in [pool.submit(cache.admit, a.temp, a.sha256, a.private) for a in ctx.admissions]:
+            for fut in [pool.submit(cache.admit_sealed, a.temp, a.sha256, a.private) for a in ctx.admissions]:
                 fut.result()
     except OSError as exc:
         if isinstance(exc, WeightvaultError):
@@ -330,6 +384,42 @@ def _commit(staged: list[tuple[Path, Path]]) -> None:
                 backup.unlink()
 
 
+def _run(jobs: list[tuple[PlannedFile, Path]], ctx: _Context, workers: int, in_thread: bool) -> None:
+    """Build every job, the largest first, small files in their own wider pool; the first failure
+    cancels what has not started and is raised once every started job has finished.
+    ``in_thread``: one after another in this thread, no pool (see ``materialise``)."""
+    ordered = sorted(jobs, key=lambda job: -job[0].entry.size)
+    if in_thread:
+        for p, path in ordered:
+            _build(p, ctx, path)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    failure: BaseException | None = None
+    with (
+        ThreadPoolExecutor(workers, thread_name_prefix="wv-pull") as pool,
+        ThreadPoolExecutor(SMALL_FILE_THREADS, thread_name_prefix="wv-pull-small") as small_pool,
+    ):
+        futures = [
+            (small_pool if p.entry.size <= SMALL_FILE else pool).submit(_build, p, ctx, path)
+            for p, path in ordered
+        ]
+        for fut in futures:
+            try:
+                fut.result()
+            except BaseException as exc:
+                if failure is None:
+                    failure = exc
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    small_pool.shutdown(wait=False, cancel_futures=True)
+    if failure is not None:
+        raise failure
+
+
+def _temp_beside(target: Path, prefix: str, n: int) -> Path:
+    return target.parent / f".{target.name}.{prefix}{n}.wv-tmp"
+
+
 def materialise(
     dest: Path | None,
     planned: list[PlannedFile],
@@ -339,13 +429,23 @@ def materialise(
     workers: int,
     progress: Callable[[int], None],
     placer: Placer,
+    *,
+    in_thread: bool = False,
 ) -> PullCounters:
     """Create ``dest`` (with its parents) and build every planned file, then place them all;
-    on any failure undo everything, the folders this pull made included."""
+    on any failure undo everything, the folders this pull made included.
+
+    ``in_thread``: build the files one after another in this thread, without the pools, for a
+    caller that knows each is a cached file placed by a link (a few metadata calls each)."""
+    if dest is not None and planned and not os.path.lexists(dest):
+        return _materialise_new(
+            dest, planned, recipe_for, reader, cache, workers, progress, placer, in_thread
+        )
     counters = PullCounters()
-    staged: list[tuple[Path, Path]] = []
     created: list[Path] = []
     ctx = _Context(recipe_for, reader, cache, counters, progress, placer)
+    prefix = os.urandom(6).hex()
+    jobs = [(p, _temp_beside(p.target, prefix, i)) for i, p in enumerate(planned)]
     batch: Batch | None = None
     try:
         if dest is not None:
@@ -355,33 +455,75 @@ def materialise(
         if cache is not None and planned and placer.copies():
             ctx.tee = True
             batch = Batch(cache.root)  # opened before the entries are written (see batch_sync)
-        ordered = sorted(planned, key=lambda p: -p.entry.size)
-        failure: BaseException | None = None
-        with (
-            ThreadPoolExecutor(workers, thread_name_prefix="wv-pull") as pool,
-            ThreadPoolExecutor(SMALL_FILE_THREADS, thread_name_prefix="wv-pull-small") as small_pool,
-        ):
-            futures = [
-                (p, (small_pool if p.entry.size <= SMALL_FILE else pool).submit(_stage, p, ctx))
-                for p in ordered
-            ]
-            for item, fut in futures:
-                try:
-                    staged.append((item.target, fut.result()))
-                except BaseException as exc:
-                    if failure is None:
-                        failure = exc
-                        pool.shutdown(wait=False, cancel_futures=True)
-                        small_pool.shutdown(wait=False, cancel_futures=True)
-        if failure is not None:
-            raise failure
+        _run(jobs, ctx, workers, in_thread)
         _admit_all(ctx, batch)
-        _commit(staged)
-        staged.clear()
+        _commit([(p.target, tmp) for p, tmp in jobs])
     except BaseException:
         _drop_admissions(ctx)
-        for _, tmp in staged:
+        for _, tmp in jobs:
             tmp.unlink(missing_ok=True)
+        remove_dirs(created)
+        raise
+    finally:
+        if batch is not None:
+            batch.close()
+    return counters
+
+
+def _materialise_new(
+    dest: Path,
+    planned: list[PlannedFile],
+    recipe_for: Callable[[str], FileRecipe],
+    reader: ChunkReader,
+    cache: FileCache | None,
+    workers: int,
+    progress: Callable[[int], None],
+    placer: Placer,
+    in_thread: bool,
+) -> PullCounters:
+    """``materialise`` into a folder that does not exist yet: build it whole as a sibling staging
+    folder, every file under its own name, then rename that folder to ``dest`` (one rename
+    instead of one per file). A failure removes the staging folder and the parents this pull
+    made; a crash can leave only the staging folder, under its ``.wv-tmp`` name."""
+    counters = PullCounters()
+    created: list[Path] = []
+    ctx = _Context(recipe_for, reader, cache, counters, progress, placer)
+    staging = dest.parent / f".{dest.name}.{os.urandom(6).hex()}.wv-tmp"
+    made_staging = False
+    batch: Batch | None = None
+    try:
+        make_dirs(dest.parent, created)
+        try:
+            staging.mkdir()
+        except OSError as exc:
+            raise os_error(exc, f"creating folder {staging}") from exc
+        made_staging = True
+        jobs = [(p, staging.joinpath(*p.entry.path.split("/"))) for p in planned]
+        for folder in sorted({path.parent for _, path in jobs}, key=lambda f: len(f.parts)):
+            if folder != staging:
+                make_dirs(folder, [])  # removed with the staging folder
+        if cache is not None and placer.copies():
+            ctx.tee = True
+            batch = Batch(cache.root)  # opened before the entries are written (see batch_sync)
+        _run(jobs, ctx, workers, in_thread)
+        _admit_all(ctx, batch)
+        try:
+            # onto nothing, or onto an empty folder made meanwhile; a folder with anything in
+            # it, or a file, refuses (ENOTEMPTY, EEXIST, ENOTDIR, EISDIR)
+            os.rename(staging, dest)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise DestinationConflictError(
+                    f"{dest} appeared while the pull was running; nothing was written to it"
+                ) from None
+            raise os_error(exc, f"renaming {staging} to {dest}") from exc
+        made_staging = False
+    except BaseException:
+        _drop_admissions(ctx)
+        if made_staging:
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
         remove_dirs(created)
         raise
     finally:

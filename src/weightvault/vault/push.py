@@ -25,7 +25,7 @@ from weightvault.cas.hashing import chunk_id
 from weightvault.core.errors import SourceNotFoundError, WeightvaultError
 from weightvault.core.manifest import FileRecipe
 from weightvault.registry.index import RegistryIndex
-from weightvault.storage.local import os_error
+from weightvault.storage.oserror import os_error
 from weightvault.vault import filescan
 from weightvault.vault.filescan import FileChangedError
 from weightvault.vault.packer import PackSink

@@ -349,16 +349,21 @@ class Records(Following):
                 return found if found is not None else self._recipe(sha, model, allow_plain=allow_plain)
 
             chunk_ids = [cid for r in known.values() for cid, _n in r.chunks]
-            return materialise(
-                dest_path if files else None,  # an empty selection creates nothing
-                planned,
-                recipe_for,
-                reader.with_locations(chunk_ids) if chunk_ids else reader,
-                self.cache,
-                self.settings.workers,
-                progress or (lambda n: None),
-                placer,
-            )
+            view = reader.with_locations(chunk_ids) if chunk_ids else reader
+            try:
+                return materialise(
+                    dest_path if files else None,  # an empty selection creates nothing
+                    planned,
+                    recipe_for,
+                    view,
+                    self.cache,
+                    self.settings.workers,
+                    progress or (lambda n: None),
+                    placer,
+                )
+            finally:
+                if view is not reader:
+                    view.close()
 
         try:
             counters = place()

@@ -20,7 +20,7 @@ from weightvault.core.errors import (
 from weightvault.registry.index import RegistryIndex
 from weightvault.storage import oscaps
 from weightvault.storage.backend import Backend
-from weightvault.storage.local import os_error
+from weightvault.storage.oserror import os_error
 from weightvault.storage.replica import ReplicaSet
 from weightvault.vault.cache import FileCache
 from weightvault.vault.config import Settings

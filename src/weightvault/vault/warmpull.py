@@ -102,7 +102,7 @@ def warm_pull(
         planned = plan(dest_path, files, force, cache)
     except Exception:  # a conflict, an unsafe path, an unreadable file: reported there
         raise SnapshotUnavailable("the full path reports the destination") from None
-    if any(p.target.exists() or p.target.is_symlink() for p in planned):
+    if os.path.lexists(dest_path) and any(p.target.exists() or p.target.is_symlink() for p in planned):
         raise SnapshotUnavailable("--force would replace a file: the full path does it")
     if any(cache.usable(p.entry.sha256, p.entry.size) is None for p in planned):
         raise SnapshotUnavailable("a file is not in the cache")
@@ -125,6 +125,7 @@ def warm_pull(
             int(_setting(where, "workers")),
             progress,
             placer,
+            in_thread=True,  # links only: no thread pool to start for a few metadata calls each
         )
     except Exception as exc:  # undone by ``materialise``: the destination is as it was
         raise SnapshotUnavailable(f"the full path pulls it ({exc})") from None
