@@ -1,4 +1,4 @@
-"""The warm-cache fast path of ``pull`` (``cli/fastpull.py``, ``vault/warmpull.py``): the same
+"""The warm-cache fast path of ``pull`` (``cli/fastpull.py``, ``vault/lightpull.py``): the same
 tree on disk (bytes, modes, the cache's own inode for a hardlink) and the same output as the
 full CLI, without the vault stack; and a decline, with nothing written and nothing printed,
 in every case it does not fully handle."""
@@ -20,7 +20,7 @@ import pytest
 from weightvault.core.revision import parse_ref
 from weightvault.registry.snapshot import SnapshotUnavailable
 from weightvault.testing.loopfs import LoopMountUnavailableError, xfs_mount
-from weightvault.vault import config, fastopen, warmpull
+from weightvault.vault import config, fastopen, lightpull
 from weightvault.vault.cache import FileCache
 from weightvault.vault.vault import Vault
 
@@ -105,27 +105,45 @@ def home(built: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(built, tmp_path / "home", symlinks=True))
 
 
-def assert_same(home: Path, tmp: Path, *args: str, env: dict[str, str] | None = None) -> str:
+def assert_same(
+    home: Path, tmp: Path, *args: str, env: dict[str, str] | None = None, reads: bool = False
+) -> str:
     """``pull ARGS DEST``: the fast path pulls without the heavy stack and leaves the same tree
     (and, for a hardlink, the same inodes: the cache's) with the same output as the full CLI;
-    so does the entry point. Returns the fast path's stderr."""
+    so does the entry point. Returns the fast path's stderr.
+
+    ``reads``: the pull reads files from the store (the chunk reader may load), and each of the
+    three runs starts from the home as it was (same cache), which is then compared too."""
     tmp.mkdir(exist_ok=True)
     n = len(list(tmp.iterdir()))
     dest = tmp / f"out-{n}"  # each run pulls into the same path (it is in the output), moved aside after
     kept = [tmp / f"{name}-{n}" for name in ("fast", "full", "entry")]
+    pristine = Path(shutil.copytree(home, tmp / f"home-{n}", symlinks=True)) if reads else None
+    caches: list[dict[str, tuple[str, int, bytes | None]]] = []
+
+    def next_run() -> None:
+        if pristine is not None:
+            caches.append(tree(home / "cache") if (home / "cache").exists() else {})
+            shutil.rmtree(home)
+            shutil.copytree(pristine, home, symlinks=True)
+
     ref, rest = args[0], args[1:]
     code, out, err, heavy = fast(home, "pull", ref, str(dest), *rest, env=env)
     assert code == 0, f"fast path declined {args}: {err}"
     allowed = ({"rich"} if "--json" not in args and "-q" not in args else set()) | (
         {"yaml"} if (home / "config.yaml").exists() else set()
     )
+    if reads:
+        allowed.add("weightvault.vault.reader")
     assert set(heavy) <= allowed, heavy
     dest.rename(kept[0])
+    next_run()
     got = full(home, "pull", ref, str(dest), *rest, env=env)
     assert got.returncode == 0, got.stderr
     dest.rename(kept[1])
     assert (timeless(out), timeless(err)) == (timeless(got.stdout), timeless(got.stderr))
     assert tree(kept[0]) == tree(kept[1])
+    next_run()
     via = entry(home, "pull", ref, str(dest), *rest, env=env)
     dest.rename(kept[2])
     assert (via.returncode, timeless(via.stdout), timeless(via.stderr)) == (
@@ -134,7 +152,11 @@ def assert_same(home: Path, tmp: Path, *args: str, env: dict[str, str] | None = 
         timeless(got.stderr),
     )
     assert tree(kept[2]) == tree(kept[1])
-    if "hardlink" in err or '"hardlink"' in out:
+    if pristine is not None:
+        next_run()
+        assert caches[0] == caches[1] == caches[2]  # the same entries, modes and bytes
+        assert not [p for p in tmp.iterdir() if p.name.endswith(".wv-tmp")]  # no staging left
+    elif "hardlink" in err or '"hardlink"' in out:
         assert inodes(kept[0]) == inodes(kept[1]) == inodes(kept[2])
     return err
 
@@ -223,8 +245,6 @@ def _declines(home: Path, dest: Path, *args: str, env: dict[str, str] | None = N
 @pytest.mark.parametrize(
     "args",
     [
-        ("org/m@v1", "--link-mode", "copy"),  # a copy reads the data: the full path does it
-        ("org/m@v1",),  # auto with the default fallback (copy) on a filesystem without clones
         ("org/m@v1", "--link-mode", "hardlink", "--provider", "local"),
         ("org/m@v1", "--link-mode", "hardlink", "--with-base"),
         ("org/m@v1", "--link-mode", "bogus"),
@@ -235,8 +255,6 @@ def _declines(home: Path, dest: Path, *args: str, env: dict[str, str] | None = N
     ],
 )
 def test_lines_it_does_not_handle_are_declined(home: Path, tmp_path: Path, args: tuple[str, ...]) -> None:
-    if args == ("org/m@v1",) and "reflink" in full(home, "pull", "org/m@v1", str(tmp_path / "probe")).stderr:
-        pytest.skip("this filesystem clones: auto is a reflink here, which the fast path handles")
     _declines(home, tmp_path / "out", *args)
     ref = full(home, "pull", args[0], str(tmp_path / "ref"), *args[1:])
     via = entry(home, "pull", args[0], str(tmp_path / "via"), *args[1:])
@@ -252,19 +270,30 @@ def _cache(home: Path) -> FileCache:
     return FileCache(home / "cache", 1 << 40)
 
 
-def test_a_file_missing_from_the_cache_or_a_tampered_entry_is_declined(home: Path, tmp_path: Path) -> None:
+def test_a_file_missing_from_the_cache_or_a_tampered_entry_is_read_from_the_store(
+    home: Path, tmp_path: Path
+) -> None:
+    """Into a new folder the fast path reads it from the store, as the full path does (which drops
+    the tampered entry and caches the file again); into a folder holding other files it declines."""
     with Vault.open(home) as v:
         files = v.show("org/m@v1").files
     big = next(f for f in files if f.path == "model.safetensors")
     entry_path = _cache(home).path_for(big.sha256)
     os.chmod(entry_path, 0o644)  # written to through a link, as far as the cache can tell
-    _declines(home, tmp_path / "out", "org/m@v1", "--link-mode", "hardlink")
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "mine.txt").write_text("kept")
+    _declines(home, existing, "org/m@v1", "--link-mode", "hardlink")
     assert entry_path.exists()  # the check changed nothing: the full path drops the entry itself
+    err = assert_same(home, tmp_path / "runs", "org/m@v1", "--link-mode", "hardlink", reads=True)
+    assert "4 files, 361.3 KiB (68.4 KiB from cache)" in err and "placed 4 by hardlink" in err, err
     got = entry(home, "pull", "org/m@v1", str(tmp_path / "out"), "--link-mode", "hardlink", "--json")
     assert got.returncode == 0 and '"bytes_from_store": 300000' in got.stdout
     entry_path = _cache(home).path_for(big.sha256)
     entry_path.unlink()
-    _declines(home, tmp_path / "out2", "org/m@v1", "--link-mode", "hardlink")
+    _declines(home, existing, "org/m@v1", "--link-mode", "hardlink")
+    out = assert_same(home, tmp_path / "runs", "org/m@v1", "--link-mode", "hardlink", "--json", reads=True)
+    assert out == ""
 
 
 def test_an_existing_different_file_is_declined_with_or_without_force(home: Path, tmp_path: Path) -> None:
@@ -337,7 +366,7 @@ def test_a_cache_entry_that_goes_away_mid_pull_is_undone_and_declined(
     monkeypatch.setattr(FileCache, "lookup", flaky)
     dest = tmp_path / "new" / "out"
     with snap, pytest.raises(SnapshotUnavailable):
-        warmpull.warm_pull(
+        lightpull.light_pull(
             where,
             snap,
             parse_ref("org/m@v1"),
@@ -354,7 +383,7 @@ def test_a_cache_entry_that_goes_away_mid_pull_is_undone_and_declined(
 
 def test_defaults_mirror_the_settings() -> None:
     fields = config.Settings.model_fields
-    for key, value in warmpull.DEFAULTS.items():
+    for key, value in lightpull.DEFAULTS.items():
         assert fields[key].default == value, key
     for key in fastopen.PULL_ENV.values():
         assert key in fields

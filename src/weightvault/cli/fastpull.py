@@ -1,11 +1,15 @@
-"""``pull REV DEST`` from a warm cache without the vault stack (``vault.warmpull``).
+"""``pull REV DEST`` of a plain model from a local store without the vault stack
+(``vault.lightpull``).
 
 The entry point (``cli/entry.py``) offers every command line here after ``cli.fastread``. A
-pull this module recognises, on a home ``vault.fastopen`` can serve, whose files are all in the
-cache and placed by a clone or a hardlink, is done here and reported by the same function as the
-full command (``cli.views.print_pull``). Every other line, and every doubt (an option this parser
-does not know, ``--provider``, ``--with-base``, a file to read from the store, a copy, a conflict,
-any error), returns False with nothing written and nothing printed: the full path runs.
+pull this module recognises, on a home ``vault.fastopen`` can serve (its index current with the
+store), is done here and reported by the same function as the full command
+(``cli.views.print_pull``): from the cache by links into any destination, or from the store
+into a new or empty folder. Every other line, and every doubt (an option this parser does not
+know, ``--provider``, ``--with-base``, an encrypted model, a conflict, a pack gone from the
+store, any other error), returns False with nothing written and nothing printed: the full path
+runs. A failed verification and an interrupt are reported here, as the full path reports them
+(``cli.failures``), after the pull undid everything it wrote.
 """
 
 from __future__ import annotations
@@ -101,10 +105,10 @@ def _pull(
 ) -> PullResult:
     from pathlib import Path
 
-    from weightvault.vault.warmpull import warm_pull
+    from weightvault.vault.lightpull import light_pull
 
     start, advance = bar if bar is not None else (_ignore, _ignore)
-    return warm_pull(
+    return light_pull(
         where,
         snap,
         ref,
@@ -138,7 +142,10 @@ def serve(argv: Sequence[str]) -> bool:
     except Exception:  # any doubt at all: the full path decides
         return False
     quiet = line.quiet or line.as_json
-    with snap:
+    from weightvault.cli.failures import reported
+    from weightvault.core.errors import CorruptObjectError
+
+    with snap, reported():
         if quiet:
             bar = None
         else:
@@ -151,6 +158,8 @@ def serve(argv: Sequence[str]) -> bool:
             else:
                 with bar as (start, advance):
                     result = _pull(line, where, snap, ref, (start, advance))
+        except CorruptObjectError:  # the full path would read the same bytes and fail the same way
+            raise
         except Exception:
             return False
     dest = Path(line.dest)

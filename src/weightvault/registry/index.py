@@ -29,6 +29,7 @@ from weightvault.core.errors import (
     VersionExistsError,
 )
 from weightvault.core.revision import LATEST, looks_like_commit
+from weightvault.registry.locations import BATCH, ChunkLocation, best_locations
 from weightvault.registry.migrations import HEAD
 from weightvault.registry.schema import (
     AliasRow,
@@ -46,7 +47,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration; checked against Alembic's own head by a test. Knowing it here lets an
 #: up-to-date database open without importing Alembic (a third of the CLI's start-up time).
 SCHEMA_HEAD = HEAD
-_BATCH = 500
+_BATCH = BATCH
 #: Alembic keeps its migration context in module globals: two indexes migrating at once in one
 #: process (two vaults opened by two threads) would run each other's steps. One at a time.
 _MIGRATE_LOCK = threading.Lock()
@@ -74,16 +75,6 @@ class VersionRecord:
     total_size: int
     file_count: int
     aliases: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkLocation:
-    pack_id: str
-    offset: int
-    stored_len: int
-    raw_len: int
-    codec: int
-    key_slot: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -669,10 +660,9 @@ class RegistryIndex:
     def locate_chunks(
         self, ids: Sequence[bytes], include_condemned: bool = True
     ) -> dict[bytes, ChunkLocation]:
-        """One location per chunk: the highest key slot, then a pack not condemned, then the
-        smallest pack id (so every machine with the same rows picks the same copy)."""
-        best: dict[bytes, tuple[tuple[int, int, str], ChunkLocation]] = {}
+        """One location per chunk, by ``locations.best_locations``'s rule."""
         unique = list(dict.fromkeys(ids))
+        rows: list[Any] = []
         with self._read() as s:
             for i in range(0, len(unique), _BATCH):
                 # plain columns, not ORM rows: a push or pull of 10,000 files locates every chunk,
@@ -691,14 +681,8 @@ class RegistryIndex:
                     .join(PackRow, PackRow.id == ChunkRow.pack_id)
                     .where(ChunkRow.id.in_(unique[i : i + _BATCH]))
                 )
-                for cid, pack_id, offset, stored_len, raw_len, codec, slot, condemned in s.execute(q):
-                    if condemned is not None and not include_condemned:
-                        continue
-                    rank = (-slot, 0 if condemned is None else 1, pack_id)
-                    have = best.get(cid)
-                    if have is None or rank < have[0]:
-                        best[cid] = (rank, ChunkLocation(pack_id, offset, stored_len, raw_len, codec, slot))
-        return {cid: loc for cid, (_rank, loc) in best.items()}
+                rows.extend(s.execute(q))
+        return best_locations(rows, include_condemned)
 
     def chunk_packs(self) -> dict[str, list[tuple[bytes, int, int, int, int, int]]]:
         """pack id -> [(chunk id, offset, stored length, raw length, codec, key slot)] for every

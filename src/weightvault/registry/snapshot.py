@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 from weightvault.core.errors import ModelNotFoundError
 from weightvault.core.revision import LATEST, looks_like_commit
 from weightvault.core.types import ListedVersion, ModelInfo, VersionInfo
+from weightvault.registry.locations import BATCH, ChunkLocation, best_locations
 from weightvault.registry.migrations import HEAD
 
 _VERSION_COLUMNS = "id, label, commit_id, parent, created_at, message, metadata_json, total_size, file_count"
@@ -225,3 +227,24 @@ class IndexSnapshot:
     def manifest_body(self, commit: str) -> bytes | None:
         row = self._db.execute("SELECT body FROM manifests WHERE commit_id = ?", (commit,)).fetchone()
         return None if row is None else bytes(row[0])
+
+    def _batches(self, query: str, keys: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+        """Rows of ``query`` (its ``IN`` list written as ``{}``) for ``keys``, ``BATCH`` at a time."""
+        unique = list(dict.fromkeys(keys))
+        for i in range(0, len(unique), BATCH):
+            part = unique[i : i + BATCH]
+            yield from self._db.execute(query.format(",".join("?" * len(part))), part)
+
+    def get_recipes(self, names: Sequence[str]) -> dict[str, bytes]:
+        """As ``RegistryIndex.get_recipes``: the bodies of the recipes among ``names`` it holds."""
+        query = "SELECT name, body FROM recipes WHERE name IN ({})"
+        return {name: bytes(body) for name, body in self._batches(query, names)}
+
+    def locate_chunks(self, ids: Sequence[bytes]) -> dict[bytes, ChunkLocation]:
+        """As ``RegistryIndex.locate_chunks``: the same rows, the copy picked by the same rule."""
+        query = (
+            'SELECT chunks.id, chunks.pack_id, chunks."offset", chunks.stored_len, chunks.raw_len, '
+            "chunks.codec, chunks.key_slot, packs.condemned_at FROM chunks "
+            "JOIN packs ON packs.id = chunks.pack_id WHERE chunks.id IN ({})"
+        )
+        return best_locations(self._batches(query, ids))

@@ -19,10 +19,11 @@ import errno
 import fnmatch
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from weightvault.core.errors import (
     DestinationConflictError,
@@ -30,6 +31,7 @@ from weightvault.core.errors import (
     WeightvaultError,
 )
 from weightvault.core.manifest import FileEntry, FileRecipe
+from weightvault.core.types import PullResult, VersionInfo
 from weightvault.storage.batch_sync import Batch
 from weightvault.storage.oserror import os_error
 from weightvault.vault.cache import FileCache
@@ -41,7 +43,7 @@ if TYPE_CHECKING:  # the reader loads the index (SQLAlchemy): a warm pull from t
 
 # Imported where a file is built, never at the top: thread pools (``concurrent.futures`` loads
 # ``logging``), the O_DIRECT writer and ``shutil`` are what a pull that only links cached files
-# does not run, yet they cost it more start-up than its own work (``vault.warmpull``).
+# does not run, yet they cost it more start-up than its own work (``vault.lightpull``).
 
 #: files up to this size are built by their own, wider pool: their cost is latency (an index
 #: lookup, a ranged read, an fsync of the cache file), not CPU, so many in flight overlap it
@@ -64,6 +66,11 @@ def select_files(
             continue
         out.append(f)
     return out
+
+
+def unmatched_includes(files: Sequence[FileEntry], include: Sequence[str] | None) -> tuple[str, ...]:
+    """The ``include`` patterns that match no file of the version (the CLI warns of them)."""
+    return tuple(p for p in include or () if not any(fnmatch.fnmatchcase(f.path, p) for f in files))
 
 
 def safe_target(dest: Path, rel: str) -> Path:
@@ -530,3 +537,65 @@ def _materialise_new(
         if batch is not None:
             batch.close()
     return counters
+
+
+def build_version(
+    dest: Path | None,
+    planned: list[PlannedFile],
+    recipes: Mapping[str, FileRecipe],
+    recipe_for: Callable[[str], FileRecipe],
+    reader: ChunkReader | None,
+    cache: FileCache | None,
+    workers: int,
+    progress: Callable[[int], None],
+    placer: Placer,
+    *,
+    complete: bool = False,
+    in_thread: bool = False,
+) -> PullCounters:
+    """``materialise`` the planned files, the chunks of ``recipes`` (those known ahead) located in
+    one pass over the index (per file, a 10,000-file pull spent most of its CPU in queries).
+
+    ``reader`` None: the caller knows every file is in the cache (``recipe_for`` refuses any
+    other). ``complete``: see ``ChunkReader.with_locations``; ``in_thread``: see ``materialise``."""
+    chunk_ids = [cid for r in recipes.values() for cid, _n in r.chunks]
+    view = reader.with_locations(chunk_ids, complete=complete) if reader is not None and chunk_ids else reader
+    try:
+        return materialise(
+            dest,
+            planned,
+            recipe_for,
+            cast("ChunkReader", view),  # None only when no file is read (see above)
+            cache,
+            workers,
+            progress,
+            placer,
+            in_thread=in_thread,
+        )
+    finally:
+        if view is not reader and view is not None:
+            view.close()
+
+
+def pull_result(
+    info: VersionInfo,
+    files: Sequence[FileEntry],
+    counters: PullCounters,
+    started: float,
+    unmatched: tuple[str, ...],
+    placer: Placer,
+    fallbacks: tuple[str, ...] = (),
+) -> PullResult:
+    """What a pull reports: the files selected, where their bytes came from, how they were placed."""
+    return PullResult(
+        version=info,
+        files=tuple(f.path for f in files),
+        bytes_total=sum(f.size for f in files),
+        bytes_from_cache=counters.from_cache,
+        bytes_from_store=counters.from_store,
+        seconds=time.perf_counter() - started,
+        fallbacks=fallbacks,
+        unmatched_includes=unmatched,
+        link_mode=placer.mode,
+        placement=dict(placer.counts),
+    )

@@ -19,13 +19,14 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from weightvault.cas.hashing import chunk_id
 from weightvault.cas.pack import Writable
 from weightvault.core import layout
 from weightvault.core.errors import CorruptObjectError, MissingObjectError
 from weightvault.core.manifest import FileRecipe
-from weightvault.registry.index import ChunkLocation, RegistryIndex
+from weightvault.registry.locations import ChunkLocation
 from weightvault.storage.backend import Backend
 from weightvault.storage.replica import ReplicaSet
 from weightvault.vault.codecs import BlobCodec
@@ -41,6 +42,13 @@ BLOCK_MAX = 4 << 20
 
 #: (codec, stored bytes, raw length, chunk id, key slot) -> raw bytes
 BlobDecoder = Callable[[int, memoryview, int, bytes, int], bytes | memoryview]
+
+
+class ChunkLocator(Protocol):
+    """Where chunks are stored: the index (``RegistryIndex``), or a read-only snapshot of it
+    (``IndexSnapshot``: a pull that need not load SQLAlchemy). Ids it does not know are left out."""
+
+    def locate_chunks(self, ids: Sequence[bytes]) -> dict[bytes, ChunkLocation]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +92,7 @@ def _grown(old: bytearray | None, size: int, full: int) -> int:
 
 
 class ChunkReader:
-    def __init__(self, backend: Backend, index: RegistryIndex, codec: BlobCodec | None = None) -> None:
+    def __init__(self, backend: Backend, index: ChunkLocator, codec: BlobCodec | None = None) -> None:
         self._backend = backend
         self._index = index
         self.codec = codec or BlobCodec()
@@ -104,12 +112,20 @@ class ChunkReader:
         self._kept: dict[str, int] | None = None
         self._kept_lock = threading.Lock()
 
-    def with_locations(self, ids: Sequence[bytes]) -> ChunkReader:
+    def with_locations(self, ids: Sequence[bytes], *, complete: bool = False) -> ChunkReader:
         """This reader (same buffers), knowing where ``ids`` are from one pass over the index: a
         pull of 10,000 small files otherwise asks the index 10,000 times. For one pull only: a
-        later gc may move chunks, and a retry after a refresh takes a fresh view."""
+        later gc may move chunks, and a retry after a refresh takes a fresh view.
+
+        ``complete``: an id the index does not know is a ``MissingObjectError`` here, before
+        anything is read, and the view never asks the index again (a snapshot that must stay in
+        the thread that opened it)."""
         view = copy.copy(self)
         view._located = self._index.locate_chunks(ids)
+        if complete:
+            for cid in ids:
+                if cid not in view._located:
+                    raise MissingObjectError(f"chunk {cid.hex()} is not in the index")
         if self._open_fd is not None:
             view._kept = {}
             view._kept_lock = threading.Lock()

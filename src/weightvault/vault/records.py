@@ -3,7 +3,6 @@ with the model's keys), the objects a version is made of, and pulling its files.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -45,7 +44,14 @@ from weightvault.vault.keyring import (
     sealed_manifest_model,
 )
 from weightvault.vault.placement import Placer, check_link_mode
-from weightvault.vault.pull import materialise, plan, select_files
+from weightvault.vault.pull import (
+    PullCounters,
+    build_version,
+    plan,
+    pull_result,
+    select_files,
+    unmatched_includes,
+)
 from weightvault.vault.reader import ChunkReader
 from weightvault.vault.state import Progress, ProgressStart
 from weightvault.vault.store import RefSigner
@@ -325,9 +331,7 @@ class Records(Following):
         model = info.model
         dest_path = Path(dest).absolute()
         files = select_files(info.files, include, exclude)
-        unmatched = tuple(
-            p for p in include or () if not any(fnmatch.fnmatchcase(f.path, p) for f in info.files)
-        )
+        unmatched = unmatched_includes(info.files, include)
         planned = plan(dest_path, files, force, self.cache)
         placer = Placer(
             mode, self.settings.link_fallback, self.cache, dest_path, private=self._cache_private(model)
@@ -338,9 +342,8 @@ class Records(Following):
         allow_plain = not self._manifest_sealed(info.commit)
         plain = self.keys.domain(model) is None
 
-        def place() -> Any:
-            # recipes and chunk locations of the files to build, each in one pass over the index
-            # (per file, a 10,000-file pull spent most of its CPU in queries)
+        def place() -> PullCounters:
+            # recipes of the files to build in one pass over the index
             bodies = self.index.get_recipes([p.entry.sha256 for p in planned]) if plain else {}
             known = {sha: FileRecipe.from_bytes(body) for sha, body in bodies.items()}
 
@@ -348,22 +351,17 @@ class Records(Following):
                 found = known.get(sha)
                 return found if found is not None else self._recipe(sha, model, allow_plain=allow_plain)
 
-            chunk_ids = [cid for r in known.values() for cid, _n in r.chunks]
-            view = reader.with_locations(chunk_ids) if chunk_ids else reader
-            try:
-                return materialise(
-                    dest_path if files else None,  # an empty selection creates nothing
-                    planned,
-                    recipe_for,
-                    view,
-                    self.cache,
-                    self.settings.workers,
-                    progress or (lambda n: None),
-                    placer,
-                )
-            finally:
-                if view is not reader:
-                    view.close()
+            return build_version(
+                dest_path if files else None,  # an empty selection creates nothing
+                planned,
+                known,
+                recipe_for,
+                reader,
+                self.cache,
+                self.settings.workers,
+                progress or (lambda n: None),
+                placer,
+            )
 
         try:
             counters = place()
@@ -376,21 +374,11 @@ class Records(Following):
             counters = place()
         if self.cache is not None:
             self.cache.prune(keep=frozenset(p.entry.sha256 for p in planned))
-        return PullResult(
-            version=info,
-            files=tuple(f.path for f in files),
-            bytes_total=sum(f.size for f in files),
-            bytes_from_cache=counters.from_cache,
-            bytes_from_store=counters.from_store,
-            seconds=time.perf_counter() - started,
-            fallbacks=tuple(
-                f"{f.replica}: {f.key} {f.kind.value}"
-                for f in (self.replicas.drain_failures() if self.replicas else [])
-            ),
-            unmatched_includes=unmatched,
-            link_mode=mode,
-            placement=dict(placer.counts),
+        fallbacks = tuple(
+            f"{f.replica}: {f.key} {f.kind.value}"
+            for f in (self.replicas.drain_failures() if self.replicas else [])
         )
+        return pull_result(info, files, counters, started, unmatched, placer, fallbacks)
 
     def _cache_private(self, model: str) -> bool:
         """Whether ``model``'s pulled plaintext must be cached for this user only: it is encrypted."""
