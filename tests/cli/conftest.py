@@ -16,13 +16,16 @@ DECLINED = 99
 
 def serve_script(module: str, heavy: Sequence[str]) -> str:
     """A script running ``module.serve`` on its arguments alone: exit 0 when the fast path answered,
-    ``DECLINED`` when it did not; it writes which of ``heavy`` it loaded on a ``LOADED:`` line."""
+    ``DECLINED`` when it did not (or serve's own exit code); it writes which of ``heavy`` it
+    loaded on a ``LOADED:`` line."""
     return (
         "import sys\n"
         f"from {module} import serve\n"
-        "served = serve(sys.argv[1:])\n"
-        f"heavy = sorted(m for m in {tuple(heavy)!r} if m in sys.modules)\n"
-        "sys.stderr.write('LOADED:' + ','.join(heavy) + '\\n')\n"
+        "try:\n"
+        "    served = serve(sys.argv[1:])\n"
+        "finally:  # also when serve exits (a failure it reported)\n"
+        f"    heavy = sorted(m for m in {tuple(heavy)!r} if m in sys.modules)\n"
+        "    sys.stderr.write('LOADED:' + ','.join(heavy) + '\\n')\n"
         f"sys.exit(0 if served else {DECLINED})\n"
     )
 

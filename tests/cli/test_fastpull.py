@@ -6,6 +6,7 @@ in every case it does not fully handle."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -415,3 +416,292 @@ def test_a_clone_on_xfs_leaves_the_same_tree_and_prints_the_same(xfs: Path) -> N
     cached = {p.stat().st_ino for p in (root / "home" / "cache" / "files").rglob("*") if p.is_file()}
     placed = set(inodes(root / "runs" / "fast-0").values())
     assert len(placed) == 2 and not cached & placed
+
+
+# ---- a cold pull: files read from the store --------------------------------------------------
+
+
+@pytest.fixture
+def cold(home: Path) -> Path:
+    """The built home with an empty cache: every file comes from the store."""
+    shutil.rmtree(home / "cache")
+    return home
+
+
+def _cache_files(home: Path) -> list[str]:
+    """Every file in the cache; each is a whole entry whose bytes have the SHA-256 of its name
+    (never a temp file, never a partial entry)."""
+    root = home / "cache"
+    found = sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    for p in found:
+        assert (
+            p.relative_to(root).parts[0] == "files" and hashlib.sha256(p.read_bytes()).hexdigest() == p.name
+        )
+    return [p.name for p in found]
+
+
+def test_a_cold_pull_leaves_the_same_tree_and_cache_and_prints_the_same(cold: Path, tmp_path: Path) -> None:
+    """Read from the store by the light path (no SQLAlchemy, pydantic, Typer: ``assert_same``), the
+    same files, modes, cache entries and output as the full CLI, in every placement."""
+    runs = tmp_path / "runs"
+    err = assert_same(cold, runs, "org/m@v1", reads=True)
+    assert "4 files, 361.3 KiB (0 B from cache)" in err, err
+    out = assert_same(cold, runs, "org/m@prod", "--json", reads=True)
+    assert out == ""
+    assert_same(cold, runs, "org/m", "-q", "--include", "*.bin", reads=True)
+    err = assert_same(cold, runs, "org/m", "--include", "*.bin", "--include", "no*", reads=True)
+    assert "warning: --include 'no*' matches no file" in err
+    err = assert_same(cold, runs, "org/m@v2", "--link-mode", "hardlink", "--exclude", "deep/*", reads=True)
+    assert "placed 3 by hardlink" in err
+    assert_same(cold, runs, "org/m@v1", "--link-mode", "copy", "--json", reads=True)
+    (cold / "config.yaml").write_text("cache_enabled: false\n")  # straight into the destination
+    err = assert_same(cold, runs, "org/m@v1", reads=True)
+    assert "placed 4 by written" in err, err
+
+
+def test_a_cold_pull_reads_through_the_snapshot_and_loads_no_heavy_module(cold: Path, tmp_path: Path) -> None:
+    """The light path itself read the bytes (the chunk reader is loaded, the index's ORM is not)."""
+    probe = (
+        "import json, sys\n"
+        "from weightvault.cli.fastpull import serve\n"
+        "assert serve(sys.argv[1:])\n"
+        f"heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)\n"
+        "sys.stderr.write(json.dumps(heavy))\n"
+    )
+    dest = tmp_path / "out"
+    args = ["--home", str(cold), "pull", "org/m@v1", str(dest), "--json"]
+    got = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120)
+    assert got.returncode == 0, got.stderr
+    assert got.stderr == '["weightvault.vault.reader"]'
+    assert '"bytes_from_store": 370008' in got.stdout
+    with Vault.open(cold) as v:
+        files = {f.path: f for f in v.show("org/m@v1").files}
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == sorted(files)
+
+
+def test_a_cold_pull_into_an_empty_folder_is_served_into_a_full_one_declined(
+    cold: Path, tmp_path: Path
+) -> None:
+    outputs = []
+    for name in ("fast", "full"):
+        dest = tmp_path / "out"
+        dest.mkdir()
+        if name == "fast":
+            code, _out, err, _ = fast(cold, "pull", "org/m@v1", str(dest))
+        else:
+            got = full(cold, "pull", "org/m@v1", str(dest))
+            code, err = got.returncode, got.stderr
+        shutil.rmtree(cold / "cache")  # the next run is cold too
+        assert code == 0, err
+        outputs.append(timeless(err))
+        dest.rename(tmp_path / name)
+    assert outputs[0] == outputs[1]
+    assert tree(tmp_path / "fast") == tree(tmp_path / "full")
+    dest = tmp_path / "existing"
+    write_random(dest / "deep" / "er" / "weights.bin", 70_000, seed=2)  # the version's bytes
+    (dest / "mine.txt").write_text("kept")
+    _declines(cold, dest, "org/m@v1")
+    got = entry(cold, "pull", "org/m@v1", str(dest))
+    assert got.returncode == 0 and "; placed 3 by " in got.stderr, got.stderr  # the fourth is there
+    assert (dest / "mine.txt").read_text() == "kept" and (
+        dest / "model.safetensors"
+    ).stat().st_size == 300_000
+
+
+def test_a_compressed_model_is_pulled_cold_the_same_way(tmp_path: Path) -> None:
+    """Compressed chunks are decoded by the same reader (its codec loads on first use)."""
+    from weightvault.testing.safetensors import safetensors_prefix
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.yaml").write_text("compression: float\n")
+    src = tmp_path / "src"
+    src.mkdir()
+    head = safetensors_prefix(600_000)
+    (src / "t.safetensors").write_bytes(head + (bytes(range(256)) * 3_000)[: 600_000 - len(head)])
+    (src / "notes.txt").write_text("compressible " * 5_000)
+    with Vault.open(home) as v:
+        v.push("z", src, version="v1")
+    settle(home)
+    shutil.rmtree(home / "cache", ignore_errors=True)
+    out = assert_same(home, tmp_path / "runs", "z@v1", "--json", reads=True)
+    assert out == ""
+    assert tree(tmp_path / "runs" / "fast-0") == tree(src)
+
+
+def test_another_machines_push_makes_a_cold_pull_decline_and_the_full_path_answer(tmp_path: Path) -> None:
+    """B's index has not seen A's second push: the light path must not read the store through it."""
+    shared = tmp_path / "store"
+    a, b = tmp_path / "a", tmp_path / "b"
+    for h in (a, b):
+        h.mkdir()
+        (h / "config.yaml").write_text(f"store_url: {shared.as_uri()}\n")
+    write_random(tmp_path / "m" / "w.bin", 40_000, seed=5)
+    with Vault.open(a) as va:
+        va.push("m", tmp_path / "m", version="v1")
+    settle(b)
+    write_random(tmp_path / "m" / "x.bin", 40_000, seed=6)
+    with Vault.open(a) as va:
+        va.push("m", tmp_path / "m", version="v2")
+    _declines(b, tmp_path / "out", "m")
+    got = entry(b, "pull", "m", str(tmp_path / "out"))
+    assert got.returncode == 0 and "pulled m@v2" in got.stderr, got.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["w.bin", "x.bin"]
+    shutil.rmtree(b / "cache")
+    # B's index follows now (its recipes are the store's objects, not in B's index): served
+    err = assert_same(b, tmp_path / "again", "m", reads=True)
+    assert "pulled m@v2" in err
+
+
+def test_an_encrypted_model_is_declined_cold_and_pulled_by_the_full_path(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.yaml").write_text("encryption:\n  enabled: true\n")
+    write_random(tmp_path / "src" / "w.bin", 10_000, seed=4)
+    with Vault.open(home) as v:
+        v.push("secret", tmp_path / "src", version="v1")
+    settle(home)
+    (home / "config.yaml").unlink()  # settings the fast path accepts; the store still has the keyring
+    _declines(home, tmp_path / "out", "secret@v1")
+    got = entry(home, "pull", "secret@v1", str(tmp_path / "out"))
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "out" / "w.bin").read_bytes() == (tmp_path / "src" / "w.bin").read_bytes()
+
+
+def test_a_server_line_is_declined_and_pulled_through_the_server(built: Path, tmp_path: Path) -> None:
+    from weightvault.testing.server import ServerProcess
+
+    client = tmp_path / "client"
+    code, out, err, _ = fast(
+        client, "--server", "http://127.0.0.1:9", "pull", "org/m@v1", str(tmp_path / "x")
+    )
+    assert (code, out, err) == (DECLINED, "", "")
+    assert not (tmp_path / "x").exists()
+    served = Path(shutil.copytree(built, tmp_path / "served", symlinks=True))
+    with Vault.open(served) as v:
+        token = v.access.create_token("root", "admin", admin=True).token
+    with ServerProcess(served) as server:
+        got = entry(
+            client,
+            "--server",
+            server.url,
+            "pull",
+            "org/m@v1",
+            str(tmp_path / "out"),
+            "--json",
+            env={"WEIGHTVAULT_TOKEN": token},
+        )
+    assert got.returncode == 0, got.stderr
+    assert '"bytes_total": 370008' in got.stdout
+    assert (tmp_path / "out" / "model.safetensors").stat().st_size == 300_000
+
+
+@pytest.fixture
+def moto_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def test_a_remote_primary_is_declined_and_pulled_by_the_full_path(
+    tmp_path: Path, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="t",
+        aws_secret_access_key="t",
+    ).create_bucket(Bucket="weights")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.yaml").write_text(
+        "storage_type: aws\n"
+        "aws:\n"
+        "  region: us-east-1\n"
+        f"  endpoint_url: {moto_endpoint}\n"
+        "  access_key_id: t\n"
+        "  secret_access_key: t\n"
+        "  model_weights:\n"
+        "    s3_bucket: weights\n"
+    )
+    write_random(tmp_path / "src" / "w.bin", 50_000, seed=8)
+    with Vault.open(home) as v:
+        v.push("m", tmp_path / "src", version="v1")
+        v.refresh()
+    _declines(home, tmp_path / "out", "m@v1")
+    got = entry(home, "pull", "m@v1", str(tmp_path / "out"))
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "out" / "w.bin").read_bytes() == (tmp_path / "src" / "w.bin").read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_corrupt_pack_fails_the_light_path_as_it_fails_the_full_path(
+    cold: Path, tmp_path: Path, damage: str
+) -> None:
+    """Same error line, same exit code, nothing placed and the same (verified) cache, by either path."""
+    pack = max(
+        (p for p in (cold / "store" / "packs").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size
+    )
+    data = bytearray(pack.read_bytes())
+    os.chmod(pack, 0o644)
+    if damage == "flip":
+        data[len(data) // 3] ^= 0xFF  # inside the big file's chunks
+        pack.write_bytes(bytes(data))
+    else:
+        pack.write_bytes(bytes(data[: len(data) // 2]))
+    pristine = Path(shutil.copytree(cold, tmp_path / "pristine", symlinks=True))
+    seen = []
+    for run in ("fast", "full"):
+        shutil.rmtree(cold)
+        shutil.copytree(pristine, cold, symlinks=True)
+        dest = tmp_path / "new" / "out"
+        if run == "fast":
+            code, out, err, heavy = fast(cold, "pull", "org/m@v1", str(dest), "-q")
+            assert "weightvault.registry.index" not in heavy  # detected on the light path
+        else:
+            got = full(cold, "pull", "org/m@v1", str(dest), "-q")
+            code, out, err = got.returncode, got.stdout, got.stderr
+        assert not (tmp_path / "new").exists()  # nothing placed, no staging folder, no parent made
+        seen.append((code, out, err, _cache_files(cold)))
+    assert seen[0] == seen[1]
+    code, out, err, _ = seen[0]
+    assert code != 0 and out == "" and err.startswith("error: ") and err.count("\n") == 1
+    assert ("corrupt (hash mismatch)" if damage == "flip" else "truncated") in err
+
+
+def test_an_interrupt_during_a_cold_pull_leaves_nothing(cold: Path, tmp_path: Path) -> None:
+    """A real SIGINT once the first chunk is written: the light path stops, undoes everything
+    (no destination, no staging folder, no cache temp file) and exits as the full path does on
+    Ctrl-C."""
+    probe = (
+        "import os, signal, sys, threading\n"
+        "from weightvault.vault import reader\n"
+        "real = reader.ChunkReader.write_file\n"
+        "once = threading.Lock()\n"
+        "def interrupted(self, recipe, out, what, progress):\n"
+        "    def first(n):\n"
+        "        progress(n)\n"
+        "        if once.acquire(blocking=False):\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "    return real(self, recipe, out, what, first)\n"
+        "reader.ChunkReader.write_file = interrupted\n"
+        "from weightvault.cli.fastpull import serve\n"
+        "serve(sys.argv[1:])\n"
+        "sys.exit(99)\n"
+    )
+    dest = tmp_path / "new" / "out"
+    args = ["--home", str(cold), "pull", "org/m@v1", str(dest), "-q"]
+    got = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120)
+    assert (got.returncode, got.stdout, got.stderr) == (130, "", "interrupted\n")
+    assert not (tmp_path / "new").exists()
+    _cache_files(cold)  # whole, verified entries only (a file finished before the interrupt may stay)

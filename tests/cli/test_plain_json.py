@@ -29,10 +29,12 @@ scalars = (
 keys = st.text() | st.integers() | st.booleans() | st.none() | st.floats(allow_nan=False)
 values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.lists(inner, max_size=3).map(tuple)
-    | st.dictionaries(keys, inner, max_size=4)
-    | st.dictionaries(st.text(), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(keys, inner, max_size=4)
+        | st.dictionaries(st.text(), inner, max_size=4)
+    ),
     max_leaves=30,
 )
 
@@ -60,7 +62,7 @@ def test_edge_shapes_and_objects_only_str_can_encode() -> None:
         (1, (2,)),
         when,
         {"when": when, "path": Path("/a b"), "list": [Path("x")]},
-        "line\nbreak \u2028 \x00 \"quoted\" ü",
+        'line\nbreak \u2028 \x00 "quoted" ü',
         float("nan"),
         [float("-inf"), 1e300, -0.0],
     ):

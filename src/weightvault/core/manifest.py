@@ -146,6 +146,14 @@ class FileRecipe:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise FormatError(f"malformed recipe: {exc}") from exc
 
+    @classmethod
+    def named(cls, data: bytes, sha256: str) -> FileRecipe:
+        """The plain recipe object stored under ``sha256``: it must be that file's recipe."""
+        recipe = cls.from_bytes(data)
+        if recipe.sha256 != sha256:
+            raise FormatError(f"recipe {sha256} names another file")
+        return recipe
+
 
 def parse_metadata(pairs: Sequence[str]) -> dict[str, str]:
     """``key=value`` strings from the command line into a dict."""

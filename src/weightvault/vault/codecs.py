@@ -19,13 +19,12 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from weightvault.cas.hashing import chunk_id as plain_chunk_id
 from weightvault.core.errors import CorruptObjectError
-from weightvault.vault.keyring import KeySlotMissingError
-from weightvault.vault.source import SourceFile
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # a plain pull's reader loads neither the keyring (cryptography) nor the push's sources
     from weightvault.cas.compression import FileLayout
     from weightvault.cas.encryption import BlobCipher
     from weightvault.vault.keyring import Domain
+    from weightvault.vault.source import SourceFile
 
 #: The codec byte's flag for a sealed blob (``cas.compression.ENCRYPTED``).
 ENCRYPTED: Final = 0x80
@@ -190,6 +189,8 @@ class BlobCodec:
                     self._keyed = fresh.chunk_id
             cipher = dom.ciphers.get(slot)
         if cipher is None:
+            from weightvault.vault.keyring import KeySlotMissingError
+
             raise KeySlotMissingError(
                 f"chunk {cid.hex()} of {dom.model} is sealed under data key slot {slot}, which its keyring "
                 "does not hold (dropped by keys rotate --reencrypt?)"

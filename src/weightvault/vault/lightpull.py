@@ -83,13 +83,24 @@ def cache_of(where: FastHome) -> FileCache | None:
     )
 
 
-def _reader(where: FastHome, snap: IndexSnapshot) -> ChunkReader:
-    """The store-wide reader of a plain model, as ``VaultState`` makes it, locating chunks in the
-    snapshot instead of ``RegistryIndex``."""
+def _recipes(
+    where: FastHome, snap: IndexSnapshot, shas: list[str]
+) -> tuple[ChunkReader, dict[str, FileRecipe]]:
+    """The store's reader and the recipes of ``shas``: from the index, else (a version this
+    home learned of from the store's journal) the store's recipe objects, as ``Records`` finds
+    them; any doubt declines before anything is written."""
     from weightvault.storage.local import LocalBackend
     from weightvault.vault.reader import ChunkReader
 
-    return ChunkReader(LocalBackend(where.store), snap)
+    backend = LocalBackend(where.store)
+    try:
+        known = {sha: FileRecipe.from_bytes(body) for sha, body in snap.get_recipes(shas).items()}
+        for sha in dict.fromkeys(shas):
+            if sha not in known:
+                known[sha] = FileRecipe.named(backend.get(layout.recipe_key(sha)), sha)
+    except Exception:  # a recipe missing or malformed: the full path reports it
+        raise SnapshotUnavailable("the full path reads the recipes") from None
+    return ChunkReader(backend, snap), known
 
 
 def _empty_or_absent(dest: Path) -> bool:
@@ -151,14 +162,7 @@ def light_pull(
     reader: ChunkReader | None = None
     known: dict[str, FileRecipe] = {}
     if to_read:
-        bodies = snap.get_recipes([p.entry.sha256 for p in to_read])
-        try:
-            known = {sha: FileRecipe.from_bytes(body) for sha, body in bodies.items()}
-        except Exception:
-            raise SnapshotUnavailable("the full path reports the recipe") from None
-        if len(known) < len({p.entry.sha256 for p in to_read}):
-            raise SnapshotUnavailable("a recipe is not in the index: the full path reads the store")
-        reader = _reader(where, snap)
+        reader, known = _recipes(where, snap, [p.entry.sha256 for p in to_read])
 
     def recipe_for(sha: str) -> FileRecipe:
         found = known.get(sha)

@@ -42,10 +42,7 @@ def _when(ts: float) -> datetime:
 def _open_recipe(name: str, data: bytes, domains: list[Domain]) -> FileRecipe:
     """A plain recipe (named by its file's SHA-256) or a sealed one of one of ``domains``."""
     if not is_sealed_recipe(data):
-        recipe = FileRecipe.from_bytes(data)
-        if recipe.sha256 != name:
-            raise FormatError(f"recipe {name} names another file")
-        return recipe
+        return FileRecipe.named(data, name)
     for dom in domains:
         try:
             return FileRecipe.from_bytes(dom.open_recipe(name, data))

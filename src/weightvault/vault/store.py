@@ -167,10 +167,7 @@ class Store:
         return body
 
     def get_recipe(self, sha256: str) -> FileRecipe:
-        recipe = FileRecipe.from_bytes(self.backend.get(layout.recipe_key(sha256)))
-        if recipe.sha256 != sha256:
-            raise FormatError(f"recipe {sha256} names another file")
-        return recipe
+        return FileRecipe.named(self.backend.get(layout.recipe_key(sha256)), sha256)
 
     def put_recipe_object(self, name: str, body: bytes) -> None:
         """A recipe object as it is stored (sealed in an encrypted model), written once."""
