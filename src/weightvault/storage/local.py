@@ -7,7 +7,6 @@ directory fsynced, so an object is either absent or complete even after kill -9 
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -145,6 +144,8 @@ class LocalBackend:
                 self._publish(src, key, False)
                 return
             tmp = self.temp_path()
+            import shutil  # here only: it loads the compression modules, which a reader never needs
+
             try:
                 shutil.copyfile(src, tmp)
                 with open(tmp, "rb+") as f:
