@@ -86,6 +86,18 @@ def vault(home: Path, index_url: str | None) -> Iterator[Vault]:
     v.close()
 
 
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    """moto's server (S3, KMS) on a free loopback port, in this process, for one test module."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
 def write_random(path: Path, size: int, seed: int = 0) -> Path:
     """``size`` random bytes; a ``*.safetensors`` file gets a valid header (one U8 tensor) first,
     since a push refuses malformed safetensors files."""

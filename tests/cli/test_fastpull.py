@@ -321,6 +321,20 @@ def test_an_encrypted_model_is_declined(tmp_path: Path) -> None:
     settle(home)
     (home / "config.yaml").unlink()  # settings the fast path accepts; the store still has the keyring
     _declines(home, tmp_path / "out", "secret@v1", "--link-mode", "hardlink")
+    shutil.rmtree(home / "cache")  # nothing cached: declined all the same, and the full path pulls
+    _declines(home, tmp_path / "out", "secret@v1")
+    got = entry(home, "pull", "secret@v1", str(tmp_path / "out"))
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "out" / "w.bin").read_bytes() == (tmp_path / "src" / "w.bin").read_bytes()
+
+
+def two_homes(tmp_path: Path, config: str = "") -> tuple[Path, Path]:
+    """Two homes (two machines) on one store folder."""
+    homes = (tmp_path / "a", tmp_path / "b")
+    for h in homes:
+        h.mkdir()
+        (h / "config.yaml").write_text(f"store_url: {(tmp_path / 'store').as_uri()}\n{config}")
+    return homes
 
 
 def test_another_machines_push_makes_it_decline_and_the_full_path_answer(tmp_path: Path) -> None:
@@ -328,11 +342,7 @@ def test_another_machines_push_makes_it_decline_and_the_full_path_answer(tmp_pat
     the second shares its files), but B's index has not seen that push: the fast path must not
     answer from it, the full path follows the store and pulls the new version, after which the
     fast path serves again."""
-    shared = tmp_path / "store"
-    a, b = tmp_path / "a", tmp_path / "b"
-    for h in (a, b):
-        h.mkdir()
-        (h / "config.yaml").write_text(f"store_url: {shared.as_uri()}\nlink_mode: hardlink\n")
+    a, b = two_homes(tmp_path, "link_mode: hardlink\n")
     write_random(tmp_path / "m" / "w.bin", 40_000, seed=5)
     write_random(tmp_path / "m" / "x.bin", 40_000, seed=6)
     with Vault.open(a) as va:
@@ -531,11 +541,7 @@ def test_a_compressed_model_is_pulled_cold_the_same_way(tmp_path: Path) -> None:
 
 def test_another_machines_push_makes_a_cold_pull_decline_and_the_full_path_answer(tmp_path: Path) -> None:
     """B's index has not seen A's second push: the light path must not read the store through it."""
-    shared = tmp_path / "store"
-    a, b = tmp_path / "a", tmp_path / "b"
-    for h in (a, b):
-        h.mkdir()
-        (h / "config.yaml").write_text(f"store_url: {shared.as_uri()}\n")
+    a, b = two_homes(tmp_path)
     write_random(tmp_path / "m" / "w.bin", 40_000, seed=5)
     with Vault.open(a) as va:
         va.push("m", tmp_path / "m", version="v1")
@@ -551,21 +557,6 @@ def test_another_machines_push_makes_a_cold_pull_decline_and_the_full_path_answe
     # B's index follows now (its recipes are the store's objects, not in B's index): served
     err = assert_same(b, tmp_path / "again", "m", reads=True)
     assert "pulled m@v2" in err
-
-
-def test_an_encrypted_model_is_declined_cold_and_pulled_by_the_full_path(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "config.yaml").write_text("encryption:\n  enabled: true\n")
-    write_random(tmp_path / "src" / "w.bin", 10_000, seed=4)
-    with Vault.open(home) as v:
-        v.push("secret", tmp_path / "src", version="v1")
-    settle(home)
-    (home / "config.yaml").unlink()  # settings the fast path accepts; the store still has the keyring
-    _declines(home, tmp_path / "out", "secret@v1")
-    got = entry(home, "pull", "secret@v1", str(tmp_path / "out"))
-    assert got.returncode == 0, got.stderr
-    assert (tmp_path / "out" / "w.bin").read_bytes() == (tmp_path / "src" / "w.bin").read_bytes()
 
 
 def test_a_server_line_is_declined_and_pulled_through_the_server(built: Path, tmp_path: Path) -> None:
@@ -594,17 +585,6 @@ def test_a_server_line_is_declined_and_pulled_through_the_server(built: Path, tm
     assert got.returncode == 0, got.stderr
     assert '"bytes_total": 370008' in got.stdout
     assert (tmp_path / "out" / "model.safetensors").stat().st_size == 300_000
-
-
-@pytest.fixture
-def moto_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def test_a_remote_primary_is_declined_and_pulled_by_the_full_path(

@@ -523,14 +523,8 @@ def test_recover_rebuilds_an_encrypted_index(
 
 
 @pytest.fixture(scope="module")
-def kms_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+def kms_endpoint(moto_endpoint: str) -> str:
+    return moto_endpoint
 
 
 def test_aws_kms_end_to_end(
