@@ -4,6 +4,8 @@ a read checks"). The bucket is the attacker here: it may put any valid blob anyw
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -214,3 +216,29 @@ def test_plain_chunks_of_an_encrypted_model_are_still_hashed(home: Path, tmp_pat
         with pytest.raises(CorruptObjectError, match="hash mismatch") as info:
             v.pull("m@v1", tmp_path / "out")
         assert a_id.hex() in str(info.value)
+
+
+PULL_PROBE = """
+import sys
+from pathlib import Path
+from weightvault.vault.vault import Vault
+with Vault.open(Path(sys.argv[1]), encryption={"enabled": True}, cache_enabled=False) as v:
+    v.pull("m@v1", Path(sys.argv[2]))
+print(",".join(m for m in ("numpy", "zstandard", "weightvault.cas.compression") if m in sys.modules))
+"""
+
+
+def test_encrypted_pull_without_compression_loads_no_compression_codecs(home: Path, tmp_path: Path) -> None:
+    """numpy and zstandard cost ~0.1 CPU-s to import: a pull of sealed raw blobs needs neither."""
+    src = _twins(tmp_path / "src")
+    with _open(home, encrypted=True) as v:
+        v.push("m", src, version="v1")
+    got = subprocess.run(
+        [sys.executable, "-c", PULL_PROBE, str(home), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.strip() == ""
+    assert tree_bytes(tmp_path / "out") == tree_bytes(src)
