@@ -308,7 +308,7 @@ def _join_into(planes: Sequence[_U8], out: _U8) -> None:
     for b in range(d):
         out[b] = planes[b][0]
     for b in range(d, k):
-        out[d + k * m + b - d] = planes[b][m]
+        out[k * m + b] = planes[b][m]
 
 
 # ---------------------------------------------------------------- encode
