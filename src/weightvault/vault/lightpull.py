@@ -43,6 +43,7 @@ from weightvault.core.revision import Ref
 from weightvault.core.types import PullResult
 from weightvault.registry.snapshot import IndexSnapshot, SnapshotUnavailable
 from weightvault.vault.cache import FileCache
+from weightvault.vault.cachefill import fills_cache
 from weightvault.vault.fastopen import FastHome
 from weightvault.vault.placement import Placer, check_link_mode
 from weightvault.vault.pull import (
@@ -61,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "cache_enabled": True,
     "cache_max_size_gb": 20.0,
     "cache_permissions": "shared",
+    "cache_fill": "auto",
     "link_mode": "auto",
     "link_fallback": "copy",
     "workers": 2,
@@ -154,6 +156,7 @@ def light_pull(
         placer = Placer(mode, _setting(where, "link_fallback"), cache, dest_path)
         placer.check()
         copies = bool(planned) and placer.copies()
+        fill = fills_cache(_setting(where, "cache_fill"), remote=False, placer=placer)  # a local store
     except Exception:
         raise SnapshotUnavailable("the full path reports the link mode") from None
     to_read = [p for p in planned if cache is None or cache.usable(p.entry.sha256, p.entry.size) is None]
@@ -180,6 +183,7 @@ def light_pull(
             int(_setting(where, "workers")),
             progress,
             placer,
+            fill=fill,
             complete=True,  # a chunk the snapshot lacks declines before anything is read
             in_thread=not (to_read or copies),  # links only: no pool for a few metadata calls each
         )
