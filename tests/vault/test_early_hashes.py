@@ -123,18 +123,22 @@ def test_a_file_claimed_by_the_pipeline_first_is_not_hashed_early(src: Path) -> 
     assert [p.name for p in early.hashed] == ["b.bin"]
 
 
-def test_a_file_in_progress_is_awaited_not_hashed_twice(
-    monkeypatch: pytest.MonkeyPatch, vault: Vault, src: Path, pipeline_hashes: list[str]
+def test_the_workers_hash_what_was_not_started_and_await_what_was(
+    monkeypatch: pytest.MonkeyPatch, vault: Vault, src: Path
 ) -> None:
-    (src / "sub" / "b.bin").unlink()
+    """The early thread is held in the middle of b.bin (the largest, its first file): the push
+    hashes a.bin itself (not started: claimed, never waited for), waits for b.bin's early digest,
+    and hashes no file twice."""
     started, go = threading.Event(), threading.Event()
-    real = hashlib.sha256
+    real_sha = hashlib.sha256
+    real_file = filescan.sha256_file
+    by_pipeline: list[str] = []
 
     class Held:
         """SHA-256 whose first update waits for the test: the early thread is mid-file."""
 
         def __init__(self) -> None:
-            self.h = real()
+            self.h = real_sha()
 
         def update(self, data: Any) -> None:
             if not started.is_set():
@@ -145,17 +149,24 @@ def test_a_file_in_progress_is_awaited_not_hashed_twice(
         def hexdigest(self) -> str:
             return self.h.hexdigest()
 
-    monkeypatch.setattr(earlyhash, "hashlib", SimpleNamespace(sha256=Held))  # this module\'s only
+    def pipeline_sha(path: Path, size: int, stop: Any = lambda: False) -> str:
+        by_pipeline.append(path.name)
+        digest = real_file(path, size, stop)
+        go.set()  # the push hashed a file the early thread had not started; now let it finish
+        return digest
+
+    monkeypatch.setattr(earlyhash, "hashlib", SimpleNamespace(sha256=Held))  # this module's only
+    monkeypatch.setattr(filescan, "sha256_file", pipeline_sha)
     with EarlyHashes(src) as early:
         assert started.wait(60)
-        out: dict[str, Any] = {}
-        t = threading.Thread(target=lambda: out.update(r=vault.push("m", src, early_hashes=early)))
-        t.start()
-        go.set()
-        t.join(120)
-    assert pipeline_hashes == []  # the push waited for the early thread's digest
-    assert [p.name for p in early.hashed] == ["a.bin"]
-    assert _digests(vault)["a.bin"] == _sha(src / "a.bin")
+        vault.push("m", src, early_hashes=early)
+    assert by_pipeline == ["a.bin"]
+    assert [p.name for p in early.hashed] == ["b.bin"]
+    assert _digests(vault) == {
+        "a.bin": _sha(src / "a.bin"),
+        "sub/b.bin": _sha(src / "sub/b.bin"),
+        "small.txt": _sha(src / "small.txt"),
+    }
 
 
 def test_a_file_rewritten_after_its_early_hash_is_hashed_again(
@@ -214,7 +225,7 @@ def test_a_file_changed_while_hashed_early_is_hashed_again(
         def hexdigest(self) -> str:
             return self.h.hexdigest()
 
-    monkeypatch.setattr(earlyhash, "hashlib", SimpleNamespace(sha256=Rewriting))  # this module\'s only
+    monkeypatch.setattr(earlyhash, "hashlib", SimpleNamespace(sha256=Rewriting))  # this module's only
     (src / "sub" / "b.bin").unlink()
     with EarlyHashes(src) as early:
         early.wait()
@@ -295,7 +306,7 @@ def test_close_leaves_no_thread_from_the_middle_of_a_file(monkeypatch: pytest.Mo
         def hexdigest(self) -> str:
             return self.h.hexdigest()
 
-    monkeypatch.setattr(earlyhash, "hashlib", SimpleNamespace(sha256=Watched))  # this module\'s only
+    monkeypatch.setattr(earlyhash, "hashlib", SimpleNamespace(sha256=Watched))  # this module's only
     early = EarlyHashes(src).start()
     assert started.wait(60)
     early.close()

@@ -5,9 +5,9 @@ pipeline reads a byte; the whole-file SHA-256 (the largest per-byte cost of a pu
 it. ``EarlyHashes`` hashes the source's large files (those the pipeline hashes as a task of their
 own, ``push.SMALL_FILE``), largest first, on a thread started as soon as the line is read: hashlib
 releases the GIL over each mapped window of a file, so it runs on the core the imports leave idle.
-``PushPipeline.run`` then asks it for each large file (``take``); once the pipeline runs, the
-thread finishes the file in hand and starts no other (``hand_over``): the pipeline's workers hash
-the rest in parallel, as they always did.
+``PushPipeline.run`` then asks it for each large file (``take``), once its workers have chunked
+every file: the thread goes on hashing meanwhile, as a third thread beside the two chunking ones
+(which wait on their writes part of the time), and the workers hash what it has not started.
 
 Nothing here weakens what a push guarantees about a file that changes under it:
 
@@ -81,7 +81,6 @@ class EarlyHashes:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._over = False
-        self._handed = False
         self._thread = threading.Thread(target=self._run, name="wv-early-hash", daemon=True)
         #: files this thread hashed to the end (for tests and measurements)
         self.hashed: list[Path] = []
@@ -109,13 +108,6 @@ class EarlyHashes:
         self.close()
 
     # ---- the pipeline's side --------------------------------------------------------------
-
-    def hand_over(self) -> None:
-        """The pipeline starts: the file in progress is finished, no other is started here. The
-        pipeline hashes the rest on its own workers, in parallel; one thread going on through
-        them would make every file's hash wait for the one before."""
-        with self._cond:
-            self._handed = True
 
     def take(self, src: SourceFile) -> str | None:
         """The SHA-256 of ``src`` when it was hashed here over bytes its stat still describes;
@@ -155,7 +147,7 @@ class EarlyHashes:
                     self._files.setdefault(s.abspath, _File(_PENDING))
             for s in found:
                 with self._cond:
-                    if self._stop.is_set() or self._handed:
+                    if self._stop.is_set():
                         return
                     f = self._files[s.abspath]
                     if f.state != _PENDING:

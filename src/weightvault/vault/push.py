@@ -237,8 +237,10 @@ class PushPipeline:
         order = sorted(states, key=lambda s: -s.source.size)  # big files first balances the workers
         cached = cached or {}
         self._early = early
-        if early is not None:
-            early.hand_over()
+        #: with early hashes, the hash tasks go last, smallest file first: the early thread works
+        #: from the largest file down, the workers from the smallest up once they have chunked
+        #: every file, so they meet at most at the one file the early thread has in hand
+        later: list[_FileState] = []
         try:
             with ThreadPoolExecutor(self._workers, thread_name_prefix="wv-push") as pool:
                 futures: list[Future[None]] = []
@@ -253,8 +255,11 @@ class PushPipeline:
                         known = verified.get(st.source.abspath)
                         if known is not None:
                             st.sha256 = known
+                        elif early is not None:
+                            later.append(st)
                         else:
                             futures.append(pool.submit(self._hash_file, st))
+                futures.extend(pool.submit(self._hash_file, st) for st in reversed(later))
                 done, _ = wait(futures, return_when=FIRST_EXCEPTION)
                 for fut in done:
                     if fut.exception() is not None:
