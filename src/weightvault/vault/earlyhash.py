@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from weightvault.vault import filescan
 from weightvault.vault.source import SourceFile, ignored
 from weightvault.vault.statcache import StatCache, trusted
 
@@ -46,7 +45,8 @@ LARGE = 8 << 20
 #: entries a source may have for an early walk: a tree of many small files gains nothing here,
 #: and walking it would hold the GIL the imports need
 MAX_ENTRIES = 1000
-WINDOW = filescan.WINDOW
+#: ``filescan.WINDOW``: one GIL-free update per mapped window of the file
+WINDOW = 32 << 20
 
 _PENDING, _RUNNING, _DONE, _CLAIMED, _FAILED = range(5)
 Stat = tuple[int, int, int, int, int]  # dev, inode, size, mtime_ns, ctime_ns
