@@ -257,18 +257,24 @@ def serve(argv: Sequence[str]) -> bool:
             early.close()
 
 
-def _start_hashing(line: Line) -> EarlyHashes:
+def _start_hashing(line: Line) -> EarlyHashes | None:
     """The whole-file SHA-256s of the push's large files, started now on a thread of their own:
     the imports and the vault's opening that follow hold one core for ~0.45 s; the hashes use the
-    other (``vault.earlyhash``), and the pipeline takes them instead of reading the files again."""
+    other (``vault.earlyhash``), and the pipeline takes them instead of reading the files again.
+    None if they cannot start: the push then hashes every file, and reports any such problem
+    (a home that cannot be found) as it always did."""
     from weightvault.vault.earlyhash import EarlyHashes
 
-    home = Path(line.home or os.environ.get("WEIGHTVAULT_HOME") or "~/.weightvault").expanduser().absolute()
-    return EarlyHashes(
-        line.args[1],
-        default_ignores="no_default_ignores" not in line.flags,
-        stat_cache=home / "statcache.db",  # as ``load_settings`` places the home (``vault.state``)
-    ).start()
+    try:
+        home = Path(line.home or os.environ.get("WEIGHTVAULT_HOME") or "~/.weightvault")
+        home = home.expanduser().absolute()
+        return EarlyHashes(
+            line.args[1],
+            default_ignores="no_default_ignores" not in line.flags,
+            stat_cache=home / "statcache.db",  # as ``load_settings`` places the home (``vault.state``)
+        ).start()
+    except (OSError, RuntimeError):  # RuntimeError: no home for ``~``, or no thread to be had
+        return None
 
 
 def _serve(line: Line) -> bool:
