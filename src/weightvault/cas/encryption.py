@@ -25,24 +25,20 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import blake3
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from weightvault.cas.compression import (
-    DEFAULT_LEVEL,
-    ENCRYPTED,
-    ByteLayout,
-    BytesLike,
-    Codec,
-    compression_codec,
-    decode_chunk,
-    decode_chunk_into,
-    encode_chunk,
-)
 from weightvault.core.errors import CorruptObjectError, InvalidInputError
+
+if TYPE_CHECKING:  # compression (numpy, zstandard: ~0.1 CPU-s to import) only where blobs compress
+    from weightvault.cas.compression import ByteLayout, Codec
+
+BytesLike = bytes | bytearray | memoryview
+#: The codec byte's flag for a sealed blob (``cas.compression.ENCRYPTED``).
+ENCRYPTED: Final = 0x80
 
 KEY_LEN: Final = 32
 NONCE_LEN: Final = 12
@@ -237,11 +233,14 @@ def encode_blob(
     *,
     chunk_id: bytes,
     layout: ByteLayout | None = None,
-    level: int = DEFAULT_LEVEL,
+    level: int | None = None,
     cipher: BlobCipher | None = None,
 ) -> tuple[int, bytes | bytearray]:
-    """Compress, then seal when ``cipher`` is given: ``(codec byte, blob)`` for a pack."""
-    codec, stored = encode_chunk(raw, layout, level)
+    """Compress (at ``level``, the default level if None), then seal when ``cipher`` is given:
+    ``(codec byte, blob)`` for a pack."""
+    from weightvault.cas.compression import DEFAULT_LEVEL, encode_chunk
+
+    codec, stored = encode_chunk(raw, layout, DEFAULT_LEVEL if level is None else level)
     if cipher is None:
         return codec, stored
     codec |= ENCRYPTED
@@ -252,6 +251,8 @@ def encode_blob(
 def _stored_bytes(
     codec: int, blob: BytesLike, raw_len: int, chunk_id: bytes, cipher: BlobCipher | None
 ) -> tuple[Codec, BytesLike]:
+    from weightvault.cas.compression import compression_codec
+
     base = compression_codec(codec)
     if codec & ENCRYPTED:
         if cipher is None:
@@ -269,9 +270,12 @@ def decode_blob(
 ) -> bytes:
     """Inverse of :func:`encode_blob`; ``CorruptObjectError`` (or ``DecryptionError``) on bad input.
 
-    With a ``cipher`` every blob must be encrypted. The caller still checks the result
-    against ``chunk_id``: that is what proves it right.
+    With a ``cipher`` every blob must be encrypted, and its tag proves it was sealed for
+    ``chunk_id``, this codec and length by a key holder. Without one, the caller still checks
+    the result against ``chunk_id``: that is what proves a plain blob right.
     """
+    from weightvault.cas.compression import decode_chunk
+
     base, stored = _stored_bytes(codec, blob, raw_len, chunk_id, cipher)
     return decode_chunk(base, stored, raw_len)
 
@@ -285,5 +289,7 @@ def decode_blob_into(
     cipher: BlobCipher | None = None,
 ) -> None:
     """:func:`decode_blob` into a reused buffer of exactly ``raw_len`` bytes (the pull path)."""
+    from weightvault.cas.compression import decode_chunk_into
+
     base, stored = _stored_bytes(codec, blob, memoryview(out).nbytes, chunk_id, cipher)
     decode_chunk_into(base, stored, out)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from weightvault.core.access import (
     ROLES,
@@ -44,6 +43,7 @@ from weightvault.registry.schema import (
     ProtectedAliasRow,
     TokenRow,
 )
+from weightvault.registry.sessions import DatabaseSessions
 
 #: ``last_used`` is refreshed at most this often, so authenticating is not a write per request
 _TOUCH_EVERY = timedelta(seconds=60)
@@ -71,12 +71,7 @@ def _token_info(row: TokenRow, principal: str) -> TokenInfo:
 
 class AccessStore:
     def __init__(self, index: RegistryIndex) -> None:
-        self._sessions = sessionmaker(index.engine, expire_on_commit=False)
-
-    @contextmanager
-    def _tx(self) -> Iterator[Session]:
-        with self._sessions() as s, s.begin():
-            yield s
+        self._db = DatabaseSessions(index.engine)
 
     # ---- principals and tokens ------------------------------------------------------------------
 
@@ -93,7 +88,7 @@ class AccessStore:
         return row
 
     def has_principals(self) -> bool:
-        with self._sessions() as s:
+        with self._db.session() as s:
             return bool(s.scalar(select(func.count()).select_from(PrincipalRow)))
 
     def create_token(
@@ -117,7 +112,7 @@ class AccessStore:
             raise InvalidInputError("token description is longer than 200 characters")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = utcnow()
-        with self._tx() as s:
+        with self._db.transaction() as s:
             prow = self._principal(s, principal, create=True, admin=admin)
             if kind == "oauth":  # short-lived tokens pile up otherwise; a day after expiry they go
                 stale = now - timedelta(days=1)
@@ -150,7 +145,7 @@ class AccessStore:
             return None
 
     def list_tokens(self, principal: str | None = None) -> list[TokenInfo]:
-        with self._sessions() as s:
+        with self._db.session() as s:
             q = select(TokenRow, PrincipalRow.name).join(
                 PrincipalRow, PrincipalRow.id == TokenRow.principal_id
             )
@@ -165,7 +160,7 @@ class AccessStore:
         raise NotFoundError(f"token #{token_id} not found")
 
     def revoke_token(self, token_id: int, *, actor: str = LOCAL_ACTOR, source: str = "") -> TokenInfo:
-        with self._tx() as s:
+        with self._db.transaction() as s:
             row = s.get(TokenRow, token_id)
             if row is None:
                 raise NotFoundError(f"token #{token_id} not found")
@@ -178,7 +173,7 @@ class AccessStore:
     def authenticate(self, token: str) -> Identity:
         """The identity a bearer token stands for; AuthenticationError if unknown, expired or revoked."""
         now = utcnow()
-        with self._sessions() as s:
+        with self._db.session() as s:
             found = s.execute(
                 select(TokenRow, PrincipalRow)
                 .join(PrincipalRow, PrincipalRow.id == TokenRow.principal_id)
@@ -195,7 +190,7 @@ class AccessStore:
             stale = row.last_used_at is None or _aware(row.last_used_at) < now - _TOUCH_EVERY
             token_id = row.id
         if stale:
-            with self._tx() as s:
+            with self._db.transaction() as s:
                 s.execute(update(TokenRow).where(TokenRow.id == token_id).values(last_used_at=now))
         return identity
 
@@ -208,7 +203,7 @@ class AccessStore:
         check_pattern(pattern)
         check_role(role)
         now = utcnow()
-        with self._tx() as s:
+        with self._db.transaction() as s:
             prow = self._principal(s, principal, create=True)
             row = s.scalar(
                 select(GrantRow).where(GrantRow.principal_id == prow.id, GrantRow.pattern == pattern)
@@ -226,7 +221,7 @@ class AccessStore:
     def remove_grant(
         self, principal: str, pattern: str, *, actor: str = LOCAL_ACTOR, source: str = ""
     ) -> None:
-        with self._tx() as s:
+        with self._db.transaction() as s:
             prow = self._principal(s, principal, create=False)
             result = s.execute(
                 delete(GrantRow).where(GrantRow.principal_id == prow.id, GrantRow.pattern == pattern)
@@ -236,7 +231,7 @@ class AccessStore:
             self._audit(s, actor, "grant.remove", "ok", model=pattern, source=source, detail=principal)
 
     def grants(self, principal: str | None = None) -> list[GrantInfo]:
-        with self._sessions() as s:
+        with self._db.session() as s:
             q = select(GrantRow, PrincipalRow.name).join(
                 PrincipalRow, PrincipalRow.id == GrantRow.principal_id
             )
@@ -247,7 +242,7 @@ class AccessStore:
 
     def set_public(self, model: str, public: bool, *, actor: str = LOCAL_ACTOR, source: str = "") -> None:
         check_model_name(model)
-        with self._tx() as s:
+        with self._db.transaction() as s:
             row = s.get(ModelPolicyRow, model)
             if row is None:
                 s.add(ModelPolicyRow(model=model, public_read=public))
@@ -258,7 +253,7 @@ class AccessStore:
             )
 
     def public_models(self) -> set[str]:
-        with self._sessions() as s:
+        with self._db.session() as s:
             return set(s.scalars(select(ModelPolicyRow.model).where(ModelPolicyRow.public_read.is_(True))))
 
     def protect_alias(
@@ -266,7 +261,7 @@ class AccessStore:
     ) -> None:
         check_model_name(model)
         check_label(alias, "alias")
-        with self._tx() as s:
+        with self._db.transaction() as s:
             row = s.get(ProtectedAliasRow, (model, alias))
             if protected and row is None:
                 s.add(ProtectedAliasRow(model=model, alias=alias))
@@ -276,7 +271,7 @@ class AccessStore:
             self._audit(s, actor, action, "ok", model=model, version=alias, source=source)
 
     def protected_aliases(self, model: str) -> set[str]:
-        with self._sessions() as s:
+        with self._db.session() as s:
             return set(s.scalars(select(ProtectedAliasRow.alias).where(ProtectedAliasRow.model == model)))
 
     # ---- decisions ------------------------------------------------------------------------------
@@ -343,7 +338,7 @@ class AccessStore:
         source: str = "",
         detail: str = "",
     ) -> None:
-        with self._tx() as s:
+        with self._db.transaction() as s:
             self._audit(
                 s, principal, action, outcome, model=model, version=version, source=source, detail=detail
             )
@@ -358,7 +353,7 @@ class AccessStore:
         offset: int = 0,
     ) -> list[AuditEntry]:
         """Newest first."""
-        with self._sessions() as s:
+        with self._db.session() as s:
             q = select(AuditRow)
             if model is not None:
                 q = q.where(AuditRow.model == model)

@@ -216,15 +216,15 @@ class BlobCodec:
         raw_len = len(out)
         if codec == 0:
             return stored
+        if codec == ENCRYPTED:  # sealed, not compressed: no need to import the compression codecs
+            if len(stored) - SEAL_OVERHEAD != raw_len:
+                raise CorruptObjectError(f"sealed raw blob of chunk {cid.hex()} has the wrong size")
+            return self._cipher(slot, cid).open_into(stored, out, chunk_id=cid, codec=codec, raw_len=raw_len)
         cas = _cas()
         base = cas.compression_codec(codec)
         if codec & ENCRYPTED:
             cipher = self._cipher(slot, cid)
             n = len(stored) - SEAL_OVERHEAD
-            if base == 0:
-                if n != raw_len:
-                    raise CorruptObjectError(f"sealed raw blob of chunk {cid.hex()} has the wrong size")
-                return cipher.open_into(stored, out, chunk_id=cid, codec=codec, raw_len=raw_len)
             plain = cipher.open_into(
                 stored, self._scratch.get(max(n, 0)), chunk_id=cid, codec=codec, raw_len=raw_len
             )

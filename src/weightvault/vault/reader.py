@@ -28,7 +28,7 @@ from weightvault.core.manifest import FileRecipe
 from weightvault.registry.index import ChunkLocation, RegistryIndex
 from weightvault.storage.backend import Backend
 from weightvault.storage.replica import ReplicaSet
-from weightvault.vault.codecs import BlobCodec
+from weightvault.vault.codecs import ENCRYPTED, BlobCodec
 from weightvault.vault.recycled import Recycler
 
 RUN_MAX = 16 << 20
@@ -103,6 +103,8 @@ class ChunkReader:
         #: files otherwise opens and closes a pack 10,000 times (a path walk each)
         self._kept: dict[str, int] | None = None
         self._kept_lock = threading.Lock()
+        #: also hash sealed chunks against their ids (``rehashing``); see ``_decode_one``
+        self.rehash_sealed = False
 
     def with_locations(self, ids: Sequence[bytes]) -> ChunkReader:
         """This reader (same buffers), knowing where ``ids`` are from one pass over the index: a
@@ -113,6 +115,14 @@ class ChunkReader:
         if self._open_fd is not None:
             view._kept = {}
             view._kept_lock = threading.Lock()
+        return view
+
+    def rehashing(self) -> ChunkReader:
+        """This reader (same buffers), hashing sealed chunks against their ids as well: for ``verify
+        --read-data`` and re-encryption, which exist to prove every stored id against its content
+        (a key holder's mistake included), not only that the bucket did not alter it."""
+        view = copy.copy(self)
+        view.rehash_sealed = True
         return view
 
     def close(self) -> None:
@@ -176,8 +186,14 @@ class ChunkReader:
         what: str,
         check: bool = True,
     ) -> memoryview:
-        """One chunk decoded (into ``out`` unless it is a plain raw blob) and checked against its id
-        (unless ``check`` is off: only its length then; a sealed chunk is still authenticated)."""
+        """One chunk decoded (into ``out`` unless it is a plain raw blob) and checked against its id.
+
+        A plain chunk is checked by hashing it (unless ``check`` is off: its length only then). A
+        sealed chunk is checked by its AES-GCM tag, always: the associated data binds this chunk id,
+        codec and raw length, so only a holder of the domain's key (a trusted writer) can have
+        sealed these bytes for this id; the bucket cannot. Hashing it again adds nothing against
+        the bucket and costs a BLAKE3 pass per byte, so only ``rehash_sealed`` does it
+        (docs/security.md, "What a read checks")."""
         codec = self.codec
         if loc.codec == 0:
             raw = stored
@@ -188,7 +204,8 @@ class ChunkReader:
                 raise CorruptObjectError(
                     f"chunk {cid.hex()} of {what} in pack {loc.pack_id} cannot be decoded: {exc}"
                 ) from exc
-        if len(raw) != loc.raw_len or (check and codec.chunk_id_for(loc.codec)(raw) != cid):
+        hashed = check and (self.rehash_sealed or not loc.codec & ENCRYPTED)
+        if len(raw) != loc.raw_len or (hashed and codec.chunk_id_for(loc.codec)(raw) != cid):
             raise CorruptObjectError(
                 f"chunk {cid.hex()} of {what} in pack {loc.pack_id} is corrupt (hash mismatch)"
             )
@@ -204,10 +221,14 @@ class ChunkReader:
                 cid, loc, stored, self._chunk_out(loc.raw_len) if loc.codec else stored, what
             )
 
-    def _decode_run(self, run: _Run, data: memoryview, what: str, check: bool = True) -> list[memoryview]:
-        """Every chunk of the run decoded and checked (a replica's copy is judged whole)."""
-        total = sum(loc.raw_len for _, loc in run.items if loc.codec)
-        out = self._out(total) if total else memoryview(b"")
+    def _decode_run(
+        self, run: _Run, data: memoryview, what: str, check: bool = True, out: memoryview | None = None
+    ) -> list[memoryview]:
+        """Every chunk of the run decoded and checked (a replica's copy is judged whole); the
+        decoded ones side by side in ``out`` (this thread's buffer unless given)."""
+        if out is None:
+            total = sum(loc.raw_len for _, loc in run.items if loc.codec)
+            out = self._out(total) if total else memoryview(b"")
         pos = 0
         views: list[memoryview] = []
         for cid, loc in run.items:
@@ -284,9 +305,10 @@ class ChunkReader:
         bytes unless one chunk is larger), each yielded only once all its chunks are checked. Each
         block owns its memory: it stays valid and unchanged while any view of it is held.
 
-        ``check=False`` skips the BLAKE3 of every chunk (lengths are still checked, sealed chunks
-        still authenticated, and a replica copy that cannot be read or decoded still falls
-        through): only for a reader that checks the file's SHA-256 against a trusted manifest."""
+        ``check=False`` skips the BLAKE3 of every plain chunk (sealed ones are checked by their
+        tag either way, ``_decode_one``; lengths are still checked, and a replica copy that cannot
+        be read or decoded still falls through): only for a reader that checks the file's SHA-256
+        against a trusted manifest."""
         lent = Recycler(LENT_BLOCKS, block_max)  # this download's blocks, reused once sent
         for run in plan_runs(chunk_ids, self._where(chunk_ids, what), block_max):
             yield self._block(run, what, check, lent)
@@ -315,10 +337,14 @@ class ChunkReader:
         plain = not any(loc.codec for _, loc in run.items)
         if plain and not check and all(loc.stored_len == loc.raw_len for _, loc in run.items):
             return view  # nothing to decode, and the lengths add up
+        if all(loc.codec for _, loc in run.items):  # decoded straight into memory of its own
+            out = lent.take(sum(loc.raw_len for _, loc in run.items))
+            self._decode_run(run, view, what, check, out)
+            return out
         views = self._decode_run(run, view, what, check)
         if plain:
             return view  # plain blobs side by side: the stored bytes are the raw bytes
-        return memoryview(b"".join(views))
+        return memoryview(b"".join(views))  # plain and decoded blobs mixed (a repacked pack)
 
     def write_file(
         self, recipe: FileRecipe, out: Writable, what: str, progress: Callable[[int], None]

@@ -374,7 +374,8 @@ class _Converter:
         self.slot = slot
         self.encoder = BlobEncoder(vault.settings.compression, dom.ciphers[slot], slot)
         self.chunker = vault.chunker_for(dom)
-        self.reader = vault._reader_for(dom.model)
+        # sealed chunks hashed against their ids too before their old key is dropped
+        self.reader = vault._reader_for(dom.model).rehashing()
         self.sink = PackSink(
             vault.primary,
             vault.index,

@@ -59,7 +59,8 @@ def verify(
             manifest = vault._manifest(rec.commit)  # the index copy still says what to check
         problems.extend(_check_store_refs(vault, rec))
         try:
-            reader = vault._reader_for(rec.model) if read_data else vault.reader
+            # every chunk hashed against its id, sealed ones too: proving ids is what verify is for
+            reader = vault._reader_for(rec.model).rehashing() if read_data else vault.reader
         except (CredentialsError, ConfigError, IntegrityError) as exc:  # key provider errors among them
             problems.append(f"keys of {rec.model}: {exc}")
             report.affected_versions[name] = problems
