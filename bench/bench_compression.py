@@ -595,8 +595,9 @@ NOTES = [
     "bit out of the exponent byte; doing that with numpy gained 0.1-1% ratio and cost 15-35% "
     "throughput, so weightvault does not (ratios stay within 1.1% of zipnn's).",
     "- zipnn decompresses with C code that Huffman-decodes and interleaves in one pass; "
-    "weightvault uses zstd then numpy shifts/ors (7 passes for fp32, 3 for 16-bit types), so "
-    "fp32 decompression is where zipnn leads.",
+    "weightvault uses zstd then numpy passes over aligned words (2 for 16-bit types; fp32 is "
+    "joined from two 16-bit halves: 7 passes, 4 at half width), so fp32 decompression is where "
+    "zipnn leads.",
     "- Pull throughput in a real pipeline is per core times cores: chunks decode independently "
     "and zstd, numpy and AES release the GIL. On a loaded 2-core machine the 2-thread rows "
     "cannot show that.",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,11 +110,13 @@ def test_an_interrupted_pull_into_a_new_folder_leaves_nothing(
 def test_a_destination_made_meanwhile_is_not_touched(pushed: tuple[Vault, Path], tmp_path: Path) -> None:
     v, _ = pushed
     dest = tmp_path / "out" / "model"
+    once = threading.Lock()  # progress comes from several pull workers at once
 
     def progress(_n: int) -> None:
-        if not dest.exists():
-            dest.mkdir()
-            (dest / "theirs.txt").write_text("made by someone else")
+        with once:
+            if not dest.exists():
+                dest.mkdir()
+                (dest / "theirs.txt").write_text("made by someone else")
 
     with pytest.raises(DestinationConflictError, match="appeared"):
         v.pull("m@v1", dest, progress=progress)

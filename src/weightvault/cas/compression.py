@@ -263,14 +263,52 @@ def _split_planes(src: _U8, kind: FloatKind, count: int, out: _U8) -> None:
         np.copyto(out[j * count : (j + 1) * count], words, casting="unsafe")
 
 
-def _join_planes(planes: _U8, kind: FloatKind, count: int, out: _U8) -> None:
-    """Inverse of :func:`_split_planes`, writing ``count`` elements into ``out``."""
-    k = kind.itemsize
-    words = out.view(np.uint16 if k == 2 else np.uint32)
-    np.copyto(words, planes[(k - 1) * count :])
-    for j in range(k - 2, -1, -1):
-        np.left_shift(words, 8, out=words)
-        np.bitwise_or(words, planes[j * count : (j + 1) * count], out=words)
+def _join_planes(planes: Sequence[_U8], out: _U8) -> None:
+    """Interleave equally long byte planes (least significant first) into ``out``.
+
+    ``out`` must start at an address aligned to the element size: on an unaligned word
+    view numpy falls back to a buffered loop, measured 2.4x slower (:func:`_join_into`
+    takes care of that). 4-byte elements are joined from two 16-bit halves, which moves
+    ~30% fewer bytes than three shift-and-or passes over whole words.
+    """
+    count = planes[0].size
+    if len(planes) == 2:
+        words = out.view(np.uint16)
+        np.multiply(planes[1], np.uint16(256), out=words, dtype=np.uint16)
+        np.bitwise_or(words, planes[0], out=words)
+        return
+    halves = _state.scratch("halves", np.uint16, 2 * count)
+    for h in range(2):
+        half = halves[h * count : (h + 1) * count]
+        np.multiply(planes[2 * h + 1], np.uint16(256), out=half, dtype=np.uint16)
+        np.bitwise_or(half, planes[2 * h], out=half)
+    words = out.view(np.uint32)
+    np.copyto(words, halves[count:])
+    np.left_shift(words, 16, out=words)
+    np.bitwise_or(words, halves[:count], out=words)
+
+
+def _join_into(planes: Sequence[_U8], out: _U8) -> None:
+    """:func:`_join_planes` into ``out`` at any address.
+
+    A chunk cut by CDC puts its elements at any address. If ``out`` starts ``d`` bytes
+    before a word boundary, the aligned word ``i`` holds bytes ``d..k-1`` of element
+    ``i`` then bytes ``0..d-1`` of element ``i + 1``: the same join over the planes
+    rotated by ``d``, the first ``d`` of them one element ahead. Only the partial
+    elements at both ends are written bytewise.
+    """
+    k = len(planes)
+    d = -out.ctypes.data % k
+    if d == 0:
+        _join_planes(planes, out)
+        return
+    m = planes[0].size - 1  # whole aligned words
+    rotated = [p[:m] for p in planes[d:]] + [p[1:] for p in planes[:d]]
+    _join_planes(rotated, out[d : d + k * m])
+    for b in range(d):
+        out[b] = planes[b][0]
+    for b in range(d, k):
+        out[k * m + b] = planes[b][m]
 
 
 # ---------------------------------------------------------------- encode
@@ -484,13 +522,15 @@ def _untransform(content: memoryview, raw_len: int, out: _U8) -> None:
             continue
         count = sum(r.count for r in rs)
         nbytes = count * kind.itemsize
-        if len(rs) == 1:  # the common case: join straight into the output
-            _join_planes(t[pos : pos + nbytes], kind, count, out[rs[0].start : rs[0].end])
-            pos += nbytes
-            continue
-        joined = _state.scratch(f"g{kind.itemsize}", np.uint8, nbytes)
-        _join_planes(t[pos : pos + nbytes], kind, count, joined)
+        k = kind.itemsize
+        planes = [t[pos + j * count : pos + (j + 1) * count] for j in range(k)]
         pos += nbytes
+        if len(rs) == 1:  # the common case: join straight into the output
+            _join_into(planes, out[rs[0].start : rs[0].end])
+            continue
+        # Several regions (small tensors): one join into aligned scratch, then copies.
+        joined = _state.scratch(f"g{k}", np.uint8, nbytes)
+        _join_planes(planes, joined)
         p = 0
         for r in rs:
             out[r.start : r.end] = joined[p : p + r.nbytes]
