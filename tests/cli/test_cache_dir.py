@@ -20,7 +20,9 @@ def test_pull_fills_the_cache_dir_given_on_the_command_line(
     home, scratch = tmp_path / "home", tmp_path / "scratch"
     assert wv_in(capsys, home, "push", "m", str(model_dir), "-q").returncode == 0
     monkeypatch.chdir(tmp_path)  # a relative --cache-dir is taken from the working folder
-    r = wv_in(capsys, home, "--cache-dir", "scratch", "pull", "m", str(tmp_path / "out"), "-q")
+    # a hardlink pull fills the cache (a copy from this local store would not: ``cache_fill``)
+    pull = ("pull", "m", str(tmp_path / "out"), "-q", "--link-mode", "hardlink")
+    r = wv_in(capsys, home, "--cache-dir", "scratch", *pull)
     assert r.returncode == 0, r.stderr
     cached = _files_under(scratch)
     assert cached, "the pull did not fill the cache folder it was given"

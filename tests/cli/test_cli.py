@@ -49,7 +49,9 @@ def test_workflow_from_the_issue(tmp_path: Path, model_dir: Path) -> None:
     )
     assert r.returncode == 0 and sorted(tree_bytes(tmp_path / "out")) == ["model-00001-of-00002.safetensors"]
     assert wv(home, "alias", "set", "llama-7b", "production", "v1.0.0").returncode == 0
-    assert wv(home, "pull", "llama-7b@production", str(tmp_path / "prod"), "-q", cmd="wv").returncode == 0
+    # a hardlink pull fills the cache (a copy from this local store would not: ``cache_fill``)
+    prod = ("llama-7b@production", str(tmp_path / "prod"), "-q", "--link-mode", "hardlink")
+    assert wv(home, "pull", *prod, cmd="wv").returncode == 0
     assert wv(home, "rm", f"llama-7b@{labels[1]}").returncode == 0
     assert wv(home, "verify", "--read-data").returncode == 0
     assert wv(home, "gc").returncode == 0
@@ -108,7 +110,9 @@ def test_verify_exits_non_zero_on_corruption(tmp_path: Path, model_dir: Path) ->
 
 def test_config_file_and_environment(tmp_path: Path, model_dir: Path) -> None:
     cfg = tmp_path / "wv.yaml"
-    cfg.write_text(f"model_weights:\n  cache_enabled: true\n  cache_directory: {tmp_path / 'c'}\n")
+    cfg.write_text(
+        f"model_weights:\n  cache_enabled: true\n  cache_directory: {tmp_path / 'c'}\n  cache_fill: always\n"
+    )
     home = tmp_path / "home"
     wv(home, "push", "m", str(model_dir), "-q", env={"WEIGHTVAULT_CONFIG": str(cfg)})
     wv(home, "pull", "m", str(tmp_path / "o"), "-q", env={"WEIGHTVAULT_CONFIG": str(cfg)})

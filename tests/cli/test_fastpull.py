@@ -93,8 +93,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
         v.set_alias("org/m", "prod", "v1")
         (src / "config.json").write_text('{"a": 2}')
         v.push("org/m", src, version="v2")
-        v.pull("org/m@v1", root / "warm1")
-        v.pull("org/m@v2", root / "warm2")
+        # a hardlink pull fills the cache (``cache_fill: auto``), as a copy from this local store would not
+        v.pull("org/m@v1", root / "warm1", link_mode="hardlink")
+        v.pull("org/m@v2", root / "warm2", link_mode="hardlink")
     settle(home)
     return home
 
@@ -191,6 +192,17 @@ def test_the_link_mode_from_the_config_or_the_environment(home: Path, tmp_path: 
     (home / "config.yaml").write_text("link_fallback: hardlink\n")
     err = assert_same(home, tmp_path, "org/m@v1")
     assert "by hardlink" in err or "by reflink" in err
+
+
+def test_cache_fill_does_not_change_what_it_places(home: Path, tmp_path: Path) -> None:
+    """It only places cached entries, whatever ``cache_fill`` says; a value the settings refuse
+    is declined, so that the full path reports it."""
+    (home / "config.yaml").write_text("cache_fill: always\nlink_mode: hardlink\n")
+    assert "by hardlink" in assert_same(home, tmp_path, "org/m@v1")
+    (home / "config.yaml").write_text("cache_fill: sometimes\n")
+    _declines(home, tmp_path / "out", "org/m@v1", "--link-mode", "hardlink")
+    got = entry(home, "pull", "org/m@v1", str(tmp_path / "out"), "--link-mode", "hardlink")
+    assert got.returncode == 4 and "cache_fill" in got.stderr and not (tmp_path / "out").exists()
 
 
 def test_a_partial_destination_gets_the_missing_files_only(home: Path, tmp_path: Path) -> None:

@@ -190,7 +190,7 @@ def test_small_cache_entries_of_a_pull_are_synced_as_one_batch_then_admitted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, os_paths: str
 ) -> None:
     src = _small_tree(tmp_path / "src", 80)
-    with Vault.open(tmp_path / "home") as v:
+    with Vault.open(tmp_path / "home", cache_fill="always") as v:
         v.push("m", src)
         fsyncs = _count(monkeypatch, os, "fsync")
         result = v.pull("m", tmp_path / "a", link_mode="copy")
@@ -217,7 +217,7 @@ def test_a_cold_pull_that_copies_writes_destination_and_cache_in_one_pass(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src = _model(tmp_path / "src")
-    with Vault.open(tmp_path / "home") as v:
+    with Vault.open(tmp_path / "home", cache_fill="always") as v:
         v.push("m", src)
 
         def no_second_read(*_a: Any, **_k: Any) -> None:
@@ -272,7 +272,7 @@ def test_a_pull_whose_batch_sync_fails_admits_nothing_and_leaves_the_destination
     """An entry gets its cache name only after the sync that makes it durable: when the sync
     reports a write-back error, no entry of the batch is admitted and the pull is undone."""
     src = _small_tree(tmp_path / "src", 30)
-    with Vault.open(tmp_path / "home") as v:
+    with Vault.open(tmp_path / "home", cache_fill="always") as v:
         v.push("m", src)
 
         def failing_sync(self: batch_sync.Batch) -> None:

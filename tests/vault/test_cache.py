@@ -37,7 +37,7 @@ def test_cache_evicts_least_recently_used_beyond_its_limit(tmp_path: Path) -> No
     src = tmp_path / "src"
     for i in range(4):
         write_random(src / f"m{i}" / "w.bin", 3 << 20, seed=i)
-    with Vault.open(tmp_path / "home", cache_max_size_gb=(7 << 20) / (1 << 30)) as v:
+    with Vault.open(tmp_path / "home", cache_max_size_gb=(7 << 20) / (1 << 30), cache_fill="always") as v:
         for i in range(4):
             v.push(f"m{i}", src / f"m{i}")
         for i in range(3):
@@ -130,13 +130,13 @@ def test_an_encrypted_models_plaintext_is_cached_for_this_user_only(home: Path, 
 def test_plain_models_are_shared_by_default_and_private_when_configured(
     model_dir: Path, tmp_path: Path
 ) -> None:
-    with Vault.open(tmp_path / "h1") as v:
+    with Vault.open(tmp_path / "h1", cache_fill="always") as v:
         v.push("m", model_dir)
         v.pull("m", tmp_path / "o1")
         assert v.cache is not None
         entries = list(v.cache.entries())
         assert entries and all(not e.private and _mode(e.path) == 0o444 for e in entries)
-    with Vault.open(tmp_path / "h2", cache_permissions="private") as v:
+    with Vault.open(tmp_path / "h2", cache_permissions="private", cache_fill="always") as v:
         v.push("m", model_dir)
         v.pull("m", tmp_path / "o2")
         assert v.cache is not None
@@ -151,7 +151,7 @@ def test_plain_models_are_shared_by_default_and_private_when_configured(
 def test_a_private_entry_whose_mode_was_widened_is_dropped(home: Path, tmp_path: Path) -> None:
     src = tmp_path / "src"
     write_random(src / "w.bin", 1 << 20, seed=6)
-    with Vault.open(home, encryption={"enabled": True}) as v:
+    with Vault.open(home, encryption={"enabled": True}, cache_fill="always") as v:
         v.push("secret", src)
         v.pull("secret", tmp_path / "a")
         assert v.cache is not None

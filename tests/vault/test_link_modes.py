@@ -42,9 +42,11 @@ def sha(path: Path) -> str:
 
 
 def test_default_pull_gives_independent_files_an_edit_reaches_nothing_else(
-    vault: Vault, model_dir: Path, tmp_path: Path
+    vault: Vault, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The issue's report: with hardlinks, an edit in folder A changed folder B. Not by default."""
+    """The issue's report: with hardlinks, an edit in folder A changed folder B. Not by default,
+    not even for copies of cache entries (``cache_fill: always``; ``auto`` writes each once)."""
+    monkeypatch.setattr(vault.settings, "cache_fill", "always")
     vault.push("m", model_dir)
     expected = "reflink" if clones_work(tmp_path / "probe") else "copy"
     a = vault.pull("m", tmp_path / "a")
@@ -84,7 +86,10 @@ def test_auto_falls_back_to_hardlinks_when_configured(model_dir: Path, tmp_path:
             assert os.path.samefile(tmp_path / "b" / f.path, v.cache.path_for(f.sha256))
 
 
-def test_copy_mode_places_copies(vault: Vault, model_dir: Path, tmp_path: Path) -> None:
+def test_copy_mode_places_copies(
+    vault: Vault, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vault.settings, "cache_fill", "always")  # copies of cache entries
     vault.push("m", model_dir)
     result = vault.pull("m", tmp_path / "a", link_mode="copy")
     assert result.placement == {"copy": 4}

@@ -29,7 +29,7 @@ _WITHOUT_LINUX = textwrap.dedent(
     from weightvault.vault.vault import Vault
     assert oscaps.fcntl is None and oscaps.O_DIRECT == 0 and oscaps.FICLONE is None
     home, src, out = sys.argv[1:4]
-    with Vault.open(home) as v:
+    with Vault.open(home, cache_fill="always") as v:  # through the cache: O_DIRECT and clone paths
         v.push("m", src)
         cold = v.pull("m", out + "/a")
         warm = v.pull("m", out + "/b")

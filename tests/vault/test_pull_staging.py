@@ -138,14 +138,22 @@ def test_an_existing_folder_is_still_pulled_into_file_by_file(
 
 
 @pytest.mark.os_paths
-def test_modes_of_pulled_files_and_cache_entries(pushed: tuple[Vault, Path], tmp_path: Path) -> None:
+def test_modes_of_pulled_files_and_cache_entries(
+    pushed: tuple[Vault, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     v, src = pushed
-    dest = tmp_path / "model"
-    v.pull("m@v1", dest)
     mask = os.umask(0)
     os.umask(mask)
-    for path in (p for p in dest.rglob("*") if p.is_file()):
-        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask  # writable copies, as before
+    # ``cache_fill: auto``, a local store placed by copy: written straight from the store, the
+    # same modes as a copy from the cache; ``always``: through the cache
+    for fill, dest in (("auto", tmp_path / "direct"), ("always", tmp_path / "model")):
+        monkeypatch.setattr(v.settings, "cache_fill", fill)
+        v.pull("m@v1", dest)
+        for path in (p for p in dest.rglob("*") if p.is_file()):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask  # writable copies, as before
+        assert tree_bytes(dest) == tree_bytes(src)
+        assert v.cache is not None
+        assert fill == "always" or not list(v.cache.entries())
     assert v.cache is not None
     entries = list(v.cache.entries())
     assert len(entries) == len({f.sha256 for f in v.show("m@v1").files})
@@ -163,7 +171,7 @@ def test_cache_entries_get_their_mode_under_a_strict_umask(tmp_path: Path) -> No
     src = _tree(tmp_path / "src", 8)
     old = os.umask(0o077)  # would make a 0444 entry 0400: the pull sets the mode itself
     try:
-        with Vault.open(tmp_path / "home") as v:
+        with Vault.open(tmp_path / "home", cache_fill="always") as v:
             v.push("m", src, version="v1")
             v.pull("m@v1", tmp_path / "model")
             assert v.cache is not None
@@ -176,7 +184,7 @@ def test_cache_entries_get_their_mode_under_a_strict_umask(tmp_path: Path) -> No
 
 def test_an_encrypted_models_entries_stay_private(tmp_path: Path) -> None:
     src = _tree(tmp_path / "src", 8)
-    with Vault.open(tmp_path / "home", encryption={"enabled": True}) as v:
+    with Vault.open(tmp_path / "home", encryption={"enabled": True}, cache_fill="always") as v:
         v.push("m", src, version="v1")
         v.pull("m@v1", tmp_path / "model")
         assert v.cache is not None

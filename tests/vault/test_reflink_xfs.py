@@ -81,7 +81,7 @@ def test_a_warm_pull_on_xfs_clones_and_an_edit_reaches_nothing_else(on_xfs: Path
 
 
 def test_copy_mode_on_xfs_shares_no_blocks(on_xfs: Path, model_dir: Path) -> None:
-    with Vault.open(on_xfs / "home", link_mode="copy") as v:
+    with Vault.open(on_xfs / "home", link_mode="copy", cache_fill="always") as v:
         v.push("m", model_dir)
         v.pull("m", on_xfs / "a")
         assert v.cache is not None
@@ -110,7 +110,8 @@ def test_from_an_ext4_cache_into_xfs_auto_copies_and_link_promises_are_refused(
 ) -> None:
     dest_root = xfs / request.node.name
     dest_root.mkdir()
-    with Vault.open(tmp_path / "home") as v:  # home and cache on the test machine's own disk
+    # home and cache on the test machine's own disk; the copies come from cache entries
+    with Vault.open(tmp_path / "home", cache_fill="always") as v:
         v.push("m", model_dir)
         assert os.stat(v.cache.root if v.cache else tmp_path).st_dev != os.stat(xfs).st_dev
         result = v.pull("m", dest_root / "auto")
@@ -129,7 +130,7 @@ def test_without_the_linux_paths_auto_copies_on_xfs_too(
     """What macOS does on a filesystem without clones: the fallbacks, on a filesystem that has them."""
     for name, value in oscaps.portable_values().items():
         monkeypatch.setattr(oscaps, name, value)
-    with Vault.open(on_xfs / "home") as v:
+    with Vault.open(on_xfs / "home", cache_fill="always") as v:
         v.push("m", model_dir)
         result = v.pull("m", on_xfs / "a")
         assert result.placement == {"copy": 4}

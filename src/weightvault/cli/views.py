@@ -222,7 +222,10 @@ def print_pull(result: PullResult, dest: object, selecting: bool, as_json: bool,
     elif not result.files and selecting:
         _say(f"nothing pulled: no file of {v.model}@{v.label} is selected by --include/--exclude")
     elif not quiet:
-        placed = ", ".join(f"{n} by {how}" for how, n in sorted(result.placement.items()))
+        placed = ", ".join(
+            f"{n} by {'direct write' if how == 'written' else how}"
+            for how, n in sorted(result.placement.items())
+        )
         _say(
             f"pulled {v.model}@{v.label} into {dest}: {len(result.files)} files, "
             f"{human(result.bytes_total)} ({human(result.bytes_from_cache)} from cache) "

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from weightvault.core.errors import ConfigError
+from weightvault.vault.cachefill import CacheFill
 from weightvault.vault.config_schema import (
     SEED_MODEL_WEIGHTS_KEYS,
     check_env_keys,
@@ -58,6 +59,9 @@ class Settings(BaseModel):
     cache_enabled: bool = True
     cache_directory: Path | None = None
     cache_max_size_gb: float = Field(20.0, ge=0)
+    #: when a pull adds the files it rebuilds to the cache: "auto" (from a remote store, or when
+    #: the placement shares the entry: hardlink, clone) or "always"; see ``vault/cachefill.py``
+    cache_fill: CacheFill = "auto"
     #: cache entries of plain models: "shared" (files 0444, folders per the umask) or "private"
     #: (folders 0700, files 0400); an encrypted model's entries are always private
     cache_permissions: Literal["shared", "private"] = "shared"

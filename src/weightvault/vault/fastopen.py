@@ -51,6 +51,7 @@ SAFE_KEYS: dict[str, Any] = {
     "cache_directory": lambda v: isinstance(v, str) and bool(v),
     "cache_max_size_gb": _number(0),
     "cache_permissions": lambda v: v in ("shared", "private"),
+    "cache_fill": lambda v: v in ("auto", "always"),
     "link_mode": lambda v: v in ("auto", "reflink", "hardlink", "copy"),
     "link_fallback": lambda v: v in ("copy", "hardlink"),
     "compression": lambda v: v in ("none", "zstd", "float"),

@@ -96,8 +96,8 @@ class Placer:
     def _probe_clone(self) -> bool:
         """Clone a small temp file from the cache's filesystem into the destination's."""
         assert self.cache is not None
-        if self._clones is False:
-            return False
+        if self._clones is not None:  # known already: a clone was made, or cannot be
+            return self._clones
         source = self.cache.temp_file(self.private)
         target = _existing(self.dest) / f".wv-probe-{os.urandom(6).hex()}"
         try:

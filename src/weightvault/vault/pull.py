@@ -197,6 +197,9 @@ class _Context:
     counters: PullCounters
     progress: Callable[[int], None]
     placer: Placer
+    #: add the files rebuilt from the store to the cache (``vault.cachefill``); else each is
+    #: written once, straight into its destination
+    fill: bool = True
     #: placing a cached file would copy it: write the destination in the same pass instead
     tee: bool = False
     #: small cache entries written in that pass, made durable together at the end of the pull
@@ -274,6 +277,24 @@ def _build_tee(item: PlannedFile, recipe: FileRecipe, ctx: _Context, out_path: P
     ctx.placer.note("copy")
 
 
+def _build_direct(entry: FileEntry, recipe: FileRecipe, ctx: _Context, out_path: Path) -> None:
+    """Rebuild a file straight into its destination, the one write of a pull that does not fill
+    the cache. Not fsynced, as a copy placed from the cache is not: the destination is the
+    user's folder, and ``cp`` does not sync either; verified all the same (``write_file``)."""
+    if entry.size > SMALL_FILE:
+        from weightvault.storage.direct_io import DirectWriter
+
+        with DirectWriter(out_path, COPY_MODE) as out:
+            ctx.reader.write_file(recipe, out, entry.path, ctx.progress)
+            out.close(sync=False)
+    else:  # no aligned buffers to set up for a few KiB
+        small = _create(out_path, COPY_MODE)
+        try:
+            ctx.reader.write_file(recipe, small, entry.path, ctx.progress)
+        finally:
+            small.close()
+
+
 def _build(item: PlannedFile, ctx: _Context, out_path: Path) -> None:
     """Build one file, verified, at ``out_path``: a temporary name beside its target, or its own
     name in a staging folder (a name nothing else uses: it is created, never replaced).
@@ -291,13 +312,17 @@ def _build(item: PlannedFile, ctx: _Context, out_path: Path) -> None:
             progress(entry.size)
             return
         recipe = ctx.recipe_for(entry.sha256)
-        into_cache = cache is not None and cache.fits(entry.size)
-        if into_cache and ctx.tee:
+        if cache is None or not ctx.fill or not cache.fits(entry.size):
+            _build_direct(entry, recipe, ctx, out_path)
+            placer.note("written")
+            ctx.counters.from_store += entry.size
+            return
+        if ctx.tee:
             _build_tee(item, recipe, ctx, out_path)
             ctx.counters.from_store += entry.size
             return
-        build = cache.temp_file(private) if into_cache and cache is not None else out_path
-        mode = cache.temp_mode(private) if into_cache and cache is not None else 0o644
+        build = cache.temp_file(private)
+        mode = cache.temp_mode(private)
         try:
             if entry.size > SMALL_FILE:
                 from weightvault.storage.direct_io import DirectWriter
@@ -312,10 +337,7 @@ def _build(item: PlannedFile, ctx: _Context, out_path: Path) -> None:
         except BaseException:
             build.unlink(missing_ok=True)
             raise
-        if into_cache and cache is not None:
-            placer.place(cache.admit(build, entry.sha256, private), out_path)
-        else:
-            placer.note("written")
+        placer.place(cache.admit(build, entry.sha256, private), out_path)
         ctx.counters.from_store += entry.size
     except OSError as exc:
         out_path.unlink(missing_ok=True)
@@ -430,20 +452,23 @@ def materialise(
     progress: Callable[[int], None],
     placer: Placer,
     *,
+    fill: bool,
     in_thread: bool = False,
 ) -> PullCounters:
     """Create ``dest`` (with its parents) and build every planned file, then place them all;
     on any failure undo everything, the folders this pull made included.
 
-    ``in_thread``: build the files one after another in this thread, without the pools, for a
-    caller that knows each is a cached file placed by a link (a few metadata calls each)."""
+    ``fill``: add the files rebuilt from the store to ``cache`` (``vault.cachefill.fills_cache``);
+    cached files are placed from it either way. ``in_thread``: build the files one after another
+    in this thread, without the pools, for a caller that knows each is a cached file placed by a
+    link (a few metadata calls each)."""
     if dest is not None and planned and not os.path.lexists(dest):
         return _materialise_new(
-            dest, planned, recipe_for, reader, cache, workers, progress, placer, in_thread
+            dest, planned, recipe_for, reader, cache, workers, progress, placer, fill, in_thread
         )
     counters = PullCounters()
     created: list[Path] = []
-    ctx = _Context(recipe_for, reader, cache, counters, progress, placer)
+    ctx = _Context(recipe_for, reader, cache, counters, progress, placer, fill)
     prefix = os.urandom(6).hex()
     jobs = [(p, _temp_beside(p.target, prefix, i)) for i, p in enumerate(planned)]
     batch: Batch | None = None
@@ -452,7 +477,7 @@ def materialise(
             make_dirs(dest, created)
         for folder in sorted({p.target.parent for p in planned}, key=lambda f: len(f.parts)):
             make_dirs(folder, created)
-        if cache is not None and planned and placer.copies():
+        if fill and cache is not None and planned and placer.copies():
             ctx.tee = True
             batch = Batch(cache.root)  # opened before the entries are written (see batch_sync)
         _run(jobs, ctx, workers, in_thread)
@@ -479,6 +504,7 @@ def _materialise_new(
     workers: int,
     progress: Callable[[int], None],
     placer: Placer,
+    fill: bool,
     in_thread: bool,
 ) -> PullCounters:
     """``materialise`` into a folder that does not exist yet: build it whole as a sibling staging
@@ -487,7 +513,7 @@ def _materialise_new(
     made; a crash can leave only the staging folder, under its ``.wv-tmp`` name."""
     counters = PullCounters()
     created: list[Path] = []
-    ctx = _Context(recipe_for, reader, cache, counters, progress, placer)
+    ctx = _Context(recipe_for, reader, cache, counters, progress, placer, fill)
     staging = dest.parent / f".{dest.name}.{os.urandom(6).hex()}.wv-tmp"
     made_staging = False
     batch: Batch | None = None
@@ -502,7 +528,7 @@ def _materialise_new(
         for folder in sorted({path.parent for _, path in jobs}, key=lambda f: len(f.parts)):
             if folder != staging:
                 make_dirs(folder, [])  # removed with the staging folder
-        if cache is not None and placer.copies():
+        if fill and cache is not None and placer.copies():
             ctx.tee = True
             batch = Batch(cache.root)  # opened before the entries are written (see batch_sync)
         _run(jobs, ctx, workers, in_thread)

@@ -32,6 +32,7 @@ from weightvault.core.types import (
 from weightvault.registry.index import RegistryIndex, VersionRecord
 from weightvault.storage.backend import Backend
 from weightvault.vault import aliasseq, refauth
+from weightvault.vault.cachefill import fills_cache
 from weightvault.vault.codecs import BlobCodec
 from weightvault.vault.config import Settings
 from weightvault.vault.following import Following
@@ -333,6 +334,7 @@ class Records(Following):
             mode, self.settings.link_fallback, self.cache, dest_path, private=self._cache_private(model)
         )
         placer.check()
+        fill = fills_cache(self.settings.cache_fill, remote=self._reads_remote(provider), placer=placer)
         if on_start:
             on_start(sum(p.entry.size for p in planned))
         allow_plain = not self._manifest_sealed(info.commit)
@@ -360,6 +362,7 @@ class Records(Following):
                     self.settings.workers,
                     progress or (lambda n: None),
                     placer,
+                    fill=fill,
                 )
             finally:
                 if view is not reader:
@@ -391,6 +394,15 @@ class Records(Following):
             link_mode=mode,
             placement=dict(placer.counts),
         )
+
+    def _reads_remote(self, provider: str | None) -> bool:
+        """Whether a pull's chunks come over a network: from the store it reads first (``provider``,
+        else the primary) unless that is a folder on this machine (or a test's memory store)."""
+        from weightvault.storage.local import LocalBackend
+        from weightvault.storage.memory import MemoryBackend
+
+        backend = self.replicas.backend(provider) if self.replicas is not None and provider else self.primary
+        return not isinstance(backend, LocalBackend | MemoryBackend)
 
     def _cache_private(self, model: str) -> bool:
         """Whether ``model``'s pulled plaintext must be cached for this user only: it is encrypted."""

@@ -125,6 +125,7 @@ def warm_pull(
             int(_setting(where, "workers")),
             progress,
             placer,
+            fill=False,  # only cached files are placed here: nothing is rebuilt to fill with
             in_thread=True,  # links only: no thread pool to start for a few metadata calls each
         )
     except Exception as exc:  # undone by ``materialise``: the destination is as it was
