@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,7 +96,10 @@ def push(
 
     metadata = parse_metadata(meta)
     with _progress("push", quiet or as_json) as (start, advance):
-        result = _vault().push(
+        vault = _vault()
+        # early hashes come only with ``serve`` (never a server, whose client takes no such argument)
+        send = vault.push if _early is None else partial(vault.push, early_hashes=_early)
+        result = send(
             model,
             source,
             version=version,
@@ -107,7 +111,6 @@ def push(
             refuse_unsafe=refuse_unsafe,
             progress=advance,
             on_start=start,
-            early_hashes=_early,
         )
     views.print_push(result, as_json, quiet)
 
