@@ -145,6 +145,7 @@ def test_push_and_pull_end_as_the_full_cli_does_without_typer(tmp_path: Path) ->
     src.mkdir()
     (src / "a.txt").write_text("one")
     (src / "b.bin").write_bytes(b"\0" * 70_000)
+    (src / "c.bin").write_bytes(os.urandom(9 << 20))  # large: hashed early on the entry's path
     lines: list[tuple[str, ...]] = [
         ("push", "org/m", "SRC", "-v", "v1", "-m", "first", "--meta", "k=v"),
         ("push", "org/m", "SRC"),  # unchanged: says so
@@ -201,3 +202,49 @@ def test_the_collector_is_paused_for_start_up_only(tmp_path: Path, monkeypatch: 
         gc.enable()
     assert seen["enabled"] is True
     assert seen["frozen"] > 0
+
+
+def _early_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name == "wv-early-hash"]
+
+
+@pytest.mark.parametrize("ending", ["success", "error", "interrupt"])
+def test_a_push_hashes_early_and_leaves_no_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    """The push line starts the early hashes of its large files and hands them to the push;
+    whatever the end (done, a failure, Ctrl-C), no thread of theirs is left running."""
+    import gc
+
+    from weightvault.vault import earlyhash
+    from weightvault.vault.vault import Vault
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(earlyhash.LARGE + 1))
+    given: list[Any] = []
+    real = Vault.push
+
+    def push(self: Vault, *args: Any, **kwargs: Any) -> Any:
+        given.append(kwargs.get("early_hashes"))
+        if ending == "interrupt":
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Vault, "push", push)
+    model = "bad name!" if ending == "error" else "m"
+    try:
+        if ending == "success":
+            assert transfer.serve(["--home", str(tmp_path / "home"), "push", model, str(src), "-q"])
+        else:
+            with pytest.raises(SystemExit) as ended:
+                transfer.serve(["--home", str(tmp_path / "home"), "push", model, str(src), "-q"])
+            assert ended.value.code == (130 if ending == "interrupt" else 4)
+    finally:
+        gc.unfreeze()
+        gc.enable()
+    assert len(given) == 1 and isinstance(given[0], earlyhash.EarlyHashes)
+    assert _early_threads() == []
+    assert transfer._early is None

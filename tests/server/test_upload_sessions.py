@@ -5,6 +5,7 @@ announced size, checked by SHA-256, expired when idle (on SQLite and PostgreSQL)
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,3 +143,33 @@ def test_idle_sessions_are_removed_from_the_index_and_the_disk(
         other.get(idle.id, "m", "alice")
     other.create("m", "c", 10, "0" * 64, "alice")  # the spool of a swept session goes too
     assert not other.spool(idle.id).exists()
+
+
+def test_an_offset_asked_while_a_request_still_receives_is_the_one_after_it_ends(
+    tmp_path: Path, table: UploadSessionIndex
+) -> None:
+    sessions = UploadSessions(tmp_path / "uploads", table)
+    sid = _open(sessions)
+    appender = sessions.begin(sessions.get(sid, "m", "alice"), 0)
+    appender.write(DATA[:100_000])
+    answers: list[int] = []
+    asker = threading.Thread(target=lambda: answers.append(sessions.settled_offset(sid)))
+    asker.start()  # a client whose request broke off asks before the server has noticed
+    asker.join(0.5)
+    assert asker.is_alive() and not answers  # it waits: 100,000 is about to move
+    appender.write(DATA[100_000:250_000])  # the rest of what arrived before the break
+    sessions.end(appender)
+    asker.join(10)
+    assert answers == [250_000]
+    assert sessions.settled_offset(sid, wait=0) == 250_000  # nothing receiving: answered at once
+
+
+def test_an_offset_query_gives_up_waiting_on_a_request_that_does_not_end(
+    tmp_path: Path, table: UploadSessionIndex
+) -> None:
+    sessions = UploadSessions(tmp_path / "uploads", table)
+    sid = _open(sessions)
+    appender = sessions.begin(sessions.get(sid, "m", "alice"), 0)
+    appender.write(DATA[:4096])
+    assert sessions.settled_offset(sid, wait=0.2) == 4096  # bounded: the current length
+    sessions.end(appender)

@@ -129,7 +129,7 @@ def show_upload(model: str, upload_id: str, request: Request, who: CallerDep) ->
     who.require(model, Level.WRITE, "upload")
     sessions = _sessions(request)
     session = sessions.get(upload_id, model, _principal(who))
-    return _out(session, sessions.offset(session.id), False)
+    return _out(session, sessions.settled_offset(session.id), False)
 
 
 @router.delete(M + "/uploads/{upload_id}", status_code=204, tags=["upload"], summary="Abandon an upload")

@@ -44,6 +44,7 @@ from weightvault.storage.oserror import os_error
 __all__ = ["IDLE_SECONDS", "Appender", "Session", "UploadNotFoundError", "UploadSessions"]
 
 IDLE_SECONDS = 24 * 3600
+SETTLE_SECONDS = 10.0  # how long an offset query waits for a request still receiving to end
 _ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -65,6 +66,7 @@ class UploadSessions:
         self.index = index
         self.idle_seconds = idle_seconds
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)  # notified when a session stops receiving
         self._busy: set[str] = set()
         self._progress: dict[str, _Progress] = {}
 
@@ -120,6 +122,14 @@ class UploadSessions:
         except FileNotFoundError:
             return 0
 
+    def settled_offset(self, sid: str, wait: float = SETTLE_SECONDS) -> int:
+        """``offset`` once no request of this process still appends to the session (at most
+        ``wait`` seconds): a client asks after its request broke off, often before the server
+        has noticed, and an offset that is about to move would send it to a refused retry."""
+        with self._settled:
+            self._settled.wait_for(lambda: sid not in self._busy, timeout=wait)
+        return self.offset(sid)
+
     def remove(self, sid: str) -> None:
         """End the session everywhere (the index row) and drop this process's spool; other
         processes' spools of it go at their next sweep."""
@@ -170,6 +180,7 @@ class UploadSessions:
         except BaseException:
             with self._lock:
                 self._busy.discard(session.id)
+                self._settled.notify_all()
             raise
 
     def end(self, appender: Appender) -> None:
@@ -184,6 +195,7 @@ class UploadSessions:
             if kept:
                 self._progress[sid] = appender.progress
             self._busy.discard(sid)
+            self._settled.notify_all()
 
     def _rehash(self, sid: str, upto: int) -> _Progress:
         """The SHA-256 of a spool's bytes when this process did not see them arrive."""

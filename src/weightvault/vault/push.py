@@ -27,6 +27,7 @@ from weightvault.core.manifest import FileRecipe
 from weightvault.registry.index import RegistryIndex
 from weightvault.storage.oserror import os_error
 from weightvault.vault import filescan
+from weightvault.vault.earlyhash import EarlyHashes
 from weightvault.vault.filescan import FileChangedError
 from weightvault.vault.packer import PackSink
 from weightvault.vault.source import SourceFile
@@ -138,6 +139,7 @@ class PushPipeline:
         self._known: set[bytes] = set()
         self._known_lock = threading.Lock()
         self._stop = threading.Event()
+        self._early: EarlyHashes | None = None  # ``run``'s
         self.chunks_total = 0
         self.chunks_new = 0
         self.bytes_read = 0
@@ -171,7 +173,10 @@ class PushPipeline:
     # ---- per-file tasks ----------------------------------------------------------------------
 
     def _hash_file(self, st: _FileState) -> None:
-        st.sha256 = filescan.sha256_file(st.source.abspath, st.source.size, self._stop.is_set)
+        digest = self._early.take(st.source) if self._early is not None else None
+        if digest is None:
+            digest = filescan.sha256_file(st.source.abspath, st.source.size, self._stop.is_set)
+        st.sha256 = digest
 
     def _chunk_file(self, st: _FileState) -> None:
         chunks: list[tuple[bytes, int]] = []
@@ -219,15 +224,23 @@ class PushPipeline:
         files: list[SourceFile],
         cached: Mapping[Path, FileRecipe] | None = None,
         verified: Mapping[Path, str] | None = None,
+        early: EarlyHashes | None = None,
     ) -> list[FileRecipe]:
         """The recipes of ``files``, in order. ``cached``: recipes from the stat cache (by
         abspath), used instead of reading a file when all their chunks are indexed. ``verified``:
         SHA-256s (by abspath) already computed over exactly the bytes the file holds (an upload
-        checked as it arrived, unchanged since), so the file is not read a second time to hash it."""
+        checked as it arrived, unchanged since), so the file is not read a second time to hash it.
+        ``early``: SHA-256s of large files computed while the command line started
+        (``earlyhash``), each taken only under that module's rules, else computed here."""
         states = [_FileState(f) for f in files]
         verified = verified or {}
         order = sorted(states, key=lambda s: -s.source.size)  # big files first balances the workers
         cached = cached or {}
+        self._early = early
+        #: with early hashes, the hash tasks go last, smallest file first: the early thread works
+        #: from the largest file down, the workers from the smallest up once they have chunked
+        #: every file, so they meet at most at the one file the early thread has in hand
+        later: list[_FileState] = []
         try:
             with ThreadPoolExecutor(self._workers, thread_name_prefix="wv-push") as pool:
                 futures: list[Future[None]] = []
@@ -242,8 +255,11 @@ class PushPipeline:
                         known = verified.get(st.source.abspath)
                         if known is not None:
                             st.sha256 = known
+                        elif early is not None:
+                            later.append(st)
                         else:
                             futures.append(pool.submit(self._hash_file, st))
+                futures.extend(pool.submit(self._hash_file, st) for st in reversed(later))
                 done, _ = wait(futures, return_when=FIRST_EXCEPTION)
                 for fut in done:
                     if fut.exception() is not None:

@@ -94,6 +94,32 @@ class StatCache:
                                 break
         return found
 
+    def known(self, files: Sequence[SourceFile]) -> set[Path] | None:
+        """The abspaths of ``files`` with a trusted stat match under any scheme (a push may not
+        need to read them), from a read-only connection of its own: it may run before the vault
+        is open, and writes nothing. None when the cache exists but cannot be read."""
+        if not files or not self.path.exists():
+            return set()
+        try:
+            db = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=5)
+        except sqlite3.Error:
+            return None
+        try:
+            out: set[Path] = set()
+            for src in files:
+                key = (src.dev, src.inode, src.size, src.mtime_ns, src.ctime_ns)
+                rows = db.execute(
+                    "SELECT dev, ino, size, mtime_ns, ctime_ns, seen_ns FROM files WHERE path = ?",
+                    (str(src.abspath),),
+                )
+                if any(tuple(row[:5]) == key and trusted(src, row[5]) for row in rows):
+                    out.add(src.abspath)
+            return out
+        except sqlite3.Error:
+            return None
+        finally:
+            db.close()
+
     def lookup(self, files: Sequence[SourceFile], scheme: str) -> dict[Path, FileRecipe]:
         """The cached recipes of ``files`` whose stat matches a trusted entry, by abspath."""
         if not files or not self.path.exists():

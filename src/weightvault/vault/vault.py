@@ -67,6 +67,7 @@ from weightvault.vault.versions import Versions
 if TYPE_CHECKING:
     from weightvault.vault import ingest as ingest_types
     from weightvault.vault.domains import NewDomainReport
+    from weightvault.vault.earlyhash import EarlyHashes
     from weightvault.vault.rotation import RotateReport
     from weightvault.vault.stream import FileStream
 
@@ -150,6 +151,7 @@ class Vault(Versions):
         refuse_unsafe: bool = False,
         progress: Progress | None = None,
         on_start: ProgressStart | None = None,
+        early_hashes: EarlyHashes | None = None,
     ) -> PushResult:
         """Store a new version of ``model`` from ``source`` (a folder, a file, or files already
         scanned).
@@ -161,6 +163,9 @@ class Vault(Versions):
         version to the one it was fine-tuned from (a PEFT adapter's config does so by itself).
         Malformed safetensors files are refused, and with ``refuse_unsafe`` (or the setting
         ``refuse_unsafe_pickles``) dangerous pickles; nothing is written in either case.
+        ``early_hashes``: SHA-256s of the source's large files already being computed (the
+        command line starts them before the vault is open, ``vault.earlyhash``); the push takes
+        each one its rules allow and hashes every other file itself. The caller closes it.
         """
         started = time.perf_counter()
         check_model_name(model)
@@ -205,7 +210,7 @@ class Vault(Versions):
             new = _NewVersion(model, parent, message, dict(metadata or {}), tuple(lineage), safety)
             check_same = version is None and (dom is None or had_domain)
             for _attempt in range(3):
-                staged = self._push_data(new, files, dom, progress, check_same, seen_ns)
+                staged = self._push_data(new, files, dom, progress, check_same, seen_ns, early_hashes)
                 if staged.same is not None:
                     return PushResult(
                         version=staged.same,
@@ -259,6 +264,7 @@ class Vault(Versions):
         progress: Progress | None,
         check_same: bool,
         seen_ns: int,
+        early: EarlyHashes | None = None,
     ) -> _Staged:
         """Write what the store lacks of a push (packs, recipes, manifest); nothing is visible yet.
         With ``check_same``, files (and lineage) equal to the latest version's stop here (``same``)."""
@@ -289,7 +295,7 @@ class Vault(Versions):
         scheme = f"plain:{self.store.config.store_id}:{self.chunker.params}" if dom is None else None
         cached = self.stat_cache.lookup(files, scheme) if scheme else {}
         try:
-            recipes = pipeline.run(files, cached)
+            recipes = pipeline.run(files, cached, early=early)
         finally:
             self.index.release_probes()
         if scheme:
