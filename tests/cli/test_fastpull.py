@@ -704,3 +704,25 @@ def test_an_interrupt_during_a_cold_pull_leaves_nothing(cold: Path, tmp_path: Pa
     assert (got.returncode, got.stdout, got.stderr) == (130, "", "interrupted\n")
     assert not (tmp_path / "new").exists()
     _cache_files(cold)  # whole, verified entries only (a file finished before the interrupt may stay)
+
+
+def test_a_push_leaves_the_index_current_so_the_next_pull_is_light(tmp_path: Path) -> None:
+    """The push applies its own journal entries before it returns: the first pull after it does
+    not need the full stack to refresh (it did before: the index's cursor stayed one push behind)."""
+    home, src = tmp_path / "home", tmp_path / "src"
+    write_random(src / "w.bin", 300_000)
+    with Vault.open(home) as v:
+        v.push("org/fresh", src, version="v1")
+    where, snap = fastopen.open_home(str(home))  # raised SnapshotUnavailable before
+    with snap:
+        assert where.home == home.absolute()
+    probe = "import sys\nfrom weightvault.cli.fastpull import serve\nsys.exit(not serve(sys.argv[1:]))"
+    line = ["--home", str(home), "pull", "org/fresh@v1", str(tmp_path / "out"), "-q"]
+    got = subprocess.run(
+        [sys.executable, "-c", probe, *line],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "out" / "w.bin").read_bytes() == (src / "w.bin").read_bytes()

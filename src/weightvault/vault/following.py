@@ -70,6 +70,17 @@ class Following(VaultState):
                 raise
             logger.warning("could not follow the store's changes (%s); showing what this index knew", exc)
 
+    def follow_own_changes(self) -> None:
+        """Apply the journal entries this process just wrote (a few small reads), so the index is
+        current again: the next read from this home then takes the light path (``fastopen``), which
+        serves only an index that applied every entry, instead of loading the whole stack to
+        refresh first. The change is committed already; a store that cannot be reached now only
+        leaves the refresh to the next command."""
+        try:
+            self.refresh()
+        except StorageError as exc:
+            logger.info("the index will follow this change at the next command (%s)", exc)
+
     def _cursor(self) -> int:
         return int(self.index.get_state(refresh_module.CURSOR) or 0)
 

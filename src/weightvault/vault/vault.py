@@ -246,6 +246,7 @@ class Vault(Versions):
                 required_recipes=set(staged.recipe_names),
             )
         replication = self._replicate_version(rec)
+        self.follow_own_changes()
         return PushResult(
             version=self._info(rec),
             bytes_read=staged.pipeline.bytes_read,
