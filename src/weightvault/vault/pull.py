@@ -469,13 +469,10 @@ def materialise(
     cached files are placed from it either way. ``in_thread``: build the files one after another
     in this thread, without the pools, for a caller that knows each is a cached file placed by a
     link (a few metadata calls each)."""
+    ctx = _Context(recipe_for, reader, cache, PullCounters(), progress, placer, fill)
     if dest is not None and planned and not os.path.lexists(dest):
-        return _materialise_new(
-            dest, planned, recipe_for, reader, cache, workers, progress, placer, fill, in_thread
-        )
-    counters = PullCounters()
+        return _materialise_new(dest, planned, ctx, workers, in_thread)
     created: list[Path] = []
-    ctx = _Context(recipe_for, reader, cache, counters, progress, placer, fill)
     prefix = os.urandom(6).hex()
     jobs = [(p, _temp_beside(p.target, prefix, i)) for i, p in enumerate(planned)]
     batch: Batch | None = None
@@ -484,9 +481,7 @@ def materialise(
             make_dirs(dest, created)
         for folder in sorted({p.target.parent for p in planned}, key=lambda f: len(f.parts)):
             make_dirs(folder, created)
-        if fill and cache is not None and planned and placer.copies():
-            ctx.tee = True
-            batch = Batch(cache.root)  # opened before the entries are written (see batch_sync)
+        batch = _tee_batch(ctx, planned)
         _run(jobs, ctx, workers, in_thread)
         _admit_all(ctx, batch)
         _commit([(p.target, tmp) for p, tmp in jobs])
@@ -499,28 +494,27 @@ def materialise(
     finally:
         if batch is not None:
             batch.close()
-    return counters
+    return ctx.counters
+
+
+def _tee_batch(ctx: _Context, planned: list[PlannedFile]) -> Batch | None:
+    """When the files rebuilt from the store go to the cache and the placement copies: write
+    each cache entry and the user's copy in one pass (``ctx.tee``), the entries made durable
+    together by the returned batch (opened before they are written, see ``batch_sync``)."""
+    if not (ctx.fill and ctx.cache is not None and planned and ctx.placer.copies()):
+        return None
+    ctx.tee = True
+    return Batch(ctx.cache.root)
 
 
 def _materialise_new(
-    dest: Path,
-    planned: list[PlannedFile],
-    recipe_for: Callable[[str], FileRecipe],
-    reader: ChunkReader,
-    cache: FileCache | None,
-    workers: int,
-    progress: Callable[[int], None],
-    placer: Placer,
-    fill: bool,
-    in_thread: bool,
+    dest: Path, planned: list[PlannedFile], ctx: _Context, workers: int, in_thread: bool
 ) -> PullCounters:
     """``materialise`` into a folder that does not exist yet: build it whole as a sibling staging
     folder, every file under its own name, then rename that folder to ``dest`` (one rename
     instead of one per file). A failure removes the staging folder and the parents this pull
     made; a crash can leave only the staging folder, under its ``.wv-tmp`` name."""
-    counters = PullCounters()
     created: list[Path] = []
-    ctx = _Context(recipe_for, reader, cache, counters, progress, placer, fill)
     staging = dest.parent / f".{dest.name}.{os.urandom(6).hex()}.wv-tmp"
     made_staging = False
     batch: Batch | None = None
@@ -535,9 +529,7 @@ def _materialise_new(
         for folder in sorted({path.parent for _, path in jobs}, key=lambda f: len(f.parts)):
             if folder != staging:
                 make_dirs(folder, [])  # removed with the staging folder
-        if fill and cache is not None and placer.copies():
-            ctx.tee = True
-            batch = Batch(cache.root)  # opened before the entries are written (see batch_sync)
+        batch = _tee_batch(ctx, planned)
         _run(jobs, ctx, workers, in_thread)
         _admit_all(ctx, batch)
         try:
@@ -562,7 +554,7 @@ def _materialise_new(
     finally:
         if batch is not None:
             batch.close()
-    return counters
+    return ctx.counters
 
 
 def build_version(
