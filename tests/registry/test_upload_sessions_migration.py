@@ -28,7 +28,7 @@ def test_upgrade_from_0004_adds_upload_sessions_and_keeps_rows(db_url: str) -> N
 
     index = RegistryIndex(db_url)  # opening migrates to head
     try:
-        assert index.schema_revision() == SCHEMA_HEAD == "0005"
+        assert index.schema_revision() == SCHEMA_HEAD
         assert "upload_sessions" in inspect(index.engine).get_table_names()
         assert AccessStore(index).has_principals()
         table = UploadSessionIndex(index)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,6 +29,7 @@ from weightvault.core.errors import (
     VersionExistsError,
 )
 from weightvault.core.revision import LATEST, looks_like_commit
+from weightvault.registry import bootstrap
 from weightvault.registry.locations import BATCH, ChunkLocation, best_locations
 from weightvault.registry.migrations import HEAD
 from weightvault.registry.schema import (
@@ -51,6 +52,24 @@ _BATCH = BATCH
 #: Alembic keeps its migration context in module globals: two indexes migrating at once in one
 #: process (two vaults opened by two threads) would run each other's steps. One at a time.
 _MIGRATE_LOCK = threading.Lock()
+
+
+def _revision(conn: Connection) -> str | None:
+    if not conn.dialect.has_table(conn, "alembic_version"):
+        return None
+    rev = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    return None if rev is None else str(rev)
+
+
+def _upgrade(conn: Connection) -> None:
+    """Run the Alembic migrations up to head on ``conn`` (in its transaction)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, "head")
 
 
 def utcnow() -> datetime:
@@ -116,18 +135,13 @@ class RegistryIndex:
 
     def schema_revision(self) -> str | None:
         with self.engine.connect() as conn:
-            if not self.engine.dialect.has_table(conn, "alembic_version"):
-                return None
-            return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+            return _revision(conn)
 
     def _migrate(self) -> None:
+        """Bring the database to the head schema: nothing to do when it is there; an empty one is
+        created at head directly (``bootstrap``); an older one runs the Alembic migrations."""
         if self.schema_revision() == SCHEMA_HEAD:
             return
-        from alembic import command
-        from alembic.config import Config
-
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
         # on SQLite the migration's transaction takes the write lock when it begins (a deferred one
         # that reads first cannot wait for the lock when it comes to write: "database is locked")
         with _MIGRATE_LOCK:
@@ -139,8 +153,12 @@ class RegistryIndex:
                         # several server processes may start at once on one database: one migrates,
                         # the others wait here and then find nothing left to do
                         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7469646576)")
-                    cfg.attributes["connection"] = conn
-                    command.upgrade(cfg, "head")
+                    if _revision(conn) == SCHEMA_HEAD:
+                        pass  # another process or thread got here first
+                    elif bootstrap.is_empty(conn):
+                        bootstrap.create_head(conn)
+                    else:
+                        _upgrade(conn)
             finally:
                 self._immediate.on = False
 

@@ -2,4 +2,4 @@
 Alembic's own head), so code can tell an up-to-date database without importing Alembic or
 SQLAlchemy."""
 
-HEAD = "0005"
+HEAD = "0006"
