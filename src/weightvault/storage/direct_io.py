@@ -21,7 +21,12 @@ from pathlib import Path
 from weightvault.storage import oscaps
 
 BLOCK = 8 << 20
-_IO = ThreadPoolExecutor(max_workers=2, thread_name_prefix="wv-io")
+#: writes in flight at once: a push has one per open pack (one per chunking thread) and one per
+#: pack being closed by a sealing thread
+_IO = ThreadPoolExecutor(max_workers=4, thread_name_prefix="wv-io")
+#: buffers kept for the next writers (2 each): a push's open and sealing packs reuse them
+#: instead of touching fresh memory; 12 x 8 MiB at most stay mapped
+_KEEP = 12
 _pool: list[mmap.mmap] = []
 _pool_lock = threading.Lock()
 
@@ -35,7 +40,7 @@ def _take() -> mmap.mmap:
 
 def _give(buf: mmap.mmap) -> None:
     with _pool_lock:
-        if len(_pool) < 8:
+        if len(_pool) < _KEEP:
             _pool.append(buf)
             return
     buf.close()

@@ -4,10 +4,17 @@ Order per pack (docs/format.md, "write order"): pack object durable -> index obj
 rows -> journal entry. Only then may a later push deduplicate against its chunks, so a push killed at any
 moment never leaves the index pointing at data that is not on disk.
 
-A full pack is sealed (those steps) by a sealing thread while the chunking threads fill the next
-one: its fsyncs and index writes no longer stall chunking. At most ``MAX_SEALING`` packs wait to
-be sealed (each holds its writer's buffers), and ``flush`` returns only when every pack is sealed.
-The pack file is fsynced once, by the backend that adopts it (``put_file``).
+Each thread that adds chunks fills a pack of its own: the copy into a pack's write buffer
+happens outside any lock shared with the other threads, and each open pack keeps its own write
+in flight, so with two chunking threads two writes keep the disk busy (one shared pack had one
+write in flight and made the second thread wait on its copy). A file's chunks also land
+together, in fewer packs. A full pack is sealed (those steps) by sealing threads while the
+chunking threads fill the next ones: its fsyncs and index writes no longer stall chunking; on a
+local store two packs are sealed at once (``LOCAL_SEALERS``), their index rows and journal
+entries one pack at a time. At most ``MAX_SEALING`` packs wait to be sealed (each holds its
+writer's buffers), and ``flush`` returns only when every pack, the partly filled ones of every
+thread included, is sealed. The pack file is fsynced once, by the backend that adopts it
+(``put_file``).
 
 For a store that cannot adopt a local file (a cloud store), the pack is staged through the page
 cache (it is read back at once for the upload, then deleted). A store whose ``put_file`` sends a
@@ -28,12 +35,17 @@ from pathlib import Path
 
 from weightvault.cas.pack import PackWriter
 from weightvault.core import layout
+from weightvault.core.errors import StorageError
 from weightvault.registry.index import RegistryIndex
 from weightvault.storage.backend import Backend
 from weightvault.storage.direct_io import DirectWriter
 
 #: full packs waiting for (or in) the sealing thread before a chunking thread waits for one
 MAX_SEALING = 2
+#: packs of a local store sealed at once: a seal is a chain of fsyncs (pack, index object, index
+#: rows, journal entry), each waiting on a journal commit behind the pack writes in the disk's
+#: queue; two chains share those commits instead of queueing one after the other
+LOCAL_SEALERS = 2
 
 
 class _OpenPack:
@@ -43,10 +55,13 @@ class _OpenPack:
         # adopted in place: durable without filling the page cache; staged: read back at once
         self.file = DirectWriter(path, cached=staged)
         self.writer = PackWriter(self.file)
+        #: held by the one thread appending to it, and by ``flush``/``abort`` taking it over
+        self.lock = threading.Lock()
+        self.taken = False  # by ``flush``/``abort``: no more appends
 
 
 class PackSink:
-    """Thread-safe: several chunking threads add blobs; whoever fills a pack seals it."""
+    """Thread-safe: several threads add blobs, each to its own open pack; a full one is sealed."""
 
     def __init__(
         self,
@@ -63,10 +78,10 @@ class PackSink:
         self._target = target_size
         #: the backend copies the pack file elsewhere (a cloud store) rather than adopting it
         self._staged = not callable(getattr(backend, "temp_path", None))
-        self._sealers = max(1, int(getattr(backend, "pack_uploads", 1))) if self._staged else 1
+        self._sealers = max(1, int(getattr(backend, "pack_uploads", 1))) if self._staged else LOCAL_SEALERS
         self._lock = threading.Lock()
         self._record_lock = threading.Lock()  # index rows and journal: one pack at a time
-        self._current: _OpenPack | None = None
+        self._open: dict[int, _OpenPack] = {}  # by the thread that appends to it
         self._pending: set[bytes] = set()  # chunk ids written to a pack not sealed yet
         self.packs_written: list[str] = []
         self.bytes_written = 0
@@ -91,19 +106,26 @@ class PackSink:
         codec: int = 0,
         key_slot: int = 0,
     ) -> None:
-        full: _OpenPack | None = None
+        me = threading.get_ident()
         with self._lock:
             if self._failure is not None:
                 raise self._failure
-            if self._current is None:
-                self._current = _OpenPack(self._temp_path(), self._staged)
-            pack = self._current
-            pack.writer.add(chunk_id, stored, raw_len, codec, key_slot)
+            pack = self._open.get(me)
+            if pack is None:
+                pack = self._open[me] = _OpenPack(self._temp_path(), self._staged)
             self.bytes_written += len(stored)
-            if pack.writer.size >= self._target:
-                full, self._current = pack, None
-        if full is not None:
-            self._hand_over(full)
+        with pack.lock:  # uncontended unless flush/abort take the pack over meanwhile
+            if pack.taken:
+                raise StorageError("the packs were flushed or aborted while a chunk was being added")
+            pack.writer.add(chunk_id, stored, raw_len, codec, key_slot)
+            full = pack.writer.size >= self._target
+        if full:
+            with self._lock:
+                mine = self._open.get(me) is pack  # else flush/abort took it over meanwhile
+                if mine:
+                    del self._open[me]
+            if mine:
+                self._hand_over(pack)
 
     def _hand_over(self, pack: _OpenPack) -> None:
         """Queue a full pack for the sealing thread; wait while too many are queued."""
@@ -155,26 +177,50 @@ class PackSink:
             sealer.shutdown(wait=True)
         return self._failure
 
-    def flush(self) -> None:
-        """Seal the last, partly filled pack; return once every pack of the sink is sealed."""
+    def _take_open(self) -> list[_OpenPack]:
+        """Every open pack, taken from the threads filling them (each waits out a running add)."""
         with self._lock:
-            pack, self._current = self._current, None
+            packs = list(self._open.values())
+            self._open.clear()
+        for pack in packs:
+            with pack.lock:
+                pack.taken = True
+        return packs
+
+    def flush(self) -> None:
+        """Seal the partly filled packs; return once every pack of the sink is sealed."""
+        packs = self._take_open()
         failure = self._wait_sealed()
         if failure is not None:
-            if pack is not None:
-                pack.file.abort()
-                pack.path.unlink(missing_ok=True)
+            _discard(packs)
             raise failure
-        if pack is not None:
-            self._seal(pack)
+        if len(packs) <= 1 or self._sealers == 1:
+            for i, pack in enumerate(packs):
+                try:
+                    self._seal(pack)
+                except BaseException:
+                    _discard(packs[i + 1 :])
+                    raise
+            return
+        # several threads' partial packs: sealed side by side, as the sealing thread would
+        with ThreadPoolExecutor(min(len(packs), self._sealers), thread_name_prefix="wv-seal") as pool:
+            futures = [pool.submit(self._seal, pack) for pack in packs]
+        for fut in futures:
+            exc = fut.exception()
+            if exc is not None:
+                raise exc
 
     def abort(self) -> None:
-        with self._lock:
-            pack, self._current = self._current, None
+        packs = self._take_open()
         self._wait_sealed()  # a pack being sealed completes: durable and unreferenced, like any other
-        if pack is not None:
-            pack.file.abort()
-            pack.path.unlink(missing_ok=True)
+        _discard(packs)
+
+
+def _discard(packs: list[_OpenPack]) -> None:
+    """Close and delete packs that will never be sealed."""
+    for pack in packs:
+        pack.file.abort()
+        pack.path.unlink(missing_ok=True)
 
 
 def default_temp_factory(backend: Backend, fallback_dir: Path) -> Callable[[], Path]:

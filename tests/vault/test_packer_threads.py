@@ -1,0 +1,157 @@
+"""Each thread adding chunks fills a pack of its own (no shared copy lock, one write in flight per
+pack): every pack holds one thread's chunks only, every pack still follows the write order, the
+partly filled packs of every thread are sealed by ``flush``, and ``abort`` or a failed seal leaves
+no pack file behind and no index row of an unsealed pack."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from weightvault.cas.hashing import chunk_id
+from weightvault.cas.pack import decode_table
+from weightvault.core import layout
+from weightvault.core.errors import StorageError
+from weightvault.registry.index import RegistryIndex
+from weightvault.storage.local import LocalBackend
+from weightvault.vault.packer import PackSink, default_temp_factory
+
+KiB = 1 << 10
+THREADS = 3
+
+
+class _Local(LocalBackend):
+    """A local store recording the order objects land in, optionally failing one index object."""
+
+    def __init__(self, root: Path, fail_index: int | None = None) -> None:
+        super().__init__(root)
+        self.events: list[str] = []
+        self._fail_index = fail_index
+        self._indexes = 0
+        self._events_lock = threading.Lock()
+
+    def put_file(self, key: str, path: Path, *, consume: bool = False) -> None:
+        super().put_file(key, path, consume=consume)
+        with self._events_lock:
+            self.events.append(key)
+
+    def put(self, key: str, data: bytes | bytearray | memoryview, *, if_absent: bool = False) -> None:
+        with self._events_lock:
+            if key.startswith(layout.INDEX):
+                self._indexes += 1
+                if self._indexes == self._fail_index:
+                    raise StorageError("index object write failed")
+        super().put(key, data, if_absent=if_absent)
+        with self._events_lock:
+            self.events.append(key)
+
+
+def _blobs(count: int, size: int) -> list[tuple[bytes, bytes]]:
+    out = []
+    for _ in range(count):
+        data = os.urandom(size)
+        out.append((chunk_id(data), data))
+    return out
+
+
+def _fill(sink: PackSink, per_thread: list[list[tuple[bytes, bytes]]]) -> list[BaseException]:
+    """Add each list from its own thread, the threads interleaving chunk by chunk."""
+    turn = threading.Barrier(len(per_thread), timeout=30)
+    errors: list[BaseException] = []
+
+    def work(blobs: list[tuple[bytes, bytes]]) -> None:
+        try:
+            for cid, data in blobs:
+                turn.wait()
+                if sink.claim(cid):
+                    sink.add(cid, data, len(data))
+        except BaseException as exc:
+            errors.append(exc)
+            turn.abort()
+
+    threads = [threading.Thread(target=work, args=(b,)) for b in per_thread]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+def _pack_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and p.name.endswith(".tmp")]
+
+
+def test_each_thread_fills_its_own_packs_and_flush_seals_every_partial_one(tmp_path: Path) -> None:
+    backend = _Local(tmp_path / "store")
+    index = RegistryIndex(f"sqlite:///{tmp_path / 'index.db'}")
+    journal: list[str] = []
+
+    def on_sealed(pack_id: str, _size: int) -> None:
+        assert layout.pack_key(pack_id) in backend.events and layout.index_key(pack_id) in backend.events
+        assert index.pack_ids_for_chunks(
+            {e.chunk_id for e in decode_table(backend.get(layout.index_key(pack_id)))}
+        ) == {pack_id}  # rows recorded before the journal entry
+        journal.append(pack_id)
+
+    sink = PackSink(backend, index, default_temp_factory(backend, tmp_path / "st"), 100 * KiB, on_sealed)
+    per_thread = [_blobs(7, 40 * KiB) for _ in range(THREADS)]  # 7 blobs: 2 full packs + 1 partial
+    assert _fill(sink, per_thread) == []
+    sink.flush()
+
+    owner = {cid: i for i, blobs in enumerate(per_thread) for cid, _ in blobs}
+    assert sorted(journal) == sorted(sink.packs_written)
+    assert len(sink.packs_written) == 3 * THREADS  # every thread's partial pack is sealed too
+    for pack_id in sink.packs_written:
+        keys = backend.events
+        assert keys.index(layout.pack_key(pack_id)) < keys.index(layout.index_key(pack_id))
+        entries = decode_table(backend.get(layout.index_key(pack_id)))
+        assert len({owner[e.chunk_id] for e in entries}) == 1  # one thread's chunks per pack
+        pack = backend.get(layout.pack_key(pack_id))
+        for e in entries:
+            assert chunk_id(pack[e.offset : e.offset + e.stored_len]) == e.chunk_id
+    assert all(index.has_chunk(cid) for cid in owner)
+    assert sink.bytes_written == sum(len(d) for blobs in per_thread for _, d in blobs)
+    assert _pack_files(tmp_path / "store") == []
+    index.close()
+
+
+def test_abort_with_several_open_packs_leaves_no_file_and_no_rows_of_them(tmp_path: Path) -> None:
+    backend = _Local(tmp_path / "store")
+    index = RegistryIndex(f"sqlite:///{tmp_path / 'index.db'}")
+    sink = PackSink(backend, index, default_temp_factory(backend, tmp_path / "st"), 100 * KiB)
+    per_thread = [_blobs(4, 40 * KiB) for _ in range(THREADS)]  # 1 full pack + 1 open per thread
+    assert _fill(sink, per_thread) == []
+    assert len(_pack_files(tmp_path / "store")) >= THREADS  # the open packs are on disk
+    sink.abort()
+
+    assert _pack_files(tmp_path / "store") == []
+    sealed = set(sink.packs_written)
+    assert len(sealed) == THREADS
+    in_sealed = {e.chunk_id for p in sealed for e in decode_table(backend.get(layout.index_key(p)))}
+    for cid, _ in (b for blobs in per_thread for b in blobs):
+        assert index.has_chunk(cid) == (cid in in_sealed)
+    index.close()
+
+
+def test_a_failed_seal_fails_every_thread_and_flush_and_leaves_no_pack_file(tmp_path: Path) -> None:
+    backend = _Local(tmp_path / "store", fail_index=2)
+    index = RegistryIndex(f"sqlite:///{tmp_path / 'index.db'}")
+    sink = PackSink(backend, index, default_temp_factory(backend, tmp_path / "st"), 100 * KiB)
+    per_thread = [_blobs(12, 40 * KiB) for _ in range(THREADS)]
+    errors = _fill(sink, per_thread)
+    with pytest.raises(StorageError):
+        if errors:
+            raise errors[0]
+        sink.flush()
+    sink.abort()
+
+    assert _pack_files(tmp_path / "store") == []
+    sealed = set(sink.packs_written)
+    assert len(sealed) >= 1  # the first pack was sealed before the second failed
+    in_sealed = {e.chunk_id for p in sealed for e in decode_table(backend.get(layout.index_key(p)))}
+    for cid, _ in (b for blobs in per_thread for b in blobs):
+        assert index.has_chunk(cid) == (cid in in_sealed)  # no row of a pack that was not sealed
+    index.close()
