@@ -1,13 +1,16 @@
-"""Each thread adding chunks fills a pack of its own (no shared copy lock, one write in flight per
-pack): every pack holds one thread's chunks only, every pack still follows the write order, the
-partly filled packs of every thread are sealed by ``flush``, and ``abort`` or a failed seal leaves
-no pack file behind and no index row of an unsealed pack."""
+"""With ``per_thread``, each thread adding chunks fills a pack of its own (no shared copy lock, one
+write in flight per pack): every pack holds one thread's chunks only, every pack still follows the
+write order, the partly filled packs of every thread are sealed by ``flush``, and ``abort`` or a
+failed seal leaves no pack file behind and no index row of an unsealed pack. Without it, threads
+share one pack at a time, and a small push makes one pack."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,7 +99,9 @@ def test_each_thread_fills_its_own_packs_and_flush_seals_every_partial_one(tmp_p
         ) == {pack_id}  # rows recorded before the journal entry
         journal.append(pack_id)
 
-    sink = PackSink(backend, index, default_temp_factory(backend, tmp_path / "st"), 100 * KiB, on_sealed)
+    sink = PackSink(
+        backend, index, default_temp_factory(backend, tmp_path / "st"), 100 * KiB, on_sealed, per_thread=True
+    )
     per_thread = [_blobs(7, 40 * KiB) for _ in range(THREADS)]  # 7 blobs: 2 full packs + 1 partial
     assert _fill(sink, per_thread) == []
     sink.flush()
@@ -121,7 +126,9 @@ def test_each_thread_fills_its_own_packs_and_flush_seals_every_partial_one(tmp_p
 def test_abort_with_several_open_packs_leaves_no_file_and_no_rows_of_them(tmp_path: Path) -> None:
     backend = _Local(tmp_path / "store")
     index = RegistryIndex(f"sqlite:///{tmp_path / 'index.db'}")
-    sink = PackSink(backend, index, default_temp_factory(backend, tmp_path / "st"), 100 * KiB)
+    sink = PackSink(
+        backend, index, default_temp_factory(backend, tmp_path / "st"), 100 * KiB, per_thread=True
+    )
     per_thread = [_blobs(4, 40 * KiB) for _ in range(THREADS)]  # 1 full pack + 1 open per thread
     assert _fill(sink, per_thread) == []
     assert len(_pack_files(tmp_path / "store")) >= THREADS  # the open packs are on disk
@@ -139,7 +146,9 @@ def test_abort_with_several_open_packs_leaves_no_file_and_no_rows_of_them(tmp_pa
 def test_a_failed_seal_fails_every_thread_and_flush_and_leaves_no_pack_file(tmp_path: Path) -> None:
     backend = _Local(tmp_path / "store", fail_index=2)
     index = RegistryIndex(f"sqlite:///{tmp_path / 'index.db'}")
-    sink = PackSink(backend, index, default_temp_factory(backend, tmp_path / "st"), 100 * KiB)
+    sink = PackSink(
+        backend, index, default_temp_factory(backend, tmp_path / "st"), 100 * KiB, per_thread=True
+    )
     per_thread = [_blobs(12, 40 * KiB) for _ in range(THREADS)]
     errors = _fill(sink, per_thread)
     with pytest.raises(StorageError):
@@ -155,3 +164,74 @@ def test_a_failed_seal_fails_every_thread_and_flush_and_leaves_no_pack_file(tmp_
     for cid, _ in (b for blobs in per_thread for b in blobs):
         assert index.has_chunk(cid) == (cid in in_sealed)  # no row of a pack that was not sealed
     index.close()
+
+
+def test_shared_packs_take_every_thread_and_are_never_written_after_they_are_handed_over(
+    tmp_path: Path,
+) -> None:
+    """Without ``per_thread`` the threads take turns on one pack: a pack another thread has just
+    filled is not appended to while it is sealed, and the sealed packs hold every chunk once."""
+    backend = _Local(tmp_path / "store")
+    index = RegistryIndex(f"sqlite:///{tmp_path / 'index.db'}")
+    sink = PackSink(backend, index, default_temp_factory(backend, tmp_path / "st"), 100 * KiB)
+    per_thread = [_blobs(20, 30 * KiB) for _ in range(THREADS)]
+    assert _fill(sink, per_thread) == []
+    sink.flush()
+
+    seen: list[bytes] = []
+    owners_per_pack = []
+    owner = {cid: i for i, blobs in enumerate(per_thread) for cid, _ in blobs}
+    for pack_id in sink.packs_written:
+        entries = decode_table(backend.get(layout.index_key(pack_id)))
+        pack = backend.get(layout.pack_key(pack_id))
+        assert len(pack) == entries[-1].offset + entries[-1].stored_len + len(
+            backend.get(layout.index_key(pack_id))
+        )  # nothing written after the table
+        for e in entries:
+            assert chunk_id(pack[e.offset : e.offset + e.stored_len]) == e.chunk_id
+        seen.extend(e.chunk_id for e in entries)
+        owners_per_pack.append({owner[e.chunk_id] for e in entries})
+    assert sorted(seen) == sorted(owner)
+    assert any(len(o) > 1 for o in owners_per_pack)  # the threads shared packs
+    total = sum(len(d) for blobs in per_thread for _, d in blobs)
+    assert len(sink.packs_written) <= total // (100 * KiB) + 1  # no partial pack per thread
+    index.close()
+
+
+def _packs(home: Path) -> list[Path]:
+    return [p for p in (home / "store" / layout.PACKS).rglob("*") if p.is_file()]
+
+
+def test_a_push_takes_a_pack_per_thread_only_when_it_can_fill_one_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small push shares one pack between its threads (one pack, not a partial one per thread);
+    a push of at least a pack per thread, not counting files the stat cache vouches for, does not."""
+    from weightvault.vault import vault as vault_module
+
+    modes: list[bool] = []
+
+    class _Recording(PackSink):
+        def __init__(self, *args: Any, per_thread: bool = False, **kwargs: Any) -> None:
+            modes.append(per_thread)
+            super().__init__(*args, per_thread=per_thread, **kwargs)
+
+    monkeypatch.setattr(vault_module, "PackSink", _Recording)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"f{i}.bin").write_bytes(os.urandom(300 * KiB))  # less than a pack
+    home = tmp_path / "home"
+    with vault_module.Vault.open(home, pack_size_mb=1, workers=2) as v:
+        v.push("m", src, version="v1")
+        assert modes == [False] and len(_packs(home)) == 1
+        for i in range(3):
+            (src / f"f{i}.bin").write_bytes(os.urandom(1 << 20))  # 3 MiB new
+        time.sleep(1.05 - time.time() % 1)  # the next whole second: not "racily clean" at v2's stat
+        v.push("m", src, version="v2")
+        assert modes[-1] is True
+        report = v.verify("m@v2", read_data=True)
+        assert report.ok and report.checked_bytes >= 3 << 20
+        (src / "f0.bin").write_bytes(os.urandom(1 << 20))  # 1 MiB to read; the rest is cached
+        v.push("m", src, version="v3")
+        assert modes[-1] is False

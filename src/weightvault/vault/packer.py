@@ -4,17 +4,19 @@ Order per pack (docs/format.md, "write order"): pack object durable -> index obj
 rows -> journal entry. Only then may a later push deduplicate against its chunks, so a push killed at any
 moment never leaves the index pointing at data that is not on disk.
 
-Each thread that adds chunks fills a pack of its own: the copy into a pack's write buffer
-happens outside any lock shared with the other threads, and each open pack keeps its own write
-in flight, so with two chunking threads two writes keep the disk busy (one shared pack had one
-write in flight and made the second thread wait on its copy). A file's chunks also land
-together, in fewer packs. A full pack is sealed (those steps) by sealing threads while the
-chunking threads fill the next ones: its fsyncs and index writes no longer stall chunking; on a
-local store two packs are sealed at once (``LOCAL_SEALERS``), their index rows and journal
-entries one pack at a time. At most ``MAX_SEALING`` packs wait to be sealed (each holds its
-writer's buffers), and ``flush`` returns only when every pack, the partly filled ones of every
-thread included, is sealed. The pack file is fsynced once, by the backend that adopts it
-(``put_file``).
+With ``per_thread`` (a push large enough to fill a pack per chunking thread), each thread that
+adds chunks fills a pack of its own: the copy into a pack's write buffer happens outside any lock
+shared with the other threads, and each open pack keeps its own write in flight, so with two
+chunking threads two writes keep the disk busy (one shared pack had one write in flight and made
+the second thread wait on its copy). A file's chunks also land together, in fewer packs. A small
+push keeps one shared pack, so it still makes one pack, not one per thread.
+
+A full pack is sealed (those steps) by sealing threads while the chunking threads fill the next
+ones: its fsyncs and index writes no longer stall chunking; on a local store two packs are sealed
+at once (``LOCAL_SEALERS``), their index rows and journal entries one pack at a time. At most
+``MAX_SEALING`` packs wait to be sealed (each holds its writer's buffers), and ``flush`` returns
+only when every pack, the partly filled ones of every thread included, is sealed. The pack file
+is fsynced once, by the backend that adopts it (``put_file``).
 
 For a store that cannot adopt a local file (a cloud store), the pack is staged through the page
 cache (it is read back at once for the upload, then deleted). A store whose ``put_file`` sends a
@@ -58,10 +60,12 @@ class _OpenPack:
         #: held by the one thread appending to it, and by ``flush``/``abort`` taking it over
         self.lock = threading.Lock()
         self.taken = False  # by ``flush``/``abort``: no more appends
+        self.full = False  # reached the target size: no more appends, it is being sealed
 
 
 class PackSink:
-    """Thread-safe: several threads add blobs, each to its own open pack; a full one is sealed."""
+    """Thread-safe: several threads add blobs (each to its own open pack with ``per_thread``);
+    a full pack is sealed."""
 
     def __init__(
         self,
@@ -70,8 +74,11 @@ class PackSink:
         temp_path: Callable[[], Path],
         target_size: int,
         on_sealed: Callable[[str, int], None] | None = None,
+        *,
+        per_thread: bool = False,
     ) -> None:
         self._backend = backend
+        self._per_thread = per_thread
         self._on_sealed = on_sealed
         self._index = index
         self._temp_path = temp_path
@@ -81,7 +88,7 @@ class PackSink:
         self._sealers = max(1, int(getattr(backend, "pack_uploads", 1))) if self._staged else LOCAL_SEALERS
         self._lock = threading.Lock()
         self._record_lock = threading.Lock()  # index rows and journal: one pack at a time
-        self._open: dict[int, _OpenPack] = {}  # by the thread that appends to it
+        self._open: dict[int, _OpenPack] = {}  # by the thread appending to it (or 0: shared)
         self._pending: set[bytes] = set()  # chunk ids written to a pack not sealed yet
         self.packs_written: list[str] = []
         self.bytes_written = 0
@@ -106,26 +113,34 @@ class PackSink:
         codec: int = 0,
         key_slot: int = 0,
     ) -> None:
-        me = threading.get_ident()
-        with self._lock:
-            if self._failure is not None:
-                raise self._failure
-            pack = self._open.get(me)
-            if pack is None:
-                pack = self._open[me] = _OpenPack(self._temp_path(), self._staged)
-            self.bytes_written += len(stored)
-        with pack.lock:  # uncontended unless flush/abort take the pack over meanwhile
-            if pack.taken:
-                raise StorageError("the packs were flushed or aborted while a chunk was being added")
-            pack.writer.add(chunk_id, stored, raw_len, codec, key_slot)
-            full = pack.writer.size >= self._target
-        if full:
+        me = threading.get_ident() if self._per_thread else 0
+        while True:
             with self._lock:
-                mine = self._open.get(me) is pack  # else flush/abort took it over meanwhile
-                if mine:
-                    del self._open[me]
-            if mine:
+                if self._failure is not None:
+                    raise self._failure
+                pack = self._open.get(me)
+                if pack is None:
+                    pack = self._open[me] = _OpenPack(self._temp_path(), self._staged)
+            # per thread: uncontended unless flush/abort take the pack over meanwhile; shared: the
+            # copy of one thread at a time
+            with pack.lock:
+                if pack.taken:
+                    raise StorageError("the packs were flushed or aborted while a chunk was being added")
+                if pack.full:
+                    continue  # another thread filled this shared pack meanwhile: the next one
+                pack.writer.add(chunk_id, stored, raw_len, codec, key_slot)
+                handed = False
+                if pack.writer.size >= self._target:
+                    pack.full = True
+                    with self._lock:
+                        handed = self._open.get(me) is pack  # else flush/abort took it over meanwhile
+                        if handed:
+                            del self._open[me]
+            with self._lock:
+                self.bytes_written += len(stored)
+            if handed:
                 self._hand_over(pack)
+            return
 
     def _hand_over(self, pack: _OpenPack) -> None:
         """Queue a full pack for the sealing thread; wait while too many are queued."""

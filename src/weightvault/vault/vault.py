@@ -269,12 +269,20 @@ class Vault(Versions):
     ) -> _Staged:
         """Write what the store lacks of a push (packs, recipes, manifest); nothing is visible yet.
         With ``check_same``, files (and lineage) equal to the latest version's stop here (``same``)."""
+        # the stat cache serves plain models only: an encrypted model's chunk ids and cut points
+        # depend on its keys, which a machine-local table should not have to track
+        scheme = f"plain:{self.store.config.store_id}:{self.chunker.params}" if dom is None else None
+        cached = self.stat_cache.lookup(files, scheme) if scheme else {}
+        workers = self.settings.workers
+        to_read = sum(f.size for f in files if f.abspath not in cached)
         sink = PackSink(
             self.backend,
             self.index,
             default_temp_factory(self.backend, self.settings.home / "tmp"),
             self.settings.pack_size,
             on_sealed=self.journal_pack,
+            # a pack per chunking thread once the push can fill one each; else one pack, not several
+            per_thread=workers > 1 and to_read >= workers * self.settings.pack_size,
         )
         encoder: BlobEncoder | None = None
         slot = dom.active_slot if dom is not None else 0
@@ -291,10 +299,6 @@ class Vault(Versions):
             usable_slots=dom.slots if dom is not None else None,
             encode_threads=self._encode_threads(files),
         )
-        # the stat cache serves plain models only: an encrypted model's chunk ids and cut points
-        # depend on its keys, which a machine-local table should not have to track
-        scheme = f"plain:{self.store.config.store_id}:{self.chunker.params}" if dom is None else None
-        cached = self.stat_cache.lookup(files, scheme) if scheme else {}
         try:
             recipes = pipeline.run(files, cached, early=early)
         finally:
