@@ -7,8 +7,9 @@ planes (byte 0 of every element, then byte 1, ...) and let zstd entropy-code eac
 its own blocks: the plane holding sign and exponent shrinks 2-3x. Mantissa planes are noise;
 a probe of a few KB finds that out and they are written as raw zstd blocks without passing
 through zstd at all (the frame is assembled here, :func:`_float_frame`). Everything else is
-plain zstd, and a chunk that does not shrink is stored as it is. (Rotating the sign bit out of the exponent byte, as zipnn does, gained 0.1-1% in
-ratio but cost 15-35% of the throughput in numpy, so it is not done.)
+plain zstd, and a chunk that does not shrink is stored as it is. (Rotating the sign bit out
+of the exponent byte, as zipnn does, gained 0.1-1% in ratio but cost 15-35% of the
+throughput in numpy, so it is not done.)
 
 Codec values (the 1-byte ``codec`` of a blob in a pack table; see :class:`Codec`):
 
