@@ -269,14 +269,14 @@ _U8 = npt.NDArray[np.uint8]
 def _split_planes(src: _U8, kind: FloatKind, count: int, out: _U8) -> None:
     """Write the byte planes of ``count`` little-endian elements, byte 0 of each first.
 
-    ``src`` is our own gathered scratch copy and is clobbered. Shifts and narrowing copies
-    on whole words run at several GB/s, where a transposing byte copy does not.
+    ``src`` must start at an address aligned to the element size (else numpy's word loops
+    are slower than gathering into aligned scratch first). Shifts and narrowing casts of
+    whole words run at several GB/s, where a transposing byte copy does not.
     """
     words = src.view(np.uint16 if kind.itemsize == 2 else np.uint32)
-    for j in range(kind.itemsize):
-        if j:
-            np.right_shift(words, 8, out=words)
-        np.copyto(out[j * count : (j + 1) * count], words, casting="unsafe")
+    np.copyto(out[:count], words, casting="unsafe")
+    for j in range(1, kind.itemsize):
+        np.right_shift(words, 8 * j, out=out[j * count : (j + 1) * count], casting="unsafe")
 
 
 def _join_planes(planes: Sequence[_U8], out: _U8) -> None:
@@ -363,13 +363,15 @@ def _transform(src: _U8, regions: Sequence[Region], dst: _U8) -> list[int]:
             continue
         count = sum(r.count for r in rs)
         nbytes = count * kind.itemsize
-        # Gathered into one scratch array first, so one split covers all regions of a kind.
-        gathered = _state.scratch(f"g{kind.itemsize}", np.uint8, nbytes)
-        p = 0
-        for r in rs:
-            gathered[p : p + r.nbytes] = src[r.start : r.end]
-            p += r.nbytes
-        _split_planes(gathered, kind, count, dst[pos : pos + nbytes])
+        elements = src[rs[0].start : rs[0].end]
+        if len(rs) > 1 or elements.ctypes.data % kind.itemsize:
+            # gathered into aligned scratch, so that one split covers all regions of a kind
+            elements = _state.scratch(f"g{kind.itemsize}", np.uint8, nbytes)
+            p = 0
+            for r in rs:
+                elements[p : p + r.nbytes] = src[r.start : r.end]
+                p += r.nbytes
+        _split_planes(elements, kind, count, dst[pos : pos + nbytes])
         cuts.extend(range(pos, pos + nbytes, count))
         pos += nbytes
     return cuts
@@ -390,17 +392,13 @@ def _probe_shrinks(seg: memoryview) -> bool:
     return any(len(c.compress(p)) < _PROBE_KEEP * p.nbytes for p in probes)
 
 
-def _put_raw_blocks(out: memoryview, pos: int, src: memoryview, last: bool) -> int:
-    """Write ``src`` as raw zstd blocks (at most 128 KiB each) at ``out[pos:]``; returns the end."""
+def _raw_blocks(parts: list[BytesLike], src: memoryview, last: bool) -> None:
+    """Append ``src`` to ``parts`` as raw zstd blocks (at most 128 KiB each, a header each)."""
     n = src.nbytes
-    off = 0
-    while off < n:
+    for off in range(0, n, _BLOCK_MAX):
         k = min(_BLOCK_MAX, n - off)
-        out[pos : pos + 3] = (k << 3 | (last and off + k == n)).to_bytes(3, "little")
-        out[pos + 3 : pos + 3 + k] = src[off : off + k]
-        pos += 3 + k
-        off += k
-    return pos
+        parts.append((k << 3 | (last and off + k == n)).to_bytes(3, "little"))
+        parts.append(src[off : off + k])
 
 
 def _frame_header(content_size: int) -> bytes:
@@ -441,18 +439,17 @@ def _compressed_run(run: memoryview, cuts: Sequence[int]) -> tuple[bytes, int]:
     return sub, zstandard.frame_header_size(sub)
 
 
-def _clear_last_block_flag(blocks: memoryview) -> None:
-    """Let more blocks follow ``blocks`` (whole zstd blocks, the last one flagged as last)."""
+def _last_block_at(blocks: memoryview) -> int:
+    """Where the header of the last of ``blocks`` (whole zstd blocks) starts."""
     at = 0
     while True:
         bh = blocks[at] | blocks[at + 1] << 8 | blocks[at + 2] << 16
         if bh & 1:
-            blocks[at] &= 0xFE
-            return
+            return at
         at += 3 + (1 if (bh >> 1) & 3 == 1 else bh >> 3)
 
 
-def _float_frame(content: _U8, cuts: list[int]) -> bytearray | None:
+def _float_frame(content: _U8, cuts: list[int]) -> bytes | None:
     """One zstd frame of ``content`` (``header | transformed``), ``cuts`` being where planes start;
     None if no part of it would shrink (then the chunk is stored RAW).
 
@@ -473,26 +470,22 @@ def _float_frame(content: _U8, cuts: list[int]) -> bytearray | None:
     lo, hi = segments[keep[0]][0], segments[keep[-1]][1]
     inner = [a - lo for a, _ in segments[keep[0] + 1 : keep[-1] + 1]]
     sub, sub_at = _compressed_run(mv[lo:hi], inner)
-    head = _frame_header(n)
-    raw_bytes = n - (hi - lo)
-    out = bytearray(len(head) + raw_bytes + 3 * (raw_bytes // _BLOCK_MAX + 2) + len(sub) + 4)
-    with memoryview(out) as om:
-        pos = len(head)
-        om[:pos] = head
-        pos = _put_raw_blocks(om, pos, mv[:lo], last=False)
-        k = len(sub) - sub_at
-        om[pos : pos + k] = memoryview(sub)[sub_at:]
-        if hi < n:
-            _clear_last_block_flag(om[pos : pos + k])
-        pos = _put_raw_blocks(om, pos + k, mv[hi:], last=True)
-        om[pos : pos + 4] = (xxhash.xxh64_intdigest(mv) & 0xFFFFFFFF).to_bytes(4, "little")
-    del out[pos + 4 :]
-    return out
+    blocks = memoryview(sub)[sub_at:]
+    parts: list[BytesLike] = [_frame_header(n)]
+    _raw_blocks(parts, mv[:lo], last=False)
+    if hi == n:
+        parts.append(blocks)
+    else:  # raw blocks follow: the run's last block is not the frame's
+        at = _last_block_at(blocks)
+        parts += [blocks[:at], bytes([blocks[at] & 0xFE]), blocks[at + 1 :]]
+        _raw_blocks(parts, mv[hi:], last=True)
+    parts.append((xxhash.xxh64_intdigest(mv) & 0xFFFFFFFF).to_bytes(4, "little"))
+    return b"".join(parts)
 
 
 def encode_chunk(
     raw: BytesLike, layout: ByteLayout | None = None, level: int = DEFAULT_LEVEL
-) -> tuple[int, bytes | bytearray]:
+) -> tuple[int, bytes]:
     """Compress one chunk; returns ``(codec, stored)`` with ``codec`` a :class:`Codec` value.
 
     ``layout`` marks float regions (see :func:`layout_for_range`); ``level`` is the zstd
@@ -508,7 +501,7 @@ def encode_chunk(
         raise InvalidInputError(f"byte layout ends at {given[-1].end}, past the chunk ({raw_len} bytes)")
     regions = [r for r in given if r.count >= MIN_GROUP_ELEMENTS]
     st = _state
-    stored: bytes | bytearray | None
+    stored: bytes | None
     if regions:
         header = _header(regions)
         h = len(header)
