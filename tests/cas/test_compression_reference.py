@@ -80,10 +80,10 @@ def reference_encode(raw: bytes, regions: list[Region]) -> bytes:
     return zstandard.ZstdCompressor(level=3, write_checksum=True, write_content_size=True).compress(content)
 
 
-def frame_blocks(stored: bytes) -> tuple[int, list[tuple[int, int]]]:
-    """Walk one zstd frame by RFC 8878: its declared content size and its blocks as (type, size),
-    checking what any decoder relies on (one last block, at the end; block sizes; the checksum
-    is XXH64 of the content, which the caller compares)."""
+def frame_blocks(stored: bytes) -> tuple[int, int, list[tuple[int, int]]]:
+    """Walk one zstd frame by RFC 8878: its declared content size, its window and its blocks as
+    (type, size), checking what any decoder relies on (one last block, at the end; block sizes;
+    the checksum is XXH64 of the content, which the caller compares)."""
     assert stored[:4] == b"\x28\xb5\x2f\xfd"
     fhd = stored[4]
     assert fhd & 0x04 and not fhd & 0x1B  # checksum; no dictionary; reserved bits clear
@@ -91,7 +91,8 @@ def frame_blocks(stored: bytes) -> tuple[int, list[tuple[int, int]]]:
     pos = 5 + (0 if single else 1)
     width = [1 if single else 0, 2, 4, 8][fcs_flag]
     size = int.from_bytes(stored[pos : pos + width], "little") + (256 if width == 2 else 0)
-    window = size if single else 1 << (10 + (stored[5] >> 3))
+    wd = stored[5]
+    window = size if single else (1 << (10 + (wd >> 3))) * (8 + (wd & 7)) // 8
     pos += width
     blocks: list[tuple[int, int]] = []
     while True:
@@ -103,13 +104,14 @@ def frame_blocks(stored: bytes) -> tuple[int, list[tuple[int, int]]]:
         if last:
             break
     assert pos + 4 == len(stored)
-    return size, blocks
+    return size, window, blocks
 
 
 def assert_frame_of(stored: bytes, content: bytes) -> list[tuple[int, int]]:
-    """``stored`` is one well-formed zstd frame of ``content``; returns its blocks."""
-    size, blocks = frame_blocks(stored)
-    assert size == len(content)
+    """``stored`` is one well-formed zstd frame of ``content``, decodable in a 128 KiB window
+    (as frames zstd writes with the codec's parameters); returns its blocks."""
+    size, window, blocks = frame_blocks(stored)
+    assert size == len(content) and window == 128 << 10
     assert stored[-4:] == (xxhash.xxh64_intdigest(content) & 0xFFFFFFFF).to_bytes(4, "little")
     assert zstandard.ZstdDecompressor().decompress(stored) == content
     return blocks

@@ -85,6 +85,9 @@ _FLOAT_PARAMS: Final = {
 #: zstd's frame magic and its largest block (RFC 8878: Block_Maximum_Size).
 _ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
 _BLOCK_MAX: Final = 128 << 10
+#: The window of assembled float frames: the compressed run's (its matches reach no further),
+#: and at least a block (raw blocks are up to 128 KiB).
+_WINDOW_LOG: Final = max(_FLOAT_PARAMS["window_log"], 17)
 #: A segment of float content (the plain bytes, a byte plane) shorter than this is stored raw.
 _MIN_COMPRESSED: Final = 64
 #: Bytes per probe of a segment, and the share of them zstd must save for the segment to be
@@ -402,16 +405,16 @@ def _raw_blocks(parts: list[BytesLike], src: memoryview, last: bool) -> None:
 
 
 def _frame_header(content_size: int) -> bytes:
-    """A zstd frame header: single segment (the window is the content), size, checksum flag."""
-    if content_size < 256:
-        size_flag, size = 0, content_size.to_bytes(1, "little")
-    elif content_size < 256 + (1 << 16):
+    """A zstd frame header: content size, checksum flag, and the window zstd gives the compressed
+    run (not single-segment, whose window would be the whole content: a decoder then needs
+    128 KiB, as for frames zstd writes itself, however large the chunk)."""
+    if 256 <= content_size < 256 + (1 << 16):
         size_flag, size = 1, (content_size - 256).to_bytes(2, "little")
     elif content_size < 1 << 32:
         size_flag, size = 2, content_size.to_bytes(4, "little")
     else:
         size_flag, size = 3, content_size.to_bytes(8, "little")
-    return _ZSTD_MAGIC + bytes([size_flag << 6 | 0x20 | 0x04]) + size
+    return _ZSTD_MAGIC + bytes([size_flag << 6 | 0x04, (_WINDOW_LOG - 10) << 3]) + size
 
 
 def _compressed_run(run: memoryview, cuts: Sequence[int]) -> tuple[bytes, int]:
