@@ -263,12 +263,18 @@ def test_large_region_at_every_offset_is_one_well_formed_frame() -> None:
     assert sum(size for btype, size in blocks if btype == 0) >= count  # the mantissa plane, raw
 
 
-def test_compressed_planes_followed_by_raw_ones() -> None:
-    """A shrinking exponent plane between planes of noise: raw blocks after compressed ones."""
+@pytest.mark.parametrize("with_fp16", [False, True])
+def test_compressed_planes_followed_by_raw_ones(with_fp16: bool) -> None:
+    """Shrinking exponent planes between planes of noise: raw blocks after compressed ones (the
+    run of one plane compressed at once, or of three with block ends between them)."""
     bf16 = element_bytes(FloatKind.BF16, 50_000, "weights", seed=3)
+    fp16 = element_bytes(FloatKind.F16, 30_000, "weights", seed=5) if with_fp16 else b""
     fp32 = element_bytes(FloatKind.F32, 40_000, "random", seed=4)
-    raw = bf16 + fp32
-    regions = [Region(0, 50_000, FloatKind.BF16), Region(len(bf16), 40_000, FloatKind.F32)]
+    raw = bf16 + fp16 + fp32
+    regions = [Region(0, 50_000, FloatKind.BF16)]
+    if with_fp16:
+        regions.append(Region(len(bf16), 30_000, FloatKind.F16))
+    regions.append(Region(len(bf16) + len(fp16), 40_000, FloatKind.F32))
     codec, stored = encode_chunk(raw, ByteLayout(tuple(regions)))
     assert codec == Codec.ZSTD_FLOAT
     types = [btype for btype, _ in assert_frame_of(stored, reference_content(raw, regions))]
