@@ -385,3 +385,24 @@ def test_an_older_keyring_put_back_is_declined_even_with_every_file_cached(
     got = entry(home, "pull", f"{MODEL}@v1", str(tmp_path / "out"), *warm)
     assert got.returncode != 0 and "older than generation" in got.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_version_pushed_before_the_model_was_encrypted_is_pulled_light(
+    source: Path, tmp_path: Path
+) -> None:
+    """Its manifest, recipes and chunks are plain, in a model that has keys now: opened as the full
+    path opens them (the keyed recipe first, then the plain one), bytes hashed."""
+    home = tmp_path / "home"
+    with Vault.open(home) as v:
+        v.push(MODEL, source, version="v1")
+    (home / "config.yaml").write_text(ENCRYPTED)
+    changed = Path(shutil.copytree(source, tmp_path / "changed"))
+    (changed / "config.json").write_text('{"hidden": 32}')
+    with Vault.open(home) as v:
+        v.push(MODEL, changed, version="v2")
+        v.refresh()
+    assert (home / "store" / layout.keyring_key(MODEL)).exists()
+    for label, tree in (("v1", source), ("v2", changed)):
+        code, _, err = light(home, tmp_path / label, f"{MODEL}@{label}", "-q")
+        assert code == 0, err
+        assert tree_bytes(tmp_path / label) == tree_bytes(tree)
