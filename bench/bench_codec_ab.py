@@ -73,6 +73,12 @@ def codec_loops(
     return encode, decode
 
 
+def stored_bytes(mod: ModuleType, ds: bc.Dataset, cuts: list[tuple[int, int]]) -> int:
+    """What ``mod`` stores for the chunks of ``ds`` (raw bytes / this = its compression ratio)."""
+    mv, lay = memoryview(ds.data), layout_in(mod, ds.layout)
+    return sum(len(mod.encode_chunk(mv[o : o + n], mod.layout_for_range(lay, o, n))[1]) for o, n in cuts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("other", type=Path, help="another version of src/weightvault/cas/compression.py")
@@ -83,8 +89,11 @@ def main() -> None:
     versions = {"other": other, "this": this}
     load_before = " ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {load_before}")
-    print("| data | decode MB/cpu-s, other | this | ratio | encode MB/cpu-s, other | this | ratio |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| data | decode MB/cpu-s, other | this | ratio | encode MB/cpu-s, other | this | ratio "
+        "| compression ratio, other | this |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for ds in bc.load_datasets(args.synthetic_mib):
         cuts = bc.cut(ds.data)
         loops = {
@@ -99,7 +108,11 @@ def main() -> None:
                     cpu[(name, op)].append(time.process_time() - start)
         rate = {k: len(ds.data) / 1e6 / statistics.median(v) for k, v in cpu.items()}
         d0, d1, e0, e1 = rate["other", "dec"], rate["this", "dec"], rate["other", "enc"], rate["this", "enc"]
-        row = f"| {ds.name} | {d0:.0f} | {d1:.0f} | {d1 / d0:.2f} | {e0:.0f} | {e1:.0f} | {e1 / e0:.2f} |"
+        r0, r1 = (len(ds.data) / stored_bytes(mod, ds, cuts) for mod in (other, this))
+        row = (
+            f"| {ds.name} | {d0:.0f} | {d1:.0f} | {d1 / d0:.2f} | {e0:.0f} | {e1:.0f} | {e1 / e0:.2f} "
+            f"| {r0:.4f} | {r1:.4f} |"
+        )
         print(row, flush=True)
     print(f"load after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; medians of {args.runs} runs")
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import xxhash
 import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from weightvault.cas.compression import (
+    MIN_GROUP_ELEMENTS,
     ByteLayout,
     Codec,
     FloatKind,
@@ -55,8 +57,8 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def reference_encode(raw: bytes, regions: list[Region]) -> bytes:
-    """A ZSTD_FLOAT blob as docs/format.md defines it (any region sizes, no size floor)."""
+def reference_content(raw: bytes, regions: list[Region]) -> bytes:
+    """``header | transformed`` as docs/format.md defines it (any region sizes, no size floor)."""
     header = _varint(len(regions))
     prev = 0
     for r in regions:
@@ -69,8 +71,50 @@ def reference_encode(raw: bytes, regions: list[Region]) -> bytes:
     for kind in KIND_ORDER:
         elements = b"".join(raw[r.start : r.end] for r in regions if r.kind is kind)
         planes += b"".join(elements[j :: kind.itemsize] for j in range(kind.itemsize))
-    content = header + outside + planes
+    return header + outside + planes
+
+
+def reference_encode(raw: bytes, regions: list[Region]) -> bytes:
+    """A ZSTD_FLOAT blob as docs/format.md defines it."""
+    content = reference_content(raw, regions)
     return zstandard.ZstdCompressor(level=3, write_checksum=True, write_content_size=True).compress(content)
+
+
+def frame_blocks(stored: bytes) -> tuple[int, int, list[tuple[int, int]]]:
+    """Walk one zstd frame by RFC 8878: its declared content size, its window and its blocks as
+    (type, size), checking what any decoder relies on (one last block, at the end; block sizes;
+    the checksum is XXH64 of the content, which the caller compares)."""
+    assert stored[:4] == b"\x28\xb5\x2f\xfd"
+    fhd = stored[4]
+    assert fhd & 0x04 and not fhd & 0x1B  # checksum; no dictionary; reserved bits clear
+    single, fcs_flag = fhd & 0x20, fhd >> 6
+    pos = 5 + (0 if single else 1)
+    width = [1 if single else 0, 2, 4, 8][fcs_flag]
+    size = int.from_bytes(stored[pos : pos + width], "little") + (256 if width == 2 else 0)
+    wd = stored[5]
+    window = size if single else (1 << (10 + (wd >> 3))) * (8 + (wd & 7)) // 8
+    pos += width
+    blocks: list[tuple[int, int]] = []
+    while True:
+        bh = int.from_bytes(stored[pos : pos + 3], "little")
+        btype, bsize, last = (bh >> 1) & 3, bh >> 3, bh & 1
+        assert btype != 3 and bsize <= min(window, 128 << 10)
+        blocks.append((btype, bsize))
+        pos += 3 + (1 if btype == 1 else bsize)
+        if last:
+            break
+    assert pos + 4 == len(stored)
+    return size, window, blocks
+
+
+def assert_frame_of(stored: bytes, content: bytes) -> list[tuple[int, int]]:
+    """``stored`` is one well-formed zstd frame of ``content``, decodable in a 128 KiB window
+    (as frames zstd writes with the codec's parameters); returns its blocks."""
+    size, window, blocks = frame_blocks(stored)
+    assert size == len(content) and window == 128 << 10
+    assert stored[-4:] == (xxhash.xxh64_intdigest(content) & 0xFFFFFFFF).to_bytes(4, "little")
+    assert zstandard.ZstdDecompressor().decompress(stored) == content
+    return blocks
 
 
 def _get_varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -141,10 +185,15 @@ def element_bytes(kind: FloatKind, count: int, mode: str, seed: int) -> bytes:
     return values.astype(f"<u{kind.itemsize}").tobytes()
 
 
+def plain_bytes() -> st.SearchStrategy[bytes]:
+    """Bytes outside the regions: a few odd ones, or a run long enough to be worth compressing."""
+    return st.one_of(st.binary(max_size=7), st.integers(1024, 3000).map(bytes))
+
+
 @st.composite
 def raw_and_regions(draw: st.DrawFn) -> tuple[bytes, list[Region]]:
     """Mixed kinds in any order, odd counts down to one element, regions at any offset."""
-    parts = [draw(st.binary(max_size=7))]
+    parts = [draw(plain_bytes())]
     pos = len(parts[0])
     regions: list[Region] = []
     for _ in range(draw(st.integers(1, 5))):
@@ -152,7 +201,7 @@ def raw_and_regions(draw: st.DrawFn) -> tuple[bytes, list[Region]]:
         count = draw(st.one_of(st.integers(1, 9), st.integers(10, 5000)))
         mode = draw(st.sampled_from(["weights", "random", "specials"]))
         data = element_bytes(kind, count, mode, draw(st.integers(0, 1000)))
-        gap = draw(st.binary(max_size=5))
+        gap = draw(plain_bytes())
         regions.append(Region(pos, count, kind))
         parts += [data, gap]
         pos += len(data) + len(gap)
@@ -185,6 +234,8 @@ def test_codec_blobs_decode_with_the_reference(case: tuple[bytes, list[Region]])
     codec, stored = encode_chunk(raw, ByteLayout(tuple(regions)))
     if codec == Codec.ZSTD_FLOAT:
         assert reference_decode(stored, len(raw)) == raw
+        kept = [r for r in regions if r.count >= MIN_GROUP_ELEMENTS]
+        assert_frame_of(stored, reference_content(raw, kept))
     _decode_at_every_phase(codec, stored, raw)
 
 
@@ -199,3 +250,96 @@ def test_large_region_at_every_offset(kind: FloatKind, offset: int) -> None:
     codec, mine = encode_chunk(raw, ByteLayout((Region(offset, count, kind),)))
     assert codec == Codec.ZSTD_FLOAT
     assert reference_decode(mine, len(raw)) == raw
+
+
+def test_large_region_at_every_offset_is_one_well_formed_frame() -> None:
+    """Planes over 128 KiB span several blocks, raw ones included: each within the block limit."""
+    kind, count = FloatKind.BF16, (1 << 20) // 2 - 1
+    raw = b"\x01" + element_bytes(kind, count, "weights", seed=1) + b"\x02"
+    region = Region(1, count, kind)
+    codec, stored = encode_chunk(raw, ByteLayout((region,)))
+    assert codec == Codec.ZSTD_FLOAT
+    blocks = assert_frame_of(stored, reference_content(raw, [region]))
+    assert sum(size for btype, size in blocks if btype == 0) >= count  # the mantissa plane, raw
+
+
+@pytest.mark.parametrize("with_fp16", [False, True])
+def test_compressed_planes_followed_by_raw_ones(with_fp16: bool) -> None:
+    """Shrinking exponent planes between planes of noise: raw blocks after compressed ones (the
+    run of one plane compressed at once, or of three with block ends between them)."""
+    bf16 = element_bytes(FloatKind.BF16, 50_000, "weights", seed=3)
+    fp16 = element_bytes(FloatKind.F16, 30_000, "weights", seed=5) if with_fp16 else b""
+    fp32 = element_bytes(FloatKind.F32, 40_000, "random", seed=4)
+    raw = bf16 + fp16 + fp32
+    regions = [Region(0, 50_000, FloatKind.BF16)]
+    if with_fp16:
+        regions.append(Region(len(bf16), 30_000, FloatKind.F16))
+    regions.append(Region(len(bf16) + len(fp16), 40_000, FloatKind.F32))
+    codec, stored = encode_chunk(raw, ByteLayout(tuple(regions)))
+    assert codec == Codec.ZSTD_FLOAT
+    types = [btype for btype, _ in assert_frame_of(stored, reference_content(raw, regions))]
+    assert 2 in types and types[-1] == 0 and types.index(2) < len(types) - 1
+    assert reference_decode(stored, len(raw)) == raw
+    _decode_at_every_phase(codec, stored, raw)
+
+
+def test_shrinking_plain_bytes_before_planes_of_noise() -> None:
+    """Only the bytes outside the regions shrink: they are compressed, the planes stay raw."""
+    raw = bytes(8000) + element_bytes(FloatKind.F16, 30_000, "random", seed=5)
+    regions = [Region(8000, 30_000, FloatKind.F16)]
+    codec, stored = encode_chunk(raw, ByteLayout(tuple(regions)))
+    assert codec == Codec.ZSTD_FLOAT
+    blocks = assert_frame_of(stored, reference_content(raw, regions))
+    assert blocks[0][0] == 2 and {btype for btype, _ in blocks[1:]} == {0}
+    _decode_at_every_phase(codec, stored, raw)
+
+
+@pytest.mark.parametrize("content_size", [255, 256, 257, 65791, 65792, 65793])
+def test_frame_header_at_each_content_size_width(content_size: int) -> None:
+    """The frame's content size field takes 1, 2 (offset by 256) or 4 bytes by value."""
+    count = 100 if content_size < 1000 else 30_000
+    plain = next(  # the header (one region) holds the varints of ``plain`` and ``count``
+        p for h in range(4, 12) if len(_varint(p := content_size - h - 2 * count) + _varint(count)) + 2 == h
+    )
+    raw = bytes(range(256)) * (plain // 256) + bytes(range(plain % 256))
+    raw += element_bytes(FloatKind.BF16, count, "weights", seed=content_size)
+    regions = [Region(plain, count, FloatKind.BF16)]
+    codec, stored = encode_chunk(raw, ByteLayout(tuple(regions)))
+    assert codec == Codec.ZSTD_FLOAT
+    content = reference_content(raw, regions)
+    assert len(content) == content_size
+    assert_frame_of(stored, content)
+    _decode_at_every_phase(codec, stored, raw)
+
+
+@pytest.mark.parametrize("kind", list(FloatKind))
+def test_regions_of_noise_are_stored_raw(kind: FloatKind) -> None:
+    raw = element_bytes(kind, 100_000, "random", seed=6)
+    codec, stored = encode_chunk(raw, ByteLayout((Region(0, 100_000, kind),)))
+    assert (codec, bytes(stored)) == (Codec.RAW, raw)
+
+
+def test_planes_of_noise_do_not_go_through_zstd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only small probes of a mantissa plane are compressed; the exponent plane is, whole."""
+    from weightvault.cas import compression
+
+    real = compression._state.floatc
+    given: list[int] = []
+
+    class Recording:
+        def compress(self, data: memoryview) -> bytes:
+            given.append(memoryview(data).nbytes)
+            return real.compress(data)
+
+        def compressobj(self, size: int) -> zstandard.ZstdCompressionObj:
+            given.append(size)
+            return real.compressobj(size=size)
+
+    monkeypatch.setattr(compression._state, "floatc", Recording())
+    count = 300_000
+    raw = element_bytes(FloatKind.BF16, count, "weights", seed=7)
+    codec, stored = encode_chunk(raw, ByteLayout((Region(0, count, FloatKind.BF16),)))
+    assert codec == Codec.ZSTD_FLOAT
+    assert reference_decode(stored, len(raw)) == raw
+    assert sorted(given)[-1] == count  # the exponent plane
+    assert all(n <= compression._PROBE_BYTES for n in sorted(given)[:-1])

@@ -322,22 +322,28 @@ def test_an_existing_different_file_is_declined_with_or_without_force(home: Path
     assert conflict.returncode != 0 and conflict.stderr.startswith("error: ")
 
 
-def test_an_encrypted_model_is_declined(tmp_path: Path) -> None:
+def test_an_encrypted_model_is_served_with_its_key_file_and_declined_without(tmp_path: Path) -> None:
+    """Its keys in the default key file: served, warm and cold (``test_fastpull_encrypted.py`` has
+    the rest); without the key file: declined, and the full path reports it."""
     home = tmp_path / "home"
     home.mkdir()
     (home / "config.yaml").write_text("encryption:\n  enabled: true\n")
     write_random(tmp_path / "src" / "w.bin", 10_000, seed=4)
     with Vault.open(home) as v:
         v.push("secret", tmp_path / "src", version="v1")
-        v.pull("secret@v1", tmp_path / "warm")
+        v.pull("secret@v1", tmp_path / "warm", link_mode="hardlink")
     settle(home)
-    (home / "config.yaml").unlink()  # settings the fast path accepts; the store still has the keyring
-    _declines(home, tmp_path / "out", "secret@v1", "--link-mode", "hardlink")
-    shutil.rmtree(home / "cache")  # nothing cached: declined all the same, and the full path pulls
+    (home / "config.yaml").unlink()  # the default settings: the store still has the keyring
+    for args, dest in ((("--link-mode", "hardlink"), "linked"), ((), "cold")):
+        if dest == "cold":
+            shutil.rmtree(home / "cache")
+        code, _out, err, _ = fast(home, "pull", "secret@v1", str(tmp_path / dest), *args)
+        assert code == 0, err
+        assert (tmp_path / dest / "w.bin").read_bytes() == (tmp_path / "src" / "w.bin").read_bytes()
+    (home / "keys" / "kek.key").unlink()
     _declines(home, tmp_path / "out", "secret@v1")
     got = entry(home, "pull", "secret@v1", str(tmp_path / "out"))
-    assert got.returncode == 0, got.stderr
-    assert (tmp_path / "out" / "w.bin").read_bytes() == (tmp_path / "src" / "w.bin").read_bytes()
+    assert got.returncode != 0 and "kek.key" in got.stderr and not (tmp_path / "out").exists()
 
 
 def two_homes(tmp_path: Path, config: str = "") -> tuple[Path, Path]:

@@ -3,6 +3,7 @@ and says exactly what the full CLI says."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,3 +39,28 @@ def test_other_command_lines_go_to_the_full_cli(tmp_path: Path) -> None:
     assert got.stdout.strip() == "[]"  # the full CLI answered (and exited: no probe line)
     bad = _run(sys.executable, "-c", PROBE, "--version", "--bogus")
     assert bad.returncode == 2  # not the fast path: the full CLI's usage error
+
+
+BLAS_PROBE = """
+import os, sys
+sys.argv = ["weightvault", "--version"]
+from weightvault.cli.entry import main
+main()
+import numpy  # what float-aware compression loads
+print("blas threads:", os.environ.get("OPENBLAS_NUM_THREADS"))
+"""
+
+
+def test_the_cli_keeps_numpy_from_starting_a_blas_thread_pool() -> None:
+    """Unless the caller says otherwise: then its value stands."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    got = subprocess.run(
+        [sys.executable, "-c", BLAS_PROBE], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.splitlines()[-1] == "blas threads: 1"
+    env["OPENBLAS_NUM_THREADS"] = "3"
+    got = subprocess.run(
+        [sys.executable, "-c", BLAS_PROBE], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert got.stdout.splitlines()[-1] == "blas threads: 3"

@@ -4,10 +4,12 @@ Trained weights are close to incompressible as bytes, but not as numbers: the ex
 a float weight takes a handful of values while the low mantissa bits are noise. So for the
 byte ranges a :class:`ByteLayout` marks as bf16/fp16/fp32 we split the elements into byte
 planes (byte 0 of every element, then byte 1, ...) and let zstd entropy-code each plane in
-its own blocks: the plane holding sign and exponent shrinks 2-3x, mantissa planes pass as
-raw blocks. Everything else is plain zstd, and a chunk that does not shrink is stored as
-it is. (Rotating the sign bit out of the exponent byte, as zipnn does, gained 0.1-1% in
-ratio but cost 15-35% of the throughput in numpy, so it is not done.)
+its own blocks: the plane holding sign and exponent shrinks 2-3x. Mantissa planes are noise;
+a probe of a few KB finds that out and they are written as raw zstd blocks without passing
+through zstd at all (the frame is assembled here, :func:`_float_frame`). Everything else is
+plain zstd, and a chunk that does not shrink is stored as it is. (Rotating the sign bit out
+of the exponent byte, as zipnn does, gained 0.1-1% in ratio but cost 15-35% of the
+throughput in numpy, so it is not done.)
 
 Codec values (the 1-byte ``codec`` of a blob in a pack table; see :class:`Codec`):
 
@@ -31,6 +33,7 @@ inside the frame so the frame checksum covers it too.
 from __future__ import annotations
 
 import bisect
+import itertools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,6 +42,7 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+import xxhash
 import zstandard
 
 from weightvault.core.errors import CorruptObjectError, InvalidInputError
@@ -77,6 +81,19 @@ _FLOAT_PARAMS: Final = {
     "target_length": 0,
     "strategy": 1,  # ZSTD_fast
 }
+
+#: zstd's frame magic and its largest block (RFC 8878: Block_Maximum_Size).
+_ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
+_BLOCK_MAX: Final = 128 << 10
+#: The window of assembled float frames: the compressed run's (its matches reach no further),
+#: and at least a block (raw blocks are up to 128 KiB).
+_WINDOW_LOG: Final = max(_FLOAT_PARAMS["window_log"], 17)
+#: A segment of float content (the plain bytes, a byte plane) shorter than this is stored raw.
+_MIN_COMPRESSED: Final = 64
+#: Bytes per probe of a segment, and the share of them zstd must save for the segment to be
+#: compressed (zstd itself keeps a block raw unless it saves about 1/64 of it).
+_PROBE_BYTES: Final = 4096
+_PROBE_KEEP: Final = 0.98
 
 #: Regions shorter than this are compressed plainly: the header costs more than it saves.
 MIN_GROUP_ELEMENTS: Final = 32
@@ -196,9 +213,11 @@ class _ThreadState(threading.local):
 
     def __init__(self) -> None:
         self.plain: dict[int, zstandard.ZstdCompressor] = {}
+        # for float content, assembled into frames by _float_frame: its compressed run needs
+        # neither size nor checksum (the enclosing frame has both), nor does a probe
         self.floatc = zstandard.ZstdCompressor(
             compression_params=zstandard.ZstdCompressionParameters(
-                write_checksum=True, write_content_size=True, **_FLOAT_PARAMS
+                write_checksum=False, write_content_size=False, **_FLOAT_PARAMS
             )
         )
         self.dctx = zstandard.ZstdDecompressor()
@@ -253,14 +272,14 @@ _U8 = npt.NDArray[np.uint8]
 def _split_planes(src: _U8, kind: FloatKind, count: int, out: _U8) -> None:
     """Write the byte planes of ``count`` little-endian elements, byte 0 of each first.
 
-    ``src`` is our own gathered scratch copy and is clobbered. Shifts and narrowing copies
-    on whole words run at several GB/s, where a transposing byte copy does not.
+    ``src`` must start at an address aligned to the element size (else numpy's word loops
+    are slower than gathering into aligned scratch first). Shifts and narrowing casts of
+    whole words run at several GB/s, where a transposing byte copy does not.
     """
     words = src.view(np.uint16 if kind.itemsize == 2 else np.uint32)
-    for j in range(kind.itemsize):
-        if j:
-            np.right_shift(words, 8, out=words)
-        np.copyto(out[j * count : (j + 1) * count], words, casting="unsafe")
+    np.copyto(out[:count], words, casting="unsafe")
+    for j in range(1, kind.itemsize):
+        np.right_shift(words, 8 * j, out=out[j * count : (j + 1) * count], casting="unsafe")
 
 
 def _join_planes(planes: Sequence[_U8], out: _U8) -> None:
@@ -347,36 +366,123 @@ def _transform(src: _U8, regions: Sequence[Region], dst: _U8) -> list[int]:
             continue
         count = sum(r.count for r in rs)
         nbytes = count * kind.itemsize
-        # Gathered into one scratch array first, so one split covers all regions of a kind.
-        gathered = _state.scratch(f"g{kind.itemsize}", np.uint8, nbytes)
-        p = 0
-        for r in rs:
-            gathered[p : p + r.nbytes] = src[r.start : r.end]
-            p += r.nbytes
-        _split_planes(gathered, kind, count, dst[pos : pos + nbytes])
+        elements = src[rs[0].start : rs[0].end]
+        if len(rs) > 1 or elements.ctypes.data % kind.itemsize:
+            # gathered into aligned scratch, so that one split covers all regions of a kind
+            elements = _state.scratch(f"g{kind.itemsize}", np.uint8, nbytes)
+            p = 0
+            for r in rs:
+                elements[p : p + r.nbytes] = src[r.start : r.end]
+                p += r.nbytes
+        _split_planes(elements, kind, count, dst[pos : pos + nbytes])
         cuts.extend(range(pos, pos + nbytes, count))
         pos += nbytes
     return cuts
 
 
-def _compress_segments(buf: _U8, cuts: list[int]) -> bytes:
-    """One zstd frame over ``buf``, ending a zstd block at every cut.
+def _probe_shrinks(seg: memoryview) -> bool:
+    """Whether zstd would shrink ``seg``, judged from a few small samples of it.
 
-    zstd builds one literal Huffman table per block; a block straddling the noise of a
-    mantissa plane and the skewed exponent plane would code both with a table fit for
-    neither (measured: a 100 KB bf16 chunk compressed 1.29x instead of 1.51x).
+    Mantissa planes are noise: zstd scans, histograms and copies them only to store them as
+    raw blocks. Probing ~12 KB costs a few percent of compressing a 640 KB plane.
     """
-    cobj = _state.floatc.compressobj(size=buf.size)
-    parts: list[bytes] = []
-    mv = memoryview(buf)  # type: ignore[arg-type]
-    start = 0
-    for cut in [*cuts, buf.size]:
-        if cut > start:
-            parts.append(cobj.compress(mv[start:cut]))
-            if cut < buf.size:
+    n = seg.nbytes
+    if n < _MIN_COMPRESSED:
+        return False
+    k = _PROBE_BYTES
+    probes = [seg] if n <= 3 * k else [seg[:k], seg[(n - k) // 2 : (n + k) // 2], seg[n - k :]]
+    c = _state.floatc
+    return any(len(c.compress(p)) < _PROBE_KEEP * p.nbytes for p in probes)
+
+
+def _raw_blocks(parts: list[BytesLike], src: memoryview, last: bool) -> None:
+    """Append ``src`` to ``parts`` as raw zstd blocks (at most 128 KiB each, a header each)."""
+    n = src.nbytes
+    for off in range(0, n, _BLOCK_MAX):
+        k = min(_BLOCK_MAX, n - off)
+        parts.append((k << 3 | (last and off + k == n)).to_bytes(3, "little"))
+        parts.append(src[off : off + k])
+
+
+def _frame_header(content_size: int) -> bytes:
+    """A zstd frame header: content size, checksum flag, and the window zstd gives the compressed
+    run (not single-segment, whose window would be the whole content: a decoder then needs
+    128 KiB, as for frames zstd writes itself, however large the chunk)."""
+    if 256 <= content_size < 256 + (1 << 16):
+        size_flag, size = 1, (content_size - 256).to_bytes(2, "little")
+    elif content_size < 1 << 32:
+        size_flag, size = 2, content_size.to_bytes(4, "little")
+    else:
+        size_flag, size = 3, content_size.to_bytes(8, "little")
+    return _ZSTD_MAGIC + bytes([size_flag << 6 | 0x04, (_WINDOW_LOG - 10) << 3]) + size
+
+
+def _compressed_run(run: memoryview, cuts: Sequence[int]) -> tuple[bytes, int]:
+    """A zstd frame of ``run`` without size or checksum, a block ending at each cut; returns it
+    and where its first block starts.
+
+    zstd builds one literal Huffman table per block; a block straddling two planes would code
+    both with a table fit for neither (measured: a 100 KB bf16 chunk compressed 1.29x instead
+    of 1.51x).
+    """
+    c = _state.floatc
+    if not cuts:
+        sub = c.compress(run)
+    else:
+        cobj = c.compressobj(size=run.nbytes)
+        parts: list[bytes] = []
+        start = 0
+        for cut in [*cuts, run.nbytes]:
+            parts.append(cobj.compress(run[start:cut]))
+            if cut < run.nbytes:
                 parts.append(cobj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK))
             start = cut
-    parts.append(cobj.flush())
+        parts.append(cobj.flush())
+        sub = b"".join(parts)
+    return sub, zstandard.frame_header_size(sub)
+
+
+def _last_block_at(blocks: memoryview) -> int:
+    """Where the header of the last of ``blocks`` (whole zstd blocks) starts."""
+    at = 0
+    while True:
+        bh = blocks[at] | blocks[at + 1] << 8 | blocks[at + 2] << 16
+        if bh & 1:
+            return at
+        at += 3 + (1 if (bh >> 1) & 3 == 1 else bh >> 3)
+
+
+def _float_frame(content: _U8, cuts: list[int]) -> bytes | None:
+    """One zstd frame of ``content`` (``header | transformed``), ``cuts`` being where planes start;
+    None if no part of it would shrink (then the chunk is stored RAW).
+
+    A valid frame needs no compressor for the parts that will not shrink (mantissa planes are
+    noise): they are written here as raw blocks, which cost a copy where zstd would scan,
+    histogram and copy them twice. Only one run of segments, from the first to the last that
+    shrink, is compressed. One run, not several: compressed blocks refer back by offsets and
+    repeat offsets that carry across the blocks of a frame, so blocks from separate
+    compressions could not be joined, while raw blocks change no decoder state.
+    """
+    n = content.size
+    mv = memoryview(content)  # type: ignore[arg-type]
+    bounds = [0, *cuts, n]
+    segments = [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+    keep = [i for i, (a, b) in enumerate(segments) if _probe_shrinks(mv[a:b])]
+    if not keep:
+        return None
+    lo, hi = segments[keep[0]][0], segments[keep[-1]][1]
+    inner = [a - lo for a, _ in segments[keep[0] + 1 : keep[-1] + 1]]
+    sub, sub_at = _compressed_run(mv[lo:hi], inner)
+    blocks = memoryview(sub)[sub_at:]
+    parts: list[BytesLike] = [_frame_header(n)]
+    _raw_blocks(parts, mv[:lo], last=False)
+    if hi == n:
+        parts.append(blocks)
+    else:  # raw blocks follow: the run's last block is not the frame's
+        at = _last_block_at(blocks)
+        parts += [blocks[:at], bytes([blocks[at] & 0xFE]), blocks[at + 1 :]]
+        _raw_blocks(parts, mv[hi:], last=True)
+    parts.append((xxhash.xxh64_intdigest(mv) & 0xFFFFFFFF).to_bytes(4, "little"))
     return b"".join(parts)
 
 
@@ -398,16 +504,17 @@ def encode_chunk(
         raise InvalidInputError(f"byte layout ends at {given[-1].end}, past the chunk ({raw_len} bytes)")
     regions = [r for r in given if r.count >= MIN_GROUP_ELEMENTS]
     st = _state
+    stored: bytes | None
     if regions:
         header = _header(regions)
         h = len(header)
         buf = st.scratch("enc", np.uint8, h + raw_len)
         buf[:h] = np.frombuffer(header, dtype=np.uint8)
         cuts = _transform(np.frombuffer(mv, dtype=np.uint8), regions, buf[h:])
-        codec, stored = Codec.ZSTD_FLOAT, _compress_segments(buf, [h + c for c in cuts])
+        codec, stored = Codec.ZSTD_FLOAT, _float_frame(buf, [h + c for c in cuts])
     else:
         codec, stored = Codec.ZSTD, st.compressor(level).compress(mv)
-    if len(stored) >= raw_len:
+    if stored is None or len(stored) >= raw_len:
         return Codec.RAW, bytes(mv)
     return codec, stored
 

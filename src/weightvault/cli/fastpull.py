@@ -1,14 +1,15 @@
-"""``pull REV DEST`` of a plain model from a local store without the vault stack
-(``vault.lightpull``).
+"""``pull REV DEST`` from a local store without the vault stack (``vault.lightpull``), of a plain
+model or of an encrypted one whose keys are local key files (``vault.lightkeys``).
 
 The entry point (``cli/entry.py``) offers every command line here after ``cli.fastread``. A
 pull this module recognises, on a home ``vault.fastopen`` can serve (its index current with the
 store), is done here and reported by the same function as the full command
 (``cli.views.print_pull``): from the cache by links into any destination, or from the store
 into a new or empty folder. Every other line, and every doubt (an option this parser does not
-know, ``--provider``, ``--with-base``, an encrypted model, a conflict, a pack gone from the
-store, any other error), returns False with nothing written and nothing printed: the full path
-runs. A failed verification and an interrupt are reported here, as the full path reports them
+know, ``--provider``, ``--with-base``, keys in doubt or not in a local file, a wrong or missing
+key, a conflict, a pack gone from the store, any other error), returns False with nothing
+written and nothing printed: the full path runs (and reports the error). A failed
+verification and an interrupt are reported here, as the full path reports them
 (``cli.failures``), after the pull undid everything it wrote.
 """
 
@@ -135,10 +136,10 @@ def serve(argv: Sequence[str]) -> bool:
 
     try:
         from weightvault.core.revision import parse_ref
-        from weightvault.vault.fastopen import PULL_ENV, open_home
+        from weightvault.vault.fastopen import PULL_ENV, PULL_KEYS, open_home
 
         ref = parse_ref(line.ref)
-        where, snap = open_home(line.home, PULL_ENV)
+        where, snap = open_home(line.home, PULL_ENV, PULL_KEYS)
     except Exception:  # any doubt at all: the full path decides
         return False
     quiet = line.quiet or line.as_json

@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from weightvault.core.errors import ModelNotFoundError
 from weightvault.core.revision import LATEST, looks_like_commit
 from weightvault.core.types import ListedVersion, ModelInfo, VersionInfo
 from weightvault.registry.locations import BATCH, ChunkLocation, best_locations
 from weightvault.registry.migrations import HEAD
+
+if TYPE_CHECKING:
+    from weightvault.core.manifest import Manifest
 
 _VERSION_COLUMNS = "id, label, commit_id, parent, created_at, message, metadata_json, total_size, file_count"
 _NEWEST_FIRST = "ORDER BY created_at DESC, id DESC"
@@ -199,24 +202,35 @@ class IndexSnapshot:
         )
         return self._info(model, row, aliases)
 
-    def with_files(self, v: VersionInfo) -> VersionInfo:
+    def with_files(
+        self, v: VersionInfo, open_sealed: Callable[[str, bytes], Manifest] | None = None
+    ) -> VersionInfo:
         """The version with its manifest's files, lineage and safety, as ``Vault.show`` gives it
         (the manifest checked against its commit id, as the store checks it); a manifest the
-        index lacks, or a sealed (encrypted) one, is for the full path."""
+        index lacks is for the full path, and so is a sealed (encrypted) one unless
+        ``open_sealed(commit, body)`` opens it (and makes every check the full path makes)."""
         from dataclasses import replace
 
         from weightvault.core.errors import FormatError
         from weightvault.core.manifest import Manifest
 
         body = self.manifest_body(v.commit)
-        if body is None or not body.lstrip().startswith(b"{"):
-            raise SnapshotUnavailable("the manifest is not a plain one in the index")
-        try:
-            manifest = Manifest.from_bytes(body)
-        except FormatError:
-            raise SnapshotUnavailable("the full path reports the manifest") from None
-        if manifest.commit_id() != v.commit:
-            raise SnapshotUnavailable("the full path reports the manifest")
+        if body is None:
+            raise SnapshotUnavailable("the manifest is not in the index")
+        if not body.lstrip().startswith(b"{"):
+            if open_sealed is None:
+                raise SnapshotUnavailable("the manifest is not a plain one in the index")
+            try:
+                manifest = open_sealed(v.commit, body)
+            except Exception:  # a wrong key, a damaged or moved manifest: the full path reports it
+                raise SnapshotUnavailable("the full path opens the manifest") from None
+        else:
+            try:
+                manifest = Manifest.from_bytes(body)
+            except FormatError:
+                raise SnapshotUnavailable("the full path reports the manifest") from None
+            if manifest.commit_id() != v.commit:
+                raise SnapshotUnavailable("the full path reports the manifest")
         return replace(
             v,
             files=tuple(sorted(manifest.files, key=lambda f: f.path)),

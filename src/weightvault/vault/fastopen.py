@@ -8,7 +8,8 @@ strictly), the store is a folder, and "nothing changed" is one ``stat`` of the n
 
 Anything else raises ``SnapshotUnavailable`` and the caller takes the full path: a config this
 module does not fully understand (a database URL, a cloud or replicated store, encryption
-settings, access control, a value pydantic might refuse), an environment variable it does not
+settings other than local key files, or those for a caller that does not read them, access
+control, a value pydantic might refuse), an environment variable it does not
 know, an index of another schema or another store, or a journal entry not yet applied (the full
 path applies it; the next read is fast again).
 """
@@ -62,7 +63,36 @@ SAFE_KEYS: dict[str, Any] = {
 }
 
 
-def _config(home: Path) -> dict[str, Any]:
+def _local_key_file(v: Any) -> bool:
+    """A key provider config naming a local key file by its path, nothing else."""
+    return (
+        isinstance(v, dict)
+        and set(v) == {"type", "path"}
+        and v["type"] == "local_file"
+        and (isinstance(v["path"], str) and bool(v["path"]))
+    )
+
+
+def _local_encryption(v: Any) -> bool:
+    """An ``encryption`` section whose keys can only come from local key files: ``enabled`` (it
+    decides what a push does, never a read), ``provider`` and ``trusted_providers``."""
+    if not isinstance(v, dict) or not set(v) <= {"enabled", "provider", "trusted_providers"}:
+        return False
+    provider = v.get("provider", {})
+    trusted = v.get("trusted_providers", [])
+    return (
+        isinstance(v.get("enabled", False), bool)
+        and (provider == {} or _local_key_file(provider))
+        and isinstance(trusted, list)
+        and all(_local_key_file(t) for t in trusted)
+    )
+
+
+#: config keys a pull may also read (with ``vault.lightkeys``), each as strictly checked
+PULL_KEYS: dict[str, Any] = {"encryption": _local_encryption}
+
+
+def _config(home: Path, extra_keys: Mapping[str, Any]) -> dict[str, Any]:
     path = home / "config.yaml"
     if not path.is_file():
         return {}
@@ -75,7 +105,7 @@ def _config(home: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise SnapshotUnavailable("config file is not a mapping")
     for key, value in raw.items():
-        check = SAFE_KEYS.get(key)
+        check = SAFE_KEYS.get(key) or extra_keys.get(key)
         if check is None or not check(value):
             raise SnapshotUnavailable(f"config key {key!r} needs the full settings")
     return raw
@@ -131,11 +161,14 @@ class FastHome:
     settings: dict[str, Any]
 
 
-def open_home(home: str | None, env_settings: Mapping[str, str] = {}) -> tuple[FastHome, IndexSnapshot]:
+def open_home(
+    home: str | None, env_settings: Mapping[str, str] = {}, extra_keys: Mapping[str, Any] = {}
+) -> tuple[FastHome, IndexSnapshot]:
     """The home and a snapshot of its index, which has applied every change the store's journal
     holds (as a refresh would have left it), or ``SnapshotUnavailable``. ``home``: the
     ``--home`` option as given; ``env_settings``: variables accepted besides the harmless ones
-    (variable -> setting, each value checked as strictly as the config file's)."""
+    (variable -> setting, each value checked as strictly as the config file's); ``extra_keys``:
+    config keys accepted besides ``SAFE_KEYS`` (key -> its check), for a caller that reads them."""
     env = os.environ
     unknown = sorted(
         k for k in env if k.startswith("WEIGHTVAULT_") and k not in HARMLESS_ENV and k not in env_settings
@@ -143,7 +176,7 @@ def open_home(home: str | None, env_settings: Mapping[str, str] = {}) -> tuple[F
     if unknown:
         raise SnapshotUnavailable(f"environment {unknown[0]} needs the full settings")
     home_path = Path(home or env.get("WEIGHTVAULT_HOME") or "~/.weightvault").expanduser().absolute()
-    config = _config(home_path)
+    config = _config(home_path, extra_keys)
     for var, key in env_settings.items():
         if (value := env.get(var)) is not None:
             if not value or not SAFE_KEYS[key](value):

@@ -1,4 +1,5 @@
-"""A pull of a plain model from a local store, without the vault stack.
+"""A pull from a local store without the vault stack: of a plain model, or of an encrypted one
+whose keys ``vault.lightkeys`` can open as the full path would.
 
 ``Records.pull`` opens settings (pydantic), storage, keys and SQLAlchemy's index before it
 places a byte: about 0.4 CPU-s of start-up, all of a warm pull's time and a fifth of a cold
@@ -6,8 +7,10 @@ places a byte: about 0.4 CPU-s of start-up, all of a warm pull's time and a fift
 revision resolved by the index's rules (``IndexSnapshot.resolve``), the manifest from the index
 checked against its commit id (as the store checks it), the recipes and chunk locations from
 the same index rows (``IndexSnapshot``, the standard library's sqlite3), and the destination
-planned, built, verified (every chunk's BLAKE3, every file's SHA-256) and committed by the same
-``vault.pull``, ``vault.reader`` and ``vault.placement`` code.
+planned, built, verified (every chunk's BLAKE3, or AES-GCM tag when sealed; every file's
+SHA-256) and committed by the same ``vault.pull``, ``vault.reader`` and ``vault.placement``
+code. An encrypted model's manifest and recipes are opened with its domain (``Domain``, as
+``Records`` opens them) and its plaintext cached privately, as the full path does.
 
 ``fastopen.open_home`` has already checked that the index applied every change the store's
 journal holds (the refresh a full pull starts with would change nothing). Two cases are served:
@@ -19,8 +22,10 @@ journal holds (the refresh a full pull starts with would change nothing). Two ca
   read from the store.
 
 It raises ``SnapshotUnavailable`` (the caller takes the full path) before anything is written
-for every other case: a model with a keyring (encrypted), a recipe or chunk the index lacks, a
-destination file that differs from the version, no file selected, any error while planning.
+for every other case: an encrypted model ``vault.lightkeys`` leaves to the full path (its
+keys, or any check of them, in doubt), a recipe or chunk the index lacks, a sealed manifest or
+recipe that does not open, a destination file that differs from the version, no file selected,
+any error while planning.
 While the files are built, a pack gone from the store (another machine's gc) or any other
 failure than a verification one is undone by ``materialise`` and declined too: the full path
 refreshes and retries. A chunk or file that fails its check (``CorruptObjectError``) and an
@@ -45,6 +50,7 @@ from weightvault.registry.snapshot import IndexSnapshot, SnapshotUnavailable
 from weightvault.vault.cache import FileCache
 from weightvault.vault.cachefill import fills_cache
 from weightvault.vault.fastopen import FastHome
+from weightvault.vault.lightkeys import manifest_opener, open_keys
 from weightvault.vault.placement import Placer, check_link_mode
 from weightvault.vault.pull import (
     build_version,
@@ -54,7 +60,9 @@ from weightvault.vault.pull import (
     unmatched_includes,
 )
 
-if TYPE_CHECKING:  # the reader and the local backend are loaded only when a file is read
+if TYPE_CHECKING:  # the reader, the local backend and the keys are loaded only when needed
+    from weightvault.storage.local import LocalBackend
+    from weightvault.vault.keyring import Domain
     from weightvault.vault.reader import ChunkReader
 
 #: ``Settings`` defaults of what a pull reads (a test keeps them equal)
@@ -85,24 +93,58 @@ def cache_of(where: FastHome) -> FileCache | None:
     )
 
 
+def _sealed_recipes(
+    dom: Domain, snap: IndexSnapshot, backend: LocalBackend, shas: list[str], allow_plain: bool
+) -> dict[str, FileRecipe]:
+    """The recipes of an encrypted model's files as ``Records._find_recipe`` finds them: the
+    file's keyed recipe (from the index, else the store), opened and checked to name the file;
+    without one, the plain recipe of a file pushed before the model was encrypted, only in a
+    version that was not pushed encrypted."""
+    from weightvault.core.errors import MissingObjectError
+
+    names = {sha: dom.recipe_name(sha) for sha in dict.fromkeys(shas)}
+    bodies = snap.get_recipes(list(names.values()))
+    known: dict[str, FileRecipe] = {}
+    for sha, name in names.items():
+        body = bodies.get(name)
+        if body is None:
+            try:
+                body = backend.get(layout.recipe_key(name))
+            except MissingObjectError:
+                if not allow_plain:
+                    raise
+                continue
+        recipe = FileRecipe.from_bytes(dom.open_recipe(name, body))
+        if recipe.sha256 != sha:
+            raise SnapshotUnavailable(f"recipe {name} names another file: the full path reports it")
+        known[sha] = recipe
+    return known
+
+
 def _recipes(
-    where: FastHome, snap: IndexSnapshot, shas: list[str]
+    where: FastHome, snap: IndexSnapshot, shas: list[str], dom: Domain | None, allow_plain: bool
 ) -> tuple[ChunkReader, dict[str, FileRecipe]]:
-    """The store's reader and the recipes of ``shas``: from the index, else (a version this
-    home learned of from the store's journal) the store's recipe objects, as ``Records`` finds
-    them; any doubt declines before anything is written."""
+    """The store's reader (of ``dom``'s model when it is encrypted) and the recipes of ``shas``:
+    from the index, else (a version this home learned of from the store's journal) the store's
+    recipe objects, as ``Records`` finds them; any doubt declines before anything is written."""
     from weightvault.storage.local import LocalBackend
     from weightvault.vault.reader import ChunkReader
 
     backend = LocalBackend(where.store)
     try:
-        known = {sha: FileRecipe.from_bytes(body) for sha, body in snap.get_recipes(shas).items()}
-        for sha in dict.fromkeys(shas):
+        known = {} if dom is None else _sealed_recipes(dom, snap, backend, shas, allow_plain)
+        rest = [sha for sha in shas if sha not in known]
+        known.update({sha: FileRecipe.from_bytes(body) for sha, body in snap.get_recipes(rest).items()})
+        for sha in dict.fromkeys(rest):
             if sha not in known:
                 known[sha] = FileRecipe.named(backend.get(layout.recipe_key(sha)), sha)
-    except Exception:  # a recipe missing or malformed: the full path reports it
+    except Exception:  # a recipe missing, malformed or failing its seal: the full path reports it
         raise SnapshotUnavailable("the full path reads the recipes") from None
-    return ChunkReader(backend, snap), known
+    if dom is None:
+        return ChunkReader(backend, snap), known
+    from weightvault.vault.lightkeys import codec_of
+
+    return ChunkReader(backend, snap, codec_of(dom)), known
 
 
 def _empty_or_absent(dest: Path) -> bool:
@@ -131,16 +173,17 @@ def light_pull(
     progress: Callable[[int], None],
     on_start: Callable[[int], None],
 ) -> PullResult:
-    """``Records.pull`` of a plain model, with the same result on disk and the same
-    ``PullResult``; else ``SnapshotUnavailable`` with nothing written (see the module's text)."""
+    """``Records.pull``, with the same result on disk and the same ``PullResult``; else
+    ``SnapshotUnavailable`` with nothing written (see the module's text)."""
     started = time.perf_counter()
     try:
         mode = check_link_mode(link_mode or _setting(where, "link_mode"))
     except Exception:
         raise SnapshotUnavailable("the full path reports the link mode") from None
-    info = snap.with_files(snap.resolve(ref.model, ref.revision))
-    if os.path.lexists(where.store / layout.keyring_key(info.model)):
-        raise SnapshotUnavailable(f"model {info.model} has keys: the full path opens them")
+    info = snap.resolve(ref.model, ref.revision)
+    dom = open_keys(where, snap, info.model, ref.revision)  # before anything is written
+    info = snap.with_files(info, None if dom is None else manifest_opener(dom))
+    sealed = dom is not None and not (snap.manifest_body(info.commit) or b"").lstrip().startswith(b"{")
     cache = cache_of(where)
     dest_path = dest.absolute()
     files = select_files(info.files, include, exclude)
@@ -153,7 +196,8 @@ def light_pull(
     if os.path.lexists(dest_path) and any(p.target.exists() or p.target.is_symlink() for p in planned):
         raise SnapshotUnavailable("--force would replace a file: the full path does it")
     try:
-        placer = Placer(mode, _setting(where, "link_fallback"), cache, dest_path)
+        # an encrypted model's plaintext is cached for this user only (``Records._cache_private``)
+        placer = Placer(mode, _setting(where, "link_fallback"), cache, dest_path, private=dom is not None)
         placer.check()
         copies = bool(planned) and placer.copies()
         fill = fills_cache(_setting(where, "cache_fill"), remote=False, placer=placer)  # a local store
@@ -165,7 +209,7 @@ def light_pull(
     reader: ChunkReader | None = None
     known: dict[str, FileRecipe] = {}
     if to_read:
-        reader, known = _recipes(where, snap, [p.entry.sha256 for p in to_read])
+        reader, known = _recipes(where, snap, [p.entry.sha256 for p in to_read], dom, not sealed)
 
     def recipe_for(sha: str) -> FileRecipe:
         found = known.get(sha)
