@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
+from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from weightvault.cas.pack import PackEntry
@@ -24,6 +25,7 @@ from weightvault.core.errors import (
     AmbiguousRevisionError,
     ConcurrentModificationError,
     ConflictError,
+    DiskFullError,
     ModelNotFoundError,
     RevisionNotFoundError,
     VersionExistsError,
@@ -52,6 +54,19 @@ _BATCH = BATCH
 #: Alembic keeps its migration context in module globals: two indexes migrating at once in one
 #: process (two vaults opened by two threads) would run each other's steps. One at a time.
 _MIGRATE_LOCK = threading.Lock()
+
+
+#: SQLite's result code for "database or disk is full"; PostgreSQL's SQLSTATE disk_full
+_SQLITE_FULL = 13
+_PG_DISK_FULL = "53100"
+
+
+def _disk_full(orig: BaseException | None) -> bool:
+    """Whether a driver error is the database's disk (or quota) running out."""
+    return (
+        getattr(orig, "sqlite_errorcode", None) == _SQLITE_FULL
+        or getattr(orig, "sqlstate", None) == _PG_DISK_FULL
+    )
 
 
 def _revision(conn: Connection) -> str | None:
@@ -208,17 +223,24 @@ class RegistryIndex:
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
-        with self._write_lock, self._sessions() as s, s.begin():
-            self._immediate.on = True
-            try:
-                s.connection()  # begins now, immediately, before any read of the transaction
-            finally:
-                self._immediate.on = False
-            if self.engine.dialect.name == "postgresql":
-                # one index writer at a time across every process, as SQLite's database lock gives:
-                # the checks a push's commit and a gc sweep make stay true until they commit
-                s.execute(text("SELECT pg_advisory_xact_lock(7469646577)"))
-            yield s
+        """One write transaction; a full disk (or quota) is a ``DiskFullError``, as it is for the
+        store's own writes, whichever of the two runs out first."""
+        try:
+            with self._write_lock, self._sessions() as s, s.begin():
+                self._immediate.on = True
+                try:
+                    s.connection()  # begins now, immediately, before any read of the transaction
+                finally:
+                    self._immediate.on = False
+                if self.engine.dialect.name == "postgresql":
+                    # one index writer at a time across every process, as SQLite's database lock
+                    # gives: the checks a push's commit and a gc sweep make stay true until they commit
+                    s.execute(text("SELECT pg_advisory_xact_lock(7469646577)"))
+                yield s
+        except SAOperationalError as exc:
+            if _disk_full(exc.orig):
+                raise DiskFullError("disk full while writing the index") from exc
+            raise
 
     # ---- models ---------------------------------------------------------------------------------
 
