@@ -6,14 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, inspect
 
-from weightvault.registry.index import MIGRATIONS, SCHEMA_HEAD, RegistryIndex, normalise_url
+from weightvault.registry.index import MIGRATIONS, SCHEMA_HEAD, RegistryIndex, normalise_url, upgrade_schema
 from weightvault.registry.schema import Base
 
 from ..conftest import new_postgres_database
@@ -28,11 +27,8 @@ def test_schema_head_constant_matches_alembic() -> None:
 def _migrated(url: str) -> Engine:
     """A database brought to head by the migration scripts, as an old index would be."""
     engine = create_engine(normalise_url(url))
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        upgrade_schema(conn)
     return engine
 
 
@@ -93,11 +89,8 @@ def test_opening_a_new_or_current_index_does_not_load_alembic(tmp_path: Path) ->
 
 def test_an_index_at_an_older_revision_is_migrated_to_head(db_url: str) -> None:
     engine = create_engine(normalise_url(db_url))
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0001")
+        upgrade_schema(conn, "0001")
     engine.dispose()
     index = RegistryIndex(db_url)
     assert index.schema_revision() == SCHEMA_HEAD

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import create_engine, inspect, text
 
-from weightvault.registry.index import MIGRATIONS, SCHEMA_HEAD, RegistryIndex, normalise_url
+from weightvault.registry.index import SCHEMA_HEAD, RegistryIndex, normalise_url, upgrade_schema
 
 
 def test_upgrade_from_0001_keeps_recipes(db_url: str) -> None:
     url = db_url
     engine = create_engine(normalise_url(url))
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0001")
+        upgrade_schema(conn, "0001")
         conn.execute(
             text("INSERT INTO recipes (sha256, size, body, created_at) VALUES (:s, 3, :b, :c)"),
             {"s": "ab" * 32, "b": b'{"x":1}', "c": datetime.now(UTC)},

@@ -3,22 +3,17 @@
 
 from __future__ import annotations
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import create_engine, inspect
 
 from weightvault.registry.access import AccessStore
-from weightvault.registry.index import MIGRATIONS, SCHEMA_HEAD, RegistryIndex, normalise_url
+from weightvault.registry.index import SCHEMA_HEAD, RegistryIndex, normalise_url, upgrade_schema
 from weightvault.registry.upload_sessions import UploadSessionIndex
 
 
 def test_upgrade_from_0004_adds_upload_sessions_and_keeps_rows(db_url: str) -> None:
     engine = create_engine(normalise_url(db_url))
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0004")
+        upgrade_schema(conn, "0004")
         conn.exec_driver_sql(
             "INSERT INTO principals (id, name, is_admin, created_at) VALUES (1, 'alice', false, "
             "'2026-01-01 00:00:00+00:00')"

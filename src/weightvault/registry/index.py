@@ -76,15 +76,16 @@ def _revision(conn: Connection) -> str | None:
     return None if rev is None else str(rev)
 
 
-def _upgrade(conn: Connection) -> None:
-    """Run the Alembic migrations up to head on ``conn`` (in its transaction)."""
+def upgrade_schema(conn: Connection, revision: str = "head") -> None:
+    """Run the Alembic migrations up to ``revision`` on ``conn`` (in its transaction); the tests
+    use an older ``revision`` to build the index an older release left behind."""
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = conn
-    command.upgrade(cfg, "head")
+    command.upgrade(cfg, revision)
 
 
 def utcnow() -> datetime:
@@ -173,7 +174,7 @@ class RegistryIndex:
                     elif bootstrap.is_empty(conn):
                         bootstrap.create_head(conn)
                     else:
-                        _upgrade(conn)
+                        upgrade_schema(conn)
             finally:
                 self._immediate.on = False
 
