@@ -36,6 +36,22 @@ def s3_options(endpoint: str) -> dict[str, Any]:
     }
 
 
+def aws_settings(endpoint: str, prefix: str, retry: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``aws`` section of a vault config whose store is ``BUCKET/prefix`` on the S3 server at
+    ``endpoint`` (the config's own retry settings when ``retry`` is given)."""
+    section: dict[str, Any] = {
+        "enabled": True,
+        "region": "us-east-1",
+        "endpoint_url": endpoint,
+        "access_key_id": "test",
+        "secret_access_key": "test",
+        "model_weights": {"s3_bucket": BUCKET, "prefix": prefix},
+    }
+    if retry is not None:
+        section["retry"] = retry
+    return section
+
+
 def gcs_options(endpoint: str) -> dict[str, Any]:
     return {"endpoint_url": endpoint, "project_id": "test", "chunk_size": 4 * MiB, **FAST_RETRY}
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import servers
 import yaml
-from targets import BUCKET, Factory
+from targets import Factory, aws_settings
 
 from weightvault.vault.vault import Vault
 
@@ -22,15 +22,11 @@ def _config(tmp_path: Path, moto: servers.ServerProcess, storage_type: str) -> P
     cfg: dict[str, Any] = {
         "storage_type": storage_type,
         "link_mode": "copy",
-        "aws": {
-            "enabled": True,
-            "region": "us-east-1",
-            "endpoint_url": moto.endpoint,
-            "access_key_id": "test",
-            "secret_access_key": "test",
-            "retry": {"attempts": 2, "base_delay": 0.01, "max_delay": 0.05, "deadline": 5},
-            "model_weights": {"s3_bucket": BUCKET, "prefix": uuid.uuid4().hex[:10]},
-        },
+        "aws": aws_settings(
+            moto.endpoint,
+            uuid.uuid4().hex[:10],
+            retry={"attempts": 2, "base_delay": 0.01, "max_delay": 0.05, "deadline": 5},
+        ),
     }
     path = tmp_path / f"config-{uuid.uuid4().hex[:6]}.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -11,7 +11,7 @@ from typing import Any
 
 import servers
 import yaml
-from targets import BUCKET, Factory
+from targets import Factory, aws_settings
 
 from weightvault.core import layout
 from weightvault.vault.vault import Vault
@@ -31,14 +31,7 @@ def _homes(tmp_path: Path, moto: servers.ServerProcess, s3_factory: Factory, n: 
     for i in range(n):
         cfg = {
             "model_weights": {"storage_type": "aws", "cache_enabled": False, "pack_size_mb": 1},
-            "aws": {
-                "enabled": True,
-                "region": "us-east-1",
-                "endpoint_url": moto.endpoint,
-                "access_key_id": "test",
-                "secret_access_key": "test",
-                "model_weights": {"s3_bucket": BUCKET, "prefix": prefix},
-            },
+            "aws": aws_settings(moto.endpoint, prefix),
         }
         path = tmp_path / f"config-{i}.yaml"
         path.write_text(yaml.safe_dump(cfg))

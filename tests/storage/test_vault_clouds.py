@@ -16,7 +16,7 @@ import pytest
 import servers
 import yaml
 from faults import FaultProxy
-from targets import BUCKET, Factory
+from targets import BUCKET, Factory, aws_settings
 
 from weightvault.core import layout
 from weightvault.core.errors import StorageError
@@ -58,15 +58,7 @@ def clouds(
         factory()  # creates the bucket/container once
     prefix = uuid.uuid4().hex[:10]
     yield {
-        "aws": {
-            "enabled": True,
-            "region": "us-east-1",
-            "endpoint_url": moto.endpoint,
-            "access_key_id": "test",
-            "secret_access_key": "test",
-            "retry": RETRY,
-            "model_weights": {"s3_bucket": BUCKET, "prefix": prefix},
-        },
+        "aws": aws_settings(moto.endpoint, prefix, retry=RETRY),
         "gcp": {
             "enabled": True,
             "project_id": "test",
@@ -249,15 +241,7 @@ def test_s3_push_dying_with_packs_in_flight_leaves_no_version_and_no_staged_pack
     prefix = uuid.uuid4().hex[:10]
     proxy = FaultProxy(moto.port)
     try:
-        aws = {
-            "enabled": True,
-            "region": "us-east-1",
-            "endpoint_url": proxy.endpoint,
-            "access_key_id": "test",
-            "secret_access_key": "test",
-            "retry": RETRY,
-            "model_weights": {"s3_bucket": BUCKET, "prefix": prefix},
-        }
+        aws = aws_settings(proxy.endpoint, prefix, retry=RETRY)
         cfg = _config(tmp_path, {"aws": aws}, sync_enabled=False, pack_size_mb=1)
         s3 = open_backend(
             f"s3://{BUCKET}/{prefix}",
