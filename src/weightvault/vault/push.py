@@ -203,17 +203,20 @@ class PushPipeline:
         for st in batch:
             if self._stop.is_set():
                 return
-            data = _read_small(st.source)
-            st.sha256 = hashlib.sha256(data).hexdigest()
-            chunks: list[tuple[bytes, int]] = []
-            offset = 0
-            for view in self._chunker.chunk_bytes(data):
-                n = len(view)
-                chunks.append((self._store_chunk(view, offset, st.source), n))
-                offset += n
-            st.chunks = chunks
-            read += len(data)
+            self._small_file(st)
+            read += st.source.size
         self._progress(read)
+
+    def _small_file(self, st: _FileState) -> None:
+        data = _read_small(st.source)
+        st.sha256 = hashlib.sha256(data).hexdigest()
+        chunks: list[tuple[bytes, int]] = []
+        offset = 0
+        for view in self._chunker.chunk_bytes(data):
+            n = len(view)
+            chunks.append((self._store_chunk(view, offset, st.source), n))
+            offset += n
+        st.chunks = chunks
 
     # ---- the whole tree ----------------------------------------------------------------------
 
