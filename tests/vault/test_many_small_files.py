@@ -31,6 +31,7 @@ from weightvault.vault import push as push_module
 from weightvault.vault.filescan import FileChangedError
 from weightvault.vault.push import PushPipeline, _batches, _FileState, _read_small
 from weightvault.vault.source import SourceFile, scan_source
+from weightvault.vault.statcache import NS, StatCache
 from weightvault.vault.vault import Vault
 
 from ..conftest import tree_bytes, write_random
@@ -341,3 +342,45 @@ def test_a_batch_whose_writes_fail_midway_leaves_no_temp_and_no_object(
     assert not list(backend.list(layout.RECIPES))
     backend.put_many(items)  # and the same batch goes through afterwards
     assert all(backend.get(k) == b for k, b in items)
+
+
+# ---- the stat cache answers a whole tree in a few queries -----------------------------------------
+
+
+def test_the_stat_cache_answers_more_files_than_one_query_holds(tmp_path: Path) -> None:
+    root = tmp_path / "src"
+    for i in range(900):  # more than two queries' worth of paths
+        (root / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (root / f"d{i % 3}" / f"f{i:04d}").write_bytes(b"x" * (i + 1))
+    files = scan_source(root)
+    second = 1_700_000_000 * NS
+    aged = [SourceFile(f.path, f.abspath, f.size, second, f.inode, second, f.dev) for f in files]
+    recipes = [
+        FileRecipe(f"{i:064x}", f.size, ((bytes([i % 256]) * 32, f.size),)) for i, f in enumerate(aged)
+    ]
+    cache = StatCache(tmp_path / "sc.db")
+    findings = {aged[5].path: {"verdict": "dangerous"}}
+    cache.record([(f, r, second + NS) for f, r in zip(aged, recipes, strict=True)], "s", findings)
+    hits = cache.lookup(aged, "s")
+    assert hits == {f.abspath: r for f, r in zip(aged, recipes, strict=True)}
+    checked = cache.checked(aged)
+    assert len(checked) == 900 and checked[aged[5].abspath] == {"verdict": "dangerous"}
+    assert sum(v is not None for v in checked.values()) == 1
+    changed = [
+        *aged[:400],
+        SourceFile(
+            aged[400].path,
+            aged[400].abspath,
+            aged[400].size,
+            second + 1,
+            aged[400].inode,
+            second,
+            aged[400].dev,
+        ),
+        *aged[401:],
+    ]
+    assert aged[400].abspath not in cache.lookup(changed, "s")  # another mtime: no hint
+    assert aged[400].abspath not in cache.checked(changed)
+    assert len(cache.lookup(changed, "s")) == 899
+    assert cache.lookup(aged, "other") == {}
+    cache.close()
