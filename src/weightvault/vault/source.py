@@ -25,6 +25,7 @@ DEFAULT_IGNORES: frozenset[str] = frozenset(
 )
 #: multi-part paths skipped at any depth: the Hub client's download metadata in a local_dir
 DEFAULT_IGNORED_PATHS: tuple[tuple[str, ...], ...] = ((".cache", "huggingface"),)
+_LAST_PARTS = frozenset(skip[-1] for skip in DEFAULT_IGNORED_PATHS)
 
 
 def ignored(rel: str) -> bool:
@@ -80,7 +81,10 @@ def _walk(
         return
     for entry in entries:
         rel = check_relative_path(prefix + entry.name)
-        if default_ignores and ignored(rel):
+        # the folders above were not ignored (else they were not walked): only a rule that ends
+        # at this name can match
+        name = entry.name
+        if default_ignores and (name in DEFAULT_IGNORES or (name in _LAST_PARTS and ignored(rel))):
             continue
         link = entry.is_symlink()
         try:
