@@ -193,7 +193,13 @@ class StatCache:
 
 
 def _kept(finding: dict[str, Any] | None) -> str:
+    if finding is None:
+        return _PASSED
     return json.dumps({"by": VERSION, "finding": finding})
+
+
+#: ``_kept`` of a file that passed with nothing to report (most files: encoded once)
+_PASSED = json.dumps({"by": VERSION, "finding": None})
 
 
 def _add_safety_column(db: sqlite3.Connection) -> None:
