@@ -384,3 +384,45 @@ def test_the_stat_cache_answers_more_files_than_one_query_holds(tmp_path: Path) 
     assert len(cache.lookup(changed, "s")) == 899
     assert cache.lookup(aged, "other") == {}
     cache.close()
+
+
+# ---- one index probe per batch ---------------------------------------------------------------------
+
+
+def test_a_batch_probes_the_index_once_and_stores_only_chunks_it_lacks(
+    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _tree(tmp_path / "a", 120)
+    vault.push("m", first, version="v1")
+    second = tmp_path / "b"  # the same contents under other names (no stat-cache hint), and news
+    for i, f in enumerate(sorted(p for p in first.rglob("*") if p.is_file())):
+        (second / "copy").mkdir(parents=True, exist_ok=True)
+        (second / "copy" / f"{i:04d}.bin").write_bytes(f.read_bytes())
+    for i in range(10):
+        (second / "new" / f"{i}.bin").parent.mkdir(parents=True, exist_ok=True)
+        (second / "new" / f"{i}.bin").write_bytes(b"twice" * 100 if i < 2 else os.urandom(2000 + i))
+    probes: list[int] = []
+    one_by_one: list[bytes] = []
+    real_many = type(vault.index).has_chunks
+    real_one = type(vault.index).has_chunk
+
+    def many(self: Any, ids: Any) -> set[bytes]:
+        probes.append(len(ids))
+        return real_many(self, ids)
+
+    def one(self: Any, cid: bytes) -> bool:
+        one_by_one.append(cid)
+        return real_one(self, cid)
+
+    monkeypatch.setattr(type(vault.index), "has_chunks", many)
+    monkeypatch.setattr(type(vault.index), "has_chunk", one)
+    result = vault.push("m", second, version="v2")
+    monkeypatch.undo()
+    assert one_by_one == []  # small files: never a probe per chunk
+    assert 0 < len(probes) < 130 // 10
+    assert sum(probes) == 130 - 1  # every distinct chunk once ("twice" is one chunk)
+    assert result.chunks_total == 130 and result.chunks_new == 9  # 8 random + the shared one
+    assert vault.index.has_chunks([]) == set()
+    vault.pull("m@v2", tmp_path / "out")
+    assert tree_bytes(tmp_path / "out") == tree_bytes(second)
+    assert vault.verify(read_data=True).ok

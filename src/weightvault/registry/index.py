@@ -211,6 +211,21 @@ class RegistryIndex:
         finally:
             cur.close()
 
+    def has_chunks(self, chunk_ids: Sequence[bytes]) -> set[bytes]:
+        """The ids among ``chunk_ids`` that are indexed: a push's batch of small files probes its
+        chunks in a few queries, not one each (``has_chunk``), on the same per-thread connection."""
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        found: set[bytes] = set()
+        cur = self._probe_conn().cursor()
+        try:
+            for i in range(0, len(chunk_ids), _BATCH):
+                part = tuple(chunk_ids[i : i + _BATCH])
+                cur.execute(f"SELECT id FROM chunks WHERE id IN ({','.join([mark] * len(part))})", part)
+                found.update(bytes(row[0]) for row in cur.fetchall())
+        finally:
+            cur.close()
+        return found
+
     @contextmanager
     def _read(self) -> Iterator[Session]:
         with self._sessions() as s:

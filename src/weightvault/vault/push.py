@@ -17,7 +17,7 @@ import queue
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from weightvault.cas.chunker import Chunker
@@ -48,6 +48,8 @@ class _FileState:
     source: SourceFile
     sha256: str | None = None
     chunks: list[tuple[bytes, int]] | None = None
+    #: a small file's chunks (id, bytes, offset) until its batch stores them
+    cut: list[tuple[bytes, memoryview, int]] = field(default_factory=list)
 
 
 class _EncodeStage:
@@ -164,6 +166,11 @@ class PushPipeline:
             with self._known_lock:
                 self._known.add(cid)
             return cid
+        self._store_new(view, cid, offset, src)
+        return cid
+
+    def _store_new(self, view: memoryview, cid: bytes, offset: int, src: SourceFile) -> None:
+        """Pack a chunk the index lacks, unless another file of this push already does."""
         if self._sink.claim(cid):
             if self._stage is not None:
                 self._stage.submit(view, cid, offset, src)
@@ -172,7 +179,17 @@ class PushPipeline:
                 self._sink.add(cid, stored, len(view), codec, slot)
             with self._known_lock:
                 self.chunks_new += 1
-        return cid
+
+    def _indexed(self, ids: list[bytes]) -> set[bytes]:
+        """Which of ``ids`` the index holds in a usable form (``_store_chunk``'s probe, for many)."""
+        if self._slots is None:
+            return self._index.has_chunks(ids)
+        found = set()
+        for cid in ids:
+            slot = self._index.chunk_slot(cid)
+            if slot is not None and slot in self._slots:
+                found.add(cid)
+        return found
 
     # ---- per-file tasks ----------------------------------------------------------------------
 
@@ -197,24 +214,38 @@ class PushPipeline:
     def _small_files(self, batch: list[_FileState]) -> None:
         """Read, hash and chunk a batch of small files: one task per batch, not per file, so the
         workers hand the GIL and the pool's locks over once per batch (per file, a 10,000-file
-        push spent more time in those hand-offs than in hashing). Each file is opened once, read
-        with one call into one buffer, and must hold exactly the size it was scanned with."""
+        push spent more time in those hand-offs than in hashing), and one index probe for all
+        the batch's chunks. Each file is opened once, read with one call into one buffer, and
+        must hold exactly the size it was scanned with."""
         read = 0
         for st in batch:
             if self._stop.is_set():
                 return
             self._small_file(st)
             read += st.source.size
+        pending = [(st, cid, view, offset) for st in batch for cid, view, offset in st.cut]
+        indexed = self._indexed(list({cid for _st, cid, _v, _o in pending if cid not in self._known}))
+        if indexed:
+            with self._known_lock:
+                self._known.update(indexed)
+        for st, cid, view, offset in pending:
+            if cid not in self._known:
+                self._store_new(view, cid, offset, st.source)
+        for st in batch:
+            st.cut = []  # the file's bytes can go
         self._progress(read)
 
     def _small_file(self, st: _FileState) -> None:
+        """Read, hash and cut one small file; its chunks wait in ``st.cut`` for the batch's probe."""
         data = _read_small(st.source)
         st.sha256 = hashlib.sha256(data).hexdigest()
         chunks: list[tuple[bytes, int]] = []
         offset = 0
         for view in self._chunker.chunk_bytes(data):
             n = len(view)
-            chunks.append((self._store_chunk(view, offset, st.source), n))
+            cid = self._chunk_id(view)
+            st.cut.append((cid, view, offset))
+            chunks.append((cid, n))
             offset += n
         st.chunks = chunks
 
