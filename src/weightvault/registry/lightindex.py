@@ -255,17 +255,15 @@ class LightIndex:
                 is not None
             )
 
-    def has_versions(self, model: str) -> bool:
-        """Whether ``model`` has any version (``resolve(model, None)`` would find one)."""
+    def latest_commit(self, model: str) -> str | None:
+        """The commit of ``model``'s newest version (``resolve(model, None)``'s order), if any."""
         with self._read() as db:
-            return (
-                db.execute(
-                    "SELECT 1 FROM versions JOIN models ON models.id = versions.model_id "
-                    "WHERE models.name = ? LIMIT 1",
-                    (model,),
-                ).fetchone()
-                is not None
-            )
+            row = db.execute(
+                "SELECT versions.commit_id FROM versions JOIN models ON models.id = versions.model_id "
+                "WHERE models.name = ? ORDER BY versions.created_at DESC, versions.id DESC LIMIT 1",
+                (model,),
+            ).fetchone()
+        return None if row is None else str(row[0])
 
     def version_commit(self, model: str, label: str) -> str | None:
         with self._read() as db:

@@ -194,7 +194,11 @@ def _open_cache(where: PushHome) -> None:
     does not use it otherwise)."""
     from weightvault.vault.cache import FileCache
 
-    settings: dict[str, Any] = {"cache_enabled": True, "cache_max_size_gb": 20.0, "cache_permissions": "shared"}
+    settings: dict[str, Any] = {
+        "cache_enabled": True,
+        "cache_max_size_gb": 20.0,
+        "cache_permissions": "shared",
+    }
     settings.update({k: v for k, v in where.settings.items() if k.startswith("cache_")})
     if not settings["cache_enabled"]:
         return
@@ -270,7 +274,7 @@ def _checked_open(where: PushHome, model: str, files: list[SourceFile], version:
             v.check_current()
             if version is not None and v.index.label_exists(model, version):
                 raise SnapshotUnavailable(f"{model}@{version} exists: the full path reports it")
-            if version is None and v.index.has_versions(model):
+            if version is None and v.index.latest_commit(model) is not None:
                 raise SnapshotUnavailable("the full path compares an unlabelled push with the latest version")
             if v.store.has_authenticated_refs(model):
                 raise SnapshotUnavailable(f"{model} has authenticated refs: the full path judges them")
@@ -319,12 +323,13 @@ def _push(
         v.check_current()  # what the full path's refresh under the lock would find to do: nothing
         if version is not None and v.index.label_exists(model, version):
             raise SnapshotUnavailable(f"{model}@{version} exists: the full path reports it")
-        if v.index.has_versions(model):
+        parent = v.index.latest_commit(model)
+        if version is None and parent is not None:
             raise SnapshotUnavailable(f"{model} gained a version meanwhile: the full path compares them")
         # from here on the push writes, and every failure is reported as the full path reports it
         for _attempt in range(3):
             pipeline, sink, recipes, manifest = _push_data(
-                v, model, message, safety, files, progress, seen_ns, early
+                v, model, parent, message, safety, files, progress, seen_ns, early
             )
             recipe_names = _put_recipes(v, recipes)
             commit, body = v.store.put_manifest(manifest, None)
@@ -365,6 +370,7 @@ def _encode_threads(where: PushHome, files: list[SourceFile]) -> int:
 def _push_data(
     v: _Open,
     model: str,
+    parent: str | None,
     message: str,
     safety: dict[str, dict[str, Any]],
     files: list[SourceFile],
@@ -420,7 +426,7 @@ def _push_data(
     )
     entries = tuple(FileEntry(f.path, r.size, r.sha256) for f, r in zip(files, recipes, strict=True))
     manifest = Manifest(
-        model=model, files=entries, parent=None, message=message, metadata={}, lineage=(), safety=safety
+        model=model, files=entries, parent=parent, message=message, metadata={}, lineage=(), safety=safety
     )
     return pipeline, sink, recipes, manifest
 
@@ -479,7 +485,7 @@ def _commit_version(
             model=model,
             label=label,
             commit=commit,
-            parent=None,
+            parent=manifest.parent,
             created=created,
             message=manifest.message,
             metadata={},
@@ -502,7 +508,7 @@ def _commit_version(
         metadata={},
         total_size=manifest.total_size,
         file_count=file_count,
-        parent=None,
+        parent=manifest.parent,
         aliases=aliases,
     )
 
