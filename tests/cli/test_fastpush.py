@@ -214,14 +214,19 @@ def assert_same_homes(a: Path, b: Path) -> None:
 
 
 def push_both(
-    tmp_path: Path, src: Path, *args: str, homes: tuple[Path, Path] | None = None
+    tmp_path: Path,
+    src: Path,
+    *args: str,
+    homes: tuple[Path, Path] | None = None,
+    envs: tuple[dict[str, str], dict[str, str]] = ({}, {}),
 ) -> tuple[Path, Path]:
-    """``push`` by the full CLI into one home and by the light path into another: the same exit
-    code and output (timeless); returns (full home, light home)."""
+    """``push`` by the full CLI into one home and by the light path into another (``envs``: the
+    environment of each): the same exit code and output (timeless); returns (full home, light
+    home)."""
     a, b = homes or (tmp_path / "full-home", tmp_path / "light-home")
-    want = full(a, "push", *args)
+    want = full(a, "push", *args, env=envs[0])
     assert want.returncode == 0, want.stderr
-    code, out, err, heavy = fast(b, "push", *args)
+    code, out, err, heavy = fast(b, "push", *args, env=envs[1])
     assert code == 0, f"the light path declined: {err}"
     allowed = {"rich"} if not {"-q", "--quiet", "--json"} & set(args) else set()
     assert set(heavy) <= allowed, heavy
@@ -319,6 +324,35 @@ def test_compression_settings_are_served(tmp_path: Path, src: Path, compression:
     assert_same_homes(a, b)
     codecs = {r[3] for r in index_rows(b)["chunks"]}
     assert codecs != {0}, "nothing was compressed"
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_a_config_file_and_a_cache_folder_elsewhere_are_served(tmp_path: Path, src: Path, how: str) -> None:
+    """The benchmark's float push: ``--config FILE`` (or ``WEIGHTVAULT_CONFIG``), the cache in
+    another folder (``--cache-dir`` or ``WEIGHTVAULT_CACHE_DIRECTORY``), made where the full path
+    makes it."""
+    cfg = tmp_path / "float.yaml"
+    cfg.write_text("compression: float\n")
+    caches = (tmp_path / "cache-full", tmp_path / "cache-light")
+    a, b = tmp_path / "full-home", tmp_path / "light-home"
+    if how == "option":
+        want = full(a, "--config", str(cfg), "--cache-dir", str(caches[0]), "push", "m", str(src), "-v", "v1")
+        assert want.returncode == 0, want.stderr
+        line = ("--config", str(cfg), "--cache-dir", str(caches[1]), "push", "m", str(src), "-v", "v1")
+        code, _out, err, heavy = fast(b, *line)
+        assert (code, set(heavy) - {"rich"}) == (0, set()), err
+    else:
+        envs = (
+            {"WEIGHTVAULT_CONFIG": str(cfg), "WEIGHTVAULT_CACHE_DIRECTORY": str(caches[0])},
+            {"WEIGHTVAULT_CONFIG": str(cfg), "WEIGHTVAULT_CACHE_DIRECTORY": str(caches[1])},
+        )
+        push_both(tmp_path, src, "m", str(src), "-v", "v1", "-q", envs=envs)
+    assert_same_homes(a, b)
+    assert sorted(p.relative_to(caches[0]) for p in caches[0].rglob("*")) == sorted(
+        p.relative_to(caches[1]) for p in caches[1].rglob("*")
+    )
+    assert caches[1].is_dir() and not (b / "cache").exists()
+    assert {r[3] for r in index_rows(b)["chunks"]} != {0}  # the config file's compression was used
 
 
 def test_pull_and_verify_after_a_light_push(tmp_path: Path, src: Path) -> None:

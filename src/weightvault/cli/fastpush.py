@@ -3,14 +3,14 @@
 
 The entry point (``cli/entry.py``) offers every command line here after ``cli.fastpull``. A
 push line that ``cli.transfer`` parses as Click would, with no option but ``--version``/``-v``,
-``--message``/``-m``, ``--json`` and ``--quiet``/``-q`` (and the global ``--home`` and
-``--quiet``), into a home ``vault.lightpush`` can serve, is done here and reported by the same
-function as the full command (``cli.views.print_push``). Every other line, and every doubt
-before the push writes (an option, a setting or an environment variable this path does not
-handle, a name or label the full path would refuse, a source it cannot scan, an encrypted
-model), returns False with nothing written and nothing printed: the full path runs and
-reports any error. A failure once the push writes is reported here as the full path reports
-it (``cli.failures``): the same pipeline raised it.
+``--message``/``-m``, ``--json`` and ``--quiet``/``-q`` (and the global ``--home``,
+``--config``, ``--cache-dir`` and ``--quiet``), into a home ``vault.lightpush`` can serve, is
+done here and reported by the same function as the full command (``cli.views.print_push``).
+Every other line, and every doubt before the push writes (an option, a setting or an
+environment variable this path does not handle, a name or label the full path would refuse, a
+source it cannot scan, an encrypted model), returns False with nothing written and nothing
+printed: the full path runs and reports any error. A failure once the push writes is reported
+here as the full path reports it (``cli.failures``): the same pipeline raised it.
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ def parse(argv: Sequence[str]) -> Line | None:
     if (
         line is None
         or line.command != "push"
-        or line.config is not None
-        or line.cache_dir is not None
         or line.lists
         or not set(line.values) <= _VALUES
         or not line.flags <= _FLAGS
@@ -69,7 +67,7 @@ def _serve(line: Line, early: object) -> bool:
         from weightvault.vault.lightpush import find_home
         from weightvault.vault.source import scan_source
 
-        where = find_home(line.home)
+        where = find_home(line.home, line.config, line.cache_dir)
         seen_ns = time.time_ns()  # before any stat: the stat cache's "racily clean" rule needs it
         files = scan_source(Path(line.args[1]), default_ignores=True)
     except Exception:  # any doubt at all: the full path decides (and reports)

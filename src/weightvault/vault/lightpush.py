@@ -40,7 +40,16 @@ from weightvault.core.manifest import FileEntry, FileRecipe, Manifest
 from weightvault.core.names import check_model_name, check_new_name
 from weightvault.core.types import PushResult, VersionInfo
 from weightvault.registry.snapshot import SnapshotUnavailable
-from weightvault.vault.fastopen import CURSOR, HARMLESS_ENV, STORE_ID, _config, _local_store
+from weightvault.vault.fastopen import (
+    CURSOR,
+    HARMLESS_ENV,
+    PULL_ENV,
+    SAFE_KEYS,
+    STORE_ID,
+    _config,
+    _local_store,
+    read_config,
+)
 
 if TYPE_CHECKING:
     from weightvault.registry.lightindex import LightIndex
@@ -52,6 +61,8 @@ if TYPE_CHECKING:
     from weightvault.vault.store import Store
 
 Progress = Callable[[int], None]
+#: ``load_settings``'s variable naming a config file (used instead of the home's)
+CONFIG_ENV = "WEIGHTVAULT_CONFIG"
 
 #: ``Settings`` defaults of what a push reads (a test keeps them equal)
 DEFAULTS: dict[str, Any] = {
@@ -78,14 +89,31 @@ class PushHome:
         return self.settings.get(key, DEFAULTS[key])
 
 
-def find_home(home: str | None) -> PushHome:
-    """The home a push goes to, when this module can serve it (else ``SnapshotUnavailable``)."""
+def find_home(home: str | None, config_file: str | None = None, cache_dir: str | None = None) -> PushHome:
+    """The home a push goes to, when this module can serve it (else ``SnapshotUnavailable``):
+    ``home``, ``config_file`` and ``cache_dir`` as the command line's ``--home``, ``--config`` and
+    ``--cache-dir`` give them, layered with the environment as ``load_settings`` layers them."""
     env = os.environ
-    unknown = sorted(k for k in env if k.startswith("WEIGHTVAULT_") and k not in HARMLESS_ENV)
+    accepted = HARMLESS_ENV | set(PULL_ENV) | {CONFIG_ENV}
+    unknown = sorted(k for k in env if k.startswith("WEIGHTVAULT_") and k not in accepted)
     if unknown:
         raise SnapshotUnavailable(f"environment {unknown[0]} needs the full settings")
     home_path = Path(home or env.get("WEIGHTVAULT_HOME") or "~/.weightvault").expanduser().absolute()
-    config = _config(home_path, {})
+    cfg = config_file or env.get(CONFIG_ENV)
+    if cfg:
+        cfg_path = Path(cfg).expanduser()
+        if not cfg_path.is_file():
+            raise SnapshotUnavailable(f"no config file {cfg_path}: the full path reports it")
+        config = read_config(cfg_path)
+    else:
+        config = _config(home_path, {})
+    for var, key in PULL_ENV.items():  # where the cache is: the only thing they change for a push
+        if (value := env.get(var)) is not None:
+            if not value or not SAFE_KEYS[key](value):
+                raise SnapshotUnavailable(f"environment {var} needs the full settings")
+            config[key] = value
+    if cache_dir is not None:  # ``cli.state``: taken from the working folder, not the home
+        config["cache_directory"] = str(Path(cache_dir).expanduser().absolute())
     url = env.get("WEIGHTVAULT_STORE_URL", config.get("store_url"))
     root = _local_store(url) if url else home_path / "store"
     has_index = os.path.lexists(home_path / "index.db")
