@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from weightvault.cli.transfer import Line
+    from weightvault.vault.earlyhash import EarlyHashes
 
 #: the options of ``push`` this path serves (``cli.transfer``'s field names)
 _VALUES = frozenset({"version", "message"})
@@ -58,7 +59,7 @@ def serve(argv: Sequence[str]) -> bool:
             early.close()
 
 
-def _serve(line: Line, early: object) -> bool:
+def _serve(line: Line, early: EarlyHashes | None) -> bool:
     import time
 
     from weightvault.registry.snapshot import SnapshotUnavailable
@@ -89,7 +90,7 @@ def _serve(line: Line, early: object) -> bool:
                     seen_ns,
                     version=line.values.get("version"),
                     message=line.values.get("message", ""),
-                    early=early,  # type: ignore[arg-type]
+                    early=early,
                 )
             else:
                 from weightvault.cli.output import progress
@@ -104,7 +105,7 @@ def _serve(line: Line, early: object) -> bool:
                         message=line.values.get("message", ""),
                         progress=advance,
                         on_start=start,
-                        early=early,  # type: ignore[arg-type]
+                        early=early,
                     )
         except SnapshotUnavailable:
             return False
