@@ -19,18 +19,21 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from weightvault.cas.chunker import Chunker
 from weightvault.cas.hashing import chunk_id
 from weightvault.core.errors import SourceNotFoundError, WeightvaultError
 from weightvault.core.manifest import FileRecipe
-from weightvault.registry.index import RegistryIndex
 from weightvault.storage.oserror import os_error
 from weightvault.vault import filescan
 from weightvault.vault.earlyhash import EarlyHashes
 from weightvault.vault.filescan import FileChangedError
 from weightvault.vault.packer import PackSink
 from weightvault.vault.source import SourceFile
+
+if TYPE_CHECKING:  # the index's module loads SQLAlchemy; a light push passes its own
+    from weightvault.registry.index import RegistryIndex
 
 SMALL_FILE = 8 << 20
 #: a task of small files holds at most this many files and bytes (``_batches``)
