@@ -3,8 +3,10 @@ from __future__ import annotations
 import io
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pyfastcdc import FastCDC
 
 from weightvault.cas.chunker import Chunker, ChunkingParams
 
@@ -40,3 +42,18 @@ def test_default_params_average_about_one_mebibyte() -> None:
     data = random.Random(3).randbytes(32 << 20)
     sizes = [len(c) for c in Chunker().chunk_bytes(data)]
     assert 0.7 * (1 << 20) < sum(sizes) / len(sizes) < 2.0 * (1 << 20)
+
+
+@pytest.mark.parametrize("seed", [0, 12345])
+def test_buffers_up_to_the_minimum_size_are_one_chunk_as_fastcdc_cuts_them(seed: int) -> None:
+    params = ChunkingParams(min_size=64 * 1024, avg_size=256 * 1024, max_size=1024 * 1024)
+    chunker = Chunker(params, seed=seed)
+    native = FastCDC(params.avg_size, min_size=params.min_size, max_size=params.max_size, seed=seed)
+    rng = random.Random(seed)
+    for n in [0, 1, 4096, params.min_size - 1, params.min_size, params.min_size + 1, 3 * params.max_size]:
+        data = rng.randbytes(n)
+        ours = [bytes(v) for v in chunker.chunk_bytes(data)]
+        assert ours == [bytes(c.data) for c in native.cut_buf(data)]
+        assert b"".join(ours) == data
+    assert [bytes(v) for v in chunker.chunk_bytes(bytearray(b"abc"))] == [b"abc"]
+    assert [bytes(v) for v in chunker.chunk_bytes(memoryview(b"abcd")[1:])] == [b"bcd"]

@@ -47,5 +47,12 @@ class Chunker:
             yield chunk.data
 
     def chunk_bytes(self, data: bytes | bytearray | memoryview) -> Iterator[memoryview]:
+        view = memoryview(data)
+        if len(view) <= self.params.min_size:
+            # FastCDC never cuts before ``min_size``: the whole buffer is one chunk (none when
+            # empty). Said here, a small file of a push skips the native call and its set-up.
+            if len(view):
+                yield view.cast("B")
+            return
         for chunk in self._cdc.cut_buf(data):
             yield chunk.data
