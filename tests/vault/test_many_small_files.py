@@ -15,6 +15,7 @@ import json
 import os
 import pickle
 import random
+import sqlite3
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -426,3 +427,29 @@ def test_a_batch_probes_the_index_once_and_stores_only_chunks_it_lacks(
     vault.pull("m@v2", tmp_path / "out")
     assert tree_bytes(tmp_path / "out") == tree_bytes(second)
     assert vault.verify(read_data=True).ok
+
+
+def test_recipes_in_use_again_restart_their_grace_period_in_both_indexes(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from weightvault.registry.index import RegistryIndex
+    from weightvault.registry.lightindex import LightIndex
+
+    first, later = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
+    old = [(f"{i:064x}", i, b"body %d" % i) for i in range(1200)]  # more than one batch of names
+    new = [(f"{i:064x}", i, b"body %d" % i) for i in range(1100, 1300)]
+    light = LightIndex(tmp_path / "light.db", create=True)
+    light.put_recipes(old, first)
+    light.put_recipes(new, later)
+    light.close()
+    full = RegistryIndex.sqlite(tmp_path / "full.db")
+    full.put_recipes(old, first)
+    full.put_recipes(new, later)
+    full.close()
+    for db in ("light.db", "full.db"):
+        con = sqlite3.connect(tmp_path / db)
+        rows = dict(con.execute("SELECT name, created_at FROM recipes").fetchall())
+        con.close()
+        assert len(rows) == 1300
+        assert {rows[f"{i:064x}"] for i in range(1100)} == {"2026-01-01 00:00:00.000000"}, db
+        assert {rows[f"{i:064x}"] for i in range(1100, 1300)} == {"2026-02-01 00:00:00.000000"}, db

@@ -219,11 +219,11 @@ class LightIndex:
             for i in range(0, len(names), _RECIPE_BATCH):
                 batch = names[i : i + _RECIPE_BATCH]
                 marks = ", ".join("?" * len(batch))
-                for (name,) in db.execute(
-                    f"SELECT name FROM recipes WHERE name IN ({marks})", batch
-                ).fetchall():
-                    # in use again: restart its grace period
-                    db.execute("UPDATE recipes SET created_at = ? WHERE name = ?", (when, name))
+                again = [n for (n,) in db.execute(f"SELECT name FROM recipes WHERE name IN ({marks})", batch)]
+                if again:  # in use again: restart their grace period (one statement for the batch)
+                    marks = ", ".join("?" * len(again))
+                    db.execute(f"UPDATE recipes SET created_at = ? WHERE name IN ({marks})", (when, *again))
+                for name in again:
                     del todo[name]
             db.executemany(
                 "INSERT INTO recipes (name, size, body, created_at) VALUES (?, ?, ?, ?)",

@@ -288,6 +288,11 @@ class PushPipeline:
         #: from the largest file down, the workers from the smallest up once they have chunked
         #: every file, so they meet at most at the one file the early thread has in hand
         later: list[_FileState] = []
+        if cached:  # one probe for the chunks of every stat-cache hint, not one per chunk
+            hinted = {cid for st in order if (r := cached.get(st.source.abspath)) for cid, _n in r.chunks}
+            found = self._indexed(list(hinted - self._known))
+            with self._known_lock:
+                self._known.update(found)
         try:
             with ThreadPoolExecutor(self._workers, thread_name_prefix="wv-push") as pool:
                 futures: list[Future[None]] = []
