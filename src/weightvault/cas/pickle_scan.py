@@ -372,6 +372,12 @@ def _scan_stream(f: IO[bytes], size: int, report: PickleReport) -> bool:
     return decoded > 0 or bool(report.globals) or bool(report.problems)
 
 
+def may_hold_pickle(head: bytes) -> bool:
+    """Whether a file whose first four bytes are ``head`` could hold a pickle (``scan_file``
+    returns ``None`` for every other file, so a caller may skip it)."""
+    return head == ZIP_MAGIC or _starts_pickle(head[:2])
+
+
 def scan_file(f: IO[bytes], size: int) -> PickleReport | None:
     """The imports of the pickle-based checkpoint in ``f`` (seekable, at any position); ``None``
     when it holds no pickle at all."""

@@ -2,8 +2,8 @@
 commands load (building the command tree alone costs more than the whole answer); ``ls`` and
 ``show`` on a local home whose index is current are answered by ``cli.fastread`` from the index
 alone; a ``pull`` whose files are all cached and linked into place is done by ``cli.fastpull``;
-other ``push`` and ``pull`` lines run without Typer (``cli.transfer``); every other command line
-goes to ``cli.app``."""
+a plain model's ``push`` into a local home by ``cli.fastpush``; other ``push`` and ``pull``
+lines run without Typer (``cli.transfer``); every other command line goes to ``cli.app``."""
 
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ def main() -> None:
     from weightvault.cli.fastpull import serve as pull
 
     if pull(sys.argv[1:]):
+        return
+    from weightvault.cli.fastpush import serve as push
+
+    if push(sys.argv[1:]):
         return
     from weightvault.cli.transfer import serve as transfer
 

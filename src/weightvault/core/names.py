@@ -13,6 +13,7 @@ from weightvault.core.errors import InvalidNameError, UnsafePathError
 _MODEL_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 _DRIVE = re.compile(r"^[A-Za-z]:")
+_CONTROL = re.compile(r"[\x00-\x1f]")
 MAX_MODEL_NAME = 96
 
 
@@ -68,9 +69,10 @@ def check_relative_path(path: str) -> str:
         raise UnsafePathError(f"file path {path!r} is absolute")
     if _DRIVE.match(path):
         raise UnsafePathError(f"file path {path!r} starts with a drive letter")
+    control = _CONTROL.search(path) is not None  # one pass over the path, not a test per character
     for part in path.split("/"):
         if part in ("", ".", ".."):
             raise UnsafePathError(f"file path {path!r} has an empty, '.' or '..' component")
-        if any(ord(c) < 0x20 for c in part):
+        if control and _CONTROL.search(part):
             raise UnsafePathError(f"file path {path!r} contains a control character")
     return path

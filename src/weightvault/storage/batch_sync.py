@@ -18,7 +18,7 @@ from pathlib import Path
 from weightvault.storage import oscaps
 
 
-def _fsync_path(path: Path, directory: bool = False) -> None:
+def _fsync_path(path: str | Path, directory: bool = False) -> None:
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
     try:
         os.fsync(fd)
@@ -37,14 +37,14 @@ class Batch:
     def __init__(self, root: Path) -> None:
         self._root = root
         self._fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY) if oscaps.syncfs is not None else -1
-        self._files: list[Path] = []
-        self._dirs: set[Path] = set()
+        self._files: list[str | Path] = []
+        self._dirs: set[str] = set()
 
-    def add(self, path: Path) -> None:
+    def add(self, path: str | Path) -> None:
         self._files.append(path)
 
-    def add_dirs(self, dirs: Iterable[Path]) -> None:
-        self._dirs.update(dirs)
+    def add_dirs(self, dirs: Iterable[str | Path]) -> None:
+        self._dirs.update(map(str, dirs))
 
     def _syncfs(self) -> bool:
         fn = oscaps.syncfs

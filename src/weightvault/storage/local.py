@@ -6,10 +6,10 @@ directory fsynced, so an object is either absent or complete even after kill -9 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from weightvault.core.errors import (
@@ -21,8 +21,12 @@ from weightvault.storage.batch_sync import Batch
 from weightvault.storage.oserror import os_error
 
 TMP_DIR = ".tmp"
-#: files written or renamed at once by ``put_many``
-_MANY = 16
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def fsync_dir(path: Path) -> None:
@@ -36,6 +40,7 @@ def fsync_dir(path: Path) -> None:
 class LocalBackend:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).absolute()
+        self._root_str = str(self.root)
         self.url = self.root.as_uri()
         self._tmp = self.root / TMP_DIR
         self._made_dirs: set[Path] = set()
@@ -48,9 +53,11 @@ class LocalBackend:
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    def _ensure_parent(self, path: Path) -> None:
+    def _ensure_parent(self, path: Path, batch: Batch | None = None) -> None:
         """Create missing folders top-down, fsyncing each new one's parent: a new fan-out folder
-        must survive a power cut as surely as the object renamed into it."""
+        must survive a power cut as surely as the object renamed into it. With ``batch``, the
+        parents are added to it instead, made durable by its ``sync_dirs`` with the objects'
+        names (a fresh store's batch of recipes made 256 fan-out folders, 256 fsyncs in a row)."""
         parent = path.parent
         if parent in self._made_dirs:
             return
@@ -64,9 +71,13 @@ class LocalBackend:
                 folder.mkdir()
             except FileExistsError:
                 continue  # another writer made it (and syncs its parent)
-            fsync_dir(folder.parent)
-        with self._lock:
-            self._made_dirs.add(parent)
+            if batch is None:
+                fsync_dir(folder.parent)
+            else:
+                batch.add_dirs([folder.parent])
+        if batch is None:  # else known once the batch is synced (``put_many``)
+            with self._lock:
+                self._made_dirs.add(parent)
 
     def temp_path(self) -> Path:
         """A fresh path on the store's filesystem, for writers that want ``put_file(consume=True)``."""
@@ -103,35 +114,44 @@ class LocalBackend:
         """Write many small objects, each atomically, made durable together: every temp file is
         written, one batch sync makes their bytes durable, they are renamed into place, and one
         more makes the new names durable (``batch_sync``): two journal commits for the batch
-        instead of two per object. On return every object is durable, as after ``put``. File
-        creations and renames wait on the filesystem's journal, so several run at once."""
+        instead of two per object. On return every object is durable, as after ``put``.
+        One thread does it all with raw descriptors: a creation, a write and a rename each cost
+        microseconds without a per-object sync, less than handing each one to a pool (which, for
+        10,000 recipes, cost more in lock hand-offs than the writes themselves). The temp names
+        share one random prefix per batch."""
         for key, _ in items:
             check_key(key)
-        temps = [(self.temp_path(), key, data) for key, data in items]
-
-        def write(tmp: Path, data: bytes) -> None:
-            with open(tmp, "wb") as f:
-                f.write(data)
-
-        def publish(tmp: Path, key: str) -> Path:
-            dest = self._path(key)
-            self._ensure_parent(dest)
-            os.replace(tmp, dest)
-            return dest.parent
-
+        root = str(self.root)
+        stem = f"{self._tmp}/{os.urandom(12).hex()}-"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        written: list[str] = []
         try:
-            with Batch(self.root) as batch, ThreadPoolExecutor(_MANY, thread_name_prefix="wv-put") as pool:
-                for written in [pool.submit(write, tmp, data) for tmp, _key, data in temps]:
-                    written.result()
-                for tmp, _key, _data in temps:
+            with Batch(self.root) as batch:
+                for i, (_key, data) in enumerate(items):
+                    tmp = f"{stem}{i}.tmp"
+                    fd = os.open(tmp, flags, 0o666)
+                    written.append(tmp)
+                    try:
+                        _write_all(fd, data)
+                    finally:
+                        os.close(fd)
                     batch.add(tmp)
                 batch.sync()
-                for fut in [pool.submit(publish, tmp, key) for tmp, key, _data in temps]:
-                    batch.add_dirs([fut.result()])
+                folders: set[str] = set()
+                for tmp, (key, _data) in zip(written, items, strict=True):
+                    folder = f"{root}/{key}".rpartition("/")[0]
+                    if folder not in folders:
+                        self._ensure_parent(self.root / key, batch)
+                        folders.add(folder)
+                    os.replace(tmp, f"{root}/{key}")
+                batch.add_dirs(folders)
                 batch.sync_dirs()
+            with self._lock:
+                self._made_dirs.update(map(Path, folders))
         except OSError as exc:
-            for tmp, _key, _data in temps:
-                tmp.unlink(missing_ok=True)
+            for tmp in written:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
             raise os_error(exc, f"writing {len(items)} objects") from exc
 
     def put_file(self, key: str, path: Path, *, consume: bool = False) -> None:
@@ -191,7 +211,8 @@ class LocalBackend:
         return ObjectInfo(key, st.st_size, st.st_mtime)
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        # plain strings, not pathlib: a push checks every recipe of its batch this way
+        return os.path.isfile(f"{self._root_str}/{check_key(key)}")
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         # Walk only the deepest folder the prefix names fully, then filter by the rest.

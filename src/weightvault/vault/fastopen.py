@@ -96,6 +96,12 @@ def _config(home: Path, extra_keys: Mapping[str, Any]) -> dict[str, Any]:
     path = home / "config.yaml"
     if not path.is_file():
         return {}
+    return read_config(path, extra_keys)
+
+
+def read_config(path: Path, extra_keys: Mapping[str, Any] = {}) -> dict[str, Any]:
+    """The settings of the config file at ``path`` when each is one of ``SAFE_KEYS`` (or
+    ``extra_keys``) and passes its check; else ``SnapshotUnavailable``."""
     import yaml
 
     try:

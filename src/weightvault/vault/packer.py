@@ -34,13 +34,16 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from weightvault.cas.pack import PackWriter
 from weightvault.core import layout
 from weightvault.core.errors import StorageError
-from weightvault.registry.index import RegistryIndex
 from weightvault.storage.backend import Backend
 from weightvault.storage.direct_io import DirectWriter
+
+if TYPE_CHECKING:  # the index's module loads SQLAlchemy; a light push passes its own
+    from weightvault.registry.index import RegistryIndex
 
 #: full packs waiting for (or in) the sealing thread before a chunking thread waits for one
 MAX_SEALING = 2

@@ -17,14 +17,14 @@ import queue
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from weightvault.cas.chunker import Chunker
 from weightvault.cas.hashing import chunk_id
 from weightvault.core.errors import SourceNotFoundError, WeightvaultError
 from weightvault.core.manifest import FileRecipe
-from weightvault.registry.index import RegistryIndex
 from weightvault.storage.oserror import os_error
 from weightvault.vault import filescan
 from weightvault.vault.earlyhash import EarlyHashes
@@ -32,7 +32,14 @@ from weightvault.vault.filescan import FileChangedError
 from weightvault.vault.packer import PackSink
 from weightvault.vault.source import SourceFile
 
+if TYPE_CHECKING:  # the index's module loads SQLAlchemy; a light push passes its own
+    from weightvault.registry.index import RegistryIndex
+
 SMALL_FILE = 8 << 20
+#: a task of small files holds at most this many files and bytes (``_batches``)
+BATCH_FILES = 256
+BATCH_BYTES = 4 << 20
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 
 Progress = Callable[[int], None]
 #: (raw chunk, its id, its offset in the file, the file) -> (codec, stored bytes, key slot)
@@ -44,6 +51,8 @@ class _FileState:
     source: SourceFile
     sha256: str | None = None
     chunks: list[tuple[bytes, int]] | None = None
+    #: a small file's chunks (id, bytes, offset) until its batch stores them
+    cut: list[tuple[bytes, memoryview, int]] = field(default_factory=list)
 
 
 class _EncodeStage:
@@ -160,6 +169,11 @@ class PushPipeline:
             with self._known_lock:
                 self._known.add(cid)
             return cid
+        self._store_new(view, cid, offset, src)
+        return cid
+
+    def _store_new(self, view: memoryview, cid: bytes, offset: int, src: SourceFile) -> None:
+        """Pack a chunk the index lacks, unless another file of this push already does."""
         if self._sink.claim(cid):
             if self._stage is not None:
                 self._stage.submit(view, cid, offset, src)
@@ -168,7 +182,17 @@ class PushPipeline:
                 self._sink.add(cid, stored, len(view), codec, slot)
             with self._known_lock:
                 self.chunks_new += 1
-        return cid
+
+    def _indexed(self, ids: list[bytes]) -> set[bytes]:
+        """Which of ``ids`` the index holds in a usable form (``_store_chunk``'s probe, for many)."""
+        if self._slots is None:
+            return self._index.has_chunks(ids)
+        found = set()
+        for cid in ids:
+            slot = self._index.chunk_slot(cid)
+            if slot is not None and slot in self._slots:
+                found.add(cid)
+        return found
 
     # ---- per-file tasks ----------------------------------------------------------------------
 
@@ -190,20 +214,43 @@ class PushPipeline:
             self._progress(n)
         st.chunks = chunks
 
+    def _small_files(self, batch: list[_FileState]) -> None:
+        """Read, hash and chunk a batch of small files: one task per batch, not per file, so the
+        workers hand the GIL and the pool's locks over once per batch (per file, a 10,000-file
+        push spent more time in those hand-offs than in hashing), and one index probe for all
+        the batch's chunks. Each file is opened once, read with one call into one buffer, and
+        must hold exactly the size it was scanned with."""
+        read = 0
+        for st in batch:
+            if self._stop.is_set():
+                return
+            self._small_file(st)
+            read += st.source.size
+        pending = [(st, cid, view, offset) for st in batch for cid, view, offset in st.cut]
+        indexed = self._indexed(list({cid for _st, cid, _v, _o in pending if cid not in self._known}))
+        if indexed:
+            with self._known_lock:
+                self._known.update(indexed)
+        for st, cid, view, offset in pending:
+            if cid not in self._known:
+                self._store_new(view, cid, offset, st.source)
+        for st in batch:
+            st.cut = []  # the file's bytes can go
+        self._progress(read)
+
     def _small_file(self, st: _FileState) -> None:
-        with open(st.source.abspath, "rb") as f:
-            data = f.read()
-        if len(data) != st.source.size:
-            raise FileChangedError(f"{st.source.path} changed size while being pushed")
+        """Read, hash and cut one small file; its chunks wait in ``st.cut`` for the batch's probe."""
+        data = _read_small(st.source)
         st.sha256 = hashlib.sha256(data).hexdigest()
         chunks: list[tuple[bytes, int]] = []
         offset = 0
         for view in self._chunker.chunk_bytes(data):
             n = len(view)
-            chunks.append((self._store_chunk(view, offset, st.source), n))
+            cid = self._chunk_id(view)
+            st.cut.append((cid, view, offset))
+            chunks.append((cid, n))
             offset += n
         st.chunks = chunks
-        self._progress(len(data))
 
     # ---- the whole tree ----------------------------------------------------------------------
 
@@ -244,12 +291,13 @@ class PushPipeline:
         try:
             with ThreadPoolExecutor(self._workers, thread_name_prefix="wv-push") as pool:
                 futures: list[Future[None]] = []
+                small: list[_FileState] = []
                 for st in order:
                     hit = cached.get(st.source.abspath)
                     if hit is not None and self._reuse(st, hit):
                         continue
                     if st.source.size <= SMALL_FILE:
-                        futures.append(pool.submit(self._small_file, st))
+                        small.append(st)
                     else:
                         futures.append(pool.submit(self._chunk_file, st))
                         known = verified.get(st.source.abspath)
@@ -259,6 +307,10 @@ class PushPipeline:
                             later.append(st)
                         else:
                             futures.append(pool.submit(self._hash_file, st))
+                # small files in scan (path) order, a folder's files together, after the large
+                # ones (which start first and balance the workers)
+                small.sort(key=lambda st: st.source.path)
+                futures.extend(pool.submit(self._small_files, b) for b in _batches(small, self._workers))
                 futures.extend(pool.submit(self._hash_file, st) for st in reversed(later))
                 done, _ = wait(futures, return_when=FIRST_EXCEPTION)
                 for fut in done:
@@ -287,6 +339,44 @@ class PushPipeline:
             self.chunks_total += len(st.chunks)
             self.bytes_read += st.source.size
         return recipes
+
+
+def _batches(small: list[_FileState], workers: int) -> list[list[_FileState]]:
+    """Small files cut into tasks of at most ``BATCH_FILES`` files and ``BATCH_BYTES`` bytes, and
+    at least ``workers * 4`` tasks when there are that many files, so the workers finish together."""
+    total = sum(st.source.size for st in small)
+    limit_bytes = max(1, min(BATCH_BYTES, total // (workers * 4) + 1))
+    limit_files = max(1, min(BATCH_FILES, len(small) // (workers * 4) + 1))
+    batches: list[list[_FileState]] = []
+    batch: list[_FileState] = []
+    size = 0
+    for st in small:
+        if batch and (len(batch) >= limit_files or size + st.source.size > limit_bytes):
+            batches.append(batch)
+            batch, size = [], 0
+        batch.append(st)
+        size += st.source.size
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def _read_small(src: SourceFile) -> bytes:
+    """The whole of a small file with one open and (usually) one read: asking for one byte more
+    than the scanned size tells a grown file from a complete one without another call."""
+    fd = os.open(src.abspath, _READ_FLAGS)
+    try:
+        data = os.read(fd, src.size + 1)
+        if len(data) < src.size:  # a short read (rare on a local file): read on to the end
+            buf = bytearray(data)
+            while len(buf) <= src.size and (part := os.read(fd, src.size + 1 - len(buf))):
+                buf += part
+            data = bytes(buf)
+    finally:
+        os.close(fd)
+    if len(data) != src.size:
+        raise FileChangedError(f"{src.path} changed size while being pushed")
+    return data
 
 
 def _check_unchanged(src: SourceFile) -> None:

@@ -12,12 +12,13 @@ recorded finding stands for it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
-from weightvault.cas.pickle_scan import PickleReport, Verdict, scan_file
+from weightvault.cas.pickle_scan import PickleReport, Verdict, may_hold_pickle, scan_file
 from weightvault.cas.safetensors_header import parse_safetensors_header, safetensors_header_length
 from weightvault.core.errors import MalformedFileError, SourceNotFoundError, UnsafeFileError
 from weightvault.vault.source import SourceFile
@@ -46,11 +47,20 @@ def check_safetensors(src: SourceFile) -> None:
 
 
 def scan_pickle(src: SourceFile) -> PickleReport | None:
+    """The file's pickle report. Its first bytes are read with a raw descriptor first: most files
+    of a push (configs, tokenizers, weights) cannot start a pickle or a zip, and then are not
+    wrapped in a buffered file (three more calls each, for a 10,000-file push 30,000)."""
     try:
-        with open(src.abspath, "rb") as f:
-            return scan_file(f, src.size)
+        fd = os.open(src.abspath, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise SourceNotFoundError(f"source file {src.path} disappeared") from None
+    try:
+        if not may_hold_pickle(os.pread(fd, 4, 0)):
+            return None
+        with open(fd, "rb", closefd=False) as f:
+            return scan_file(f, src.size)
+    finally:
+        os.close(fd)
 
 
 #: what a check found in one file: the pickle finding (``PickleReport.to_json``), or None for

@@ -25,6 +25,7 @@ DEFAULT_IGNORES: frozenset[str] = frozenset(
 )
 #: multi-part paths skipped at any depth: the Hub client's download metadata in a local_dir
 DEFAULT_IGNORED_PATHS: tuple[tuple[str, ...], ...] = ((".cache", "huggingface"),)
+_LAST_PARTS = frozenset(skip[-1] for skip in DEFAULT_IGNORED_PATHS)
 
 
 def ignored(rel: str) -> bool:
@@ -62,36 +63,49 @@ def scan_source(
     if not root.is_dir():
         raise UnsafePathError(f"source {root} is neither a file nor a folder")
     files: list[SourceFile] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        here = Path(dirpath)
-        for name in list(dirnames):
-            full = here / name
-            if default_ignores and ignored(_rel(root, full)):
-                dirnames.remove(name)
-                continue
-            if full.is_symlink():
-                dirnames.remove(name)
-                target = _inside(fence, full)
-                if target == root or target in full.parents:
-                    raise UnsafePathError(f"symlink {full} makes a loop")
-                files.extend(
-                    _entry(f"{_rel(root, full)}/{sub.path}", sub.abspath)
-                    for sub in scan_source(target, default_ignores=default_ignores, links_within=fence)
-                )
-        for name in filenames:
-            full = here / name
-            rel = _rel(root, full)
-            if default_ignores and ignored(rel):
-                continue
-            target = _inside(fence, full) if full.is_symlink() else full
-            files.append(_entry(rel, target))
+    _walk(root, str(root), "", fence, default_ignores, files)
     files.sort(key=lambda f: f.path)
     return files
 
 
-def _rel(root: Path, full: Path) -> str:
-    rel = full.relative_to(root).as_posix()
-    return check_relative_path(rel)
+def _walk(
+    root: Path, folder: str, prefix: str, fence: Path, default_ignores: bool, files: list[SourceFile]
+) -> None:
+    """The files under ``folder`` (``prefix``: its path in the source, '' or ending in '/').
+    ``os.scandir`` tells links and folders apart without a call per entry, and a file costs one
+    ``stat``; a folder that cannot be listed is skipped, as ``os.walk`` does."""
+    try:
+        with os.scandir(folder) as it:
+            entries = list(it)
+    except OSError:
+        return
+    for entry in entries:
+        rel = check_relative_path(prefix + entry.name)
+        # the folders above were not ignored (else they were not walked): only a rule that ends
+        # at this name can match
+        name = entry.name
+        if default_ignores and (name in DEFAULT_IGNORES or (name in _LAST_PARTS and ignored(rel))):
+            continue
+        link = entry.is_symlink()
+        try:
+            is_dir = entry.is_dir()  # through a link, as os.walk sorts them
+        except OSError:
+            is_dir = False
+        if is_dir and not link:
+            _walk(root, entry.path, rel + "/", fence, default_ignores, files)
+        elif is_dir:
+            full = Path(entry.path)
+            target = _inside(fence, full)
+            if target == root or target in full.parents:
+                raise UnsafePathError(f"symlink {full} makes a loop")
+            files.extend(
+                SourceFile(f"{rel}/{sub.path}", *_stat_fields(sub))
+                for sub in scan_source(target, default_ignores=default_ignores, links_within=fence)
+            )
+        elif link:
+            files.append(_entry(rel, _inside(fence, Path(entry.path)), checked=True))
+        else:
+            files.append(_entry(rel, Path(entry.path), checked=True))
 
 
 def _resolve(path: Path) -> Path:
@@ -113,8 +127,13 @@ def _inside(root: Path, link: Path) -> Path:
     return target
 
 
-def _entry(rel: str, path: Path) -> SourceFile:
-    check_relative_path(rel)
+def _stat_fields(f: SourceFile) -> tuple[Path, int, int, int, int, int]:
+    return f.abspath, f.size, f.mtime_ns, f.inode, f.ctime_ns, f.dev
+
+
+def _entry(rel: str, path: Path, checked: bool = False) -> SourceFile:
+    if not checked:
+        check_relative_path(rel)
     try:
         st = path.stat()
     except FileNotFoundError:

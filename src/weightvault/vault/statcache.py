@@ -32,6 +32,8 @@ from weightvault.core.version import VERSION
 from weightvault.vault.source import SourceFile
 
 NS = 1_000_000_000
+#: paths looked up in one query (well under SQLite's limit of bound parameters)
+_PATHS_PER_QUERY = 400
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     path TEXT NOT NULL, scheme TEXT NOT NULL,
@@ -75,24 +77,38 @@ class StatCache:
             return {}
         found: dict[Path, dict[str, Any] | None] = {}
         with self._lock:
-            db = self._conn()
-            for src in files:
-                if not src.ctime_ns or not src.dev:
-                    continue
-                for row in db.execute(
-                    "SELECT dev, ino, size, mtime_ns, ctime_ns, seen_ns, safety FROM files "
-                    "WHERE path = ? AND safety IS NOT NULL",
-                    (str(src.abspath),),
-                ):
-                    same = tuple(row[:5]) == (src.dev, src.inode, src.size, src.mtime_ns, src.ctime_ns)
-                    if same and trusted(src, row[5]):
-                        with contextlib.suppress(ValueError, TypeError, KeyError):
-                            kept = json.loads(row[6])
-                            finding = kept["finding"]
-                            if kept["by"] == VERSION and (finding is None or isinstance(finding, dict)):
-                                found[src.abspath] = finding
-                                break
+            rows = self._rows(
+                files, "dev, ino, size, mtime_ns, ctime_ns, seen_ns, safety", "safety IS NOT NULL", ()
+            )
+        for src in files:
+            for row in rows.get(str(src.abspath), ()):
+                same = tuple(row[:5]) == (src.dev, src.inode, src.size, src.mtime_ns, src.ctime_ns)
+                if same and trusted(src, row[5]):
+                    with contextlib.suppress(ValueError, TypeError, KeyError):
+                        kept = json.loads(row[6])
+                        finding = kept["finding"]
+                        if kept["by"] == VERSION and (finding is None or isinstance(finding, dict)):
+                            found[src.abspath] = finding
+                            break
         return found
+
+    def _rows(
+        self, files: Sequence[SourceFile], columns: str, where: str, args: tuple[str, ...]
+    ) -> dict[str, list[tuple[Any, ...]]]:
+        """The rows of ``files`` (stat'ed ones: a synthetic source has no hint) by path, a few
+        hundred paths per query: a query per file of a 10,000-file re-push cost more than the
+        rest of the lookup."""
+        paths = list(dict.fromkeys(str(f.abspath) for f in files if f.ctime_ns and f.dev))
+        db = self._conn()
+        out: dict[str, list[tuple[Any, ...]]] = {}
+        for i in range(0, len(paths), _PATHS_PER_QUERY):
+            part = paths[i : i + _PATHS_PER_QUERY]
+            marks = ",".join("?" * len(part))
+            for row in db.execute(
+                f"SELECT path, {columns} FROM files WHERE {where} AND path IN ({marks})", (*args, *part)
+            ):
+                out.setdefault(row[0], []).append(tuple(row[1:]))
+        return out
 
     def known(self, files: Sequence[SourceFile]) -> set[Path] | None:
         """The abspaths of ``files`` with a trusted stat match under any scheme (a push may not
@@ -126,22 +142,12 @@ class StatCache:
             return {}
         hits: dict[Path, FileRecipe] = {}
         with self._lock:
-            db = self._conn()
-            for src in files:
-                if not src.ctime_ns or not src.dev:  # not from a stat (a synthetic source): no hint
-                    continue
-                row = db.execute(
-                    "SELECT dev, ino, size, mtime_ns, ctime_ns, seen_ns, recipe FROM files "
-                    "WHERE path = ? AND scheme = ?",
-                    (str(src.abspath), scheme),
-                ).fetchone()
-                if row is None or tuple(row[:5]) != (
-                    src.dev,
-                    src.inode,
-                    src.size,
-                    src.mtime_ns,
-                    src.ctime_ns,
-                ):
+            rows = self._rows(
+                files, "dev, ino, size, mtime_ns, ctime_ns, seen_ns, recipe", "scheme = ?", (scheme,)
+            )
+        for src in files:
+            for row in rows.get(str(src.abspath), ())[:1]:  # (path, scheme) is the primary key
+                if tuple(row[:5]) != (src.dev, src.inode, src.size, src.mtime_ns, src.ctime_ns):
                     continue
                 if not trusted(src, row[5]):
                     continue
@@ -187,7 +193,13 @@ class StatCache:
 
 
 def _kept(finding: dict[str, Any] | None) -> str:
+    if finding is None:
+        return _PASSED
     return json.dumps({"by": VERSION, "finding": finding})
+
+
+#: ``_kept`` of a file that passed with nothing to report (most files: encoded once)
+_PASSED = json.dumps({"by": VERSION, "finding": None})
 
 
 def _add_safety_column(db: sqlite3.Connection) -> None:
