@@ -6,8 +6,10 @@ byte ranges a :class:`ByteLayout` marks as bf16/fp16/fp32 we split the elements 
 planes (byte 0 of every element, then byte 1, ...) and let zstd entropy-code each plane in
 its own blocks: the plane holding sign and exponent shrinks 2-3x. Mantissa planes are noise;
 a probe of a few KB finds that out and they are written as raw zstd blocks without passing
-through zstd at all (the frame is assembled here, :func:`_float_frame`). Everything else is
-plain zstd, and a chunk that does not shrink is stored as it is. (Rotating the sign bit out
+through zstd at all (the frame is assembled here, :func:`_float_frame`). The planes that do
+shrink are compressed with zstd's match search accelerated and its Huffman coding of literals
+kept (:class:`_PlaneCoder`): Huffman coding is what shrinks them; matches rarely pay there.
+Everything else is plain zstd, and a chunk that does not shrink is stored as it is. (Rotating the sign bit out
 of the exponent byte, as zipnn does, gained 0.1-1% in ratio but cost 15-35% of the
 throughput in numpy, so it is not done.)
 
@@ -204,6 +206,86 @@ def layout_for_range(file_layout: FileLayout | None, offset: int, length: int) -
     return ByteLayout(tuple(regions))
 
 
+# ---------------------------------------------------------------- plane runs
+
+
+#: zstd's ``targetLength`` for the fast strategy: an acceleration, the match search skipping
+#: ahead faster where it finds nothing. By measurement (bench/RESULTS.md, 2026-11-30 08:10):
+#: on exponent planes zstd's search finds few matches worth their cost; at 64 the run codes
+#: ~15% faster and 0.1-0.2% smaller than at 1, and the matches that do pay (repeats in real
+#: fp32 checkpoints) are still found: coding literals only lost 1.7% there.
+_PLANE_ACCELERATION: Final = 64
+
+
+class _PlaneCoder:
+    """zstd for a run of byte planes: the match search accelerated, literals Huffman-coded.
+
+    With an acceleration zstd's public parameters turn literal compression off (it assumes
+    speed matters more than size); libzstd's experimental ``literalCompressionMode`` turns it
+    back on, and only the ``zstandard`` package's CFFI binding reaches it (its C binding does
+    not), so the run is compressed through that binding's libzstd. A block ends at each cut,
+    as :func:`_compressed_run` makes them. Not thread-safe: one per thread.
+    """
+
+    def __init__(self) -> None:
+        from zstandard.backend_cffi import ffi, lib  # type: ignore[attr-defined]
+
+        self._ffi = ffi
+        self._lib = lib
+        self._cctx = ffi.gc(lib.ZSTD_createCCtx(), lib.ZSTD_freeCCtx)
+        for param, value in (
+            (lib.ZSTD_c_windowLog, _FLOAT_PARAMS["window_log"]),
+            (lib.ZSTD_c_hashLog, _FLOAT_PARAMS["hash_log"]),
+            (lib.ZSTD_c_chainLog, _FLOAT_PARAMS["chain_log"]),
+            (lib.ZSTD_c_searchLog, _FLOAT_PARAMS["search_log"]),
+            (lib.ZSTD_c_minMatch, _FLOAT_PARAMS["min_match"]),
+            (lib.ZSTD_c_strategy, lib.ZSTD_fast),
+            (lib.ZSTD_c_targetLength, _PLANE_ACCELERATION),
+            (lib.ZSTD_c_literalCompressionMode, lib.ZSTD_ps_enable),
+            (lib.ZSTD_c_checksumFlag, 0),  # the enclosing frame has both
+            (lib.ZSTD_c_contentSizeFlag, 0),
+            # the run is read in place: its end moves from cut to cut, its start never
+            (lib.ZSTD_c_stableInBuffer, 1),
+        ):
+            self._check(lib.ZSTD_CCtx_setParameter(self._cctx, param, value))
+        self._in = ffi.new("ZSTD_inBuffer *")
+        self._outb = ffi.new("ZSTD_outBuffer *")
+        self._out = bytearray(0)
+        self._out_c = ffi.from_buffer(self._out)
+
+    def _check(self, code: int) -> int:
+        if self._lib.ZSTD_isError(code):
+            name = self._ffi.string(self._lib.ZSTD_getErrorName(code)).decode()
+            raise zstandard.ZstdError(f"zstd (byte planes): {name}")
+        return int(code)
+
+    def _step(self, end: int, directive: int) -> None:
+        self._in.size = end
+        left = self._check(self._lib.ZSTD_compressStream2(self._cctx, self._outb, self._in, directive))
+        if left or self._in.pos != end:  # the output holds a bound of the whole run
+            raise zstandard.ZstdError("zstd (byte planes): output buffer too small")
+
+    def blocks(self, run: memoryview, cuts: Sequence[int]) -> memoryview:
+        """The blocks (no frame header) of one zstd frame of ``run``, one ending at each cut;
+        valid until the next call."""
+        lib = self._lib
+        n = run.nbytes
+        bound = lib.ZSTD_compressBound(n) + 3 * len(cuts) + 64
+        if len(self._out) < bound:
+            self._out = bytearray(max(bound, 1 << 20))
+            self._out_c = self._ffi.from_buffer(self._out)
+        self._check(lib.ZSTD_CCtx_reset(self._cctx, lib.ZSTD_reset_session_only))
+        self._check(lib.ZSTD_CCtx_setPledgedSrcSize(self._cctx, n))
+        src = self._ffi.from_buffer(run)
+        self._in.src, self._in.pos = src, 0
+        self._outb.dst, self._outb.size, self._outb.pos = self._out_c, len(self._out), 0
+        for cut in cuts:
+            self._step(cut, lib.ZSTD_e_flush)
+        self._step(n, lib.ZSTD_e_end)
+        frame = memoryview(self._out)[: self._outb.pos]
+        return frame[zstandard.frame_header_size(frame) :]
+
+
 # ---------------------------------------------------------------- per-thread state
 
 
@@ -222,6 +304,13 @@ class _ThreadState(threading.local):
         )
         self.dctx = zstandard.ZstdDecompressor()
         self.buffers: dict[str, np.ndarray] = {}
+        self._planes: _PlaneCoder | None = None
+
+    @property
+    def planes(self) -> _PlaneCoder:
+        if self._planes is None:
+            self._planes = _PlaneCoder()
+        return self._planes
 
     def compressor(self, level: int) -> zstandard.ZstdCompressor:
         c = self.plain.get(level)
@@ -472,8 +561,11 @@ def _float_frame(content: _U8, cuts: list[int]) -> bytes | None:
         return None
     lo, hi = segments[keep[0]][0], segments[keep[-1]][1]
     inner = [a - lo for a, _ in segments[keep[0] + 1 : keep[-1] + 1]]
-    sub, sub_at = _compressed_run(mv[lo:hi], inner)
-    blocks = memoryview(sub)[sub_at:]
+    if keep[0] == 0:  # the bytes outside the regions shrink: text, say, where matches pay
+        sub, sub_at = _compressed_run(mv[lo:hi], inner)
+        blocks = memoryview(sub)[sub_at:]
+    else:  # byte planes only
+        blocks = _state.planes.blocks(mv[lo:hi], inner)
     parts: list[BytesLike] = [_frame_header(n)]
     _raw_blocks(parts, mv[:lo], last=False)
     if hi == n:
