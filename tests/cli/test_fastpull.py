@@ -687,9 +687,16 @@ def test_a_corrupt_pack_fails_the_light_path_as_it_fails_the_full_path(
 def test_an_interrupt_during_a_cold_pull_leaves_nothing(cold: Path, tmp_path: Path) -> None:
     """A real SIGINT once the first chunk is written: the light path stops, undoes everything
     (no destination, no staging folder, no cache temp file) and exits as the full path does on
-    Ctrl-C."""
+    Ctrl-C.
+
+    The probe installs Python's own SIGINT handler: a process started in the background by a
+    shell without job control (a CI job) inherits SIGINT ignored, and Python then installs no
+    handler, so the signal did nothing and the pull completed (exit 99). The signal goes to the
+    main thread, as a Ctrl-C that interrupts its wait for the workers."""
     probe = (
-        "import os, signal, sys, threading\n"
+        "import signal, sys, threading\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "main = threading.main_thread().ident\n"
         "from weightvault.vault import reader\n"
         "real = reader.ChunkReader.write_file\n"
         "once = threading.Lock()\n"
@@ -697,7 +704,7 @@ def test_an_interrupt_during_a_cold_pull_leaves_nothing(cold: Path, tmp_path: Pa
         "    def first(n):\n"
         "        progress(n)\n"
         "        if once.acquire(blocking=False):\n"
-        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "            signal.pthread_kill(main, signal.SIGINT)\n"
         "    return real(self, recipe, out, what, first)\n"
         "reader.ChunkReader.write_file = interrupted\n"
         "from weightvault.cli.fastpull import serve\n"
