@@ -39,6 +39,7 @@ from weightvault.core.errors import ObjectExistsError, VersionExistsError
 from weightvault.core.manifest import FileEntry, FileRecipe, Manifest
 from weightvault.core.names import check_model_name, check_new_name
 from weightvault.core.types import PushResult, VersionInfo
+from weightvault.registry.lostdata import PACK_ATTEMPTS, packs_keep_disappearing
 from weightvault.registry.snapshot import SnapshotUnavailable
 from weightvault.vault.fastopen import (
     CURSOR,
@@ -355,7 +356,7 @@ def _push(
         if version is None and parent is not None:
             raise SnapshotUnavailable(f"{model} gained a version meanwhile: the full path compares them")
         # from here on the push writes, and every failure is reported as the full path reports it
-        for _attempt in range(3):
+        for _attempt in range(PACK_ATTEMPTS):
             pipeline, sink, recipes, manifest = _push_data(
                 v, model, parent, message, safety, files, progress, seen_ns, early
             )
@@ -367,11 +368,7 @@ def _push(
                 break
             v.index.drop_packs(missing)  # the store lost them: write their chunks again
         else:
-            from weightvault.core.errors import ConcurrentModificationError
-
-            raise ConcurrentModificationError(
-                f"packs this version needs keep disappearing from the store ({missing[0]}, …)"
-            )
+            raise packs_keep_disappearing(missing[0])
         info = _commit_version(
             v, model, version, commit, manifest, body, packs, set(recipe_names), len(files)
         )
