@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightvault.core import layout
-from weightvault.core.errors import ObjectExistsError, VersionExistsError
 from weightvault.core.manifest import FileEntry, FileRecipe, Manifest
 from weightvault.core.names import check_model_name, check_new_name
 from weightvault.core.types import PushResult, VersionInfo
@@ -51,6 +50,7 @@ from weightvault.vault.fastopen import (
     _local_store,
     read_config,
 )
+from weightvault.vault.newref import create_version_ref
 
 if TYPE_CHECKING:
     from weightvault.registry.lightindex import LightIndex
@@ -468,27 +468,6 @@ def _put_recipes(v: _Open, recipes: list[FileRecipe]) -> list[str]:
     return names
 
 
-def _create_ref(v: _Open, model: str, version: str | None, commit: str, created: datetime) -> str:
-    """``Versions._create_ref`` without a signer."""
-    if version is not None:
-        try:
-            v.store.create_version_ref(model, version, commit, created, None)
-        except ObjectExistsError:
-            raise VersionExistsError(f"version {model}@{version} already exists in the store") from None
-        return version
-    base = created.strftime("%Y%m%d%H%M%S")  # ``versions.timestamp_label``
-    for n in range(1000):
-        label = base if n == 0 else f"{base}-{n}"
-        if v.index.label_exists(model, label):
-            continue
-        try:
-            v.store.create_version_ref(model, label, commit, created, None)
-            return label
-        except ObjectExistsError:
-            continue
-    raise VersionExistsError(f"could not find a free timestamp label for {model} at {base}")
-
-
 def _commit_version(
     v: _Open,
     model: str,
@@ -503,7 +482,7 @@ def _commit_version(
     """``Versions._commit_version``: the ref in the store first (the truth), its journal entry,
     then the index row; when the index refuses it the ref is taken back."""
     created = datetime.now(UTC)
-    label = _create_ref(v, model, version, commit, created)
+    label = create_version_ref(v.store, v.index.label_exists, model, version, commit, created, None)
     v.journal_ref(model, "version", label)
     try:
         aliases = v.index.add_version(

@@ -10,20 +10,15 @@ from typing import Any
 
 from weightvault.core import layout
 from weightvault.core.errors import (
-    ObjectExistsError,
-    VersionExistsError,
     WeightvaultError,
 )
 from weightvault.core.manifest import FileEntry
 from weightvault.core.types import VersionInfo
 from weightvault.registry.index import VersionRecord
 from weightvault.vault import replication as replication_module
+from weightvault.vault.newref import create_version_ref
 from weightvault.vault.records import Records
 from weightvault.vault.store import RefSigner
-
-
-def timestamp_label(now: datetime) -> str:
-    return now.strftime("%Y%m%d%H%M%S")
 
 
 class Versions(Records):
@@ -62,27 +57,6 @@ class Versions(Records):
         self._background.append(thread)
         return {n: "background" for n in replicas.names if n != replicas.primary_name}
 
-    def _create_ref(
-        self, model: str, version: str | None, commit: str, created: datetime, signer: RefSigner | None
-    ) -> str:
-        if version is not None:
-            try:
-                self.store.create_version_ref(model, version, commit, created, signer)
-            except ObjectExistsError:
-                raise VersionExistsError(f"version {model}@{version} already exists in the store") from None
-            return version
-        base = timestamp_label(created)
-        for n in range(1000):
-            label = base if n == 0 else f"{base}-{n}"
-            if self.index.label_exists(model, label):
-                continue
-            try:
-                self.store.create_version_ref(model, label, commit, created, signer)
-                return label
-            except ObjectExistsError:
-                continue
-        raise VersionExistsError(f"could not find a free timestamp label for {model} at {base}")
-
     def _commit_version(
         self,
         model: str,
@@ -102,7 +76,9 @@ class Versions(Records):
         """Make a staged version visible: its ref in the store first (the truth), then its index row.
         When the index refuses it, the ref is taken back so no version is left half visible."""
         created = datetime.now(UTC)
-        label = self._create_ref(model, version, commit, created, signer)
+        label = create_version_ref(
+            self.store, self.index.label_exists, model, version, commit, created, signer
+        )
         self.journal_ref(model, "version", label)
         try:
             return self.index.add_version(
