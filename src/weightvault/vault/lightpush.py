@@ -192,7 +192,9 @@ def _open(where: PushHome) -> _Open:
 
     oscaps.check_platform()
     if where.fresh:
-        _make_home(where.home)
+        from weightvault.vault.home import make_home
+
+        make_home(where.home)
     backend = LocalBackend(where.store)
     try:
         store = Store(backend)
@@ -203,19 +205,6 @@ def _open(where: PushHome) -> _Open:
         raise
     _open_cache(where)
     return _Open(where, backend, store, journal, index, StatCache(where.home / "statcache.db"))
-
-
-def _make_home(home: Path) -> None:
-    """``vault.state._make_home`` (whose module loads the whole vault stack)."""
-    from weightvault.core.errors import ConfigError
-    from weightvault.storage.oserror import os_error
-
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise ConfigError(f"vault home {home} is not a folder (or lies under a file)") from None
-    except OSError as exc:
-        raise os_error(exc, f"creating vault home {home}") from exc
 
 
 def _open_cache(where: PushHome) -> None:
