@@ -57,6 +57,14 @@ class Versions(Records):
         self._background.append(thread)
         return {n: "background" for n in replicas.names if n != replicas.primary_name}
 
+    def _create_ref(
+        self, model: str, version: str | None, commit: str, created: datetime, signer: RefSigner | None
+    ) -> str:
+        """The moment a version becomes visible in the store (its own method: a test stops a push here)."""
+        return create_version_ref(
+            self.store, self.index.label_exists, model, version, commit, created, signer
+        )
+
     def _commit_version(
         self,
         model: str,
@@ -76,9 +84,7 @@ class Versions(Records):
         """Make a staged version visible: its ref in the store first (the truth), then its index row.
         When the index refuses it, the ref is taken back so no version is left half visible."""
         created = datetime.now(UTC)
-        label = create_version_ref(
-            self.store, self.index.label_exists, model, version, commit, created, signer
-        )
+        label = self._create_ref(model, version, commit, created, signer)
         self.journal_ref(model, "version", label)
         try:
             return self.index.add_version(
