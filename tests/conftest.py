@@ -113,6 +113,19 @@ def write_random(path: Path, size: int, seed: int = 0) -> Path:
     return path
 
 
+def random_blobs(count: int, size: int) -> list[tuple[bytes, bytes]]:
+    """``count`` random chunks of ``size`` bytes, each with its chunk id (no two alike)."""
+    import os
+
+    from weightvault.cas.hashing import chunk_id
+
+    out = []
+    for _ in range(count):
+        data = os.urandom(size)
+        out.append((chunk_id(data), data))
+    return out
+
+
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
     """A small model folder: two weight files, a config, a file in a subfolder."""

@@ -17,6 +17,7 @@ import pickle
 import random
 import sqlite3
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,19 @@ def _nothing_committed(v: Vault, home: Path) -> None:
 
 
 # ---- batches -------------------------------------------------------------------------------------
+
+
+def _before_reading(monkeypatch: pytest.MonkeyPatch, path: str, act: Callable[[_FileState], None]) -> None:
+    """Run ``act`` just before the push reads the small file at ``path`` (the source changing
+    under a push that is already under way)."""
+    real = PushPipeline._small_file
+
+    def reading(self: PushPipeline, st: _FileState) -> None:
+        if st.source.path == path:
+            act(st)
+        real(self, st)
+
+    monkeypatch.setattr(PushPipeline, "_small_file", reading)
 
 
 def test_small_files_are_cut_into_few_batches_that_cover_every_file_in_order(tmp_path: Path) -> None:
@@ -96,15 +110,13 @@ def test_a_file_that_changes_size_mid_batch_is_refused_and_nothing_is_committed(
 ) -> None:
     src = _tree(tmp_path / "src", 300)
     victim = src / "d3" / "f0150.bin"
-    real = PushPipeline._small_file
 
-    def grow_a_later_file(self: PushPipeline, st: _FileState) -> None:
-        if st.source.path == "d3/f0010.bin":  # read before the victim, in the same batch or not
-            with open(victim, "ab") as f:
-                f.write(b"more")
-        real(self, st)
+    def grow_a_later_file(st: _FileState) -> None:
+        with open(victim, "ab") as f:
+            f.write(b"more")
 
-    monkeypatch.setattr(PushPipeline, "_small_file", grow_a_later_file)
+    # f0010 is read before the victim, in the same batch or not
+    _before_reading(monkeypatch, "d3/f0010.bin", grow_a_later_file)
     with Vault.open(tmp_path / "home") as v:
         with pytest.raises(FileChangedError, match=r"f0150\.bin"):
             v.push("m", src, version="v1")
@@ -119,14 +131,7 @@ def test_a_batch_that_fails_midway_leaves_no_version_and_no_objects_but_its_pack
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src = _tree(tmp_path / "src", 300)
-    real = PushPipeline._small_file
-
-    def remove_a_later_file(self: PushPipeline, st: _FileState) -> None:
-        if st.source.path == "d1/f0001.bin":
-            (src / "d5" / "f0201.bin").unlink()
-        real(self, st)
-
-    monkeypatch.setattr(PushPipeline, "_small_file", remove_a_later_file)
+    _before_reading(monkeypatch, "d1/f0001.bin", lambda st: (src / "d5" / "f0201.bin").unlink())
     with Vault.open(tmp_path / "home") as v:
         with pytest.raises(SourceNotFoundError, match=r"f0201\.bin"):
             v.push("m", src, version="v1")
@@ -139,16 +144,13 @@ def test_a_file_rewritten_in_place_with_the_same_size_is_still_refused(
 ) -> None:
     src = _tree(tmp_path / "src", 50)
     target = src / "d2" / "f0030.bin"
-    real = PushPipeline._small_file
 
-    def rewrite(self: PushPipeline, st: _FileState) -> None:
-        if st.source.path == "d2/f0030.bin":
-            data = target.read_bytes()
-            target.write_bytes(bytes(255 - b for b in data))
-            os.utime(target, ns=(st.source.mtime_ns + 10**9, st.source.mtime_ns + 10**9))
-        real(self, st)
+    def rewrite(st: _FileState) -> None:
+        data = target.read_bytes()
+        target.write_bytes(bytes(255 - b for b in data))
+        os.utime(target, ns=(st.source.mtime_ns + 10**9, st.source.mtime_ns + 10**9))
 
-    monkeypatch.setattr(PushPipeline, "_small_file", rewrite)
+    _before_reading(monkeypatch, "d2/f0030.bin", rewrite)
     with Vault.open(tmp_path / "home") as v:
         with pytest.raises(FileChangedError, match=r"f0030\.bin"):
             v.push("m", src)

@@ -4,7 +4,6 @@ leaves no staging file and no index row of the failed pack."""
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
@@ -17,6 +16,8 @@ from weightvault.core.errors import StorageError
 from weightvault.registry.index import RegistryIndex
 from weightvault.storage.memory import MemoryBackend
 from weightvault.vault.packer import PackSink, default_temp_factory
+
+from ..conftest import random_blobs
 
 KiB = 1 << 10
 
@@ -54,14 +55,6 @@ def _index(tmp_path: Path) -> RegistryIndex:
     return RegistryIndex(f"sqlite:///{tmp_path / 'index.db'}")
 
 
-def _blobs(count: int, size: int) -> list[tuple[bytes, bytes]]:
-    out = []
-    for _ in range(count):
-        data = os.urandom(size)
-        out.append((chunk_id(data), data))
-    return out
-
-
 def test_remote_packs_upload_concurrently_and_each_keeps_the_write_order(tmp_path: Path) -> None:
     sealers = _Recording.pack_uploads
     backend = _Recording(barrier=threading.Barrier(sealers, timeout=30))
@@ -76,7 +69,7 @@ def test_remote_packs_upload_concurrently_and_each_keeps_the_write_order(tmp_pat
 
     staging = tmp_path / "staging"
     sink = PackSink(backend, index, default_temp_factory(backend, staging), 64 * KiB, on_sealed=on_sealed)
-    blobs = _blobs(3 * sealers, 40 * KiB)  # two blobs fill a pack
+    blobs = random_blobs(3 * sealers, 40 * KiB)  # two blobs fill a pack
     for cid, data in blobs:
         assert sink.claim(cid)
         sink.add(cid, data, len(data))
@@ -101,7 +94,7 @@ def test_a_failed_upload_leaves_no_staging_file_and_no_rows_for_its_pack(tmp_pat
     index = _index(tmp_path)
     staging = tmp_path / "staging"
     sink = PackSink(backend, index, default_temp_factory(backend, staging), 64 * KiB)
-    blobs = _blobs(12, 40 * KiB)
+    blobs = random_blobs(12, 40 * KiB)
     with pytest.raises(StorageError):
         for cid, data in blobs:
             if sink.claim(cid):
@@ -142,7 +135,7 @@ def test_a_store_that_does_not_ask_for_more_uploads_gets_one_pack_at_a_time(tmp_
 
     backend = _OneAtATime()
     sink = PackSink(backend, _index(tmp_path), default_temp_factory(backend, tmp_path / "st"), 64 * KiB)
-    for cid, data in _blobs(12, 40 * KiB):
+    for cid, data in random_blobs(12, 40 * KiB):
         sink.claim(cid)
         sink.add(cid, data, len(data))
     sink.flush()

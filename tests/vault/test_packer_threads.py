@@ -22,6 +22,8 @@ from weightvault.registry.index import RegistryIndex
 from weightvault.storage.local import LocalBackend
 from weightvault.vault.packer import PackSink, default_temp_factory
 
+from ..conftest import random_blobs
+
 KiB = 1 << 10
 THREADS = 3
 
@@ -50,14 +52,6 @@ class _Local(LocalBackend):
         super().put(key, data, if_absent=if_absent)
         with self._events_lock:
             self.events.append(key)
-
-
-def _blobs(count: int, size: int) -> list[tuple[bytes, bytes]]:
-    out = []
-    for _ in range(count):
-        data = os.urandom(size)
-        out.append((chunk_id(data), data))
-    return out
 
 
 def _fill(sink: PackSink, per_thread: list[list[tuple[bytes, bytes]]]) -> list[BaseException]:
@@ -102,7 +96,7 @@ def test_each_thread_fills_its_own_packs_and_flush_seals_every_partial_one(tmp_p
     sink = PackSink(
         backend, index, default_temp_factory(backend, tmp_path / "st"), 100 * KiB, on_sealed, per_thread=True
     )
-    per_thread = [_blobs(7, 40 * KiB) for _ in range(THREADS)]  # 7 blobs: 2 full packs + 1 partial
+    per_thread = [random_blobs(7, 40 * KiB) for _ in range(THREADS)]  # 7 blobs: 2 full packs + 1 partial
     assert _fill(sink, per_thread) == []
     sink.flush()
 
@@ -129,7 +123,7 @@ def test_abort_with_several_open_packs_leaves_no_file_and_no_rows_of_them(tmp_pa
     sink = PackSink(
         backend, index, default_temp_factory(backend, tmp_path / "st"), 100 * KiB, per_thread=True
     )
-    per_thread = [_blobs(4, 40 * KiB) for _ in range(THREADS)]  # 1 full pack + 1 open per thread
+    per_thread = [random_blobs(4, 40 * KiB) for _ in range(THREADS)]  # 1 full pack + 1 open per thread
     assert _fill(sink, per_thread) == []
     assert len(_pack_files(tmp_path / "store")) >= THREADS  # the open packs are on disk
     sink.abort()
@@ -149,7 +143,7 @@ def test_a_failed_seal_fails_every_thread_and_flush_and_leaves_no_pack_file(tmp_
     sink = PackSink(
         backend, index, default_temp_factory(backend, tmp_path / "st"), 100 * KiB, per_thread=True
     )
-    per_thread = [_blobs(12, 40 * KiB) for _ in range(THREADS)]
+    per_thread = [random_blobs(12, 40 * KiB) for _ in range(THREADS)]
     errors = _fill(sink, per_thread)
     with pytest.raises(StorageError):
         if errors:
@@ -174,7 +168,7 @@ def test_shared_packs_take_every_thread_and_are_never_written_after_they_are_han
     backend = _Local(tmp_path / "store")
     index = RegistryIndex(f"sqlite:///{tmp_path / 'index.db'}")
     sink = PackSink(backend, index, default_temp_factory(backend, tmp_path / "st"), 100 * KiB)
-    per_thread = [_blobs(20, 30 * KiB) for _ in range(THREADS)]
+    per_thread = [random_blobs(20, 30 * KiB) for _ in range(THREADS)]
     assert _fill(sink, per_thread) == []
     sink.flush()
 

@@ -15,12 +15,13 @@ here as the full path reports it (``cli.failures``): the same pipeline raised it
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from weightvault.cli.transfer import Line
+    from weightvault.core.types import PushResult
     from weightvault.vault.earlyhash import EarlyHashes
 
 #: the options of ``push`` this path serves (``cli.transfer``'s field names)
@@ -80,33 +81,31 @@ def _serve(line: Line, early: EarlyHashes | None) -> bool:
 
     as_json = "as_json" in line.flags
     quiet = line.quiet or "quiet" in line.flags
+
+    def push(
+        advance: Callable[[int], None] | None = None, start: Callable[[int], None] | None = None
+    ) -> PushResult:
+        return light_push(
+            where,
+            line.args[0],
+            files,
+            seen_ns,
+            version=line.values.get("version"),
+            message=line.values.get("message", ""),
+            progress=advance,
+            on_start=start,
+            early=early,
+        )
+
     with reported():
         try:
             if quiet or as_json:
-                result = light_push(
-                    where,
-                    line.args[0],
-                    files,
-                    seen_ns,
-                    version=line.values.get("version"),
-                    message=line.values.get("message", ""),
-                    early=early,
-                )
+                result = push()
             else:
                 from weightvault.cli.output import progress
 
                 with progress("push", False) as (start, advance):
-                    result = light_push(
-                        where,
-                        line.args[0],
-                        files,
-                        seen_ns,
-                        version=line.values.get("version"),
-                        message=line.values.get("message", ""),
-                        progress=advance,
-                        on_start=start,
-                        early=early,
-                    )
+                    result = push(advance, start)
         except SnapshotUnavailable:
             return False
         from weightvault.cli import views

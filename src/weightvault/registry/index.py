@@ -23,7 +23,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from weightvault.cas.pack import PackEntry
 from weightvault.core.errors import (
     AmbiguousRevisionError,
-    ConcurrentModificationError,
     ConflictError,
     DiskFullError,
     ModelNotFoundError,
@@ -33,6 +32,7 @@ from weightvault.core.errors import (
 from weightvault.core.revision import LATEST, looks_like_commit
 from weightvault.registry import bootstrap
 from weightvault.registry.locations import BATCH, ChunkLocation, best_locations
+from weightvault.registry.lostdata import packs_collected, recipes_collected
 from weightvault.registry.migrations import HEAD
 from weightvault.registry.schema import (
     AliasRow,
@@ -330,10 +330,7 @@ class RegistryIndex:
                 for i in range(0, len(plist), _BATCH):
                     found.update(s.scalars(select(PackRow.id).where(PackRow.id.in_(plist[i : i + _BATCH]))))
                 if found != packs:
-                    raise ConcurrentModificationError(
-                        f"{len(packs - found)} pack(s) this version needs were garbage-collected during the "
-                        "push; push again (only the missing data is written)"
-                    )
+                    raise packs_collected(len(packs - found))
             mid = self._ensure_model(s, model, created)
             existing = s.scalar(
                 select(VersionRow).where(VersionRow.model_id == mid, VersionRow.label == label)
@@ -354,9 +351,7 @@ class RegistryIndex:
                         s.scalars(select(RecipeRow.name).where(RecipeRow.name.in_(rlist[i : i + _BATCH])))
                     )
                 if len(have) != len(rlist):
-                    raise ConcurrentModificationError(
-                        "file recipes this version needs were garbage-collected during the push; push again"
-                    )
+                    raise recipes_collected()
             if s.get(ManifestRow, commit) is None:
                 s.add(ManifestRow(commit_id=commit, body=manifest, created_at=created))
             row = VersionRow(

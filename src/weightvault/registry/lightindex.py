@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightvault.core.errors import (
-    ConcurrentModificationError,
     ConflictError,
     DiskFullError,
     VersionExistsError,
 )
 from weightvault.registry.locations import BATCH, best_locations
+from weightvault.registry.lostdata import packs_collected, recipes_collected
 from weightvault.registry.migrations import HEAD
 from weightvault.registry.snapshot import SnapshotUnavailable
 from weightvault.registry.sqlite_schema import DDL, STAMP
@@ -316,10 +316,7 @@ class LightIndex:
                         r[0] for r in db.execute(f"SELECT id FROM packs WHERE id IN ({marks})", part)
                     )
                 if found != packs:
-                    raise ConcurrentModificationError(
-                        f"{len(packs - found)} pack(s) this version needs were garbage-collected during the "
-                        "push; push again (only the missing data is written)"
-                    )
+                    raise packs_collected(len(packs - found))
             mid = self._model_id(db, model)
             if mid is None:
                 mid = db.execute(
@@ -342,9 +339,7 @@ class LightIndex:
                         r[0] for r in db.execute(f"SELECT name FROM recipes WHERE name IN ({marks})", part)
                     )
                 if len(have) != len(rlist):
-                    raise ConcurrentModificationError(
-                        "file recipes this version needs were garbage-collected during the push; push again"
-                    )
+                    raise recipes_collected()
             if db.execute("SELECT 1 FROM manifests WHERE commit_id = ?", (commit,)).fetchone() is None:
                 db.execute(
                     "INSERT INTO manifests (commit_id, body, created_at) VALUES (?, ?, ?)",

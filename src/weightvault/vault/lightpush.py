@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightvault.core import layout
-from weightvault.core.errors import ObjectExistsError, VersionExistsError
 from weightvault.core.manifest import FileEntry, FileRecipe, Manifest
 from weightvault.core.names import check_model_name, check_new_name
 from weightvault.core.types import PushResult, VersionInfo
+from weightvault.registry.lostdata import PACK_ATTEMPTS, packs_keep_disappearing
 from weightvault.registry.snapshot import SnapshotUnavailable
 from weightvault.vault.fastopen import (
     CURSOR,
@@ -50,6 +50,7 @@ from weightvault.vault.fastopen import (
     _local_store,
     read_config,
 )
+from weightvault.vault.newref import create_version_ref
 
 if TYPE_CHECKING:
     from weightvault.registry.lightindex import LightIndex
@@ -191,7 +192,9 @@ def _open(where: PushHome) -> _Open:
 
     oscaps.check_platform()
     if where.fresh:
-        _make_home(where.home)
+        from weightvault.vault.home import make_home
+
+        make_home(where.home)
     backend = LocalBackend(where.store)
     try:
         store = Store(backend)
@@ -202,19 +205,6 @@ def _open(where: PushHome) -> _Open:
         raise
     _open_cache(where)
     return _Open(where, backend, store, journal, index, StatCache(where.home / "statcache.db"))
-
-
-def _make_home(home: Path) -> None:
-    """``vault.state._make_home`` (whose module loads the whole vault stack)."""
-    from weightvault.core.errors import ConfigError
-    from weightvault.storage.oserror import os_error
-
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise ConfigError(f"vault home {home} is not a folder (or lies under a file)") from None
-    except OSError as exc:
-        raise os_error(exc, f"creating vault home {home}") from exc
 
 
 def _open_cache(where: PushHome) -> None:
@@ -355,7 +345,7 @@ def _push(
         if version is None and parent is not None:
             raise SnapshotUnavailable(f"{model} gained a version meanwhile: the full path compares them")
         # from here on the push writes, and every failure is reported as the full path reports it
-        for _attempt in range(3):
+        for _attempt in range(PACK_ATTEMPTS):
             pipeline, sink, recipes, manifest = _push_data(
                 v, model, parent, message, safety, files, progress, seen_ns, early
             )
@@ -367,11 +357,7 @@ def _push(
                 break
             v.index.drop_packs(missing)  # the store lost them: write their chunks again
         else:
-            from weightvault.core.errors import ConcurrentModificationError
-
-            raise ConcurrentModificationError(
-                f"packs this version needs keep disappearing from the store ({missing[0]}, …)"
-            )
+            raise packs_keep_disappearing(missing[0])
         info = _commit_version(
             v, model, version, commit, manifest, body, packs, set(recipe_names), len(files)
         )
@@ -471,27 +457,6 @@ def _put_recipes(v: _Open, recipes: list[FileRecipe]) -> list[str]:
     return names
 
 
-def _create_ref(v: _Open, model: str, version: str | None, commit: str, created: datetime) -> str:
-    """``Versions._create_ref`` without a signer."""
-    if version is not None:
-        try:
-            v.store.create_version_ref(model, version, commit, created, None)
-        except ObjectExistsError:
-            raise VersionExistsError(f"version {model}@{version} already exists in the store") from None
-        return version
-    base = created.strftime("%Y%m%d%H%M%S")  # ``versions.timestamp_label``
-    for n in range(1000):
-        label = base if n == 0 else f"{base}-{n}"
-        if v.index.label_exists(model, label):
-            continue
-        try:
-            v.store.create_version_ref(model, label, commit, created, None)
-            return label
-        except ObjectExistsError:
-            continue
-    raise VersionExistsError(f"could not find a free timestamp label for {model} at {base}")
-
-
 def _commit_version(
     v: _Open,
     model: str,
@@ -506,7 +471,7 @@ def _commit_version(
     """``Versions._commit_version``: the ref in the store first (the truth), its journal entry,
     then the index row; when the index refuses it the ref is taken back."""
     created = datetime.now(UTC)
-    label = _create_ref(v, model, version, commit, created)
+    label = create_version_ref(v.store, v.index.label_exists, model, version, commit, created, None)
     v.journal_ref(model, "version", label)
     try:
         aliases = v.index.add_version(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from weightvault.cas.chunker import Chunker
@@ -24,6 +23,7 @@ from weightvault.storage.oserror import os_error
 from weightvault.storage.replica import ReplicaSet
 from weightvault.vault.cache import FileCache
 from weightvault.vault.config import Settings
+from weightvault.vault.home import make_home
 from weightvault.vault.journal import Journal
 from weightvault.vault.keyring import KeyManager
 from weightvault.vault.reader import ChunkReader
@@ -42,16 +42,6 @@ if TYPE_CHECKING:
 Progress = Callable[[int], None]
 #: Called once per operation with the total byte count before work starts.
 ProgressStart = Callable[[int], None]
-
-
-def _make_home(home: Path) -> None:
-    """Create the vault home; a home that cannot be one is a one-line error naming it."""
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise ConfigError(f"vault home {home} is not a folder (or lies under a file)") from None
-    except OSError as exc:
-        raise os_error(exc, f"creating vault home {home}") from exc
 
 
 def _open_index(settings: Settings) -> RegistryIndex:
@@ -95,7 +85,7 @@ class VaultState:
             )
         oscaps.check_platform()
         self.settings = settings
-        _make_home(settings.home)
+        make_home(settings.home)
         self.replicas: ReplicaSet | None = None
         if backend is None:
             backend, self.replicas = open_stores(settings)

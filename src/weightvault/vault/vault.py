@@ -40,6 +40,7 @@ from weightvault.core.types import (
     VerifyReport,
     VersionInfo,
 )
+from weightvault.registry.lostdata import PACK_ATTEMPTS, packs_keep_disappearing
 from weightvault.storage.replica import ReplicaSet
 from weightvault.vault import aliasseq as aliasseq_module
 from weightvault.vault import gc as gc_module
@@ -209,7 +210,7 @@ class Vault(Versions):
                     parent = self.index.resolve(model, None).commit
             new = _NewVersion(model, parent, message, dict(metadata or {}), tuple(lineage), safety)
             check_same = version is None and (dom is None or had_domain)
-            for _attempt in range(3):
+            for _attempt in range(PACK_ATTEMPTS):
                 staged = self._push_data(new, files, dom, progress, check_same, seen_ns, early_hashes)
                 if staged.same is not None:
                     return PushResult(
@@ -226,9 +227,7 @@ class Vault(Versions):
                     break
                 self.index.drop_packs(missing)  # the store lost them: write their chunks again
             else:
-                raise ConcurrentModificationError(
-                    f"packs this version needs keep disappearing from the store ({missing[0]}, …)"
-                )
+                raise packs_keep_disappearing(missing[0])
             if dom is not None:
                 self._check_slot_held(model, staged.slot)
             rec = self._commit_version(
