@@ -228,3 +228,24 @@ def test_config_file_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mo
     monkeypatch.delenv("WEIGHTVAULT_CACHE_ENABLED")
     with Vault.open() as v:
         assert v.settings.home == home
+
+
+def test_a_version_the_index_refuses_leaves_no_ref_in_the_store(
+    vault: Vault, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ref is created before the index row; when the row fails, the ref is taken back and
+    journalled, so the store holds no version the index never saw (a refresh finds none)."""
+
+    def refuse(**_kwargs: object) -> None:
+        raise RuntimeError("index refused the row")
+
+    monkeypatch.setattr(vault.index, "add_version", refuse)
+    with pytest.raises(RuntimeError, match="index refused"):
+        vault.push("m", model_dir, version="v1")
+    monkeypatch.undo()
+    assert not vault.backend.exists(layout.version_ref_key("m", "v1"))
+    vault.refresh()
+    with pytest.raises(ModelNotFoundError):
+        vault.list_versions("m")
+    vault.push("m", model_dir, version="v1")  # the label is free again
+    assert [v.label for v in vault.list_versions("m")] == ["v1"]

@@ -50,7 +50,7 @@ from weightvault.vault.fastopen import (
     _local_store,
     read_config,
 )
-from weightvault.vault.newref import create_version_ref
+from weightvault.vault.newref import create_version_ref, taken_back_on_failure
 
 if TYPE_CHECKING:
     from weightvault.registry.lightindex import LightIndex
@@ -473,7 +473,7 @@ def _commit_version(
     created = datetime.now(UTC)
     label = create_version_ref(v.store, v.index.label_exists, model, version, commit, created, None)
     v.journal_ref(model, "version", label)
-    try:
+    with taken_back_on_failure(v.backend.delete, v.journal_ref, model, label):
         aliases = v.index.add_version(
             model=model,
             label=label,
@@ -488,10 +488,6 @@ def _commit_version(
             required_packs=packs,
             required_recipes=recipes,
         )
-    except BaseException:
-        v.backend.delete(layout.version_ref_key(model, label))
-        v.journal_ref(model, "version", label)
-        raise
     return VersionInfo(
         model=model,
         label=label,

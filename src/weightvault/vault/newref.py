@@ -1,16 +1,19 @@
-"""A new version's ref in the store: under the label given, or the first free timestamp label.
+"""A new version's ref in the store: under the label given, or the first free timestamp label;
+and taken back when the index then refuses the version.
 
 ``Versions`` (the full push) and ``vault.lightpush`` (the CLI's push without SQLAlchemy) both
 create refs this way, so an unlabelled push gets the same label on either path. Light on
-purpose: it imports nothing beyond ``core.errors`` at run time.
+purpose: it imports nothing beyond ``core.errors`` and ``core.layout`` at run time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from weightvault.core import layout
 from weightvault.core.errors import ObjectExistsError, VersionExistsError
 
 if TYPE_CHECKING:
@@ -53,3 +56,17 @@ def create_version_ref(
         except ObjectExistsError:
             continue
     raise VersionExistsError(f"could not find a free timestamp label for {model} at {base}")
+
+
+@contextmanager
+def taken_back_on_failure(
+    delete: Callable[[str], None], journal_ref: Callable[[str, str, str], object], model: str, label: str
+) -> Iterator[None]:
+    """Around the index row of a version whose ref was just created: when the row fails, the
+    ref is deleted and journalled again, so no version is left visible in the store alone."""
+    try:
+        yield
+    except BaseException:
+        delete(layout.version_ref_key(model, label))
+        journal_ref(model, "version", label)
+        raise

@@ -8,7 +8,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from weightvault.core import layout
 from weightvault.core.errors import (
     WeightvaultError,
 )
@@ -16,7 +15,7 @@ from weightvault.core.manifest import FileEntry
 from weightvault.core.types import VersionInfo
 from weightvault.registry.index import VersionRecord
 from weightvault.vault import replication as replication_module
-from weightvault.vault.newref import create_version_ref
+from weightvault.vault.newref import create_version_ref, taken_back_on_failure
 from weightvault.vault.records import Records
 from weightvault.vault.store import RefSigner
 
@@ -86,7 +85,7 @@ class Versions(Records):
         created = datetime.now(UTC)
         label = self._create_ref(model, version, commit, created, signer)
         self.journal_ref(model, "version", label)
-        try:
+        with taken_back_on_failure(self.primary.delete, self.journal_ref, model, label):
             return self.index.add_version(
                 model=model,
                 label=label,
@@ -101,7 +100,3 @@ class Versions(Records):
                 required_packs=required_packs,
                 required_recipes=required_recipes,
             )
-        except BaseException:
-            self.primary.delete(layout.version_ref_key(model, label))
-            self.journal_ref(model, "version", label)
-            raise
