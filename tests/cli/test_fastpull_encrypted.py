@@ -234,22 +234,37 @@ FAST_ARGON = {"memory_kib": 19456, "iterations": 2, "lanes": 1}
 def test_other_key_providers_are_declined_and_pulled_by_the_full_path(
     kind: str, source: Path, tmp_path: Path
 ) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
     if kind == "passphrase":
         provider: dict[str, object] = {"type": "passphrase", "passphrase_env": "WV_TEST_PW", **FAST_ARGON}
         env = {"WV_TEST_PW": "correct horse battery staple"}
     else:
         provider = {"type": "env", "variable": "WV_TEST_KEK"}
         env = {"WV_TEST_KEK": generate_key_text()}
+    home = _pushed_with_provider(tmp_path, source, provider, env)
+    _declined_then_pulled(home, source, tmp_path, env)
+
+
+def _pushed_with_provider(
+    tmp_path: Path,
+    source: Path,
+    provider: dict[str, object],
+    env: dict[str, str],
+    unset: tuple[str, ...] = (),
+) -> Path:
+    """A new home whose config encrypts with ``provider``, with ``source`` pushed as v1 under
+    ``env`` (and without the variables ``unset``)."""
+    home = tmp_path / "home"
+    home.mkdir()
     (home / "config.yaml").write_text(json.dumps({"encryption": {"enabled": True, "provider": provider}}))
     with pytest.MonkeyPatch.context() as mp:
         for k, v in env.items():
             mp.setenv(k, v)
+        for k in unset:
+            mp.delenv(k, raising=False)
         with Vault.open(home) as vault:
             vault.push(MODEL, source, version="v1")
             vault.refresh()
-    _declined_then_pulled(home, source, tmp_path, env)
+    return home
 
 
 def test_a_kms_key_is_declined_and_pulled_by_the_full_path(
@@ -262,17 +277,13 @@ def test_a_kms_key_is_declined_and_pulled_by_the_full_path(
         "kms", endpoint_url=moto_endpoint, region_name="us-east-1", **{k.lower(): v for k, v in creds.items()}
     )
     key_id = kms.create_key()["KeyMetadata"]["KeyId"]
-    provider = {"type": "aws_kms", "key_id": key_id, "endpoint_url": moto_endpoint, "region": "us-east-1"}
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "config.yaml").write_text(json.dumps({"encryption": {"enabled": True, "provider": provider}}))
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in creds.items():
-            mp.setenv(k, v)
-        mp.delenv("AWS_PROFILE", raising=False)
-        with Vault.open(home) as vault:
-            vault.push(MODEL, source, version="v1")
-            vault.refresh()
+    provider: dict[str, object] = {
+        "type": "aws_kms",
+        "key_id": key_id,
+        "endpoint_url": moto_endpoint,
+        "region": "us-east-1",
+    }
+    home = _pushed_with_provider(tmp_path, source, provider, creds, unset=("AWS_PROFILE",))
     _declined_then_pulled(home, source, tmp_path, creds)
 
 
