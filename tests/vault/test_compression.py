@@ -200,7 +200,8 @@ def test_codec2_blobs_of_older_stores_still_read_verify_and_repack(
     bf16_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Pushes wrote codec 2 before codec 3 existed: such blobs still pull and verify, next to
-    codec-3 blobs of a later push, and survive a gc that repacks their pack."""
+    codec-3 blobs of a later push, survive a gc that repacks their pack, and a fresh machine
+    recovers its index from the store's pack tables and reads both."""
     import functools
 
     from weightvault.cas import compression
@@ -230,3 +231,11 @@ def test_codec2_blobs_of_older_stores_still_read_verify_and_repack(
         v.pull("m@new", tmp_path / "new")
     assert tree_bytes(tmp_path / "old") == tree_bytes(bf16_model)
     assert tree_bytes(tmp_path / "new") == tree_bytes(src)
+    fresh = tmp_path / "fresh"
+    shutil.copytree(home / "store", fresh / "store")
+    with Vault.open(fresh, cache_enabled=False) as v:
+        assert v.recover()["packs"] >= 1
+        assert {Codec.ZSTD_FLOAT, Codec.FLOAT_PLANES} <= codecs_by_file(v, "m")[shard.name]
+        assert v.verify(read_data=True).ok
+        v.pull("m@new", tmp_path / "again")
+    assert tree_bytes(tmp_path / "again") == tree_bytes(src)
