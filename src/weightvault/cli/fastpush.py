@@ -1,5 +1,5 @@
-"""``push MODEL DIR`` of a plain model into a local store without the vault stack
-(``vault.lightpush``).
+"""``push MODEL DIR`` into a local store without the vault stack (``vault.lightpush``): a plain
+model, or an encrypted one whose keys ``vault.lightkeys`` opens as the full path would.
 
 The entry point (``cli/entry.py``) offers every command line here after ``cli.fastpull``. A
 push line that ``cli.transfer`` parses as Click would, with no option but ``--version``/``-v``,
@@ -8,7 +8,7 @@ push line that ``cli.transfer`` parses as Click would, with no option but ``--ve
 done here and reported by the same function as the full command (``cli.views.print_push``).
 Every other line, and every doubt before the push writes (an option, a setting or an
 environment variable this path does not handle, a name or label the full path would refuse, a
-source it cannot scan, an encrypted model), returns False with nothing written and nothing
+source it cannot scan, keys it does not open itself), returns False with nothing written and nothing
 printed: the full path runs and reports any error. A failure once the push writes is reported
 here as the full path reports it (``cli.failures``): the same pipeline raised it.
 """

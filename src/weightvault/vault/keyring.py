@@ -609,6 +609,18 @@ class KeyManager:
                 return None
         return KeyringRecord.from_bytes(data, model)
 
+    def check_slot_held(self, model: str, slot: int) -> None:
+        """Before a push's commit (docs/format.md, "Write order", step 6): the keyring as it is
+        now must still hold the data key slot the push sealed under, which a re-encryption
+        (``keys rotate --reencrypt``) drops; else ``ConcurrentModificationError`` (push again)."""
+        rec = self.record(model)
+        if rec is None or slot not in {s.slot for s in rec.slots}:
+            self.forget(model)  # the next attempt opens the keyring as it is now
+            raise ConcurrentModificationError(
+                f"the data keys of {model} were rotated during the push; push again (only what is "
+                "missing is written)"
+            )
+
     def _unwrap(self, rec: KeyringRecord, provider: KeyProvider, problems: list[str]) -> Domain:
         from weightvault.keys import WrongKeyError, unwrap_data_key
 

@@ -1,4 +1,5 @@
-"""An encrypted model's keys for a light pull (``vault.lightpull``), without the vault stack.
+"""An encrypted model's keys for a light pull (``vault.lightpull``) or push (``vault.lightpush``),
+without the vault stack.
 
 ``Records.pull`` opens a model's domain with ``KeyManager`` once pydantic settings, the storage
 stack and SQLAlchemy are loaded: about 0.3 CPU-s of start-up that a plain pull no longer pays.
@@ -20,6 +21,11 @@ Every other case raises ``SnapshotUnavailable`` with nothing written, and the fu
 the keys: it writes the pin of a model new to this home, opens a passphrase, the environment's
 key or KMS, and reports a wrong or missing key, a replaced or older keyring, with its own message
 and exit code. A model without a keyring is plain (None), unless this home pinned its keys.
+
+A push (``open_push_keys``) is judged the same way, and also gets the ``KeyManager`` it opened
+the keys with: it re-reads the keyring through it before its commit (``check_slot_held``), as
+the full push does. A push of a model without a keyring is not served here: the full path decides
+whether it creates one.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from weightvault.core import layout
 from weightvault.registry.snapshot import IndexSnapshot, SnapshotUnavailable
@@ -36,12 +42,23 @@ from weightvault.vault.fastopen import STORE_ID, FastHome
 if TYPE_CHECKING:  # the keys (cryptography) are loaded only for a model that has them
     from weightvault.core.manifest import Manifest
     from weightvault.vault.codecs import BlobCodec
-    from weightvault.vault.keyring import Domain
+    from weightvault.vault.keyring import Domain, KeyManager
 
 LOCAL_FILE = "local_file"
 
 
-def _trusted(where: FastHome, pinned: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+class Home(Protocol):
+    """What this module reads of a home (``fastopen.FastHome``, ``lightpush.PushHome``)."""
+
+    @property
+    def home(self) -> Path: ...
+    @property
+    def store(self) -> Path: ...
+    @property
+    def settings(self) -> dict[str, Any]: ...
+
+
+def _trusted(where: Home, pinned: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(the configured provider as ``Settings.key_provider_config`` fills it in, the other trusted
     ones), all local key files; else ``SnapshotUnavailable``."""
     encryption: Mapping[str, Any] = where.settings.get("encryption", {})
@@ -66,8 +83,26 @@ def open_keys(where: FastHome, snap: IndexSnapshot, model: str, revision: str | 
     pins = where.home / "keys" / "pins"
     if not os.path.lexists(keyring) and not os.path.lexists(pins):
         return None  # a plain model in a home that never opened an encrypted one
+    opened = _judged(where, str(snap.state(STORE_ID)), model, revision, keyring)
+    return None if opened is None else opened[0]
+
+
+def open_push_keys(where: Home, store_id: str, model: str) -> tuple[Domain, KeyManager]:
+    """The opened domain of ``model``, which has a keyring in the store, and the key manager that
+    opened it (the push re-reads the keyring through it before its commit); else
+    ``SnapshotUnavailable`` with nothing written (see the module's text)."""
+    keyring = where.store / layout.keyring_key(model)
+    opened = _judged(where, store_id, model, None, keyring)
+    if opened is None:
+        raise SnapshotUnavailable(f"{model} has no keyring: the full path decides whether to make one")
+    return opened
+
+
+def _judged(
+    where: Home, store_id: str, model: str, revision: str | None, keyring: Path
+) -> tuple[Domain, KeyManager] | None:
     try:
-        return _open(where, snap, model, revision, keyring)
+        return _open(where, store_id, model, revision, keyring)
     except SnapshotUnavailable:
         raise
     except Exception as exc:  # a wrong or missing key, a damaged keyring: the full path says so
@@ -75,8 +110,8 @@ def open_keys(where: FastHome, snap: IndexSnapshot, model: str, revision: str | 
 
 
 def _open(
-    where: FastHome, snap: IndexSnapshot, model: str, revision: str | None, keyring: Path
-) -> Domain | None:
+    where: Home, store_id: str, model: str, revision: str | None, keyring: Path
+) -> tuple[Domain, KeyManager] | None:
     from weightvault.vault.trust import LocalTrust
 
     trust = LocalTrust(where.home / "keys")
@@ -94,7 +129,6 @@ def _open(
 
     configured, others = _trusted(where, trust.providers())
     store = LocalBackend(where.store)
-    store_id = str(snap.state(STORE_ID))
     keys = KeyManager(lambda: dict(configured), store, store, None, store_id, trusted_configs=lambda: others)
     dom = keys.domain(model)  # trust=None: nothing written; the pin is compared below instead
     if dom is None:
@@ -104,7 +138,7 @@ def _open(
         raise SnapshotUnavailable(f"the keys of {model} are being rotated: the full path reads them")
     if (pin.id_key, pin.generation) != (rec.id_key.key_id, rec.generation):
         raise SnapshotUnavailable(f"the keyring of {model} is not the one pinned here: the full path judges")
-    return dom
+    return dom, keys
 
 
 def manifest_opener(dom: Domain) -> Callable[[str, bytes], Manifest]:

@@ -1,4 +1,5 @@
-"""A push of a plain model into a local store without the vault stack.
+"""A push into a local store without the vault stack: of a plain model, or of an encrypted one
+whose keys ``vault.lightkeys`` opens as the full path would.
 
 ``Vault.open`` loads pydantic settings, the storage backends, the key manager and SQLAlchemy's
 ORM before a push reads a byte: about 0.3 s of a CLI push's start-up, on one core, while a
@@ -16,12 +17,21 @@ Anything else raises ``SnapshotUnavailable`` before the push writes anything, an
 takes the full path, which reports any error: a name or label the full path would refuse, a
 source that cannot be scanned or is empty, a version label that exists, a version without a
 label of a model that has versions (the full path compares it with the latest), a PEFT adapter
-(its base is resolved into lineage), any trace of encryption (a keyring, key pins, a ref with a
-MAC, an ``encryption`` setting), a config key or environment variable ``fastopen`` does not
+(its base is resolved into lineage), a config key or environment variable ``fastopen`` does not
 accept, an index that has not applied every journal entry, a store or index that exists without
 the other. A new home is created as ``VaultState`` creates it (home, store folder and config,
 index at head, cache folders) before the checks that need it (the safety checks, the store lock
 and the journal): a decline after that leaves what the full path's own opening would have made.
+
+Encryption (docs/format.md, "Write order", step 0): a model with a keyring in the store is pushed
+here only when ``lightkeys.open_push_keys`` opens its keys (local key files this home trusts, the
+keyring this home pinned, no rotation half done), before anything is written; the push then
+seals as ``Vault.push`` does, with the same code: the domain's keyed chunk ids and chunker seed,
+``BlobEncoder`` sealing under the active slot, sealed recipes named by keyed hash, the sealed
+manifest under its keyed commit id, the ref's MAC (``refauth.sign``), and the keyring re-read
+before the commit (``KeyManager.check_slot_held``). Any other trace of encryption declines: a
+model without a keyring in a home with keys or an ``encryption`` setting (the full path may
+create its keyring, or refuse it), a new home with either, a plain model whose refs carry a MAC.
 """
 
 from __future__ import annotations
@@ -44,10 +54,12 @@ from weightvault.vault.fastopen import (
     CURSOR,
     HARMLESS_ENV,
     PULL_ENV,
+    PULL_KEYS,
     SAFE_KEYS,
     STORE_ID,
     _config,
     _local_store,
+    _store_id,
     read_config,
 )
 from weightvault.vault.newref import create_version_ref, taken_back_on_failure
@@ -57,9 +69,10 @@ if TYPE_CHECKING:
     from weightvault.storage.local import LocalBackend
     from weightvault.vault.earlyhash import EarlyHashes
     from weightvault.vault.journal import Journal
+    from weightvault.vault.keyring import Domain, KeyManager
     from weightvault.vault.source import SourceFile
     from weightvault.vault.statcache import StatCache
-    from weightvault.vault.store import Store
+    from weightvault.vault.store import RefSigner, Store
 
 Progress = Callable[[int], None]
 #: ``load_settings``'s variable naming a config file (used instead of the home's)
@@ -105,9 +118,9 @@ def find_home(home: str | None, config_file: str | None = None, cache_dir: str |
         cfg_path = Path(cfg).expanduser()
         if not cfg_path.is_file():
             raise SnapshotUnavailable(f"no config file {cfg_path}: the full path reports it")
-        config = read_config(cfg_path)
+        config = read_config(cfg_path, PULL_KEYS)  # the encryption section: local key files only
     else:
-        config = _config(home_path, {})
+        config = _config(home_path, PULL_KEYS)
     for var, key in PULL_ENV.items():  # where the cache is: the only thing they change for a push
         if (value := env.get(var)) is not None:
             if not value or not SAFE_KEYS[key](value):
@@ -123,8 +136,8 @@ def find_home(home: str | None, config_file: str | None = None, cache_dir: str |
         return PushHome(home_path, root, config, fresh=False)
     if has_index or has_store or _has_entries(root):
         raise SnapshotUnavailable("a store or an index without the other: the full path reconciles them")
-    if os.path.lexists(home_path / "keys"):
-        raise SnapshotUnavailable("a home with keys: the full path opens them")
+    if os.path.lexists(home_path / "keys") or "encryption" in config:
+        raise SnapshotUnavailable("a new home with keys or encryption settings: the full path opens them")
     return PushHome(home_path, root, config, fresh=True)
 
 
@@ -148,6 +161,12 @@ class _Open:
     journal: Journal
     index: LightIndex
     stat_cache: StatCache
+    #: an encrypted model's domain and the key manager that opened it (``lightkeys``), else None
+    keys: tuple[Domain, KeyManager] | None = None
+
+    @property
+    def domain(self) -> Domain | None:
+        return None if self.keys is None else self.keys[0]
 
     def close(self) -> None:
         self.stat_cache.close()
@@ -181,7 +200,7 @@ class _Open:
             raise SnapshotUnavailable("the store's journal has changes this index has not applied")
 
 
-def _open(where: PushHome) -> _Open:
+def _open(where: PushHome, keys: tuple[Domain, KeyManager] | None) -> _Open:
     """The home's parts, created in ``VaultState``'s order when it is new."""
     from weightvault.registry.lightindex import LightIndex
     from weightvault.storage import oscaps
@@ -204,7 +223,7 @@ def _open(where: PushHome) -> _Open:
         backend.close()
         raise
     _open_cache(where)
-    return _Open(where, backend, store, journal, index, StatCache(where.home / "statcache.db"))
+    return _Open(where, backend, store, journal, index, StatCache(where.home / "statcache.db"), keys)
 
 
 def _open_cache(where: PushHome) -> None:
@@ -282,9 +301,8 @@ def _checked_open(where: PushHome, model: str, files: list[SourceFile], version:
 
     if lineage_module.adapter_base(files) is not None:
         raise SnapshotUnavailable("a PEFT adapter: the full path resolves its base")
-    if not where.fresh:
-        _plain_model(where, model)
-    v = _open(where)
+    keys = None if where.fresh else _model_keys(where, model)  # keys first: nothing written yet
+    v = _open(where, keys)
     try:
         if where.fresh:
             _first_scan(v)
@@ -294,7 +312,7 @@ def _checked_open(where: PushHome, model: str, files: list[SourceFile], version:
                 raise SnapshotUnavailable(f"{model}@{version} exists: the full path reports it")
             if version is None and v.index.latest_commit(model) is not None:
                 raise SnapshotUnavailable("the full path compares an unlabelled push with the latest version")
-            if v.store.has_authenticated_refs(model):
+            if keys is None and v.store.has_authenticated_refs(model):
                 raise SnapshotUnavailable(f"{model} has authenticated refs: the full path judges them")
     except BaseException:
         v.close()
@@ -302,9 +320,16 @@ def _checked_open(where: PushHome, model: str, files: list[SourceFile], version:
     return v
 
 
-def _plain_model(where: PushHome, model: str) -> None:
-    if os.path.lexists(where.store / layout.keyring_key(model)) or os.path.lexists(where.home / "keys"):
-        raise SnapshotUnavailable(f"{model} may be encrypted: the full path opens its keys")
+def _model_keys(where: PushHome, model: str) -> tuple[Domain, KeyManager] | None:
+    """The keys of ``model`` when it has a keyring (``lightkeys`` judges them); None for a plain
+    model of a home without keys or encryption settings; else ``SnapshotUnavailable``."""
+    if os.path.lexists(where.store / layout.keyring_key(model)):
+        from weightvault.vault.lightkeys import open_push_keys
+
+        return open_push_keys(where, _store_id(where.store), model)
+    if os.path.lexists(where.home / "keys") or "encryption" in where.settings:
+        raise SnapshotUnavailable(f"{model} may be encrypted now: the full path opens its keys")
+    return None
 
 
 def _push(
@@ -350,7 +375,7 @@ def _push(
                 v, model, parent, message, safety, files, progress, seen_ns, early
             )
             recipe_names = _put_recipes(v, recipes)
-            commit, body = v.store.put_manifest(manifest, None)
+            commit, body = v.store.put_manifest(manifest, v.domain)
             packs = v.index.pack_ids_for_chunks({cid for r in recipes for cid, _ in r.chunks})
             missing = [p for p in packs if not v.backend.exists(layout.pack_key(p))]
             if not missing:
@@ -358,6 +383,8 @@ def _push(
             v.index.drop_packs(missing)  # the store lost them: write their chunks again
         else:
             raise packs_keep_disappearing(missing[0])
+        if v.keys is not None:  # a re-encryption may have dropped the slot it sealed under
+            v.keys[1].check_slot_held(model, v.keys[0].active_slot)
         info = _commit_version(
             v, model, version, commit, manifest, body, packs, set(recipe_names), len(files)
         )
@@ -392,15 +419,18 @@ def _push_data(
     seen_ns: int,
     early: EarlyHashes | None,
 ) -> tuple[Any, Any, list[FileRecipe], Manifest]:
-    """``Vault._push_data`` for a plain model: (pipeline, sink, recipes, manifest)."""
+    """``Vault._push_data``: (pipeline, sink, recipes, manifest). An encrypted model's chunks are
+    cut by its keyed chunker (``Records.chunker_for``), named by its keyed ids and sealed under
+    its active slot; the stat cache serves plain models only, as on the full path."""
     from weightvault.cas.chunker import Chunker
     from weightvault.cas.hashing import chunk_id
     from weightvault.vault.packer import PackSink, default_temp_factory
     from weightvault.vault.push import PushPipeline
 
-    chunker = Chunker(v.store.config.chunking)
-    scheme = f"plain:{v.store.config.store_id}:{chunker.params}"
-    cached = v.stat_cache.lookup(files, scheme)
+    dom = v.domain
+    chunker = Chunker(v.store.config.chunking, seed=0 if dom is None else dom.chunker_seed)
+    scheme = f"plain:{v.store.config.store_id}:{chunker.params}" if dom is None else None
+    cached = v.stat_cache.lookup(files, scheme) if scheme else {}
     workers = int(v.where.setting("workers"))
     pack_size = int(v.where.setting("pack_size_mb")) << 20
     to_read = sum(f.size for f in files if f.abspath not in cached)
@@ -414,10 +444,11 @@ def _push_data(
     )
     encoder = None
     compression = v.where.setting("compression")
-    if compression != "none":
+    slot = dom.active_slot if dom is not None else 0
+    if dom is not None or compression != "none":
         from weightvault.vault.codecs import BlobEncoder
 
-        encoder = BlobEncoder(compression, None, 0)
+        encoder = BlobEncoder(compression, dom.ciphers[slot] if dom else None, slot)
     pipeline = PushPipeline(
         v.index,  # type: ignore[arg-type]  # the methods a pipeline calls, on stdlib sqlite3
         sink,
@@ -425,19 +456,20 @@ def _push_data(
         workers,
         progress,
         encoder=encoder,
-        chunk_id_fn=chunk_id,
-        usable_slots=None,
+        chunk_id_fn=dom.chunk_id if dom is not None else chunk_id,
+        usable_slots=dom.slots if dom is not None else None,
         encode_threads=_encode_threads(v.where, files),
     )
     try:
         recipes = pipeline.run(files, cached, early=early)
     finally:
         v.index.release_probes()
-    v.stat_cache.record(
-        ((f, r, seen_ns) for f, r in zip(files, recipes, strict=True) if f.abspath not in cached),
-        scheme,
-        safety,
-    )
+    if scheme:
+        v.stat_cache.record(
+            ((f, r, seen_ns) for f, r in zip(files, recipes, strict=True) if f.abspath not in cached),
+            scheme,
+            safety,
+        )
     entries = tuple(FileEntry(f.path, r.size, r.sha256) for f, r in zip(files, recipes, strict=True))
     manifest = Manifest(
         model=model, files=entries, parent=parent, message=message, metadata={}, lineage=(), safety=safety
@@ -446,12 +478,19 @@ def _push_data(
 
 
 def _put_recipes(v: _Open, recipes: list[FileRecipe]) -> list[str]:
-    """``Vault._put_recipes`` for a plain model."""
+    """``Vault._put_recipes``: an encrypted model's recipes sealed by its domain, each named by
+    its keyed hash."""
+    dom = v.domain
     objects: dict[str, tuple[int, bytes]] = {}
     names: list[str] = []
     for recipe in recipes:
-        objects[recipe.sha256] = (recipe.size, recipe.to_bytes())
-        names.append(recipe.sha256)
+        if dom is None:
+            name, body = recipe.sha256, recipe.to_bytes()
+        else:
+            name = dom.recipe_name(recipe.sha256)
+            body = objects[name][1] if name in objects else dom.seal_recipe(name, recipe.to_bytes())
+        objects[name] = (recipe.size, body)
+        names.append(name)
     v.store.put_recipe_objects({n: body for n, (_size, body) in objects.items()})
     v.index.put_recipes([(n, size, body) for n, (size, body) in objects.items()])
     return names
@@ -468,10 +507,18 @@ def _commit_version(
     recipes: set[str],
     file_count: int,
 ) -> VersionInfo:
-    """``Versions._commit_version``: the ref in the store first (the truth), its journal entry,
-    then the index row; when the index refuses it the ref is taken back."""
+    """``Versions._commit_version``: the ref in the store first (the truth; an encrypted model's
+    with its MAC, ``Records._signer``), its journal entry, then the index row; when the index
+    refuses it the ref is taken back."""
     created = datetime.now(UTC)
-    label = create_version_ref(v.store, v.index.label_exists, model, version, commit, created, None)
+    signer: RefSigner | None = None
+    if v.domain is not None:
+        from functools import partial
+
+        from weightvault.vault import refauth
+
+        signer = partial(refauth.sign, v.domain)
+    label = create_version_ref(v.store, v.index.label_exists, model, version, commit, created, signer)
     v.journal_ref(model, "version", label)
     with taken_back_on_failure(v.backend.delete, v.journal_ref, model, label):
         aliases = v.index.add_version(

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from weightvault.cas.hashing import chunk_id
 from weightvault.core import layout
 from weightvault.core.errors import (
-    ConcurrentModificationError,
     ConfigError,
     ConflictError,
     InvalidInputError,
@@ -357,13 +356,7 @@ class Vault(Versions):
 
     def _check_slot_held(self, model: str, slot: int) -> None:
         """A re-encryption may have dropped the data key this push sealed under: then push again."""
-        rec = self.keys.record(model)
-        if rec is None or slot not in {s.slot for s in rec.slots}:
-            self.keys.forget(model)  # the next attempt opens the keyring as it is now
-            raise ConcurrentModificationError(
-                f"the data keys of {model} were rotated during the push; push again (only what is "
-                "missing is written)"
-            )
+        self.keys.check_slot_held(model, slot)
 
     # ---- streaming and chunk uploads (the server's transport works through these) --------------
 
