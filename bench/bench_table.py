@@ -10,6 +10,8 @@ divided by its reference measured in the same invocation, interleaved run by run
   compression: ``cp -r`` + ``sync`` of the same folder (a push is durable, so the copy is too).
   Under ``cache_fill: auto`` a pull from this local store placed by copy (ext4) fills no cache,
   so the warm-cache row warms the cache with a hardlink pull first;
+* encrypted push: the first (which creates the model's keyring) and the next version's (its
+  keyring exists: a one-file version is pushed first, untimed), each against the plain push;
 * encrypted pull: the CPU (user + sys) of the plain pull of the same model;
 * S3 push/pull: plain boto3 against the same moto server (``bench_s3.py``, run as a child);
 * peer: restic (Debian package ``restic``, installed here on first use), backup into a fresh
@@ -327,6 +329,10 @@ def big(t: Table, wv: list[str], work: Path, model: Path, runs: int, with_restic
     enc_cfg.write_text("encryption:\n  enabled: true\n")
     float_cfg = work / "float.yaml"
     float_cfg.write_text("compression: float\n")
+    seed = work / "seed"
+    rmtree(seed)
+    seed.mkdir()
+    (seed / "config.json").write_text('{"seed": true}')
     for i in range(runs):
         dst = work / "ref-copy"
         rmtree(dst)
@@ -392,6 +398,13 @@ def big(t: Table, wv: list[str], work: Path, model: Path, runs: int, with_restic
         )
         t.add(f"pull {size}, encrypted, CPU", s, f"pull {size}, empty cache (CPU)", "≤ 1.10x CPU", by="cpu")
         t.add(f"pull {size}, empty cache (CPU)", plain_pull, "", "", by="cpu")
+        rmtree(root)
+        # the next encrypted version of a model that has its keyring (one small version first)
+        home.mkdir(parents=True)
+        (home / "config.yaml").write_text(enc_cfg.read_text())
+        run_quiet([*base, "push", MODEL, str(seed), "--version", "v0", "--quiet"], env=env)
+        s, _ = run([*base, "push", MODEL, str(model), "--version", "v1", "--quiet"], env=env, source=[model])
+        t.add(f"push {size}, encrypted, model with keys", s, f"push {size}", "")
         rmtree(root)
         if with_restic:
             restic_rows(t, size, model, work, ref)

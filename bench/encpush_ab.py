@@ -1,0 +1,76 @@
+"""An encrypted push of an existing encrypted model against the plain push, and against another
+checkout's code, interleaved, CLI subprocesses.
+
+Run: .venv/bin/python bench/encpush_ab.py MODEL_DIR ROUNDS BASELINE_SRC
+Each round, in an order rotated per round so all see the same machine load, pushes MODEL_DIR
+(``push bench/m MODEL_DIR --version v2 --quiet``) three ways into a fresh home:
+
+* ``plain``: no encryption (this tree; the light path on both revisions);
+* ``encrypted``: ``encryption.enabled`` in a home whose model already has a keyring (a one-file
+  ``v1`` pushed first, untimed: the first encrypted push creates the keyring, on the full path);
+* ``encrypted (baseline)``: the same with BASELINE_SRC (another revision's ``src``) on ``PYTHONPATH``.
+
+Wall seconds include a ``sync`` (a push is durable); CPU is user + sys of the child. Prints
+medians and the ratios to the plain push.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_core import env_with, rmtree  # noqa: E402  (a sibling script, not a package)
+from bench_table import Sample, run  # noqa: E402
+
+CLI = [sys.executable, "-m", "weightvault.cli.entry"]
+
+
+def main() -> None:
+    model, rounds, baseline = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    work = Path(tempfile.mkdtemp(prefix="encpush-ab-"))
+    seed = work / "seed"
+    seed.mkdir()
+    (seed / "config.json").write_text('{"seed": true}')
+    ways = [("plain", False, None), ("encrypted", True, None), ("encrypted (baseline)", True, baseline)]
+    samples: dict[str, list[Sample]] = {name: [] for name, _, _ in ways}
+    try:
+        for i in range(rounds):
+            for name, encrypted, src in ways[i % len(ways) :] + ways[: i % len(ways)]:
+                home = work / "home"
+                rmtree(home)
+                home.mkdir()
+                env = env_with(WEIGHTVAULT_CACHE_DIRECTORY=str(work / "cache"))
+                if src:
+                    env["PYTHONPATH"] = src
+                if encrypted:
+                    (home / "config.yaml").write_text("encryption:\n  enabled: true\n")
+                    run([*CLI, "--home", str(home), "push", "bench/m", str(seed), "-v", "v1", "-q"], env=env)
+                cmd = [*CLI, "--home", str(home), "push", "bench/m", str(model), "--version", "v2", "--quiet"]
+                s, _ = run(cmd, env=env, source=[model])
+                samples[name].append(s)
+                print(
+                    f"round {i} {name:21s} {s.durable:.3f} s (op {s.seconds:.3f} + sync {s.sync_seconds:.3f})"
+                    f"  CPU {s.cpu:.2f} s  load {os.getloadavg()[0]:.2f}",
+                    flush=True,
+                )
+                rmtree(home)
+                rmtree(work / "cache")
+    finally:
+        rmtree(work)
+    med = {k: statistics.median(s.durable for s in v) for k, v in samples.items()}
+    cpu = {k: statistics.median(s.cpu for s in v) for k, v in samples.items()}
+    print(f"\nmedians of {rounds} rounds (wall incl. sync / CPU-s), ratio to the plain push:")
+    for name in samples:
+        print(
+            f"  {name:21s} {med[name]:.3f} s  {cpu[name]:.2f} CPU-s  "
+            f"x{med[name] / med['plain']:.2f} wall  x{cpu[name] / cpu['plain']:.2f} CPU"
+        )
+
+
+if __name__ == "__main__":
+    main()
