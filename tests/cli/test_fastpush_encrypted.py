@@ -314,6 +314,28 @@ def test_other_key_providers_decline(kind: str, tmp_path: Path) -> None:
         assert_declined_then_pushed(home, src, env)
 
 
+def test_a_kms_key_declines(moto_endpoint: str, tmp_path: Path) -> None:
+    import boto3
+
+    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    kms = boto3.client(
+        "kms", endpoint_url=moto_endpoint, region_name="us-east-1", **{k.lower(): v for k, v in creds.items()}
+    )
+    provider = {
+        "type": "aws_kms",
+        "key_id": kms.create_key()["KeyMetadata"]["KeyId"],
+        "endpoint_url": moto_endpoint,
+        "region": "us-east-1",
+    }
+    config = json.dumps({"encryption": {"enabled": True, "provider": provider}})
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in creds.items():
+            mp.setenv(k, v)
+        mp.delenv("AWS_PROFILE", raising=False)
+        home, src = built_home(tmp_path, config)
+        assert_declined_then_pushed(home, src, creds)
+
+
 def _same_failure(home: Path, src: Path) -> str:
     """Declined with nothing written; the entry point then fails as the full CLI does: the same
     exit code and one line, and no version. Returns the line."""
