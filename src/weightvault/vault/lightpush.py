@@ -349,7 +349,7 @@ def _push(
             pipeline, sink, recipes, manifest = _push_data(
                 v, model, parent, message, safety, files, progress, seen_ns, early
             )
-            recipe_names = _put_recipes(v, recipes)
+            recipe_names = _put_recipes(v, recipes, manifest)
             commit, body = v.store.put_manifest(manifest, None)
             packs = v.index.pack_ids_for_chunks({cid for r in recipes for cid, _ in r.chunks})
             missing = [p for p in packs if not v.backend.exists(layout.pack_key(p))]
@@ -438,22 +438,29 @@ def _push_data(
         scheme,
         safety,
     )
-    entries = tuple(FileEntry(f.path, r.size, r.sha256) for f, r in zip(files, recipes, strict=True))
+    entries = tuple(FileEntry.of(f.path, r, plain=True) for f, r in zip(files, recipes, strict=True))
     manifest = Manifest(
         model=model, files=entries, parent=parent, message=message, metadata={}, lineage=(), safety=safety
     )
     return pipeline, sink, recipes, manifest
 
 
-def _put_recipes(v: _Open, recipes: list[FileRecipe]) -> list[str]:
-    """``Vault._put_recipes`` for a plain model."""
+def _put_recipes(v: _Open, recipes: list[FileRecipe], manifest: Manifest) -> list[str]:
+    """``Vault._put_recipes`` for a plain model: objects for the recipes not inline in
+    ``manifest``, index rows for all of them; returns the objects' names."""
+    inline = {f.sha256 for f in manifest.files if f.chunks is not None}
     objects: dict[str, tuple[int, bytes]] = {}
+    rows: dict[str, tuple[int, bytes]] = {}
     names: list[str] = []
     for recipe in recipes:
+        if recipe.sha256 in inline:
+            rows[recipe.sha256] = (recipe.size, recipe.to_bytes())
+            continue
         objects[recipe.sha256] = (recipe.size, recipe.to_bytes())
         names.append(recipe.sha256)
     v.store.put_recipe_objects({n: body for n, (_size, body) in objects.items()})
-    v.index.put_recipes([(n, size, body) for n, (size, body) in objects.items()])
+    rows.update(objects)
+    v.index.put_recipes([(n, size, body) for n, (size, body) in rows.items()])
     return names
 
 
