@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from weightvault.cas.hashing import chunk_id
 from weightvault.core import layout
 from weightvault.core.errors import IntegrityError
-from weightvault.core.manifest import INLINE_MAX_SIZE, FileEntry, Manifest, canonical_json
+from weightvault.core.manifest import INLINE_MAX_SIZE, FileEntry, FileRecipe, Manifest, canonical_json
+from weightvault.vault.ingest import UploadedFile
 from weightvault.vault.vault import Vault
 
 from ..conftest import tree_bytes, write_random
@@ -215,3 +217,26 @@ def test_a_plain_version_with_inline_recipes_is_reencrypted(tmp_path: Path) -> N
         plain = [c for f in v.show("m@v1").files for c, _ in f.chunks or ()]
         assert plain and v.index.locate_chunks(plain) == {}
     assert tree_bytes(tmp_path / "out") == tree_bytes(src)
+
+
+def test_an_uploaded_version_carries_small_files_inline_and_streams_them(tmp_path: Path) -> None:
+    """The server's chunk-upload commit writes the same entries as a push, and the download path
+    (``open_file``, behind the API and the Hub endpoint) reads the inline recipe."""
+    small = bytes(range(256)) * 40
+    big = write_random(tmp_path / "big.bin", INLINE_MAX_SIZE + 10, seed=3).read_bytes()
+    with Vault.open(tmp_path / "home") as v:
+        uploaded = []
+        for path, data in (("small.bin", small), ("big.bin", big)):
+            pieces = [bytes(p) for p in v.chunker.chunk_bytes(data)]
+            v.put_chunks("m", [(chunk_id(p), p) for p in pieces])
+            chunks = tuple((chunk_id(p), len(p)) for p in pieces)
+            uploaded.append(
+                UploadedFile(path, FileRecipe(hashlib.sha256(data).hexdigest(), len(data), chunks))
+            )
+        v.commit_upload("m", uploaded, version="v1")
+        files = {f.path: f for f in v.show("m@v1").files}
+        assert files["small.bin"].chunks is not None and files["big.bin"].chunks is None
+        assert _objects(v) == {files["big.bin"].sha256}
+        assert b"".join(v.open_file("m@v1", "small.bin").iter_bytes()) == small
+        assert b"".join(v.open_file("m@v1", "big.bin").iter_bytes(5, 9)) == big[5:9]
+        assert v.verify(read_data=True).ok

@@ -107,16 +107,26 @@ def mark(vault: Records) -> Marked:
                 out.chunks.update(cid for cid, _ in held.chunks)
             if inline is not None or (manifest.model, f.sha256) not in wanted:
                 wanted[(manifest.model, f.sha256)] = inline
+    by_sha: dict[str, FileRecipe] = {}
     for (model, sha), inline in sorted(wanted.items(), key=lambda x: x[0]):
         try:
             name, recipe = vault._find_recipe(sha, model, inline=inline)
         except (MissingObjectError, IntegrityError, CredentialsError, ConfigError) as exc:
             out.problems.append(f"recipe of file {sha} of {model}: {exc}")
             continue
-        # an inline recipe's name keeps a plain recipe object of the same file live (one an
-        # older writer made): readers that look a file up by SHA-256 alone may still use it
         out.chunks.update(cid for cid, _ in recipe.chunks)
         out.recipes.add(name)
+        if inline is not None and name == sha:
+            by_sha[sha] = inline
+    # An inline recipe's name keeps a plain recipe object of the same file live (one an older
+    # writer made), and so its index row: readers that look a file up by SHA-256 alone use that
+    # row, so its chunks stay live too when it lists others than the inline recipe.
+    for sha, row in vault.index.get_recipes(sorted(by_sha)).items():
+        if row != by_sha[sha].to_bytes():
+            try:
+                out.chunks.update(cid for cid, _ in FileRecipe.from_bytes(row).chunks)
+            except FormatError as exc:
+                out.problems.append(f"recipe of file {sha}: {exc}")
     return out
 
 
