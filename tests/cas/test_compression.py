@@ -66,11 +66,11 @@ def chunk_and_layout(draw: st.DrawFn) -> tuple[bytes, ByteLayout]:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(chunk_and_layout(), st.sampled_from([1, 3]))
-def test_round_trip_with_layouts(case: tuple[bytes, ByteLayout], level: int) -> None:
+@given(chunk_and_layout(), st.sampled_from([1, 3]), st.sampled_from([Codec.ZSTD_FLOAT, Codec.FLOAT_PLANES]))
+def test_round_trip_with_layouts(case: tuple[bytes, ByteLayout], level: int, float_codec: Codec) -> None:
     raw, layout = case
-    codec, stored = encode_chunk(raw, layout, level)
-    assert codec in (Codec.RAW, Codec.ZSTD, Codec.ZSTD_FLOAT)
+    codec, stored = encode_chunk(raw, layout, level, float_codec=float_codec)
+    assert codec in (Codec.RAW, Codec.ZSTD, float_codec)
     assert len(stored) <= len(raw)
     assert decode_chunk(codec, stored, len(raw)) == raw
     out = bytearray(len(raw))
@@ -89,7 +89,7 @@ def test_round_trip_plain_bytes(raw: bytes) -> None:
 def test_float_regions_compress_better_than_plain_zstd(kind: FloatKind) -> None:
     raw = b"\x01\x02\x03" + weights(200_000, kind)  # starts mid-element, as CDC cuts
     codec, stored = encode_chunk(raw, ByteLayout((Region(3, 200_000, kind),)))
-    assert codec == Codec.ZSTD_FLOAT
+    assert codec == Codec.FLOAT_PLANES
     ratio = len(raw) / len(stored)
     # Entropy of these values bounds the gain: bf16 ~1.5x, fp16 and fp32 ~1.18x.
     expected = {FloatKind.BF16: 1.45, FloatKind.F16: 1.15, FloatKind.F32: 1.16}[kind]
@@ -99,11 +99,15 @@ def test_float_regions_compress_better_than_plain_zstd(kind: FloatKind) -> None:
 
 
 def test_small_chunk_keeps_float_ratio() -> None:
-    """Byte planes are compressed in separate zstd blocks, so small chunks keep the gain."""
+    """Byte planes are compressed apart (their own zstd blocks or frames), so small chunks keep
+    the gain."""
     raw = weights(50_000, FloatKind.BF16)
-    codec, stored = encode_chunk(raw, ByteLayout((Region(0, 50_000, FloatKind.BF16),)))
-    assert codec == Codec.ZSTD_FLOAT
-    assert len(raw) / len(stored) > 1.45
+    for float_codec in (Codec.ZSTD_FLOAT, Codec.FLOAT_PLANES):
+        codec, stored = encode_chunk(
+            raw, ByteLayout((Region(0, 50_000, FloatKind.BF16),)), float_codec=float_codec
+        )
+        assert codec == float_codec
+        assert len(raw) / len(stored) > 1.45
 
 
 def test_chunk_spanning_several_dtypes_with_unaligned_start() -> None:
@@ -121,7 +125,7 @@ def test_chunk_spanning_several_dtypes_with_unaligned_start() -> None:
         )
     )
     codec, stored = encode_chunk(raw, layout)
-    assert codec == Codec.ZSTD_FLOAT
+    assert codec == Codec.FLOAT_PLANES
     assert decode_chunk(codec, stored, len(raw)) == raw
     _, plain = encode_chunk(raw, None)
     assert len(stored) < len(plain)
@@ -154,14 +158,20 @@ def _sample_blobs() -> list[tuple[int, bytes, bytes]]:
     raw_f = b"\x07" + weights(20_000, FloatKind.BF16) + weights(5000, FloatKind.F32)
     layout = ByteLayout((Region(1, 20_000, FloatKind.BF16), Region(40_001, 5000, FloatKind.F32)))
     out = []
-    for raw, lay in ((text, None), (raw_f, layout)):
-        codec, stored = encode_chunk(raw, lay)
-        assert codec in (Codec.ZSTD, Codec.ZSTD_FLOAT)
+    for raw, lay, float_codec in (
+        (text, None, Codec.FLOAT_PLANES),
+        (raw_f, layout, Codec.ZSTD_FLOAT),
+        (raw_f, layout, Codec.FLOAT_PLANES),
+    ):
+        codec, stored = encode_chunk(raw, lay, float_codec=float_codec)
+        assert codec == (float_codec if lay else Codec.ZSTD)
         out.append((codec, stored, raw))
     return out
 
 
 BLOBS = _sample_blobs()
+#: The blobs with a checksum of their content (codec 3 has none: the chunk id checks it).
+CHECKSUMMED = [i for i, (codec, _, _) in enumerate(BLOBS) if codec != Codec.FLOAT_PLANES]
 
 
 def _flip(blob: bytes, bit: int) -> bytes:
@@ -171,7 +181,7 @@ def _flip(blob: bytes, bit: int) -> bytes:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from(range(len(BLOBS))), st.data())
+@given(st.sampled_from(CHECKSUMMED), st.data())
 def test_flipped_bit_never_decodes_to_wrong_bytes(which: int, data: st.DataObject) -> None:
     codec, stored, raw = BLOBS[which]
     bit = data.draw(st.integers(0, len(stored) * 8 - 1))
@@ -183,7 +193,7 @@ def test_flipped_bit_never_decodes_to_wrong_bytes(which: int, data: st.DataObjec
     assert got == raw
 
 
-@pytest.mark.parametrize("which", range(len(BLOBS)))
+@pytest.mark.parametrize("which", CHECKSUMMED)
 def test_flipped_bits_are_detected(which: int) -> None:
     codec, stored, raw = BLOBS[which]
     bits = range(0, len(stored) * 8, 7)
@@ -218,6 +228,79 @@ def test_malformed_blobs_raise_corrupt(which: int) -> None:
         decode_chunk(9, stored, n)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_flipped_bit_in_codec3_never_crashes_nor_changes_the_length(data: st.DataObject) -> None:
+    """Without a checksum a flipped bit in a raw section decodes to other bytes, of the right
+    length (the chunk id check that follows every decode rejects them); anything else is corrupt."""
+    codec, stored, raw = BLOBS[-1]
+    bit = data.draw(st.integers(0, len(stored) * 8 - 1))
+    try:
+        got = decode_chunk(codec, _flip(stored, bit), len(raw))
+    except CorruptObjectError:
+        return
+    assert len(got) == len(raw)
+
+
+def test_flipped_bits_in_codec3_lengths_are_detected() -> None:
+    codec, stored, raw = BLOBS[-1]
+    assert codec == Codec.FLOAT_PLANES
+    header = 1 + (1 + 3 + 1) + (1 + 2 + 1)  # 2 regions: gap, count (20,000 then 5,000), kind
+    n_sections = 1 + 2 + 4
+    for bit in range(8 * header, 8 * (header + 4 * n_sections)):
+        with pytest.raises(CorruptObjectError):
+            decode_chunk(codec, _flip(stored, bit), len(raw))
+
+
+def _blob3(header: bytes, sections: list[bytes]) -> bytes:
+    return header + b"".join(len(s).to_bytes(4, "little") for s in sections) + b"".join(sections)
+
+
+def test_malformed_codec3_blobs_raise_corrupt() -> None:
+    """Each way a codec-3 blob can be wrong is refused as corrupt, never crashes or returns
+    bytes of another length."""
+    lo, hi = bytes(range(64)), bytes(64)  # 64 bf16 elements, the chunk holds 128 bytes
+    header = b"\x01\x00\x40\x01"  # one region: gap 0, 64 elements, bf16
+    z = zstandard.ZstdCompressor(write_checksum=False).compress
+    good = _blob3(header, [b"", lo, z(hi)])
+    assert decode_chunk(Codec.FLOAT_PLANES, good, 128)[1::2] == hi
+    bad = [
+        b"\x01\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01\x01",  # oversized varint
+        b"\x81",  # truncated varint
+        b"\x00" + good[1:],  # no regions
+        b"\x01\x00\x40\x07" + good[4:],  # unknown kind
+        b"\x01\x00\x41\x01" + good[4:],  # the region runs past the chunk
+        good[:6],  # truncated in the lengths
+        good + b"\0",  # trailing bytes
+        good[:-1],  # truncated in a section
+        _blob3(header, [b"", lo, hi + b"x"]),  # a section longer than its plane
+        _blob3(header, [b"", lo, z(hi)])[:-3] + (99).to_bytes(4, "little")[:3],  # lengths past the end
+        header + (0).to_bytes(4, "little") + (64).to_bytes(4, "little") + (1000).to_bytes(4, "little") + lo,
+        _blob3(header, [b"", lo, z(hi[:63])]),  # a frame one byte short
+        _blob3(header, [b"", lo, z(hi + b"\0")]),  # a frame one byte long
+        _blob3(header, [b"", lo, z(hi[:32]) + z(hi[32:])]),  # two frames in a section
+        _blob3(header, [b"", lo, b"\x28\xb5\x2f\xfd" + bytes(20)]),  # not a frame
+        _blob3(header, [b"x", lo, z(hi)]),  # plain bytes where the regions cover the chunk
+        _blob3(header, [b"", lo]),  # a missing plane
+    ]
+    for blob in bad:
+        with pytest.raises(CorruptObjectError):
+            decode_chunk(Codec.FLOAT_PLANES, blob, 128)
+        with pytest.raises(CorruptObjectError):
+            decode_chunk_into(Codec.FLOAT_PLANES, blob, bytearray(128))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=40), st.lists(st.binary(max_size=80), max_size=8), st.integers(0, 400))
+def test_garbage_codec3_blobs_never_crash(header: bytes, sections: list[bytes], raw_len: int) -> None:
+    """Hostile codec-3 blobs with consistent section lengths: CorruptObjectError or ``raw_len`` bytes."""
+    try:
+        out = decode_chunk(Codec.FLOAT_PLANES, _blob3(header, sections), raw_len)
+    except CorruptObjectError:
+        return
+    assert len(out) == raw_len
+
+
 def test_frame_without_checksum_or_with_lying_size_is_refused() -> None:
     raw = b"abc" * 1000
     no_sum = zstandard.ZstdCompressor(write_checksum=False).compress(raw)
@@ -250,8 +333,9 @@ def test_random_blobs_never_crash(blob: bytes, raw_len: int, codec: Codec) -> No
 
 def test_codec_byte_parsing() -> None:
     assert compression_codec(Codec.ZSTD_FLOAT | ENCRYPTED) is Codec.ZSTD_FLOAT
+    assert compression_codec(0x83) is Codec.FLOAT_PLANES
     assert compression_codec(0) is Codec.RAW
-    for bad in (0x03, 0x10, 0x40, 0x8F):
+    for bad in (0x04, 0x10, 0x40, 0x84, 0x8F):
         with pytest.raises(CorruptObjectError):
             compression_codec(bad)
 

@@ -98,7 +98,7 @@ def test_encode_decode_blob_with_float_layout() -> None:
     raw = b"\x01" + x.tobytes()
     layout = ByteLayout((Region(1, 50_000, FloatKind.F32),))
     codec, blob = encode_blob(raw, chunk_id=CID, layout=layout, cipher=CIPHER)
-    assert codec == Codec.ZSTD_FLOAT | ENCRYPTED
+    assert codec == Codec.FLOAT_PLANES | ENCRYPTED
     assert len(blob) < len(raw)
     assert decode_blob(codec, blob, len(raw), chunk_id=CID, cipher=CIPHER) == raw
     with pytest.raises(DecryptionError):

@@ -221,5 +221,5 @@ def test_layout_makes_the_file_smaller() -> None:
         codecs.add(codec)
         with_layout += len(stored)
         without += len(encode_chunk(data[pos : pos + n], None)[1])
-    assert Codec.ZSTD_FLOAT in codecs
+    assert Codec.FLOAT_PLANES in codecs
     assert with_layout < without * 0.95

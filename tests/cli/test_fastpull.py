@@ -564,6 +564,29 @@ def test_a_compressed_model_is_pulled_cold_the_same_way(tmp_path: Path) -> None:
     assert tree(tmp_path / "runs" / "fast-0") == tree(src)
 
 
+def test_a_float_compressed_model_is_pulled_cold_by_the_light_path(tmp_path: Path) -> None:
+    """bf16 shards pushed with ``compression: float`` are codec-3 blobs, which the light path's
+    reader decodes to the same tree as the full CLI."""
+    from weightvault.cas.compression import Codec
+    from weightvault.demo.synthetic import generate_model
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.yaml").write_text("compression: float\n")
+    src = tmp_path / "src"
+    generate_model(src, 4 << 20, shards=2, dtype="bf16")
+    with Vault.open(home) as v:
+        v.push("f", src, version="v1")
+        ids = [c for f in v.show("f").files for c, _ in v._recipe(f.sha256, "f").chunks]
+        codecs = {loc.codec for loc in v.index.locate_chunks(ids).values()}
+    assert Codec.FLOAT_PLANES in codecs
+    settle(home)
+    shutil.rmtree(home / "cache", ignore_errors=True)
+    out = assert_same(home, tmp_path / "runs", "f@v1", "--json", reads=True)
+    assert out == ""
+    assert tree(tmp_path / "runs" / "fast-0") == tree(src)
+
+
 def test_another_machines_push_makes_a_cold_pull_decline_and_the_full_path_answer(tmp_path: Path) -> None:
     """B's index has not seen A's second push: the light path must not read the store through it."""
     a, b = two_homes(tmp_path)

@@ -255,7 +255,7 @@ def test_float_compression_is_applied_to_remote_pushes(
         embedded.push("f", src, version="v1")
         embedded_codecs = _codecs(embedded, "f", "v1")
     assert remote_codecs == embedded_codecs
-    assert any(codec == 2 for codec, _, _ in remote_codecs.values())  # ZSTD_FLOAT: the layout was used
+    assert any(codec == 3 for codec, _, _ in remote_codecs.values())  # FLOAT_PLANES: the layout was used
     # the chunk protocol would have stored them as plain zstd: it is refused for this vault
     with _client(float_served) as c:
         r = c.post("/models/f/-/chunks/missing", json={"ids": ["00" * 32]})

@@ -105,7 +105,7 @@ def test_hub_uploads_on_a_float_vault_use_float_codecs(float_hub: Served, tmp_pa
         embedded.push("f", src, version="v1")
         embedded_codecs = _codecs(embedded, "f", "v1")
     assert hub_codecs == embedded_codecs
-    assert any(codec == 2 for codec, _, _ in hub_codecs.values())  # ZSTD_FLOAT: the layout was used
+    assert any(codec == 3 for codec, _, _ in hub_codecs.values())  # FLOAT_PLANES: the layout was used
     assert _leftovers(float_hub) == []
 
 

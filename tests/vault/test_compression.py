@@ -64,9 +64,9 @@ def test_float_compression_shrinks_bf16_shards_and_round_trips(
         if mode == "none":
             assert all(c == {Codec.RAW} for c in codecs.values())
         elif mode == "zstd":
-            assert all(Codec.ZSTD in codecs[p] and Codec.ZSTD_FLOAT not in codecs[p] for p in shards)
+            assert all(Codec.ZSTD in codecs[p] and Codec.FLOAT_PLANES not in codecs[p] for p in shards)
         else:
-            assert all(Codec.ZSTD_FLOAT in codecs[p] for p in shards)
+            assert all(Codec.FLOAT_PLANES in codecs[p] for p in shards)
             assert codecs["tokenizer.json"] <= {Codec.ZSTD, Codec.RAW}  # no float layout: plain zstd
         assert v.verify(read_data=True).ok
     raw = sum(len(b) for b in tree_bytes(bf16_model).values())
@@ -92,7 +92,7 @@ def test_compressed_then_encrypted(bf16_model: Path, tmp_path: Path, vaults: lis
     vaults.append(v)
     codecs = codecs_by_file(v, "m")
     shard = next(p for p in codecs if p.endswith(".safetensors"))
-    assert codecs[shard] == {Codec.ZSTD_FLOAT | ENCRYPTED}
+    assert codecs[shard] == {Codec.FLOAT_PLANES | ENCRYPTED}
     raw = sum(len(b) for b in tree_bytes(bf16_model).values())
     assert stored < 0.8 * raw  # compression happens before encryption (ciphertext would not shrink)
     assert tree_bytes(tmp_path / "out") == tree_bytes(bf16_model)
@@ -104,7 +104,7 @@ def test_corrupt_compressed_blob_is_caught(bf16_model: Path, tmp_path: Path) -> 
         entry = max(v.show("m").files, key=lambda f: f.size)
         cid = v._recipe(entry.sha256).chunks[3][0]
         loc = v.index.locate_chunks([cid])[cid]
-        assert loc.codec == Codec.ZSTD_FLOAT and loc.stored_len < loc.raw_len
+        assert loc.codec == Codec.FLOAT_PLANES and loc.stored_len < loc.raw_len
         path = v.settings.store_path / layout.pack_key(loc.pack_id)
         data = bytearray(path.read_bytes())
         data[loc.offset + loc.stored_len - 40] ^= 0x01
@@ -173,3 +173,69 @@ def test_a_failing_encoder_fails_the_push_cleanly(tmp_path: Path, monkeypatch: p
         assert not [p for p in (tmp_path / "h" / "store" / ".tmp").iterdir()]
         monkeypatch.setattr(BlobEncoder, "__call__", real_call)
         v.push("m", src)  # and the next push works
+
+
+def test_flipped_bit_in_a_raw_mantissa_section_is_caught_by_the_chunk_id(
+    bf16_model: Path, tmp_path: Path
+) -> None:
+    """Codec 3 has no checksum of its own: a bit flipped in a section stored as it is (the low
+    bytes of bf16 weights) decodes to wrong bytes of the right length, which the chunk id check
+    after every decode refuses, on pull and on verify --read-data."""
+    with Vault.open(tmp_path / "h", cache_enabled=False, compression="float") as v:
+        v.push("m", bf16_model)
+        entry = max(v.show("m").files, key=lambda f: f.size)
+        cid = v._recipe(entry.sha256).chunks[3][0]
+        loc = v.index.locate_chunks([cid])[cid]
+        assert loc.codec == Codec.FLOAT_PLANES and loc.stored_len < loc.raw_len
+        path = v.settings.store_path / layout.pack_key(loc.pack_id)
+        data = bytearray(path.read_bytes())
+        data[loc.offset + 200] ^= 0x01  # past header and lengths: in the raw low-byte plane
+        path.write_bytes(bytes(data))
+        assert not v.verify("m", read_data=True).ok
+        with pytest.raises(CorruptObjectError, match=cid.hex()):
+            v.pull("m", tmp_path / "out", include=[entry.path])
+
+
+def test_codec2_blobs_of_older_stores_still_read_verify_and_repack(
+    bf16_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pushes wrote codec 2 before codec 3 existed: such blobs still pull and verify, next to
+    codec-3 blobs of a later push, survive a gc that repacks their pack, and a fresh machine
+    recovers its index from the store's pack tables and reads both."""
+    import functools
+
+    from weightvault.cas import compression
+
+    home, src = tmp_path / "h", tmp_path / "src"
+    shutil.copytree(bf16_model, src)
+    with monkeypatch.context() as m:
+        m.setattr(
+            compression,
+            "encode_chunk_view",
+            functools.partial(compression.encode_chunk_view, float_codec=Codec.ZSTD_FLOAT),
+        )
+        with Vault.open(home, compression="float") as v:
+            v.push("m", src, version="old")
+    shard = next(p for p in sorted(src.iterdir()) if p.suffix == ".safetensors")
+    data = bytearray(shard.read_bytes())
+    data[-1000:] = bytes(1000)  # the last chunk changes; the others stay codec-2 blobs
+    shard.write_bytes(bytes(data))
+    with Vault.open(home, compression="float", cache_enabled=False, gc_repack_threshold=0.999) as v:
+        v.push("m", src, version="new")
+        assert {Codec.ZSTD_FLOAT, Codec.FLOAT_PLANES} <= codecs_by_file(v, "m")[shard.name]
+        v.pull("m@old", tmp_path / "old")
+        v.delete("m@old")
+        assert v.gc(grace_seconds=0).packs_repacked >= 1  # the old pack lost the changed chunk
+        assert {Codec.ZSTD_FLOAT, Codec.FLOAT_PLANES} <= codecs_by_file(v, "m")[shard.name]
+        assert v.verify(read_data=True).ok
+        v.pull("m@new", tmp_path / "new")
+    assert tree_bytes(tmp_path / "old") == tree_bytes(bf16_model)
+    assert tree_bytes(tmp_path / "new") == tree_bytes(src)
+    fresh = tmp_path / "fresh"
+    shutil.copytree(home / "store", fresh / "store")
+    with Vault.open(fresh, cache_enabled=False) as v:
+        assert v.recover()["packs"] >= 1
+        assert {Codec.ZSTD_FLOAT, Codec.FLOAT_PLANES} <= codecs_by_file(v, "m")[shard.name]
+        assert v.verify(read_data=True).ok
+        v.pull("m@new", tmp_path / "again")
+    assert tree_bytes(tmp_path / "again") == tree_bytes(src)

@@ -18,8 +18,10 @@ Codec values (the 1-byte ``codec`` of a blob in a pack table; see :class:`Codec`
 ====  ===========  ==========================================================================
 0     RAW          the stored bytes are the raw chunk
 1     ZSTD         one zstd frame (content size and XXH64 checksum set) of the raw chunk
-2     ZSTD_FLOAT   one zstd frame (same flags) whose content is ``header | transformed``
-0x80  ENCRYPTED    flag OR-ed onto 0-2 by :mod:`weightvault.cas.encryption`
+2     ZSTD_FLOAT   one zstd frame (same flags) whose content is ``header | transformed``;
+                   read, no longer written
+3     FLOAT_PLANES ``header | lengths | sections``: the planes of 2 without a frame around them
+0x80  ENCRYPTED    flag OR-ed onto 0-3 by :mod:`weightvault.cas.encryption`
 ====  ===========  ==========================================================================
 
 ZSTD_FLOAT content: ``header`` is ``varint n`` then ``n`` times ``varint gap, varint count,
@@ -30,6 +32,13 @@ regions, in order; then for each kind present, in the order BF16, F16, F32: the 
 all its regions (concatenated in order, little-endian) split into byte planes, the plane of
 byte 0 (least significant) first. Every plane starts a new zstd block. The header sits
 inside the frame so the frame checksum covers it too.
+
+FLOAT_PLANES (what ``compression: float`` writes): the same ``header``, then one ``u32`` LE
+stored length per section, then the sections: the bytes outside the regions, then each byte
+plane as above. A section stored in as many bytes as it holds is those bytes; a shorter one
+is one zstd frame of them. No checksum: the XXH64 of codec 2 cost ~0.1 CPU-s per GiB each
+way and proved nothing the chunk id (plain blobs) or the AES-GCM tag (sealed ones) does not,
+and mantissa planes that are stored raw are read in place, never copied into a frame.
 """
 
 from __future__ import annotations
@@ -58,6 +67,7 @@ class Codec(IntEnum):
     RAW = 0
     ZSTD = 1
     ZSTD_FLOAT = 2
+    FLOAT_PLANES = 3
 
 
 #: Bit set on the codec byte when the stored bytes are sealed by ``cas.encryption``.
@@ -227,7 +237,7 @@ class _PlaneCoder:
     as :func:`_compressed_run` makes them. Not thread-safe: one per thread.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, content_size: bool = False) -> None:
         from zstandard.backend_cffi import ffi, lib  # type: ignore[attr-defined]
 
         self._ffi = ffi
@@ -242,8 +252,8 @@ class _PlaneCoder:
             (lib.ZSTD_c_strategy, lib.ZSTD_fast),
             (lib.ZSTD_c_targetLength, _PLANE_ACCELERATION),
             (lib.ZSTD_c_literalCompressionMode, lib.ZSTD_ps_enable),
-            (lib.ZSTD_c_checksumFlag, 0),  # the enclosing frame has both
-            (lib.ZSTD_c_contentSizeFlag, 0),
+            (lib.ZSTD_c_checksumFlag, 0),  # codec 2: the enclosing frame has one; 3: the chunk id
+            (lib.ZSTD_c_contentSizeFlag, int(content_size)),
             # the run is read in place: its end moves from cut to cut, its start never
             (lib.ZSTD_c_stableInBuffer, 1),
         ):
@@ -285,6 +295,54 @@ class _PlaneCoder:
         frame = memoryview(self._out)[: self._outb.pos]
         return frame[zstandard.frame_header_size(frame) :]
 
+    def frame_into(self, src: _U8, dst: _U8) -> int:
+        """Compress ``src`` as one frame into ``dst``; returns its length, or 0 if it does not fit
+        (then it would not have shrunk: ``dst`` is given the length of ``src``)."""
+        ffi, lib = self._ffi, self._lib
+        code = lib.ZSTD_compress2(
+            self._cctx,
+            ffi.cast("void *", dst.ctypes.data),
+            dst.size,
+            ffi.cast("const void *", src.ctypes.data),
+            src.size,
+        )
+        if lib.ZSTD_isError(code):
+            if lib.ZSTD_getErrorCode(code) == lib.ZSTD_error_dstSize_tooSmall:
+                return 0
+            self._check(code)
+        return int(code)
+
+
+class _FrameDecoder:
+    """Decodes one zstd frame straight into a buffer of its known length (codec 3 sections).
+
+    libzstd's one-shot decompression through the CFFI binding: no output allocation, no
+    streaming window, and it reports the decoded size, so a frame that decodes to more or
+    fewer bytes than its section holds is caught. Not thread-safe: one per thread.
+    """
+
+    def __init__(self) -> None:
+        from zstandard.backend_cffi import ffi, lib  # type: ignore[attr-defined]
+
+        self._ffi = ffi
+        self._lib = lib
+        self._dctx = ffi.gc(lib.ZSTD_createDCtx(), lib.ZSTD_freeDCtx)
+
+    def into(self, frame: memoryview, dst: _U8) -> None:
+        """Decode ``frame`` (exactly one zstd frame) into all of ``dst``; corrupt otherwise."""
+        ffi, lib = self._ffi, self._lib
+        n = frame.nbytes
+        src = ffi.from_buffer(frame)
+        size = lib.ZSTD_findFrameCompressedSize(src, n)
+        if lib.ZSTD_isError(size) or size != n:
+            raise CorruptObjectError("float section is not exactly one zstd frame")
+        got = lib.ZSTD_decompressDCtx(self._dctx, ffi.cast("void *", dst.ctypes.data), dst.size, src, n)
+        if lib.ZSTD_isError(got):
+            name = ffi.string(lib.ZSTD_getErrorName(got)).decode()
+            raise CorruptObjectError(f"zstd (float section): {name}")
+        if got != dst.size:
+            raise CorruptObjectError(f"float section decoded to {got} bytes, expected {dst.size}")
+
 
 # ---------------------------------------------------------------- per-thread state
 
@@ -305,12 +363,36 @@ class _ThreadState(threading.local):
         self.dctx = zstandard.ZstdDecompressor()
         self.buffers: dict[str, np.ndarray] = {}
         self._planes: _PlaneCoder | None = None
+        self._plane_frames: _PlaneCoder | None = None
+        self._sections: dict[int, zstandard.ZstdCompressor] = {}
+        self._frames: _FrameDecoder | None = None
 
     @property
     def planes(self) -> _PlaneCoder:
         if self._planes is None:
             self._planes = _PlaneCoder()
         return self._planes
+
+    @property
+    def plane_frames(self) -> _PlaneCoder:
+        """The plane coder writing whole frames with their content size (codec 3)."""
+        if self._plane_frames is None:
+            self._plane_frames = _PlaneCoder(content_size=True)
+        return self._plane_frames
+
+    @property
+    def frames(self) -> _FrameDecoder:
+        if self._frames is None:
+            self._frames = _FrameDecoder()
+        return self._frames
+
+    def section_compressor(self, level: int) -> zstandard.ZstdCompressor:
+        """Plain zstd for codec 3's plain section: no checksum (the chunk id checks it)."""
+        c = self._sections.get(level)
+        if c is None:
+            c = zstandard.ZstdCompressor(level=level, write_checksum=False, write_content_size=True)
+            self._sections[level] = c
+        return c
 
     def compressor(self, level: int) -> zstandard.ZstdCompressor:
         c = self.plain.get(level)
@@ -578,26 +660,123 @@ def _float_frame(content: _U8, cuts: list[int]) -> bytes | None:
     return b"".join(parts)
 
 
-def encode_chunk(
-    raw: BytesLike, layout: ByteLayout | None = None, level: int = DEFAULT_LEVEL
-) -> tuple[int, bytes]:
-    """Compress one chunk; returns ``(codec, stored)`` with ``codec`` a :class:`Codec` value.
+def _kinds(regions: Sequence[Region]) -> list[tuple[FloatKind, list[Region], int]]:
+    """The kinds present in ``regions`` in section order, each with its regions and element count."""
+    out = []
+    for kind in _KIND_ORDER:
+        rs = [r for r in regions if r.kind is kind]
+        if rs:
+            out.append((kind, rs, sum(r.count for r in rs)))
+    return out
 
-    ``layout`` marks float regions (see :func:`layout_for_range`); ``level`` is the zstd
-    level for plain data. The result is never larger than ``raw``: data that does not
-    shrink is stored as RAW, so reading it back costs a copy, not a decompression.
+
+def _section_shrinks(out: _U8, pos: int, n: int, level: int) -> int:
+    """Compress the section ``out[pos : pos + n]`` in place if it shrinks; its stored length."""
+    if n < _MIN_COMPRESSED:
+        return n
+    c = _state.section_compressor(level).compress(memoryview(out[pos : pos + n]))  # type: ignore[arg-type]
+    if len(c) >= n:
+        return n
+    out[pos : pos + len(c)] = np.frombuffer(c, dtype=np.uint8)
+    return len(c)
+
+
+def _planes_blob(src: _U8, regions: Sequence[Region], level: int) -> memoryview | None:
+    """The codec-3 blob of ``src`` in per-thread scratch (valid until this thread's next
+    encode), or None if no section shrinks.
+
+    Every section is written straight to its place in the blob: a plane that is stored raw is
+    split out of the elements into it, and the frame of a compressed one is written into it by
+    libzstd, so no byte is copied twice. The sign-and-exponent plane of each kind is always
+    compressed; the other planes (mantissa bytes, noise in trained weights) only when a probe
+    of a few KB says they shrink (zeros, say, in weights cast up from a narrower type).
     """
+    header = _header(regions)
+    h = len(header)
+    kinds = _kinds(regions)
+    n_sections = 1 + sum(kind.itemsize for kind, _, _ in kinds)
+    raw_len = src.size
+    plain_len = raw_len - sum(r.nbytes for r in regions)
+    at = h + 4 * n_sections
+    out = _state.scratch("blob3", np.uint8, at + raw_len)
+    out[:h] = np.frombuffer(header, dtype=np.uint8)
+    lengths = np.zeros(n_sections, dtype="<u4")
+    # the plain section: the bytes between the regions, gathered in place, then compressed if worth it
+    pos = at
+    prev = 0
+    for r in regions:
+        out[pos : pos + r.start - prev] = src[prev : r.start]
+        pos += r.start - prev
+        prev = r.end
+    out[pos : pos + raw_len - prev] = src[prev:]
+    lengths[0] = _section_shrinks(out, at, plain_len, level)
+    shrunk = int(lengths[0]) < plain_len
+    pos = at + int(lengths[0])
+    i = 1
+    coder = _state.plane_frames
+    for kind, rs, count in kinds:
+        k = kind.itemsize
+        elements = src[rs[0].start : rs[0].end]
+        if len(rs) > 1 or elements.ctypes.data % k:
+            # gathered into aligned scratch, so that one split covers all regions of a kind
+            elements = _state.scratch(f"g{k}", np.uint8, count * k)
+            p = 0
+            for r in rs:
+                elements[p : p + r.nbytes] = src[r.start : r.end]
+                p += r.nbytes
+        words = elements.view(np.uint16 if k == 2 else np.uint32)
+        for j in range(k):
+            top = j == k - 1
+            plane = _state.scratch("plane", np.uint8, count) if top else out[pos : pos + count]
+            if j:
+                np.right_shift(words, 8 * j, out=plane, casting="unsafe")
+            else:
+                np.copyto(plane, words, casting="unsafe")
+            stored = count
+            if top or _probe_shrinks(memoryview(plane)):  # type: ignore[arg-type]
+                if top:  # the frame goes straight into the blob
+                    stored = coder.frame_into(plane, out[pos : pos + count - 1]) or count
+                    if stored == count:
+                        out[pos : pos + count] = plane
+                else:  # the raw plane is in the blob already: its frame is built aside
+                    z = _state.scratch("zplane", np.uint8, count - 1)
+                    stored = coder.frame_into(plane, z) or count
+                    if stored < count:
+                        out[pos : pos + stored] = z[:stored]
+            shrunk |= stored < count
+            lengths[i] = stored
+            pos += stored
+            i += 1
+    if not shrunk:
+        return None
+    out[h:at] = lengths.view(np.uint8)
+    return memoryview(out[:pos])  # type: ignore[arg-type]
+
+
+def encode_chunk_view(
+    raw: BytesLike,
+    layout: ByteLayout | None = None,
+    level: int = DEFAULT_LEVEL,
+    *,
+    float_codec: Codec = Codec.FLOAT_PLANES,
+) -> tuple[int, BytesLike]:
+    """:func:`encode_chunk` for a caller that consumes the result at once (a pack writer): the
+    stored bytes may be a view of ``raw`` or of this thread's scratch, valid until its next call."""
     mv = memoryview(raw).cast("B")
     raw_len = mv.nbytes
     if raw_len == 0:
         return Codec.RAW, b""
+    if float_codec not in (Codec.ZSTD_FLOAT, Codec.FLOAT_PLANES):
+        raise InvalidInputError(f"{float_codec!r} is not a float-aware codec")
     given = layout.regions if layout else ()
     if given and given[-1].end > raw_len:
         raise InvalidInputError(f"byte layout ends at {given[-1].end}, past the chunk ({raw_len} bytes)")
     regions = [r for r in given if r.count >= MIN_GROUP_ELEMENTS]
     st = _state
-    stored: bytes | None
-    if regions:
+    stored: BytesLike | None
+    if regions and float_codec == Codec.FLOAT_PLANES:
+        codec, stored = Codec.FLOAT_PLANES, _planes_blob(np.frombuffer(mv, dtype=np.uint8), regions, level)
+    elif regions:
         header = _header(regions)
         h = len(header)
         buf = st.scratch("enc", np.uint8, h + raw_len)
@@ -607,8 +786,28 @@ def encode_chunk(
     else:
         codec, stored = Codec.ZSTD, st.compressor(level).compress(mv)
     if stored is None or len(stored) >= raw_len:
-        return Codec.RAW, bytes(mv)
+        return Codec.RAW, mv
     return codec, stored
+
+
+def encode_chunk(
+    raw: BytesLike,
+    layout: ByteLayout | None = None,
+    level: int = DEFAULT_LEVEL,
+    *,
+    float_codec: Codec = Codec.FLOAT_PLANES,
+) -> tuple[int, bytes]:
+    """Compress one chunk; returns ``(codec, stored)`` with ``codec`` a :class:`Codec` value.
+
+    ``layout`` marks float regions (see :func:`layout_for_range`); ``level`` is the zstd
+    level for plain data. The result is never larger than ``raw``: data that does not
+    shrink is stored as RAW, so reading it back costs a copy, not a decompression.
+    ``float_codec`` is FLOAT_PLANES, what pushes write; ZSTD_FLOAT (codec 2) is no longer
+    written by a push, and is kept to test its readers against the writer of the stores that
+    hold it.
+    """
+    codec, stored = encode_chunk_view(raw, layout, level, float_codec=float_codec)
+    return codec, stored if isinstance(stored, bytes) else bytes(stored)
 
 
 # ---------------------------------------------------------------- decode
@@ -736,6 +935,92 @@ def _untransform(content: memoryview, raw_len: int, out: _U8) -> None:
             p += r.nbytes
 
 
+def _parse_regions(buf: memoryview, raw_len: int) -> tuple[list[Region], int]:
+    """Codec 3's region header at the start of ``buf``; the regions and where they end."""
+    end = buf.nbytes
+    n, pos = _get_varint(buf, 0, end)
+    if n == 0 or n * 3 > end - pos:
+        raise CorruptObjectError(f"float codec header: bad region count {n}")
+    regions: list[Region] = []
+    prev = 0
+    for _ in range(n):
+        gap, pos = _get_varint(buf, pos, end)
+        count, pos = _get_varint(buf, pos, end)
+        if pos >= end:
+            raise CorruptObjectError("float codec header truncated")
+        try:
+            kind = FloatKind(buf[pos])
+        except ValueError:
+            raise CorruptObjectError(f"float codec header: unknown kind {buf[pos]}") from None
+        pos += 1
+        r = Region(prev + gap, count, kind)
+        if count <= 0 or r.end > raw_len:
+            raise CorruptObjectError(f"float codec header: region {r!r} outside {raw_len} bytes")
+        regions.append(r)
+        prev = r.end
+    return regions, pos
+
+
+def _section(src: memoryview, pos: int, stored: int, raw: int, scratch: str) -> _U8:
+    """The raw bytes of the codec-3 section stored at ``src[pos : pos + stored]``."""
+    if stored == raw:
+        return np.frombuffer(src, dtype=np.uint8, count=raw, offset=pos)
+    if stored > raw:
+        raise CorruptObjectError(f"float section of {raw} bytes is stored in {stored}")
+    out = _state.scratch(scratch, np.uint8, raw)
+    _state.frames.into(src[pos : pos + stored], out)
+    return out
+
+
+def _decode_planes(src: memoryview, dst: memoryview) -> None:
+    """Decode a codec-3 blob into ``dst`` (docs/format.md, Compression)."""
+    raw_len = dst.nbytes
+    regions, pos = _parse_regions(src, raw_len)
+    kinds = _kinds(regions)
+    raws = [raw_len - sum(r.nbytes for r in regions)]
+    for kind, _, count in kinds:
+        raws += [count] * kind.itemsize
+    at = pos + 4 * len(raws)
+    if at > src.nbytes:
+        raise CorruptObjectError("float blob truncated in its section lengths")
+    lengths = [int(x) for x in np.frombuffer(src, dtype="<u4", count=len(raws), offset=pos)]
+    if sum(lengths) != src.nbytes - at:
+        raise CorruptObjectError(f"float sections hold {sum(lengths)} bytes, the blob {src.nbytes - at}")
+    out = np.frombuffer(dst, dtype=np.uint8)
+    plain = _section(src, at, lengths[0], raws[0], "dec3p")
+    pos = at + lengths[0]
+    p = prev = 0
+    for r in regions:
+        n = r.start - prev
+        out[prev : r.start] = plain[p : p + n]
+        p += n
+        prev = r.end
+    out[prev:] = plain[p:]
+    i = 1
+    for kind, rs, _ in kinds:
+        planes = []
+        for j in range(kind.itemsize):
+            planes.append(_section(src, pos, lengths[i], raws[i], f"dec3_{j}"))
+            pos += lengths[i]
+            i += 1
+        _join_regions(planes, rs, out)
+
+
+def _join_regions(planes: Sequence[_U8], rs: Sequence[Region], out: _U8) -> None:
+    """Join the byte planes of one kind back into its regions of ``out``."""
+    if len(rs) == 1:  # the common case: join straight into the output
+        _join_into(planes, out[rs[0].start : rs[0].end])
+        return
+    # Several regions (small tensors): one join into aligned scratch, then copies.
+    nbytes = sum(r.nbytes for r in rs)
+    joined = _state.scratch(f"g{len(planes)}", np.uint8, nbytes)
+    _join_planes(planes, joined)
+    p = 0
+    for r in rs:
+        out[r.start : r.end] = joined[p : p + r.nbytes]
+        p += r.nbytes
+
+
 def _header_bound(raw_len: int) -> int:
     return _MAX_HEADER_PER_BYTE * raw_len + 16
 
@@ -766,6 +1051,8 @@ def decode_chunk_into(codec: int, stored: BytesLike, out: bytearray | memoryview
         content = memoryview(_state.scratch("dec", np.uint8, content_size))  # type: ignore[arg-type]
         _decompress_into(src, content)
         _untransform(content, raw_len, np.frombuffer(dst, dtype=np.uint8))
+    elif codec == Codec.FLOAT_PLANES:
+        _decode_planes(src, dst)
     else:
         raise CorruptObjectError(f"unknown compression codec {codec}")
 

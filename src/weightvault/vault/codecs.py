@@ -113,7 +113,7 @@ class BlobEncoder:
         level: int | None = None,
     ) -> None:
         cas = _cas()
-        self._encode_chunk = cas.encode_chunk
+        self._encode_chunk = cas.encode_chunk_view  # the pack sink copies the result at once
         self._layout_for_range = cas.layout_for_range
         self.compression = compression
         self.cipher = cipher

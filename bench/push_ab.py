@@ -1,0 +1,70 @@
+"""Push with ``compression: float`` against push without it, interleaved, CLI subprocesses.
+
+Run: .venv/bin/python bench/push_ab.py MODEL_DIR ROUNDS [BASELINE_SRC]
+Each round pushes MODEL_DIR into a fresh home three ways, in an order rotated per round so all
+see the same machine load: ``compression: none``, ``compression: float`` with this tree, and
+(if BASELINE_SRC, a ``src`` folder of another revision, is given) ``compression: float`` with
+that revision on ``PYTHONPATH``. Wall seconds include a ``sync`` (a push is durable); CPU is
+user + sys of the child. Prints medians and the float/plain ratios.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_core import env_with, rmtree  # noqa: E402  (a sibling script, not a package)
+from bench_table import Sample, run  # noqa: E402
+
+CLI = [sys.executable, str(Path(sys.executable).parent / "weightvault")]
+
+
+def main() -> None:
+    model, rounds = Path(sys.argv[1]), int(sys.argv[2])
+    baseline = sys.argv[3] if len(sys.argv) > 3 else None
+    work = Path(tempfile.mkdtemp(prefix="push-ab-"))
+    cfgs = {"none": work / "none.yaml", "float": work / "float.yaml"}
+    cfgs["none"].write_text("compression: none\n")
+    cfgs["float"].write_text("compression: float\n")
+    ways = [("none", "none", None), ("float", "float", None)]
+    if baseline:
+        ways.append(("float (baseline)", "float", baseline))
+    samples: dict[str, list[Sample]] = {name: [] for name, _, _ in ways}
+    try:
+        for i in range(rounds):
+            order = ways[i % len(ways) :] + ways[: i % len(ways)]
+            for name, cfg, src in order:
+                home = work / "home"
+                rmtree(home)
+                env = env_with(WEIGHTVAULT_CACHE_DIRECTORY=str(work / "cache"))
+                if src:
+                    env["PYTHONPATH"] = src
+                cmd = [*CLI, "--home", str(home), "--config", str(cfgs[cfg]), "push", "bench/ab", str(model)]
+                s, _ = run([*cmd, "--version", "v1", "--quiet"], env=env, source=[model])
+                samples[name].append(s)
+                print(
+                    f"round {i} {name:17s} {s.durable:.3f} s (op {s.seconds:.3f} + sync {s.sync_seconds:.3f})"
+                    f"  CPU {s.cpu:.2f} s  load {os.getloadavg()[0]:.2f}",
+                    flush=True,
+                )
+                rmtree(home)
+                rmtree(work / "cache")
+    finally:
+        rmtree(work)
+    med = {k: statistics.median(s.durable for s in v) for k, v in samples.items()}
+    cpu = {k: statistics.median(s.cpu for s in v) for k, v in samples.items()}
+    print("\n| push | median s (op + sync) | min..max | CPU s | vs plain push |")
+    print("|---|---|---|---|---|")
+    for k, v in samples.items():
+        d = [s.durable for s in v]
+        ratio = med[k] / med["none"]
+        print(f"| {k} | {med[k]:.3f} | {min(d):.3f}..{max(d):.3f} | {cpu[k]:.2f} | {ratio:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
