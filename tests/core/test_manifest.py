@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from weightvault.core.errors import FormatError
-from weightvault.core.manifest import FileEntry, FileRecipe, Manifest
+from weightvault.core.manifest import INLINE_MAX_SIZE, FileEntry, FileRecipe, Manifest
 
 _path_part = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_-.é", min_size=1, max_size=12).filter(
     lambda s: s not in (".", "..")
@@ -84,3 +85,62 @@ def test_safety_findings_round_trip_and_leave_other_commit_ids_alone() -> None:
     assert scanned.commit_id() != plain.commit_id()
     with pytest.raises(FormatError, match="safety"):
         Manifest("m", files, safety={"elsewhere.bin": finding})
+
+
+_SHA = "a" * 64
+
+
+def test_a_manifest_without_inline_recipes_keeps_format_1_and_its_bytes() -> None:
+    m = Manifest("m", (FileEntry("w.bin", 3, _SHA),))
+    expected = (
+        '{"files":[{"path":"w.bin","sha256":"' + _SHA + '","size":3}],"format":1,"lineage":[],'
+        '"message":"","metadata":{},"model":"m","parent":null}'
+    ).encode()
+    assert m.to_bytes() == expected
+    assert m.commit_id() == hashlib.sha256(expected).hexdigest()[:40]
+
+
+def test_inline_recipes_round_trip_in_a_format_2_manifest() -> None:
+    chunks = ((b"\x01" * 32, 2), (b"\x02" * 32, 1))
+    m = Manifest("m", (FileEntry("e", 0, "b" * 64, ()), FileEntry("w.bin", 3, _SHA, chunks)))
+    raw = json.loads(m.to_bytes())
+    assert raw["format"] == 2
+    assert raw["files"][1]["chunks"] == [["01" * 32, 2], ["02" * 32, 1]] and raw["files"][0]["chunks"] == []
+    again = Manifest.from_bytes(m.to_bytes())
+    assert again == m and again.commit_id() == m.commit_id()
+    recipe = again.files[1].inline_recipe()
+    assert recipe is not None and recipe.chunks == chunks and recipe.sha256 == _SHA
+    assert FileEntry("x", 3, _SHA).inline_recipe() is None
+
+
+def _stored(entry: dict[str, object], fmt: int = 2) -> bytes:
+    return json.dumps({"format": fmt, "model": "m", "files": [entry]}).encode()
+
+
+@pytest.mark.parametrize(
+    ("entry", "fmt"),
+    [
+        ({"path": "w", "size": 3, "sha256": _SHA, "chunks": [["01" * 32, 2]]}, 2),  # 2 != 3
+        ({"path": "w", "size": 3, "sha256": _SHA, "chunks": [["01" * 31, 3]]}, 2),  # short id
+        ({"path": "w", "size": 3, "sha256": _SHA, "chunks": [["zz" * 32, 3]]}, 2),  # not hex
+        ({"path": "w", "size": 0, "sha256": _SHA, "chunks": [["01" * 32, 0]]}, 2),  # empty chunk
+        ({"path": "w", "size": 3, "sha256": _SHA, "chunks": [["01" * 32, "3"]]}, 2),  # not a number
+        ({"path": "w", "size": 3, "sha256": _SHA, "chunks": "0101"}, 2),
+        ({"path": "w", "size": 3, "sha256": _SHA, "chunks": [["01" * 32, 3]]}, 1),  # format 1 cannot
+        ({"path": "w", "size": 3, "sha256": _SHA}, 2),  # format 2 without an inline recipe
+        ({"path": "w", "size": 3, "sha256": _SHA}, 3),
+    ],
+)
+def test_malformed_inline_recipes_are_refused(entry: dict[str, object], fmt: int) -> None:
+    with pytest.raises(FormatError):
+        Manifest.from_bytes(_stored(entry, fmt))
+
+
+def test_writers_inline_small_files_of_plain_models_only() -> None:
+    small = FileRecipe(_SHA, 3, ((b"\x01" * 32, 3),))
+    big = FileRecipe(_SHA, INLINE_MAX_SIZE + 1, ((b"\x01" * 32, INLINE_MAX_SIZE + 1),))
+    assert FileEntry.of("w", small, plain=True).chunks == small.chunks
+    assert FileEntry.of("w", small, plain=False).chunks is None
+    assert FileEntry.of("w", big, plain=True).chunks is None
+    with pytest.raises(FormatError):
+        Manifest("m", (FileEntry("w", 4, _SHA, small.chunks),))

@@ -12,6 +12,7 @@ from sqlalchemy import event
 
 from weightvault.core import layout
 from weightvault.core.errors import AmbiguousRevisionError, ConfigError, InvalidNameError
+from weightvault.core.manifest import INLINE_MAX_SIZE
 from weightvault.storage import local as local_module
 from weightvault.storage.local import LocalBackend
 from weightvault.vault.vault import Vault
@@ -111,7 +112,8 @@ def test_sqlite_write_transactions_begin_immediate(vault: Vault, tmp_path: Path)
 
 def test_a_copy_only_on_a_secondary_does_not_stop_the_primary_getting_it(tmp_path: Path) -> None:
     second = tmp_path / "second"
-    src = _src(tmp_path, 1)
+    # a file above the inline limit: its recipe is an object (small files' recipes travel inline)
+    src = write_random(tmp_path / "big" / "w.bin", INLINE_MAX_SIZE + 1, seed=1).parent
     with Vault.open(tmp_path / "other", store_url=second.as_uri()) as other:
         other.push("m", src, version="v1")  # recipes and manifest are now on the secondary only
     with Vault.open(tmp_path / "home", replicas={"second": second.as_uri()}) as v:

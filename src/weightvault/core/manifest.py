@@ -17,7 +17,12 @@ from weightvault.core.errors import FormatError, InvalidInputError
 from weightvault.core.names import check_model_name, check_relative_path
 
 MANIFEST_FORMAT = 1
+#: the format of a manifest with at least one inline recipe (docs/format.md, "Manifests")
+INLINE_MANIFEST_FORMAT = 2
 RECIPE_FORMAT = 1
+#: plain models' files up to this size get their recipe inline in the manifest, not as an object
+#: (the default largest chunk: bigger files keep shared recipe objects and manifests stay small)
+INLINE_MAX_SIZE = 4 << 20
 _HEX64 = frozenset("0123456789abcdef")
 
 
@@ -34,9 +39,40 @@ class FileEntry:
     path: str
     size: int
     sha256: str
+    #: the file's recipe inline (chunk id, raw length), or None when it is a ``recipes/`` object
+    chunks: tuple[tuple[bytes, int], ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """What users see of the entry (the inline recipe is store detail, not shown)."""
         return {"path": self.path, "size": self.size, "sha256": self.sha256}
+
+    def inline_recipe(self) -> FileRecipe | None:
+        """The recipe carried by the entry, or None when the file's recipe is an object."""
+        if self.chunks is None:
+            return None
+        return FileRecipe(self.sha256, self.size, self.chunks)
+
+    @classmethod
+    def of(cls, path: str, recipe: FileRecipe, *, plain: bool) -> FileEntry:
+        """The manifest entry a writer makes for a file: its recipe inline when the model is plain
+        and the file small (``INLINE_MAX_SIZE``), else named only (its recipe is an object)."""
+        inline = plain and recipe.size <= INLINE_MAX_SIZE
+        return cls(path, recipe.size, recipe.sha256, recipe.chunks if inline else None)
+
+    def _stored(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": self.path, "size": self.size, "sha256": self.sha256}
+        if self.chunks is not None:
+            out["chunks"] = [[cid.hex(), n] for cid, n in self.chunks]
+        return out
+
+
+def _inline_chunks(raw: Any) -> tuple[tuple[bytes, int], ...] | None:
+    if raw is None:
+        return None
+    chunks = tuple((bytes.fromhex(c), n) for c, n in raw)
+    if any(len(c) != 32 or type(n) is not int or n <= 0 for c, n in chunks):
+        raise FormatError("manifest has a malformed inline chunk entry")
+    return chunks
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +100,8 @@ class Manifest:
             seen.add(entry.path)
             if entry.size < 0 or not _is_hex(entry.sha256, 64):
                 raise FormatError(f"manifest entry for {entry.path!r} is malformed")
+            if entry.chunks is not None and sum(n for _, n in entry.chunks) != entry.size:
+                raise FormatError(f"the inline chunks of {entry.path!r} do not add up to its size")
         if not all(isinstance(v, Mapping) and path in seen for path, v in self.safety.items()):
             raise FormatError("manifest safety findings must name files of the version")
         if self.parent is not None and not _is_hex(self.parent, 40):
@@ -73,15 +111,19 @@ class Manifest:
     def total_size(self) -> int:
         return sum(f.size for f in self.files)
 
+    @property
+    def has_inline(self) -> bool:
+        return any(f.chunks is not None for f in self.files)
+
     def to_bytes(self) -> bytes:
         body: dict[str, Any] = {
-            "format": MANIFEST_FORMAT,
+            "format": INLINE_MANIFEST_FORMAT if self.has_inline else MANIFEST_FORMAT,
             "model": self.model,
             "parent": self.parent,
             "message": self.message,
             "metadata": dict(self.metadata),
             "lineage": [dict(x) for x in self.lineage],
-            "files": [f.to_json() for f in sorted(self.files, key=lambda f: f.path)],
+            "files": [f._stored() for f in sorted(self.files, key=lambda f: f.path)],
         }
         if self.safety:
             body["safety"] = {k: dict(v) for k, v in self.safety.items()}
@@ -95,9 +137,15 @@ class Manifest:
     def from_bytes(cls, data: bytes) -> Manifest:
         try:
             raw = json.loads(data)
-            if raw.get("format") != MANIFEST_FORMAT:
-                raise FormatError(f"unsupported manifest format {raw.get('format')!r}")
-            files = tuple(FileEntry(f["path"], int(f["size"]), f["sha256"]) for f in raw["files"])
+            fmt = raw.get("format")
+            if fmt not in (MANIFEST_FORMAT, INLINE_MANIFEST_FORMAT):
+                raise FormatError(f"unsupported manifest format {fmt!r}")
+            files = tuple(
+                FileEntry(f["path"], int(f["size"]), f["sha256"], _inline_chunks(f.get("chunks")))
+                for f in raw["files"]
+            )
+            if any(f.chunks is not None for f in files) != (fmt == INLINE_MANIFEST_FORMAT):
+                raise FormatError(f"manifest format {fmt} does not match its inline recipes")
             return cls(
                 model=raw["model"],
                 files=files,

@@ -199,7 +199,7 @@ class _Mover:
         if self._new_recipe(entry.sha256) is not None:
             return None
         vault = self.vault
-        _name, old_recipe = vault._find_recipe(entry.sha256, self.model)
+        _name, old_recipe = vault._find_recipe(entry.sha256, self.model, inline=entry.inline_recipe())
         ids = [cid for cid, _ in old_recipe.chunks]
         src = SourceFile(entry.path, Path(f"/new-domain/{entry.sha256}/{entry.path}"), entry.size, 0, 0)
         self._layout_prefix(entry, ids, src)

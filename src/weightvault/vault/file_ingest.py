@@ -270,7 +270,9 @@ def commit(
         if parent is None:
             with contextlib.suppress(Exception):
                 parent = vault.index.resolve(model, None).commit
-        entries = tuple(FileEntry(f.path, f.size, f.sha256) for f in files)
+        # small files of a plain model carry their recipes inline (an index row of one may stand for
+        # an inline recipe of an earlier push, with no object behind it)
+        entries = tuple(FileEntry.of(f.path, recipes[f.sha256], plain=dom is None) for f in files)
         chunks_total = sum(len(recipes[f.sha256].chunks) for f in files)
         if version is None and parent is not None and (dom is None or had_domain):
             same = vault._same_files(model, parent, entries, lineage)
@@ -285,7 +287,9 @@ def commit(
                     unchanged=True,
                 )
         # the recipes were written when the files arrived (or by an earlier push)
-        names = {dom.recipe_name(sha) if dom is not None else sha for sha in recipes}
+        names = {
+            dom.recipe_name(f.sha256) if dom is not None else f.sha256 for f in entries if f.chunks is None
+        }
         manifest = Manifest(
             model=model,
             files=entries,

@@ -36,6 +36,7 @@ from weightvault.core.errors import (
     MissingObjectError,
     StorageError,
 )
+from weightvault.core.manifest import FileRecipe
 from weightvault.core.types import GcReport
 from weightvault.storage.backend import Backend
 from weightvault.vault import refresh as refresh_module
@@ -92,23 +93,40 @@ def mark(vault: Records) -> Marked:
             commit = body["commit"]
         out.commits.add(commit)
         models[commit] = model
-    wanted: set[tuple[str, str]] = set()
+    wanted: dict[tuple[str, str], FileRecipe | None] = {}
     for commit in out.commits:
         try:
             manifest = vault._manifest(commit)
         except (MissingObjectError, IntegrityError) as exc:
             out.problems.append(f"manifest {commit} of {models[commit]}: {exc}")
             continue
-        wanted.update((manifest.model, f.sha256) for f in manifest.files)
-    for model, sha in sorted(wanted):
+        for f in manifest.files:
+            inline = f.inline_recipe()
+            if inline is not None and (held := wanted.get((manifest.model, f.sha256))) is not None:
+                # the same file inline in two manifests: whatever either names stays live
+                out.chunks.update(cid for cid, _ in held.chunks)
+            if inline is not None or (manifest.model, f.sha256) not in wanted:
+                wanted[(manifest.model, f.sha256)] = inline
+    by_sha: dict[str, FileRecipe] = {}
+    for (model, sha), inline in sorted(wanted.items(), key=lambda x: x[0]):
         try:
-            name, recipe = vault._find_recipe(sha, model)
+            name, recipe = vault._find_recipe(sha, model, inline=inline)
         except (MissingObjectError, IntegrityError, CredentialsError, ConfigError) as exc:
             out.problems.append(f"recipe of file {sha} of {model}: {exc}")
             continue
-        if name not in out.recipes:
-            out.recipes.add(name)
-            out.chunks.update(cid for cid, _ in recipe.chunks)
+        out.chunks.update(cid for cid, _ in recipe.chunks)
+        out.recipes.add(name)
+        if inline is not None and name == sha:
+            by_sha[sha] = inline
+    # An inline recipe's name keeps a plain recipe object of the same file live (one an older
+    # writer made), and so its index row: readers that look a file up by SHA-256 alone use that
+    # row, so its chunks stay live too when it lists others than the inline recipe.
+    for sha, row in vault.index.get_recipes(sorted(by_sha)).items():
+        if row != by_sha[sha].to_bytes():
+            try:
+                out.chunks.update(cid for cid, _ in FileRecipe.from_bytes(row).chunks)
+            except FormatError as exc:
+                out.problems.append(f"recipe of file {sha}: {exc}")
     return out
 
 

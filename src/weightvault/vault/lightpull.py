@@ -122,17 +122,24 @@ def _sealed_recipes(
 
 
 def _recipes(
-    where: FastHome, snap: IndexSnapshot, shas: list[str], dom: Domain | None, allow_plain: bool
+    where: FastHome,
+    snap: IndexSnapshot,
+    shas: list[str],
+    dom: Domain | None,
+    allow_plain: bool,
+    inline: dict[str, FileRecipe],
 ) -> tuple[ChunkReader, dict[str, FileRecipe]]:
     """The store's reader (of ``dom``'s model when it is encrypted) and the recipes of ``shas``:
-    from the index, else (a version this home learned of from the store's journal) the store's
-    recipe objects, as ``Records`` finds them; any doubt declines before anything is written."""
+    an encrypted model's keyed ones, then those ``inline`` in the manifest, then from the index,
+    else (a version this home learned of from the store's journal) the store's recipe objects, as
+    ``Records`` finds them; any doubt declines before anything is written."""
     from weightvault.storage.local import LocalBackend
     from weightvault.vault.reader import ChunkReader
 
     backend = LocalBackend(where.store)
     try:
         known = {} if dom is None else _sealed_recipes(dom, snap, backend, shas, allow_plain)
+        known.update({sha: r for sha, r in inline.items() if sha not in known})
         rest = [sha for sha in shas if sha not in known]
         known.update({sha: FileRecipe.from_bytes(body) for sha, body in snap.get_recipes(rest).items()})
         for sha in dict.fromkeys(rest):
@@ -209,7 +216,8 @@ def light_pull(
     reader: ChunkReader | None = None
     known: dict[str, FileRecipe] = {}
     if to_read:
-        reader, known = _recipes(where, snap, [p.entry.sha256 for p in to_read], dom, not sealed)
+        inline = {p.entry.sha256: r for p in to_read if (r := p.entry.inline_recipe()) is not None}
+        reader, known = _recipes(where, snap, [p.entry.sha256 for p in to_read], dom, not sealed, inline)
 
     def recipe_for(sha: str) -> FileRecipe:
         found = known.get(sha)

@@ -374,7 +374,7 @@ def _push(
             pipeline, sink, recipes, manifest = _push_data(
                 v, model, parent, message, safety, files, progress, seen_ns, early
             )
-            recipe_names = _put_recipes(v, recipes)
+            recipe_names = _put_recipes(v, recipes, manifest)
             commit, body = v.store.put_manifest(manifest, v.domain)
             packs = v.index.pack_ids_for_chunks({cid for r in recipes for cid, _ in r.chunks})
             missing = [p for p in packs if not v.backend.exists(layout.pack_key(p))]
@@ -470,20 +470,26 @@ def _push_data(
             scheme,
             safety,
         )
-    entries = tuple(FileEntry(f.path, r.size, r.sha256) for f, r in zip(files, recipes, strict=True))
+    entries = tuple(FileEntry.of(f.path, r, plain=dom is None) for f, r in zip(files, recipes, strict=True))
     manifest = Manifest(
         model=model, files=entries, parent=parent, message=message, metadata={}, lineage=(), safety=safety
     )
     return pipeline, sink, recipes, manifest
 
 
-def _put_recipes(v: _Open, recipes: list[FileRecipe]) -> list[str]:
-    """``Vault._put_recipes``: an encrypted model's recipes sealed by its domain, each named by
-    its keyed hash."""
+def _put_recipes(v: _Open, recipes: list[FileRecipe], manifest: Manifest) -> list[str]:
+    """``Vault._put_recipes``: objects for the recipes not inline in ``manifest`` (an encrypted
+    model's sealed by its domain, each named by its keyed hash), index rows for all of them;
+    returns the objects' names."""
     dom = v.domain
+    inline = {f.sha256 for f in manifest.files if f.chunks is not None}
     objects: dict[str, tuple[int, bytes]] = {}
+    rows: dict[str, tuple[int, bytes]] = {}
     names: list[str] = []
     for recipe in recipes:
+        if recipe.sha256 in inline:
+            rows[recipe.sha256] = (recipe.size, recipe.to_bytes())
+            continue
         if dom is None:
             name, body = recipe.sha256, recipe.to_bytes()
         else:
@@ -492,7 +498,8 @@ def _put_recipes(v: _Open, recipes: list[FileRecipe]) -> list[str]:
         objects[name] = (recipe.size, body)
         names.append(name)
     v.store.put_recipe_objects({n: body for n, (_size, body) in objects.items()})
-    v.index.put_recipes([(n, size, body) for n, (size, body) in objects.items()])
+    rows.update(objects)
+    v.index.put_recipes([(n, size, body) for n, (size, body) in rows.items()])
     return names
 
 

@@ -167,11 +167,17 @@ class Records(Following):
             return None
 
     def _find_recipe(
-        self, sha256: str, model: str | None, *, allow_plain: bool = True
+        self,
+        sha256: str,
+        model: str | None,
+        *,
+        allow_plain: bool = True,
+        inline: FileRecipe | None = None,
     ) -> tuple[str, FileRecipe]:
         """(name, recipe) of a file of ``model``: its keyed recipe when the model is encrypted and
-        has one, else the plain recipe (versions pushed before encryption was turned on). A
-        version pushed encrypted (``allow_plain=False``) accepts only its keyed recipe."""
+        has one, else ``inline`` (the recipe its manifest entry carries), else the plain recipe
+        (versions pushed before encryption was turned on). A version pushed encrypted
+        (``allow_plain=False``) accepts only its keyed recipe."""
         dom = self.keys.domain(model) if model is not None else None
         if dom is not None:
             name = dom.recipe_name(sha256)
@@ -183,6 +189,8 @@ class Records(Following):
                 return name, recipe
             if not allow_plain:
                 raise MissingObjectError(f"the sealed recipe of file {sha256} of {model} is missing")
+        if inline is not None:
+            return sha256, inline
         body = self.index.get_recipe(sha256)
         if body is not None:
             return sha256, FileRecipe.from_bytes(body)
@@ -191,8 +199,19 @@ class Records(Following):
         except MissingObjectError:
             raise MissingObjectError(f"recipe for file {sha256} is missing from the store") from None
 
-    def _recipe(self, sha256: str, model: str | None = None, *, allow_plain: bool = True) -> FileRecipe:
-        return self._find_recipe(sha256, model, allow_plain=allow_plain)[1]
+    def _recipe(
+        self,
+        sha256: str,
+        model: str | None = None,
+        *,
+        allow_plain: bool = True,
+        inline: FileRecipe | None = None,
+    ) -> FileRecipe:
+        return self._find_recipe(sha256, model, allow_plain=allow_plain, inline=inline)[1]
+
+    def _entry_recipe(self, entry: FileEntry, model: str, *, allow_plain: bool = True) -> FileRecipe:
+        """The recipe a read of ``entry`` (a file of a version of ``model``) uses."""
+        return self._recipe(entry.sha256, model, allow_plain=allow_plain, inline=entry.inline_recipe())
 
     def _check_ref(self, model: str, kind: str, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
         """Refuse a ref from the store that is not authentic (encrypted models: its MAC, and for
@@ -345,13 +364,19 @@ class Records(Following):
         plain = self.keys.domain(model) is None
 
         def place() -> PullCounters:
-            # recipes of the files to build in one pass over the index
-            bodies = self.index.get_recipes([p.entry.sha256 for p in planned]) if plain else {}
-            known = {sha: FileRecipe.from_bytes(body) for sha, body in bodies.items()}
+            # recipes of the files to build: inline ones from the manifest, the others in one pass
+            # over the index
+            known = {p.entry.sha256: r for p in planned if plain and (r := p.entry.inline_recipe())}
+            rest = [p.entry.sha256 for p in planned if plain and p.entry.sha256 not in known]
+            bodies = self.index.get_recipes(rest) if rest else {}
+            known.update({sha: FileRecipe.from_bytes(body) for sha, body in bodies.items()})
+            inline = {p.entry.sha256: r for p in planned if (r := p.entry.inline_recipe())}
 
             def recipe_for(sha: str) -> FileRecipe:
                 found = known.get(sha)
-                return found if found is not None else self._recipe(sha, model, allow_plain=allow_plain)
+                if found is not None:
+                    return found
+                return self._recipe(sha, model, allow_plain=allow_plain, inline=inline.get(sha))
 
             return build_version(
                 dest_path if files else None,  # an empty selection creates nothing
@@ -400,12 +425,17 @@ class Records(Following):
         """Every object a version needs, data first and the ref last (a replica then shows it only
         when complete); an encrypted model's keyring comes first."""
         manifest = self._manifest(rec.commit)
-        found = {sha: self._find_recipe(sha, rec.model) for sha in {f.sha256 for f in manifest.files}}
+        entries = {f.sha256: f for f in manifest.files}
+        found = {
+            sha: self._find_recipe(sha, rec.model, inline=f.inline_recipe()) for sha, f in entries.items()
+        }
         chunk_ids = {cid for _, recipe in found.values() for cid, _ in recipe.chunks}
         packs = sorted(self.index.pack_ids_for_chunks(chunk_ids))
         keys = [keyring_key(rec.model)] if self.keys.has_keyring(rec.model) else []
         keys += [layout.pack_key(p) for p in packs] + [layout.index_key(p) for p in packs]
-        keys += [layout.recipe_key(name) for name in sorted({n for n, _ in found.values()})]
+        # an inline recipe has no object (it travels in the manifest)
+        objects = {n for sha, (n, _) in found.items() if entries[sha].chunks is None or n != sha}
+        keys += [layout.recipe_key(name) for name in sorted(objects)]
         keys += [layout.manifest_key(rec.commit), layout.version_ref_key(rec.model, rec.label)]
         keys += [layout.alias_ref_key(rec.model, a) for a in rec.aliases]
         return keys

@@ -28,7 +28,7 @@ from weightvault.core.manifest import FileRecipe
 from weightvault.core.types import RecoverReport
 from weightvault.registry.index import RegistryIndex
 from weightvault.vault.keyring import Domain, is_sealed_recipe
-from weightvault.vault.refresh import CURSOR, STORE_ID, read_table, version_row
+from weightvault.vault.refresh import CURSOR, STORE_ID, inline_recipe_rows, read_table, version_row
 from weightvault.vault.store import RefRefusedError
 
 if TYPE_CHECKING:
@@ -82,6 +82,7 @@ def _build(vault: VaultState, index: RegistryIndex, domains: list[Domain]) -> Re
 
     head = vault.journal.head()  # before the listings: what is written meanwhile is applied later
     packs = []
+    objects: set[str] = set()
     for info in backend.list(layout.PACKS):
         pack_id = layout.name_from_key(info.key)
         try:
@@ -103,6 +104,7 @@ def _build(vault: VaultState, index: RegistryIndex, domains: list[Domain]) -> Re
             continue
         index.put_recipe(name, recipe.size, data, created=_when(info.mtime))
         counts["recipes"] += 1
+        objects.add(name)
 
     found, bad = store.ref_keys()
     for key in bad:
@@ -126,6 +128,7 @@ def _build(vault: VaultState, index: RegistryIndex, domains: list[Domain]) -> Re
         else:
             aliases.append((model, name, body["label"]))
     rows = []
+    manifests = []
     for created, model, label, commit in sorted(versions):
         key = layout.version_ref_key(model, label)
         try:
@@ -137,7 +140,12 @@ def _build(vault: VaultState, index: RegistryIndex, domains: list[Domain]) -> Re
             continue
         ref = {"commit": commit, "created": created.isoformat()}
         rows.append(version_row(model, label, ref, manifest, stored))
+        manifests.append(manifest)
     counts["versions"] += index.add_versions(rows)
+    # inline recipes recover from their manifests (a recipe object of the same file was taken above)
+    inline = [r for r in inline_recipe_rows(manifests) if r[0] not in objects]
+    index.put_recipes(inline)
+    counts["recipes"] += len(inline)
     for model, alias, label in aliases:
         try:
             index.set_alias(model, alias, label)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -119,11 +120,25 @@ def version_row(
     }
 
 
+def inline_recipe_rows(manifests: Iterable[Manifest]) -> list[tuple[str, int, bytes]]:
+    """Index rows for the recipes the manifests carry inline (named by the file's SHA-256, as a
+    push records them), so a lookup of a file's chunks by SHA-256 finds them on every machine."""
+    rows: dict[str, tuple[str, int, bytes]] = {}
+    for manifest in manifests:
+        for f in manifest.files:
+            recipe = f.inline_recipe()
+            if recipe is not None and f.sha256 not in rows:
+                rows[f.sha256] = (f.sha256, f.size, recipe.to_bytes())
+    return list(rows.values())
+
+
 def _add_version(
     index: RegistryIndex, model: str, label: str, body: dict[str, Any], found: tuple[Manifest, bytes]
 ) -> None:
     with contextlib.suppress(VersionExistsError):  # another process on this index applied it first
         index.add_version(**version_row(model, label, body, *found))
+    if rows := inline_recipe_rows([found[0]]):
+        index.put_recipes(rows)
 
 
 def sync_ref(
@@ -239,6 +254,7 @@ def full_scan(vault: VaultState, index: RegistryIndex) -> RefreshReport:
         key=lambda x: x[1][0].get("created", "") if isinstance(x[1], tuple) and x[1][0] else "",
     )
     batch: list[dict[str, Any]] = []
+    added: list[Manifest] = []
     for (model, _kind, label), got in order:
         if isinstance(got, str):
             report.skipped.append(f"{layout.version_ref_key(model, label)}: {got}")
@@ -247,7 +263,10 @@ def full_scan(vault: VaultState, index: RegistryIndex) -> RefreshReport:
         if body is None or found_manifest is None:
             continue  # deleted since the listing
         batch.append(version_row(model, label, body, *found_manifest))
+        added.append(found_manifest[0])
     index.add_versions(batch)
+    if rows := inline_recipe_rows(added):
+        index.put_recipes(rows)
     for model, kind, name in found:
         if kind == "alias":
             sync_ref(vault, index, model, kind, name, report)

@@ -316,6 +316,8 @@ class _FileJob:
     sha256: str
     size: int
     path: str
+    #: the recipe the file's manifest entry carries inline (a plain version's small file), if any
+    inline: FileRecipe | None = None
 
 
 def _versions(vault: Versions, model: str) -> list[VersionRecord]:
@@ -329,7 +331,9 @@ def _live_files(vault: Versions, model: str) -> list[_FileJob]:
     jobs: dict[str, _FileJob] = {}
     for rec in _versions(vault, model):
         for f in vault._manifest(rec.commit).files:
-            jobs.setdefault(f.sha256, _FileJob(f.sha256, f.size, f.path))
+            job = jobs.setdefault(f.sha256, _FileJob(f.sha256, f.size, f.path, f.inline_recipe()))
+            if job.inline is None and f.chunks is not None:
+                jobs[f.sha256] = _FileJob(f.sha256, f.size, job.path, f.inline_recipe())
     return sorted(jobs.values(), key=lambda j: -j.size)
 
 
@@ -338,7 +342,7 @@ def live_slots(vault: Versions, model: str) -> dict[int, tuple[int, int]]:
     out: dict[int, tuple[int, int]] = {}
     ids: set[bytes] = set()
     for job in _live_files(vault, model):
-        ids.update(cid for cid, _ in vault._find_recipe(job.sha256, model)[1].chunks)
+        ids.update(cid for cid, _ in vault._find_recipe(job.sha256, model, inline=job.inline)[1].chunks)
     for loc in vault.index.locate_chunks(list(ids)).values():
         n, b = out.get(loc.key_slot, (0, 0))
         out[loc.key_slot] = (n + 1, b + loc.raw_len)
@@ -405,7 +409,7 @@ class _Converter:
 
     def file(self, job: _FileJob) -> None:
         vault, dom = self.vault, self.dom
-        name, recipe = vault._find_recipe(job.sha256, dom.model)
+        name, recipe = vault._find_recipe(job.sha256, dom.model, inline=job.inline)
         keyed = name != job.sha256
         ids = [cid for cid, _ in recipe.chunks]
         where = vault.index.locate_chunks(ids)

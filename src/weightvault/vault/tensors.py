@@ -48,7 +48,7 @@ class TensorListing:
 def read_prefix(vault: Records, model: str, entry: FileEntry, need: int) -> bytes:
     """The file's first chunks, as many as cover its first ``need`` bytes (whole chunks: what is
     fetched anyway), each verified against its id."""
-    recipe = vault._recipe(entry.sha256, model)
+    recipe = vault._recipe(entry.sha256, model, inline=entry.inline_recipe())
     ids: list[bytes] = []
     pos = 0
     for cid, n in recipe.chunks:

@@ -307,7 +307,9 @@ class Vault(Versions):
                 scheme,
                 new.safety,
             )
-        entries = tuple(FileEntry(f.path, r.size, r.sha256) for f, r in zip(files, recipes, strict=True))
+        entries = tuple(
+            FileEntry.of(f.path, r, plain=dom is None) for f, r in zip(files, recipes, strict=True)
+        )
         manifest = Manifest(
             model=new.model,
             files=entries,
@@ -321,19 +323,27 @@ class Vault(Versions):
             same = self._same_files(new.model, new.parent, entries, new.lineage)
             if same is not None:
                 return _Staged(pipeline, sink, slot, [], manifest, new.parent, b"", set(), same)
-        recipe_names = self._put_recipes(recipes, dom)
+        recipe_names = self._put_recipes(recipes, dom, manifest)
         commit, body = self.store.put_manifest(manifest, dom)
         all_chunks = {cid for r in recipes for cid, _ in r.chunks}
         packs = self.index.pack_ids_for_chunks(all_chunks)
         return _Staged(pipeline, sink, slot, recipe_names, manifest, commit, body, packs)
 
-    def _put_recipes(self, recipes: Sequence[FileRecipe], dom: Domain | None) -> list[str]:
+    def _put_recipes(
+        self, recipes: Sequence[FileRecipe], dom: Domain | None, manifest: Manifest
+    ) -> list[str]:
         """Write the recipe objects of a push as one batch (each is its own durable object; one
         at a time, a 10,000-file push waited on 10,000 fsyncs or requests in a row), then index
-        them in one transaction. Returns their names, in order."""
+        them, and the manifest's inline recipes, in one transaction. Returns the names of the
+        recipe objects."""
         objects: dict[str, tuple[int, bytes]] = {}
         names: list[str] = []
+        inline = {f.sha256 for f in manifest.files if f.chunks is not None}
+        rows: dict[str, tuple[int, bytes]] = {}
         for recipe in recipes:
+            if recipe.sha256 in inline:
+                rows[recipe.sha256] = (recipe.size, recipe.to_bytes())
+                continue
             if dom is None:
                 name, body = recipe.sha256, recipe.to_bytes()
             else:
@@ -342,7 +352,8 @@ class Vault(Versions):
             objects[name] = (recipe.size, body)
             names.append(name)
         self.store.put_recipe_objects({n: body for n, (_size, body) in objects.items()})
-        self.index.put_recipes([(n, size, body) for n, (size, body) in objects.items()])
+        rows.update(objects)
+        self.index.put_recipes([(n, size, body) for n, (size, body) in rows.items()])
         return names
 
     def _encode_threads(self, files: Sequence[Any]) -> int:
@@ -371,7 +382,7 @@ class Vault(Versions):
         entry = next((f for f in info.files if f.path == path), None)
         if entry is None:
             raise NotFoundError(f"{info.model}@{info.label} has no file {path!r}")
-        recipe = self._recipe(entry.sha256, info.model)
+        recipe = self._recipe(entry.sha256, info.model, inline=entry.inline_recipe())
         return FileStream(entry, recipe, self._reader_for(info.model), f"{info.model}/{path}")
 
     def missing_chunks(self, model: str, ids: Sequence[bytes]) -> list[bytes]:

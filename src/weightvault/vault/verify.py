@@ -69,11 +69,16 @@ def verify(
         for entry in manifest.files:
             what = f"{name}:{entry.path}"
             try:
-                recipe_name, recipe = vault._find_recipe(entry.sha256, rec.model)
+                recipe_name, recipe = vault._find_recipe(
+                    entry.sha256, rec.model, inline=entry.inline_recipe()
+                )
             except (IntegrityError, CredentialsError, ConfigError) as exc:
                 problems.append(f"{what}: recipe: {exc}")
                 continue
-            stored_problem = _check_stored_recipe(vault, rec.model, recipe_name, entry.sha256)
+            inline = entry.chunks is not None and recipe_name == entry.sha256  # no object to check
+            stored_problem = (
+                None if inline else _check_stored_recipe(vault, rec.model, recipe_name, entry.sha256)
+            )
             if stored_problem is not None:
                 problems.append(f"{what}: recipe {recipe_name}: {stored_problem}")
             if read_data:
