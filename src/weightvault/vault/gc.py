@@ -107,7 +107,10 @@ def mark(vault: Records) -> Marked:
                 out.chunks.update(cid for cid, _ in held.chunks)
             if inline is not None or (manifest.model, f.sha256) not in wanted:
                 wanted[(manifest.model, f.sha256)] = inline
-    by_sha: dict[str, FileRecipe] = {}
+    # a live plain recipe's name (its file's SHA-256) -> the bodies marked for it, and whether one
+    # of them is inline (else, with no index row, the one marked was read from the object)
+    plain: dict[str, set[bytes]] = {}
+    inlined: set[str] = set()
     for (model, sha), inline in sorted(wanted.items(), key=lambda x: x[0]):
         try:
             name, recipe = vault._find_recipe(sha, model, inline=inline)
@@ -116,18 +119,42 @@ def mark(vault: Records) -> Marked:
             continue
         out.chunks.update(cid for cid, _ in recipe.chunks)
         out.recipes.add(name)
-        if inline is not None and name == sha:
-            by_sha[sha] = inline
-    # An inline recipe's name keeps a plain recipe object of the same file live (one an older
-    # writer made), and so its index row: readers that look a file up by SHA-256 alone use that
-    # row, so its chunks stay live too when it lists others than the inline recipe.
-    for sha, row in vault.index.get_recipes(sorted(by_sha)).items():
-        if row != by_sha[sha].to_bytes():
-            try:
-                out.chunks.update(cid for cid, _ in FileRecipe.from_bytes(row).chunks)
-            except FormatError as exc:
-                out.problems.append(f"recipe of file {sha}: {exc}")
+        if name == sha:
+            plain.setdefault(sha, set()).add(recipe.to_bytes())
+            if inline is not None:
+                inlined.add(sha)
+    _mark_other_plain_recipes(vault, plain, inlined, out)
     return out
+
+
+def _mark_other_plain_recipes(
+    vault: Records, plain: dict[str, set[bytes]], inlined: set[str], out: Marked
+) -> None:
+    """Keep the chunks of every recipe a reader may take for a live plain file, not only the one
+    marked: this index's row (readers that look a file up by SHA-256 alone use it) and the store's
+    ``recipes/<sha256>`` object (what every other machine, and a recover, reads), when either
+    lists other chunks (a client's upload cut otherwise, an older writer's object). The name is
+    live, so the object stays: its chunks must stay with it."""
+    rows = vault.index.get_recipes(sorted(plain))
+    listed = {layout.name_from_key(i.key) for i in vault.primary.list(layout.RECIPES)}
+    for sha in sorted(plain):
+        others: dict[bytes, str] = {}
+        row = rows.get(sha)
+        if row is not None and row not in plain[sha]:
+            others[row] = f"the index row of recipe {sha}"
+        # without a row or an inline recipe, the recipe marked was read from the object itself
+        if sha in listed and (row is not None or sha in inlined):
+            try:
+                body = vault.store.get_recipe_object(sha)
+            except MissingObjectError:
+                body = None  # deleted since the listing
+            if body is not None and body not in plain[sha]:
+                others[body] = layout.recipe_key(sha)
+        for body, what in others.items():
+            try:
+                out.chunks.update(cid for cid, _ in FileRecipe.named(body, sha).chunks)
+            except FormatError as exc:
+                out.problems.append(f"{what}: {exc}")
 
 
 def learn_unknown_packs(vault: Records) -> list[str]:
