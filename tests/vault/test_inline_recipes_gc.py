@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from weightvault.cas.hashing import chunk_id
 from weightvault.core import layout
-from weightvault.core.manifest import FileRecipe
+from weightvault.core.manifest import INLINE_MAX_SIZE, FileRecipe
 from weightvault.vault import gc as gc_module
 from weightvault.vault import statcache
 from weightvault.vault.ingest import UploadedFile
@@ -106,6 +107,54 @@ def test_a_recipe_object_other_than_this_index_row_keeps_its_chunks(
         assert c.recover().ok  # rows from the objects, as a machine that lost its index has them
         assert c.verify(read_data=True).ok
     assert tree_bytes(tmp_path / "out") == tree_bytes(src)
+
+
+# ---- index rows no live version needs ---------------------------------------------------------
+
+
+def test_gc_drops_the_rows_of_inline_recipes_no_live_version_has(vault: Vault, tmp_path: Path) -> None:
+    gone_src = _tree(tmp_path / "s1", 3)
+    write_random(gone_src / "big.bin", INLINE_MAX_SIZE + 1, seed=9)  # a recipe object, not inline
+    kept_src = _tree(tmp_path / "s2", 5)
+    vault.push("m", gone_src, version="v1")
+    vault.push("m", kept_src, version="v2")
+    gone = {f.sha256 for f in vault.show("m@v1").files}
+    kept = {f.sha256 for f in vault.show("m@v2").files}
+    assert all(vault.index.get_recipe(s) is not None for s in gone | kept)
+    vault.delete("m@v1")
+    vault.gc(grace_seconds=3600)  # rows inside the grace period stay, as objects do
+    assert all(vault.index.get_recipe(s) is not None for s in gone)
+    vault.gc(grace_seconds=0)
+    assert vault.index.get_recipes(sorted(gone)) == {}
+    assert set(vault.index.get_recipes(sorted(kept))) == kept
+    vault.pull("m@v2", tmp_path / "out")
+    assert vault.verify(read_data=True).ok
+    assert tree_bytes(tmp_path / "out") == tree_bytes(kept_src)
+
+
+def test_gc_keeps_a_row_whose_recipe_object_stays(
+    tmp_path: Path, index_url: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Machine A's row of a file it pushed inline long ago, whose version is gone; machine B's Hub
+    upload has just stored the same file whole (a recipe object, young, not committed yet). A's
+    row goes with that object, never before it."""
+    store = tmp_path / "store"
+    src = _tree(tmp_path / "src", 4)
+    data = (src / "x.bin").read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    with _open(tmp_path / "a", store, database_url=index_url) as a:
+        a.push("m", src, version="v1")
+        a.delete("m@v1")
+        row = a.index.get_recipe(sha)
+        assert row is not None and sha not in _objects(a)
+        a.index.put_recipes([(sha, len(data), row)], created=datetime.now(UTC) - timedelta(hours=2))
+        monkeypatch.delenv("WEIGHTVAULT_DATABASE_URL", raising=False)
+        with _open(tmp_path / "b", store) as b:  # another machine, with its own index
+            b.put_file("m", [data], sha, len(data))
+        a.gc(grace_seconds=3600)
+        assert sha in _objects(a) and a.index.get_recipe(sha) == row
+        a.gc(grace_seconds=0)
+        assert sha not in _objects(a) and a.index.get_recipe(sha) is None
 
 
 # ---- a second machine's stat cache and index after another machine's gc ------------------------

@@ -13,7 +13,8 @@ Safe with any number of writers on any machines (docs/format.md, "Locks and onli
    no push starts while it is held. Refresh and **mark again**, then delete what is still dead
    and older than the grace period: packs whose every live chunk has a copy in a pack that
    stays, manifests and recipes no live version reads, and objects no journal entry ever named.
-   A ``gone`` journal entry names them first, so every reader forgets them.
+   A ``gone`` journal entry names them first, so every reader forgets them. Index rows of
+   recipes without an object that nothing live reads (collected inline files) go with them.
 5. Secondaries lose the same objects, and whatever exists only on them and is dead.
 6. Temp files older than the grace period and than ``lock_stale_seconds`` go.
 """
@@ -70,6 +71,8 @@ class Plan:
     orphans: dict[str, int] = field(default_factory=dict)  # packs no journal entry named
     manifests: list[str] = field(default_factory=list)
     recipes: list[str] = field(default_factory=list)
+    #: index rows of recipes without an object that no live version names (collected inline files)
+    rows: list[str] = field(default_factory=list)
     live_bytes_to_copy: int = 0
 
 
@@ -243,10 +246,15 @@ def plan(
         name = layout.name_from_key(info.key)
         if name not in marked.commits and info.mtime < cutoff:
             out.manifests.append(name)
+    objects = set()
     for info in vault.primary.list(layout.RECIPES):
         name = layout.name_from_key(info.key)
+        objects.add(name)
         if name not in marked.recipes and info.mtime < cutoff:
             out.recipes.append(name)
+    # a row goes with its object; a row without one (an inline recipe's) once nothing live names it
+    unused = vault.index.recipe_names(before=datetime.fromtimestamp(cutoff, UTC))
+    out.rows = sorted(unused - marked.recipes - objects)
     return out
 
 
@@ -362,7 +370,8 @@ def collect(vault: Records, grace_seconds: float, *, dry_run: bool = False, forc
             for name in final.recipes:
                 vault.backend.delete(layout.recipe_key(name))
             vault.index.drop_packs(packs)
-            vault.index.drop_objects(final.manifests, final.recipes)
+            before = datetime.fromtimestamp(cutoff, UTC)
+            vault.index.drop_objects(final.manifests, final.recipes, unused_rows=final.rows, before=before)
             secondary = _clean_secondaries(vault, marked, cutoff)
     # a temp file may be a live writer's work in flight (a lock, a pack being written), which no
     # lock announces: only one older than a lock may go unrefreshed is surely abandoned
