@@ -22,6 +22,7 @@ Safe with any number of writers on any machines (docs/format.md, "Locks and onli
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -140,19 +141,25 @@ def _mark_other_plain_recipes(
     live, so the object stays: its chunks must stay with it."""
     rows = vault.index.get_recipes(sorted(plain))
     listed = {layout.name_from_key(i.key) for i in vault.primary.list(layout.RECIPES)}
+    # without a row or an inline recipe, the recipe marked was read from the object itself
+    to_read = [sha for sha in sorted(plain) if sha in listed and (sha in rows or sha in inlined)]
+
+    def read(sha: str) -> bytes | None:
+        try:
+            return vault.store.get_recipe_object(sha)
+        except MissingObjectError:
+            return None  # deleted since the listing
+
+    with ThreadPoolExecutor(refresh_module.SCAN_THREADS, thread_name_prefix="wv-gc") as pool:
+        stored = dict(zip(to_read, pool.map(read, to_read), strict=True))
     for sha in sorted(plain):
         others: dict[bytes, str] = {}
         row = rows.get(sha)
         if row is not None and row not in plain[sha]:
             others[row] = f"the index row of recipe {sha}"
-        # without a row or an inline recipe, the recipe marked was read from the object itself
-        if sha in listed and (row is not None or sha in inlined):
-            try:
-                body = vault.store.get_recipe_object(sha)
-            except MissingObjectError:
-                body = None  # deleted since the listing
-            if body is not None and body not in plain[sha]:
-                others[body] = layout.recipe_key(sha)
+        body = stored.get(sha)
+        if body is not None and body not in plain[sha]:
+            others[body] = layout.recipe_key(sha)
         for body, what in others.items():
             try:
                 out.chunks.update(cid for cid, _ in FileRecipe.named(body, sha).chunks)
