@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,19 +98,26 @@ def test_compressed_then_encrypted(bf16_model: Path, tmp_path: Path, vaults: lis
     assert tree_bytes(tmp_path / "out") == tree_bytes(bf16_model)
 
 
+def _flip_a_bit_of_a_float_blob(v: Vault, at: Callable[[int], int]) -> tuple[str, str]:
+    """Push-time state: flip one bit of a codec-3 blob of the biggest file, at ``at(stored_len)``
+    bytes into the blob; returns the file's path and the chunk id (hex)."""
+    entry = max(v.show("m").files, key=lambda f: f.size)
+    cid = v._recipe(entry.sha256).chunks[3][0]
+    loc = v.index.locate_chunks([cid])[cid]
+    assert loc.codec == Codec.FLOAT_PLANES and loc.stored_len < loc.raw_len
+    path = v.settings.store_path / layout.pack_key(loc.pack_id)
+    data = bytearray(path.read_bytes())
+    data[loc.offset + at(loc.stored_len)] ^= 0x01
+    path.write_bytes(bytes(data))
+    return entry.path, cid.hex()
+
+
 def test_corrupt_compressed_blob_is_caught(bf16_model: Path, tmp_path: Path) -> None:
     with Vault.open(tmp_path / "h", cache_enabled=False, compression="float") as v:
         v.push("m", bf16_model)
-        entry = max(v.show("m").files, key=lambda f: f.size)
-        cid = v._recipe(entry.sha256).chunks[3][0]
-        loc = v.index.locate_chunks([cid])[cid]
-        assert loc.codec == Codec.FLOAT_PLANES and loc.stored_len < loc.raw_len
-        path = v.settings.store_path / layout.pack_key(loc.pack_id)
-        data = bytearray(path.read_bytes())
-        data[loc.offset + loc.stored_len - 40] ^= 0x01
-        path.write_bytes(bytes(data))
-        with pytest.raises(CorruptObjectError, match=cid.hex()):
-            v.pull("m", tmp_path / "out", include=[entry.path])
+        file, cid = _flip_a_bit_of_a_float_blob(v, lambda stored_len: stored_len - 40)
+        with pytest.raises(CorruptObjectError, match=cid):
+            v.pull("m", tmp_path / "out", include=[file])
 
 
 def test_versions_written_with_different_settings_read_back(bf16_model: Path, tmp_path: Path) -> None:
@@ -183,17 +190,11 @@ def test_flipped_bit_in_a_raw_mantissa_section_is_caught_by_the_chunk_id(
     after every decode refuses, on pull and on verify --read-data."""
     with Vault.open(tmp_path / "h", cache_enabled=False, compression="float") as v:
         v.push("m", bf16_model)
-        entry = max(v.show("m").files, key=lambda f: f.size)
-        cid = v._recipe(entry.sha256).chunks[3][0]
-        loc = v.index.locate_chunks([cid])[cid]
-        assert loc.codec == Codec.FLOAT_PLANES and loc.stored_len < loc.raw_len
-        path = v.settings.store_path / layout.pack_key(loc.pack_id)
-        data = bytearray(path.read_bytes())
-        data[loc.offset + 200] ^= 0x01  # past header and lengths: in the raw low-byte plane
-        path.write_bytes(bytes(data))
+        # 200 bytes in is past the header and lengths: in the raw low-byte plane.
+        file, cid = _flip_a_bit_of_a_float_blob(v, lambda stored_len: 200)
         assert not v.verify("m", read_data=True).ok
-        with pytest.raises(CorruptObjectError, match=cid.hex()):
-            v.pull("m", tmp_path / "out", include=[entry.path])
+        with pytest.raises(CorruptObjectError, match=cid):
+            v.pull("m", tmp_path / "out", include=[file])
 
 
 def test_codec2_blobs_of_older_stores_still_read_verify_and_repack(

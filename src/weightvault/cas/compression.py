@@ -876,27 +876,11 @@ def _decompress_into(stored: memoryview, dst: memoryview) -> None:
 
 
 def _parse_header(buf: memoryview, raw_len: int) -> tuple[list[Region], int]:
+    """Codec 2's region header: the frame content before its ``raw_len`` transformed bytes."""
     end = buf.nbytes - raw_len
-    n, pos = _get_varint(buf, 0, end)
-    if n == 0 or n * 3 > end:
-        raise CorruptObjectError(f"float codec header: bad region count {n}")
-    regions: list[Region] = []
-    prev = 0
-    for _ in range(n):
-        gap, pos = _get_varint(buf, pos, end)
-        count, pos = _get_varint(buf, pos, end)
-        if pos >= end:
-            raise CorruptObjectError("float codec header truncated")
-        try:
-            kind = FloatKind(buf[pos])
-        except ValueError:
-            raise CorruptObjectError(f"float codec header: unknown kind {buf[pos]}") from None
-        pos += 1
-        r = Region(prev + gap, count, kind)
-        if count <= 0 or r.end > raw_len:
-            raise CorruptObjectError(f"float codec header: region {r!r} outside {raw_len} bytes")
-        regions.append(r)
-        prev = r.end
+    if end < 0:
+        raise CorruptObjectError("float codec frame shorter than its chunk")
+    regions, pos = _parse_regions(buf[:end], raw_len)
     if pos != end:
         raise CorruptObjectError("float codec header length does not match the frame size")
     return regions, pos

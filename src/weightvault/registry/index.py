@@ -641,9 +641,14 @@ class RegistryIndex:
             row = s.get(RecipeRow, name)
             return None if row is None else row.body
 
-    def recipe_names(self) -> set[str]:
+    def recipe_names(self, before: datetime | None = None) -> set[str]:
+        """The names of the recipe rows; with ``before``, of those last put before it (gc's grace
+        period: a push puts again the rows it reuses)."""
+        q = select(RecipeRow.name)
+        if before is not None:
+            q = q.where(RecipeRow.created_at < before)
         with self._read() as s:
-            return set(s.scalars(select(RecipeRow.name)))
+            return set(s.scalars(q))
 
     # ---- packs and chunks ----------------------------------------------------------------------
 
@@ -687,14 +692,31 @@ class RegistryIndex:
                 s.execute(delete(ChunkRow).where(ChunkRow.pack_id.in_(part)))
                 s.execute(delete(PackRow).where(PackRow.id.in_(part)))
 
-    def drop_objects(self, commits: Iterable[str], recipes: Iterable[str]) -> None:
-        """Forget manifests and recipes deleted from the store."""
-        clist, rlist = list(commits), list(recipes)
+    def drop_objects(
+        self,
+        commits: Iterable[str],
+        recipes: Iterable[str],
+        *,
+        unused_rows: Iterable[str] = (),
+        before: datetime | None = None,
+    ) -> None:
+        """Forget manifests and recipes deleted from the store, and, in the same transaction,
+        ``unused_rows``: recipe rows without an object that no live version needs (the inline
+        recipes of collected files), each only if it was last put before ``before``."""
+        clist, rlist, ulist = list(commits), list(recipes), list(unused_rows)
+        if ulist and before is None:
+            raise ValueError("unused recipe rows are dropped only with a grace cutoff (before)")
         with self._write() as s:
             for i in range(0, len(clist), _BATCH):
                 s.execute(delete(ManifestRow).where(ManifestRow.commit_id.in_(clist[i : i + _BATCH])))
             for i in range(0, len(rlist), _BATCH):
                 s.execute(delete(RecipeRow).where(RecipeRow.name.in_(rlist[i : i + _BATCH])))
+            for i in range(0, len(ulist), _BATCH):
+                s.execute(
+                    delete(RecipeRow).where(
+                        RecipeRow.name.in_(ulist[i : i + _BATCH]), RecipeRow.created_at < before
+                    )
+                )
 
     def has_pack(self, pack_id: str) -> bool:
         with self._read() as s:

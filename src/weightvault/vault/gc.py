@@ -13,7 +13,8 @@ Safe with any number of writers on any machines (docs/format.md, "Locks and onli
    no push starts while it is held. Refresh and **mark again**, then delete what is still dead
    and older than the grace period: packs whose every live chunk has a copy in a pack that
    stays, manifests and recipes no live version reads, and objects no journal entry ever named.
-   A ``gone`` journal entry names them first, so every reader forgets them.
+   A ``gone`` journal entry names them first, so every reader forgets them. Index rows of
+   recipes without an object that nothing live reads (collected inline files) go with them.
 5. Secondaries lose the same objects, and whatever exists only on them and is dead.
 6. Temp files older than the grace period and than ``lock_stale_seconds`` go.
 """
@@ -21,6 +22,7 @@ Safe with any number of writers on any machines (docs/format.md, "Locks and onli
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -70,6 +72,8 @@ class Plan:
     orphans: dict[str, int] = field(default_factory=dict)  # packs no journal entry named
     manifests: list[str] = field(default_factory=list)
     recipes: list[str] = field(default_factory=list)
+    #: index rows of recipes without an object that no live version names (collected inline files)
+    rows: list[str] = field(default_factory=list)
     live_bytes_to_copy: int = 0
 
 
@@ -107,7 +111,10 @@ def mark(vault: Records) -> Marked:
                 out.chunks.update(cid for cid, _ in held.chunks)
             if inline is not None or (manifest.model, f.sha256) not in wanted:
                 wanted[(manifest.model, f.sha256)] = inline
-    by_sha: dict[str, FileRecipe] = {}
+    # a live plain recipe's name (its file's SHA-256) -> the bodies marked for it, and whether one
+    # of them is inline (else, with no index row, the one marked was read from the object)
+    plain: dict[str, set[bytes]] = {}
+    inlined: set[str] = set()
     for (model, sha), inline in sorted(wanted.items(), key=lambda x: x[0]):
         try:
             name, recipe = vault._find_recipe(sha, model, inline=inline)
@@ -116,18 +123,48 @@ def mark(vault: Records) -> Marked:
             continue
         out.chunks.update(cid for cid, _ in recipe.chunks)
         out.recipes.add(name)
-        if inline is not None and name == sha:
-            by_sha[sha] = inline
-    # An inline recipe's name keeps a plain recipe object of the same file live (one an older
-    # writer made), and so its index row: readers that look a file up by SHA-256 alone use that
-    # row, so its chunks stay live too when it lists others than the inline recipe.
-    for sha, row in vault.index.get_recipes(sorted(by_sha)).items():
-        if row != by_sha[sha].to_bytes():
-            try:
-                out.chunks.update(cid for cid, _ in FileRecipe.from_bytes(row).chunks)
-            except FormatError as exc:
-                out.problems.append(f"recipe of file {sha}: {exc}")
+        if name == sha:
+            plain.setdefault(sha, set()).add(recipe.to_bytes())
+            if inline is not None:
+                inlined.add(sha)
+    _mark_other_plain_recipes(vault, plain, inlined, out)
     return out
+
+
+def _mark_other_plain_recipes(
+    vault: Records, plain: dict[str, set[bytes]], inlined: set[str], out: Marked
+) -> None:
+    """Keep the chunks of every recipe a reader may take for a live plain file, not only the one
+    marked: this index's row (readers that look a file up by SHA-256 alone use it) and the store's
+    ``recipes/<sha256>`` object (what every other machine, and a recover, reads), when either
+    lists other chunks (a client's upload cut otherwise, an older writer's object). The name is
+    live, so the object stays: its chunks must stay with it."""
+    rows = vault.index.get_recipes(sorted(plain))
+    listed = {layout.name_from_key(i.key) for i in vault.primary.list(layout.RECIPES)}
+    # without a row or an inline recipe, the recipe marked was read from the object itself
+    to_read = [sha for sha in sorted(plain) if sha in listed and (sha in rows or sha in inlined)]
+
+    def read(sha: str) -> bytes | None:
+        try:
+            return vault.store.get_recipe_object(sha)
+        except MissingObjectError:
+            return None  # deleted since the listing
+
+    with ThreadPoolExecutor(refresh_module.SCAN_THREADS, thread_name_prefix="wv-gc") as pool:
+        stored = dict(zip(to_read, pool.map(read, to_read), strict=True))
+    for sha in sorted(plain):
+        others: dict[bytes, str] = {}
+        row = rows.get(sha)
+        if row is not None and row not in plain[sha]:
+            others[row] = f"the index row of recipe {sha}"
+        body = stored.get(sha)
+        if body is not None and body not in plain[sha]:
+            others[body] = layout.recipe_key(sha)
+        for body, what in others.items():
+            try:
+                out.chunks.update(cid for cid, _ in FileRecipe.named(body, sha).chunks)
+            except FormatError as exc:
+                out.problems.append(f"{what}: {exc}")
 
 
 def learn_unknown_packs(vault: Records) -> list[str]:
@@ -216,10 +253,15 @@ def plan(
         name = layout.name_from_key(info.key)
         if name not in marked.commits and info.mtime < cutoff:
             out.manifests.append(name)
+    objects = set()
     for info in vault.primary.list(layout.RECIPES):
         name = layout.name_from_key(info.key)
+        objects.add(name)
         if name not in marked.recipes and info.mtime < cutoff:
             out.recipes.append(name)
+    # a row goes with its object; a row without one (an inline recipe's) once nothing live names it
+    unused = vault.index.recipe_names(before=datetime.fromtimestamp(cutoff, UTC))
+    out.rows = sorted(unused - marked.recipes - objects)
     return out
 
 
@@ -335,7 +377,8 @@ def collect(vault: Records, grace_seconds: float, *, dry_run: bool = False, forc
             for name in final.recipes:
                 vault.backend.delete(layout.recipe_key(name))
             vault.index.drop_packs(packs)
-            vault.index.drop_objects(final.manifests, final.recipes)
+            before = datetime.fromtimestamp(cutoff, UTC)
+            vault.index.drop_objects(final.manifests, final.recipes, unused_rows=final.rows, before=before)
             secondary = _clean_secondaries(vault, marked, cutoff)
     # a temp file may be a live writer's work in flight (a lock, a pack being written), which no
     # lock announces: only one older than a lock may go unrefreshed is surely abandoned
