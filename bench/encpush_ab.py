@@ -16,15 +16,14 @@ medians and the ratios to the plain push.
 
 from __future__ import annotations
 
-import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_core import env_with, rmtree  # noqa: E402  (a sibling script, not a package)
+from ab_rounds import interleaved, medians  # noqa: E402  (a sibling script, not a package)
+from bench_core import rmtree  # noqa: E402
 from bench_table import Sample, run  # noqa: E402
 
 CLI = [sys.executable, "-m", "weightvault.cli.entry"]
@@ -37,33 +36,20 @@ def main() -> None:
     seed.mkdir()
     (seed / "config.json").write_text('{"seed": true}')
     ways = [("plain", False, None), ("encrypted", True, None), ("encrypted (baseline)", True, baseline)]
-    samples: dict[str, list[Sample]] = {name: [] for name, _, _ in ways}
+
+    def push(encrypted: bool, home: Path, env: dict[str, str]) -> Sample:
+        home.mkdir()
+        if encrypted:
+            (home / "config.yaml").write_text("encryption:\n  enabled: true\n")
+            run([*CLI, "--home", str(home), "push", "bench/m", str(seed), "-v", "v1", "-q"], env=env)
+        cmd = [*CLI, "--home", str(home), "push", "bench/m", str(model), "--version", "v2", "--quiet"]
+        return run(cmd, env=env, source=[model])[0]
+
     try:
-        for i in range(rounds):
-            for name, encrypted, src in ways[i % len(ways) :] + ways[: i % len(ways)]:
-                home = work / "home"
-                rmtree(home)
-                home.mkdir()
-                env = env_with(WEIGHTVAULT_CACHE_DIRECTORY=str(work / "cache"))
-                if src:
-                    env["PYTHONPATH"] = src
-                if encrypted:
-                    (home / "config.yaml").write_text("encryption:\n  enabled: true\n")
-                    run([*CLI, "--home", str(home), "push", "bench/m", str(seed), "-v", "v1", "-q"], env=env)
-                cmd = [*CLI, "--home", str(home), "push", "bench/m", str(model), "--version", "v2", "--quiet"]
-                s, _ = run(cmd, env=env, source=[model])
-                samples[name].append(s)
-                print(
-                    f"round {i} {name:21s} {s.durable:.3f} s (op {s.seconds:.3f} + sync {s.sync_seconds:.3f})"
-                    f"  CPU {s.cpu:.2f} s  load {os.getloadavg()[0]:.2f}",
-                    flush=True,
-                )
-                rmtree(home)
-                rmtree(work / "cache")
+        samples = interleaved(ways, rounds, work, push)
     finally:
         rmtree(work)
-    med = {k: statistics.median(s.durable for s in v) for k, v in samples.items()}
-    cpu = {k: statistics.median(s.cpu for s in v) for k, v in samples.items()}
+    med, cpu = medians(samples)
     print(f"\nmedians of {rounds} rounds (wall incl. sync / CPU-s), ratio to the plain push:")
     for name in samples:
         print(

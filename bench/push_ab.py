@@ -10,15 +10,14 @@ user + sys of the child. Prints medians and the float/plain ratios.
 
 from __future__ import annotations
 
-import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_core import env_with, rmtree  # noqa: E402  (a sibling script, not a package)
+from ab_rounds import interleaved, medians  # noqa: E402  (a sibling script, not a package)
+from bench_core import rmtree  # noqa: E402
 from bench_table import Sample, run  # noqa: E402
 
 CLI = [sys.executable, str(Path(sys.executable).parent / "weightvault")]
@@ -31,33 +30,19 @@ def main() -> None:
     cfgs = {"none": work / "none.yaml", "float": work / "float.yaml"}
     cfgs["none"].write_text("compression: none\n")
     cfgs["float"].write_text("compression: float\n")
-    ways = [("none", "none", None), ("float", "float", None)]
+    ways: list[tuple[str, str, str | None]] = [("none", "none", None), ("float", "float", None)]
     if baseline:
         ways.append(("float (baseline)", "float", baseline))
-    samples: dict[str, list[Sample]] = {name: [] for name, _, _ in ways}
+
+    def push(cfg: str, home: Path, env: dict[str, str]) -> Sample:
+        cmd = [*CLI, "--home", str(home), "--config", str(cfgs[cfg]), "push", "bench/ab", str(model)]
+        return run([*cmd, "--version", "v1", "--quiet"], env=env, source=[model])[0]
+
     try:
-        for i in range(rounds):
-            order = ways[i % len(ways) :] + ways[: i % len(ways)]
-            for name, cfg, src in order:
-                home = work / "home"
-                rmtree(home)
-                env = env_with(WEIGHTVAULT_CACHE_DIRECTORY=str(work / "cache"))
-                if src:
-                    env["PYTHONPATH"] = src
-                cmd = [*CLI, "--home", str(home), "--config", str(cfgs[cfg]), "push", "bench/ab", str(model)]
-                s, _ = run([*cmd, "--version", "v1", "--quiet"], env=env, source=[model])
-                samples[name].append(s)
-                print(
-                    f"round {i} {name:17s} {s.durable:.3f} s (op {s.seconds:.3f} + sync {s.sync_seconds:.3f})"
-                    f"  CPU {s.cpu:.2f} s  load {os.getloadavg()[0]:.2f}",
-                    flush=True,
-                )
-                rmtree(home)
-                rmtree(work / "cache")
+        samples = interleaved(ways, rounds, work, push)
     finally:
         rmtree(work)
-    med = {k: statistics.median(s.durable for s in v) for k, v in samples.items()}
-    cpu = {k: statistics.median(s.cpu for s in v) for k, v in samples.items()}
+    med, cpu = medians(samples)
     print("\n| push | median s (op + sync) | min..max | CPU s | vs plain push |")
     print("|---|---|---|---|---|")
     for k, v in samples.items():
