@@ -8,7 +8,7 @@ store, the embedded SQLite index, a home that is new or whose index applied ever
 entry), this module does what ``Vault.push`` does with the same code: ``scan_source``, the
 safety checks (``safety``), the stat cache (``statcache``), ``PushPipeline`` with ``PackSink``
 (packs durable, then their index objects, index rows and journal entries), the recipe batch
-(``Store.put_recipe_objects``), the manifest (``Store.put_manifest``), the version ref and its
+(``pushrecipes``), the manifest (``Store.put_manifest``), the version ref and its
 journal entry, the version's index row, and the journal entries followed into the index. Only
 the index is reached through ``registry.lightindex`` (the standard library's sqlite3) instead of
 ``RegistryIndex``, and the settings are read by ``vault.fastopen``'s strict rules.
@@ -63,6 +63,7 @@ from weightvault.vault.fastopen import (
     read_config,
 )
 from weightvault.vault.newref import create_version_ref, taken_back_on_failure
+from weightvault.vault.pushrecipes import put_push_recipes
 
 if TYPE_CHECKING:
     from weightvault.registry.lightindex import LightIndex
@@ -374,7 +375,7 @@ def _push(
             pipeline, sink, recipes, manifest = _push_data(
                 v, model, parent, message, safety, files, progress, seen_ns, early
             )
-            recipe_names = _put_recipes(v, recipes, manifest)
+            recipe_names = put_push_recipes(v.store, v.index, recipes, v.domain, manifest)
             commit, body = v.store.put_manifest(manifest, v.domain)
             packs = v.index.pack_ids_for_chunks({cid for r in recipes for cid, _ in r.chunks})
             missing = [p for p in packs if not v.backend.exists(layout.pack_key(p))]
@@ -475,32 +476,6 @@ def _push_data(
         model=model, files=entries, parent=parent, message=message, metadata={}, lineage=(), safety=safety
     )
     return pipeline, sink, recipes, manifest
-
-
-def _put_recipes(v: _Open, recipes: list[FileRecipe], manifest: Manifest) -> list[str]:
-    """``Vault._put_recipes``: objects for the recipes not inline in ``manifest`` (an encrypted
-    model's sealed by its domain, each named by its keyed hash), index rows for all of them;
-    returns the objects' names."""
-    dom = v.domain
-    inline = {f.sha256 for f in manifest.files if f.chunks is not None}
-    objects: dict[str, tuple[int, bytes]] = {}
-    rows: dict[str, tuple[int, bytes]] = {}
-    names: list[str] = []
-    for recipe in recipes:
-        if recipe.sha256 in inline:
-            rows[recipe.sha256] = (recipe.size, recipe.to_bytes())
-            continue
-        if dom is None:
-            name, body = recipe.sha256, recipe.to_bytes()
-        else:
-            name = dom.recipe_name(recipe.sha256)
-            body = objects[name][1] if name in objects else dom.seal_recipe(name, recipe.to_bytes())
-        objects[name] = (recipe.size, body)
-        names.append(name)
-    v.store.put_recipe_objects({n: body for n, (_size, body) in objects.items()})
-    rows.update(objects)
-    v.index.put_recipes([(n, size, body) for n, (size, body) in rows.items()])
-    return names
 
 
 def _commit_version(

@@ -60,6 +60,7 @@ from weightvault.vault.keyring import (
 from weightvault.vault.locks import SHARED, holding
 from weightvault.vault.packer import PackSink, default_temp_factory
 from weightvault.vault.push import PushPipeline
+from weightvault.vault.pushrecipes import put_push_recipes
 from weightvault.vault.source import SourceFile, scan_source
 from weightvault.vault.state import Progress, ProgressStart
 from weightvault.vault.versions import Versions
@@ -332,29 +333,9 @@ class Vault(Versions):
     def _put_recipes(
         self, recipes: Sequence[FileRecipe], dom: Domain | None, manifest: Manifest
     ) -> list[str]:
-        """Write the recipe objects of a push as one batch (each is its own durable object; one
-        at a time, a 10,000-file push waited on 10,000 fsyncs or requests in a row), then index
-        them, and the manifest's inline recipes, in one transaction. Returns the names of the
-        recipe objects."""
-        objects: dict[str, tuple[int, bytes]] = {}
-        names: list[str] = []
-        inline = {f.sha256 for f in manifest.files if f.chunks is not None}
-        rows: dict[str, tuple[int, bytes]] = {}
-        for recipe in recipes:
-            if recipe.sha256 in inline:
-                rows[recipe.sha256] = (recipe.size, recipe.to_bytes())
-                continue
-            if dom is None:
-                name, body = recipe.sha256, recipe.to_bytes()
-            else:
-                name = dom.recipe_name(recipe.sha256)
-                body = objects[name][1] if name in objects else dom.seal_recipe(name, recipe.to_bytes())
-            objects[name] = (recipe.size, body)
-            names.append(name)
-        self.store.put_recipe_objects({n: body for n, (_size, body) in objects.items()})
-        rows.update(objects)
-        self.index.put_recipes([(n, size, body) for n, (size, body) in rows.items()])
-        return names
+        """``pushrecipes.put_push_recipes`` into this vault's store and index (one seam, so a
+        test can act between a push's packs and its recipes)."""
+        return put_push_recipes(self.store, self.index, recipes, dom, manifest)
 
     def _encode_threads(self, files: Sequence[Any]) -> int:
         """Threads of the push's encode stage: only when compressing, and only when one file is more
