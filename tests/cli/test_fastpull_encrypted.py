@@ -12,6 +12,8 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,17 @@ def settle(home: Path) -> None:
         v.refresh()
 
 
+@contextmanager
+def pushed_v1(home: Path, src: Path, config: str) -> Iterator[Vault]:
+    """A new ``home`` with ``config``, ``src`` pushed as ``MODEL`` v1 by the full path; the vault
+    stays open for what the caller adds."""
+    home.mkdir()
+    (home / "config.yaml").write_text(config)
+    with Vault.open(home) as v:
+        v.push(MODEL, src, version="v1")
+        yield v
+
+
 def make_source(root: Path) -> Path:
     src = root / "src"
     write_random(src / "model.safetensors", 2_500_000, seed=11)
@@ -54,10 +67,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("encpull")
     src = make_source(root)
     home = root / "home"
-    home.mkdir()
-    (home / "config.yaml").write_text(ENCRYPTED)
-    with Vault.open(home) as v:
-        v.push(MODEL, src, version="v1")
+    with pushed_v1(home, src, ENCRYPTED) as v:
         v.set_alias(MODEL, "prod", "v1")
         (src / "config.json").write_text('{"hidden": 16}')
         v.push(MODEL, src, version="v2")
@@ -230,16 +240,19 @@ def _declined_then_pulled(
 FAST_ARGON = {"memory_kib": 19456, "iterations": 2, "lanes": 1}
 
 
+def other_provider(kind: str) -> tuple[dict[str, object], dict[str, str]]:
+    """The config of a ``passphrase`` or ``env`` key provider and the environment it reads."""
+    if kind == "passphrase":
+        provider: dict[str, object] = {"type": "passphrase", "passphrase_env": "WV_TEST_PW", **FAST_ARGON}
+        return provider, {"WV_TEST_PW": "correct horse battery staple"}
+    return {"type": "env", "variable": "WV_TEST_KEK"}, {"WV_TEST_KEK": generate_key_text()}
+
+
 @pytest.mark.parametrize("kind", ["passphrase", "env"])
 def test_other_key_providers_are_declined_and_pulled_by_the_full_path(
     kind: str, source: Path, tmp_path: Path
 ) -> None:
-    if kind == "passphrase":
-        provider: dict[str, object] = {"type": "passphrase", "passphrase_env": "WV_TEST_PW", **FAST_ARGON}
-        env = {"WV_TEST_PW": "correct horse battery staple"}
-    else:
-        provider = {"type": "env", "variable": "WV_TEST_KEK"}
-        env = {"WV_TEST_KEK": generate_key_text()}
+    provider, env = other_provider(kind)
     home = _pushed_with_provider(tmp_path, source, provider, env)
     _declined_then_pulled(home, source, tmp_path, env)
 
@@ -254,15 +267,13 @@ def _pushed_with_provider(
     """A new home whose config encrypts with ``provider``, with ``source`` pushed as v1 under
     ``env`` (and without the variables ``unset``)."""
     home = tmp_path / "home"
-    home.mkdir()
-    (home / "config.yaml").write_text(json.dumps({"encryption": {"enabled": True, "provider": provider}}))
+    config = json.dumps({"encryption": {"enabled": True, "provider": provider}})
     with pytest.MonkeyPatch.context() as mp:
         for k, v in env.items():
             mp.setenv(k, v)
         for k in unset:
             mp.delenv(k, raising=False)
-        with Vault.open(home) as vault:
-            vault.push(MODEL, source, version="v1")
+        with pushed_v1(home, source, config) as vault:
             vault.refresh()
     return home
 

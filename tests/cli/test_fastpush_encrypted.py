@@ -18,7 +18,6 @@ import pytest
 
 from weightvault.core import layout
 from weightvault.core.errors import ConcurrentModificationError
-from weightvault.keys.env import generate_key_text
 from weightvault.keys.local_file import LocalFileKeyProvider
 from weightvault.storage.local import LocalBackend
 from weightvault.vault import lightpush
@@ -32,7 +31,7 @@ from weightvault.vault.vault import Vault
 from ..conftest import tree_bytes, write_random
 from .conftest import DECLINED, entry, full
 from .test_fastpull import fast as fast_pull
-from .test_fastpull_encrypted import FAST_ARGON
+from .test_fastpull_encrypted import ENCRYPTED, MODEL, other_provider, pushed_v1
 from .test_fastpush import (
     bf16_safetensors,
     fast,
@@ -44,9 +43,6 @@ from .test_fastpush import (
     stored_chunks,
     timeless,
 )
-
-MODEL = "org/secret"
-ENCRYPTED = "encryption:\n  enabled: true\n"
 
 
 def make_source(root: Path) -> Path:
@@ -69,10 +65,7 @@ def built_home(root: Path, config: str = ENCRYPTED) -> tuple[Path, Path]:
     source of v2)."""
     src = make_source(root)
     home = root / "home"
-    home.mkdir()
-    (home / "config.yaml").write_text(config)
-    with Vault.open(home) as v:
-        v.push(MODEL, src, version="v1")
+    with pushed_v1(home, src, config) as v:
         v.refresh()
     change(src)
     return home, src
@@ -300,12 +293,7 @@ def test_a_provider_this_home_rotated_to_that_is_not_a_key_file_declines(home: P
 
 @pytest.mark.parametrize("kind", ["passphrase", "env"])
 def test_other_key_providers_decline(kind: str, tmp_path: Path) -> None:
-    if kind == "passphrase":
-        provider: dict[str, object] = {"type": "passphrase", "passphrase_env": "WV_TEST_PW", **FAST_ARGON}
-        env = {"WV_TEST_PW": "correct horse battery staple"}
-    else:
-        provider = {"type": "env", "variable": "WV_TEST_KEK"}
-        env = {"WV_TEST_KEK": generate_key_text()}
+    provider, env = other_provider(kind)
     config = json.dumps({"encryption": {"enabled": True, "provider": provider}})
     with pytest.MonkeyPatch.context() as mp:
         for k, v in env.items():
