@@ -182,6 +182,13 @@ def _chunks_exist(v: Vault, label: str) -> None:
     assert all(v.primary.exists(layout.pack_key(loc.pack_id)) for loc in where.values())
 
 
+def _v2_kept(*vaults: Vault) -> None:
+    """On each machine every chunk of v2 is in a pack the store holds, and verify reads it all."""
+    for v in vaults:
+        _chunks_exist(v, "v2")
+        assert v.verify(read_data=True).ok
+
+
 @pytest.mark.usefixtures("stat_cache_trusts")
 def test_a_stat_cache_hit_after_another_machines_gc_pushes_the_file_again(tmp_path: Path) -> None:
     store = tmp_path / "store"
@@ -193,8 +200,7 @@ def test_a_stat_cache_hit_after_another_machines_gc_pushes_the_file_again(tmp_pa
             assert a.gc(grace_seconds=0).packs_deleted >= 1
         result = b.push("m", src, version="v2")  # the same unchanged tree: the stat cache knows it
         assert result.chunks_new >= 1
-        _chunks_exist(b, "v2")
-        assert b.verify(read_data=True).ok
+        _v2_kept(b)
     _check_from_fresh_home(store, tmp_path / "c", tmp_path / "out", src)
 
 
@@ -224,9 +230,7 @@ def test_a_push_between_gcs_mark_and_its_deletes_keeps_its_data(
         a.gc(grace_seconds=0)
         monkeypatch.undo()
         assert pushed == [0]  # every chunk taken from the store as it was
-        for v in (a, b):
-            _chunks_exist(v, "v2")
-            assert v.verify(read_data=True).ok
+        _v2_kept(a, b)
     _check_from_fresh_home(store, tmp_path / "c", tmp_path / "out", src)
 
 
@@ -273,9 +277,7 @@ def test_a_push_holding_its_lock_while_gc_waits_keeps_its_data(
         monkeypatch.undo()
         assert not gc_thread.is_alive() and not errors, errors
         assert result.chunks_new == 0
-        for v in (a, b):
-            _chunks_exist(v, "v2")
-            assert v.verify(read_data=True).ok
+        _v2_kept(a, b)
     _check_from_fresh_home(store, tmp_path / "c", tmp_path / "out", src)
 
 
