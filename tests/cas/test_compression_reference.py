@@ -135,19 +135,25 @@ def _get_varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def reference_decode(stored: bytes, raw_len: int) -> bytes:
-    """Inverse of :func:`reference_encode`, for trusted input."""
-    content = zstandard.ZstdDecompressor().decompress(stored)
-    n, pos = _get_varint(content, 0)
+def _reference_regions(buf: bytes) -> tuple[list[Region], int]:
+    """The region table that starts codec 2's content and codec 3's blob alike, and where it ends."""
+    n, pos = _get_varint(buf, 0)
     regions = []
     prev = 0
     for _ in range(n):
-        gap, pos = _get_varint(content, pos)
-        count, pos = _get_varint(content, pos)
-        r = Region(prev + gap, count, FloatKind(content[pos]))
+        gap, pos = _get_varint(buf, pos)
+        count, pos = _get_varint(buf, pos)
+        r = Region(prev + gap, count, FloatKind(buf[pos]))
         pos += 1
         regions.append(r)
         prev = r.end
+    return regions, pos
+
+
+def reference_decode(stored: bytes, raw_len: int) -> bytes:
+    """Inverse of :func:`reference_encode`, for trusted input."""
+    content = zstandard.ZstdDecompressor().decompress(stored)
+    regions, pos = _reference_regions(content)
     body = content[pos:]
     assert len(body) == raw_len
     out = bytearray(raw_len)
@@ -457,16 +463,7 @@ def reference_encode3(raw: bytes, regions: list[Region], compress: list[bool]) -
 
 def reference_decode3(stored: bytes, raw_len: int) -> tuple[bytes, list[int]]:
     """Inverse of :func:`reference_encode3` for trusted input; also the stored section lengths."""
-    n, pos = _get_varint(stored, 0)
-    regions = []
-    prev = 0
-    for _ in range(n):
-        gap, pos = _get_varint(stored, pos)
-        count, pos = _get_varint(stored, pos)
-        r = Region(prev + gap, count, FloatKind(stored[pos]))
-        pos += 1
-        regions.append(r)
-        prev = r.end
+    regions, pos = _reference_regions(stored)
     _, raw_sections = reference_sections(bytes(raw_len), regions)
     lengths = list(struct.unpack_from(f"<{len(raw_sections)}I", stored, pos))
     pos += 4 * len(raw_sections)
