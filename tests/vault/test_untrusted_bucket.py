@@ -450,6 +450,56 @@ def test_deleted_keyring_is_noticed_by_a_machine_that_never_saw_the_model(
         assert w.recover()["refused_refs"] == 1  # the authenticated ref is not taken as a plain one
 
 
+def test_deleted_keyring_leaving_only_a_claim_is_noticed(home: Path, model_dir: Path, tmp_path: Path) -> None:
+    with Vault.open(home, encryption={"enabled": True}) as v:
+        v.push("m", model_dir, version="v1")
+        dom = v.keys.domain("m")
+        assert dom is not None
+        v.keys.add_data_key(dom, v.keys.configured())  # a keyring rewrite: claims generation 2
+        kept = sorted(i.key for i in v.primary.list(f"{layout.KEYS}_/m/"))
+        assert kept == [keyring_key("m"), f"{layout.KEYS}_/m/keyring.claims/0000000002"]
+        # the attacker deletes the keyring and every ref, so no MAC is left to see
+        v.primary.delete(keyring_key("m"))
+        for info in list(v.primary.list(layout.model_refs_prefix("m"))):
+            v.primary.delete(info.key)
+        before = store_listing(v)
+    with Vault.open(tmp_path / "fresh", store_url=f"file://{home / 'store'}") as w:
+        with pytest.raises(IntegrityError, match="keyring is missing"):
+            w.push("m", model_dir, version="v2")
+        assert store_listing(w) == before
+
+
+def test_deleted_keyring_is_noticed_from_the_first_listed_ref_alone(
+    home: Path, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Vault.open(home, encryption={"enabled": True}) as v:
+        for label in ("v1", "v2", "v3"):
+            (model_dir / "config.json").write_text(f'{{"label": "{label}"}}')
+            v.push("m", model_dir, version=label)
+        v.primary.delete(keyring_key("m"))  # the attacker
+        first = next(iter(v.primary.list(layout.model_refs_prefix("m")))).key
+        before = store_listing(v)
+    # a fresh home: its index knows no version of m (the refresh refuses their authenticated
+    # refs), so the listing's first ref is all the check reads
+    with Vault.open(tmp_path / "fresh", store_url=f"file://{home / 'store'}") as w:
+        with pytest.raises(IntegrityError, match="keyring is missing"):
+            w.push("m", model_dir, version="v4")  # its first refresh reads every ref once
+        assert w.index.latest_label("m") is None
+        read: list[str] = []
+        real_get = w.store.backend.get
+
+        def get(key: str) -> bytes:
+            if key.startswith(layout.REFS):
+                read.append(key)
+            return real_get(key)
+
+        monkeypatch.setattr(w.store.backend, "get", get)
+        with pytest.raises(IntegrityError, match="keyring is missing"):
+            w.push("m", model_dir, version="v4")
+        assert read == [first]
+        assert store_listing(w) == before
+
+
 def test_edited_refs_are_refused_by_the_automatic_refresh(
     home: Path, model_dir: Path, tmp_path: Path
 ) -> None:

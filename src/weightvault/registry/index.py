@@ -449,6 +449,17 @@ class RegistryIndex:
                 for r in rows
             ]
 
+    def latest_label(self, model: str) -> str | None:
+        """The label of ``model``'s newest version (``resolve(model, None)``'s order), if any."""
+        with self._read() as s:
+            return s.scalar(
+                select(VersionRow.label)
+                .join(ModelRow, ModelRow.id == VersionRow.model_id)
+                .where(ModelRow.name == model)
+                .order_by(VersionRow.created_at.desc(), VersionRow.id.desc())
+                .limit(1)
+            )
+
     def label_exists(self, model: str, label: str) -> bool:
         with self._read() as s:
             mid = s.scalar(select(ModelRow.id).where(ModelRow.name == model))

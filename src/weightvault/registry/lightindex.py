@@ -276,6 +276,16 @@ class LightIndex:
             ).fetchone()
         return None if row is None else str(row[0])
 
+    def latest_label(self, model: str) -> str | None:
+        """The label of ``model``'s newest version (``latest_commit``'s order), if any."""
+        with self._read() as db:
+            row = db.execute(
+                "SELECT versions.label FROM versions JOIN models ON models.id = versions.model_id "
+                "WHERE models.name = ? ORDER BY versions.created_at DESC, versions.id DESC LIMIT 1",
+                (model,),
+            ).fetchone()
+        return None if row is None else str(row[0])
+
     def version_commit(self, model: str, label: str) -> str | None:
         with self._read() as db:
             row = db.execute(

@@ -71,14 +71,14 @@ def check_sha256(sha256: str) -> str:
 def needs_files(vault: Versions, model: str, *, read_refs: bool = True) -> bool:
     """Whether pushes of ``model`` must send whole files: it is (or a push would make it)
     encrypted, or the vault compresses with float-aware codecs, which need each file's layout.
-    ``read_refs`` also reads the model's refs from the store (an encrypted model whose keyring
-    was deleted still has authenticated refs): once per push, not on every chunk request."""
+    ``read_refs`` also asks the store (an encrypted model whose keyring was deleted still has
+    authenticated refs, ``Store.shows_encryption``): once per push, not on every chunk request."""
     check_model_name(model)
     if vault.settings.compression == "float" or vault.settings.encryption.enabled:
         return True
     if vault.keys.domain(model) is not None:
         return True
-    return read_refs and vault.store.has_authenticated_refs(model)
+    return read_refs and vault.shows_encryption(model)
 
 
 def prepare(vault: Versions, model: str) -> None:

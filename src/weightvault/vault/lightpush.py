@@ -313,8 +313,8 @@ def _checked_open(where: PushHome, model: str, files: list[SourceFile], version:
                 raise SnapshotUnavailable(f"{model}@{version} exists: the full path reports it")
             if version is None and v.index.latest_commit(model) is not None:
                 raise SnapshotUnavailable("the full path compares an unlabelled push with the latest version")
-            if keys is None and v.store.has_authenticated_refs(model):
-                raise SnapshotUnavailable(f"{model} has authenticated refs: the full path judges them")
+            if keys is None and v.store.shows_encryption(model, v.index.latest_label(model)):
+                raise SnapshotUnavailable(f"{model} shows encryption: the full path judges it")
     except BaseException:
         v.close()
         raise

@@ -259,14 +259,20 @@ class Records(Following):
             return self.chunker
         return Chunker(self.store.config.chunking, seed=dom.chunker_seed)
 
+    def shows_encryption(self, model: str) -> bool:
+        """Whether the store shows ``model`` (which has no keyring) to be encrypted: a few reads,
+        not one per version (``Store.shows_encryption``)."""
+        return self.store.shows_encryption(model, self.index.latest_label(model))
+
     def _push_domain(self, model: str) -> Domain | None:
         """The domain a push of ``model`` seals under: its own, or a new one when encryption is on."""
         dom = self.keys.domain(model)
-        if dom is None and self.store.has_authenticated_refs(model):
-            # no keyring, no pin here, but the store's refs say the model is encrypted
+        if dom is None and self.shows_encryption(model):
+            # no keyring, no pin here, but the store says the model is encrypted
             raise KeyringTrustError(
-                f"model {model} is encrypted (its refs are authenticated) but its keyring is missing "
-                "from the store; refusing to push it as a plain model or under new keys"
+                f"model {model} is encrypted (its refs are authenticated or a keyring claim is left) "
+                "but its keyring is missing from the store; refusing to push it as a plain model or "
+                "under new keys"
             )
         if dom is None and self.settings.encryption.enabled:
             key_file = self.settings.default_key_file

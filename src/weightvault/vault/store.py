@@ -14,7 +14,7 @@ from weightvault.cas.chunker import ChunkingParams
 from weightvault.core import layout
 from weightvault.core.errors import FormatError, IntegrityError, MissingObjectError, ObjectExistsError
 from weightvault.core.manifest import FileRecipe, Manifest, canonical_json
-from weightvault.storage.backend import Backend
+from weightvault.storage.backend import Backend, ObjectInfo
 from weightvault.storage.replica import ReplicaSet
 
 #: Format 2: fixed-depth ref and keyring keys, the journal and store locks, authenticated refs and
@@ -250,20 +250,28 @@ class Store:
     def delete_alias_ref(self, model: str, alias: str) -> None:
         self.backend.delete(layout.alias_ref_key(model, alias))
 
-    def has_authenticated_refs(self, model: str) -> bool:
-        """Whether any ref of ``model`` carries a MAC (the model is encrypted), checked before a
-        push treats a model without a keyring as plain."""
-        for info in self.backend.list(layout.model_refs_prefix(model)):
-            parsed = layout.parse_ref_key(info.key)
-            if parsed is None or parsed[0] != model:
-                continue
-            try:
-                body = json.loads(self.backend.get(info.key))
-            except (MissingObjectError, ValueError):
-                continue
-            if isinstance(body, dict) and "mac" in body:
-                return True
-        return False
+    def shows_encryption(self, model: str, newest: str | None = None) -> bool:
+        """Whether the store shows ``model`` to be encrypted, checked before a push treats a model
+        without a keyring as plain (docs/security.md, point 4). A fixed number of reads, whatever
+        the number of versions: an object under the model's keys folder (a keyring claim outlives
+        a deleted keyring), or a MAC on the first ref the listing yields or on the ref of version
+        ``newest`` (the newest one this machine's index knows). Every ref of an encrypted model
+        carries a MAC, so a bucket writer who deletes the keyring must strip them all to pass,
+        which it could already do."""
+        if _first_key(self.backend.list(f"{layout.KEYS}{layout.model_path(model)}/")) is not None:
+            return True
+        first = _first_key(self.backend.list(layout.model_refs_prefix(model)), model)
+        keys = {first} if first is not None else set()
+        if newest is not None:
+            keys.add(layout.version_ref_key(model, newest))
+        return any(self._carries_mac(key) for key in sorted(keys))
+
+    def _carries_mac(self, key: str) -> bool:
+        try:
+            body = json.loads(self.backend.get(key))
+        except (MissingObjectError, ValueError):
+            return False
+        return isinstance(body, dict) and "mac" in body
 
     def get_ref(self, model: str, kind: str, name: str) -> dict[str, Any] | None:
         """A ref's body checked against its key (and, in an encrypted model, its MAC), or None
@@ -322,6 +330,21 @@ class Store:
                 continue
             if body is not None:
                 yield model, kind, name, body
+
+
+def _first_key(listing: Iterator[ObjectInfo], ref_of: str | None = None) -> str | None:
+    """The first key of a listing (with ``ref_of``: the first ref key of that model), the rest
+    never fetched: every backend lists lazily (a page of keys, or a local folder, at a time)."""
+    try:
+        for info in listing:
+            parsed = layout.parse_ref_key(info.key) if ref_of is not None else None
+            if ref_of is None or (parsed is not None and parsed[0] == ref_of):
+                return info.key
+        return None
+    finally:
+        close = getattr(listing, "close", None)
+        if close is not None:
+            close()
 
 
 def parse_ref_body(key: str, model: str, kind: str, name: str, data: bytes) -> dict[str, Any]:
