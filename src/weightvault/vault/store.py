@@ -253,14 +253,18 @@ class Store:
     def shows_encryption(self, model: str, newest: str | None = None) -> bool:
         """Whether the store shows ``model`` to be encrypted, checked before a push treats a model
         without a keyring as plain (docs/security.md, point 4). A fixed number of reads, whatever
-        the number of versions: an object under the model's keys folder (a keyring claim outlives
-        a deleted keyring), or a MAC on the first ref the listing yields or on the ref of version
-        ``newest`` (the newest one this machine's index knows). Every ref of an encrypted model
-        carries a MAC, so a bucket writer who deletes the keyring must strip them all to pass,
-        which it could already do."""
-        if _first_key(self.backend.list(f"{layout.KEYS}{layout.model_path(model)}/")) is not None:
-            return True
-        first = _first_key(self.backend.list(layout.model_refs_prefix(model)), model)
+        the number of versions: objects under the model's keys folder but no keyring (claims of
+        keyring rewrites outlive a deleted keyring), or a MAC on the first ref the listing yields
+        or on the ref of version ``newest`` (the newest one this machine's index knows). Every ref
+        of an encrypted model carries a MAC, so a bucket writer who deletes the keyring must strip
+        the sampled ones to pass, which it could already do to all of them."""
+        # the keys folder holds the keyring and one claim per keyring rewrite: one listing page
+        keys_folder = {i.key for i in self.backend.list(f"{layout.KEYS}{layout.model_path(model)}/")}
+        if keys_folder and layout.keyring_key(model) not in keys_folder:
+            return True  # claims outlive a deleted keyring
+        first = _first_key(
+            self.backend.list(layout.model_refs_prefix(model)), lambda key: _is_ref_of(key, model)
+        )
         keys = {first} if first is not None else set()
         if newest is not None:
             keys.add(layout.version_ref_key(model, newest))
@@ -332,15 +336,16 @@ class Store:
                 yield model, kind, name, body
 
 
-def _first_key(listing: Iterator[ObjectInfo], ref_of: str | None = None) -> str | None:
-    """The first key of a listing (with ``ref_of``: the first ref key of that model), the rest
-    never fetched: every backend lists lazily (a page of keys, or a local folder, at a time)."""
+def _is_ref_of(key: str, model: str) -> bool:
+    parsed = layout.parse_ref_key(key)
+    return parsed is not None and parsed[0] == model
+
+
+def _first_key(listing: Iterator[ObjectInfo], wanted: Callable[[str], bool]) -> str | None:
+    """The first wanted key of a listing, the rest never fetched: every backend lists lazily (a
+    page of keys, or a local folder, at a time)."""
     try:
-        for info in listing:
-            parsed = layout.parse_ref_key(info.key) if ref_of is not None else None
-            if ref_of is None or (parsed is not None and parsed[0] == ref_of):
-                return info.key
-        return None
+        return next((info.key for info in listing if wanted(info.key)), None)
     finally:
         close = getattr(listing, "close", None)
         if close is not None:
