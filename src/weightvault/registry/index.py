@@ -477,7 +477,8 @@ class RegistryIndex:
             mid = self._model_id(s, model)
             base = select(VersionRow).where(VersionRow.model_id == mid)
             if revision is None or revision == LATEST:
-                row = s.scalars(base.order_by(VersionRow.created_at.desc(), VersionRow.id.desc())).first()
+                newest = base.order_by(VersionRow.created_at.desc(), VersionRow.id.desc()).limit(1)
+                row = s.scalars(newest).first()  # one row read, not every version's
                 if row is None:
                     raise RevisionNotFoundError(f"model {model!r} has no versions")
                 return self._record(s, model, row)
