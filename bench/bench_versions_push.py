@@ -47,8 +47,8 @@ def write_version(src: Path, i: int) -> None:
 
 
 def versions_home(out: Path, count: int) -> tuple[Path, Path]:
-    """The home whose model ``m`` has at least ``count`` versions (one home, grown as needed)."""
-    home, src = out / "versions-push" / "home", out / "versions-push" / "src"
+    """A home whose model ``m`` has ``count`` versions (plus the timed pushes' ones); cached."""
+    home, src = out / f"versions-push-{count}" / "home", out / f"versions-push-{count}" / "src"
     src.mkdir(parents=True, exist_ok=True)
     (src / "config.json").write_text('{"arch": "tiny"}')
     stamp = home.parent / ".count"
