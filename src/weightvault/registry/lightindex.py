@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from weightvault.core.errors import (
     ConflictError,
@@ -268,19 +268,16 @@ class LightIndex:
 
     def latest_commit(self, model: str) -> str | None:
         """The commit of ``model``'s newest version (``resolve(model, None)``'s order), if any."""
-        with self._read() as db:
-            row = db.execute(
-                "SELECT versions.commit_id FROM versions JOIN models ON models.id = versions.model_id "
-                "WHERE models.name = ? ORDER BY versions.created_at DESC, versions.id DESC LIMIT 1",
-                (model,),
-            ).fetchone()
-        return None if row is None else str(row[0])
+        return self._newest(model, "commit_id")
 
     def latest_label(self, model: str) -> str | None:
         """The label of ``model``'s newest version (``latest_commit``'s order), if any."""
+        return self._newest(model, "label")
+
+    def _newest(self, model: str, column: Literal["commit_id", "label"]) -> str | None:
         with self._read() as db:
             row = db.execute(
-                "SELECT versions.label FROM versions JOIN models ON models.id = versions.model_id "
+                f"SELECT versions.{column} FROM versions JOIN models ON models.id = versions.model_id "
                 "WHERE models.name = ? ORDER BY versions.created_at DESC, versions.id DESC LIMIT 1",
                 (model,),
             ).fetchone()
